@@ -1,0 +1,74 @@
+//! The seccomp profile engine.
+//!
+//! Built like a compiler: [`parse`] reads Docker/OCI JSON into the
+//! [`profile`] model (frontend), [`resolve`] applies Docker's rules for one
+//! host and capability set to give a flat list of rules (intermediate
+//! form), and [`compile`] turns that into a classic BPF program with
+//! libseccomp (backend). [`load`] installs it; [`bpf`] can also run it.
+
+pub mod arch;
+pub mod bpf;
+pub mod builtin;
+pub mod compile;
+pub mod error;
+pub mod load;
+pub mod parse;
+pub mod profile;
+pub mod resolve;
+pub mod summary;
+
+pub use error::{CompileError, LoadError, ProfileError, Source};
+
+use crate::caps::CapSet;
+
+/// A profile the user can name on the command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProfileRef {
+    /// The built-in default profile.
+    Default,
+    /// No filter at all.
+    Unconfined,
+    /// A profile file.
+    File(std::path::PathBuf),
+}
+
+impl ProfileRef {
+    /// `default`, `unconfined`, or a path.
+    pub fn parse(s: &str) -> ProfileRef {
+        match s {
+            "default" => ProfileRef::Default,
+            "unconfined" => ProfileRef::Unconfined,
+            p => ProfileRef::File(p.into()),
+        }
+    }
+
+    /// Loads the profile (`None` for `unconfined`).
+    pub fn load(&self) -> Result<Option<(profile::Profile, Source)>, ProfileError> {
+        match self {
+            ProfileRef::Default => Ok(Some((builtin::default_profile()?, builtin::SOURCE))),
+            ProfileRef::Unconfined => Ok(None),
+            ProfileRef::File(p) => Ok(Some((parse::from_file(p)?, Source::File(p.clone())))),
+        }
+    }
+}
+
+/// Resolves and compiles a parsed profile for this host and `caps`.
+pub fn compile_for_host(
+    profile: &profile::Profile,
+    source: Source,
+    caps: &CapSet,
+    opts: compile::Options,
+) -> Result<(resolve::Resolved, compile::Compiled), CompileError> {
+    let host = arch::Host::detect().map_err(|reason| CompileError::Unsupported {
+        source_name: source.clone(),
+        field: "(host)".into(),
+        reason,
+    })?;
+    let target = resolve::Target {
+        host,
+        caps: caps.clone(),
+    };
+    let resolved = resolve::resolve(profile, source, &target);
+    let compiled = compile::compile(&resolved, opts)?;
+    Ok((resolved, compiled))
+}

@@ -1,0 +1,255 @@
+//! The built-in `default` profile allows and denies exactly what Docker's
+//! default profile does.
+//!
+//! Both profiles are compiled by the engine for the same target and the
+//! two BPF programs are run side by side (with the interpreter in
+//! `seccomp::bpf`) on every syscall number of every architecture the
+//! filters accept, and on argument values that exercise the argument
+//! filters: clone flags, socket families and types, personality values.
+//! Docker's profile is read from `../shared/fixtures`; the test skips with
+//! a message when that folder is absent.
+
+use std::path::PathBuf;
+
+use moat_runtime::caps::CapSet;
+use moat_runtime::seccomp::arch::Host;
+use moat_runtime::seccomp::bpf::{Program, SeccompData, Verdict};
+use moat_runtime::seccomp::compile::{self, Dispatch, Options};
+use moat_runtime::seccomp::profile::{Arch, KernelVersion, Profile};
+use moat_runtime::seccomp::resolve::{self, Target};
+use moat_runtime::seccomp::{builtin, parse, Source};
+
+const X32_SYSCALL_BIT: i32 = 0x4000_0000;
+const MAX_NR: i32 = 1024;
+
+fn docker_profile() -> Option<(Profile, Source)> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/fixtures/moby-default-seccomp.json");
+    if !path.exists() {
+        eprintln!(
+            "SKIP: {} not found; Docker's profile is needed to compare against",
+            path.display()
+        );
+        return None;
+    }
+    Some((parse::from_file(&path).unwrap(), Source::File(path)))
+}
+
+fn program(p: &Profile, src: Source, target: &Target, dispatch: Dispatch) -> Program {
+    let resolved = resolve::resolve(p, src, target);
+    compile::compile(
+        &resolved,
+        Options {
+            strict: false,
+            dispatch,
+        },
+    )
+    .unwrap()
+    .program
+}
+
+/// Values that cross every argument filter in Docker's profile: each
+/// single bit (clone flags), the address families, the personality values
+/// Docker allows and their neighbours, and values with high bits set.
+fn interesting_values() -> Vec<u64> {
+    let mut v: Vec<u64> = (0..64).map(|b| 1u64 << b).collect();
+    v.extend(0..=64); // address families, socket types, small flags
+    v.extend([
+        0x0008,      // PER_LINUX32
+        0x20000,     // UNAME26
+        0x20008,     // PER_LINUX32 | UNAME26
+        0xffff_ffff, // personality query
+        0x0011,      // SIGCHLD
+        0x7e02_0000, // all namespace flags
+        0x7e02_0011,
+        0x003d_0f00, // pthread_create's clone flags
+        0x0100_0011, // fork()'s clone flags
+        0x1_0000_0000,
+        0xffff_ffff_ffff_ffff,
+        0x8000_0000_0000_0011,
+    ]);
+    v.sort_unstable();
+    v.dedup();
+    v
+}
+
+/// Compares the two programs' verdicts for every syscall of `arches`,
+/// returning the mismatches as readable lines.
+fn compare(ours: &Program, docker: &Program, arches: &[(Arch, i32)]) -> Vec<String> {
+    let values = interesting_values();
+    let mut diffs = Vec::new();
+    for &(arch, nr_bits) in arches {
+        let audit = arch.audit_arch().expect("audit arch known");
+        for nr in 0..MAX_NR {
+            let mut inputs = vec![[0u64; 6]];
+            for &v in &values {
+                // Every argument filter in Docker's profile is on argument 0
+                // or 1 (clone flags are argument 1 on s390 only).
+                for i in 0..2 {
+                    let mut a = [0u64; 6];
+                    a[i] = v;
+                    inputs.push(a);
+                }
+            }
+            for args in inputs {
+                let d = SeccompData {
+                    nr: nr | nr_bits,
+                    arch: audit,
+                    instruction_pointer: 0,
+                    args,
+                };
+                let o = Verdict::from_ret(ours.evaluate(&d).unwrap());
+                let k = Verdict::from_ret(docker.evaluate(&d).unwrap());
+                if o != k {
+                    diffs.push(format!(
+                        "{} nr {nr} args {args:x?}: ours {o}, docker {k}",
+                        arch.name()
+                    ));
+                }
+            }
+        }
+    }
+    diffs
+}
+
+fn target(go_arch: &'static str, native: Arch, kernel: &str, caps: CapSet) -> Target {
+    Target {
+        host: Host {
+            go_arch,
+            native,
+            kernel: KernelVersion::parse(kernel).unwrap(),
+        },
+        caps,
+    }
+}
+
+fn assert_same_verdicts(t: &Target, arches: &[(Arch, i32)]) {
+    let Some((docker, docker_src)) = docker_profile() else {
+        return;
+    };
+    let ours = builtin::default_profile().unwrap();
+    let a = program(&ours, builtin::SOURCE, t, Dispatch::Auto);
+    let b = program(&docker, docker_src, t, Dispatch::Auto);
+    let diffs = compare(&a, &b, arches);
+    assert!(
+        diffs.is_empty(),
+        "{} verdicts differ for {} with caps {}; first ones:\n{}",
+        diffs.len(),
+        t.host.go_arch,
+        t.caps,
+        diffs[..diffs.len().min(20)].join("\n")
+    );
+}
+
+const X86_FAMILY: [(Arch, i32); 3] = [
+    (Arch::X86_64, 0),
+    (Arch::X86, 0),
+    (Arch::X32, X32_SYSCALL_BIT),
+];
+
+fn this_host() -> Host {
+    Host::detect().unwrap()
+}
+
+#[test]
+fn same_verdicts_as_docker_on_this_host_with_docker_default_caps() {
+    let host = this_host();
+    let t = Target {
+        host,
+        caps: CapSet::docker_default(),
+    };
+    if t.host.native != Arch::X86_64 {
+        eprintln!("SKIP: the exhaustive comparison is written for x86_64 hosts");
+        return;
+    }
+    assert_same_verdicts(&t, &X86_FAMILY);
+}
+
+#[test]
+fn same_verdicts_as_docker_on_this_host_with_cap_sys_admin() {
+    let host = this_host();
+    let caps = CapSet::docker_default()
+        .with_changes(["CAP_SYS_ADMIN"], Vec::<&str>::new())
+        .unwrap();
+    if host.native != Arch::X86_64 {
+        eprintln!("SKIP: the exhaustive comparison is written for x86_64 hosts");
+        return;
+    }
+    assert_same_verdicts(&Target { host, caps }, &X86_FAMILY);
+}
+
+#[test]
+fn same_verdicts_as_docker_for_other_capability_sets_and_kernels() {
+    let sets = [
+        CapSet::empty(),
+        CapSet::all(),
+        CapSet::docker_default()
+            .with_changes(
+                ["CAP_SYS_PTRACE", "CAP_BPF", "CAP_PERFMON", "CAP_SYS_NICE"],
+                Vec::<&str>::new(),
+            )
+            .unwrap(),
+    ];
+    for caps in sets {
+        for kernel in ["4.14", "5.8", "6.18"] {
+            let t = target("amd64", Arch::X86_64, kernel, caps.clone());
+            assert_same_verdicts(&t, &X86_FAMILY);
+        }
+    }
+}
+
+/// libseccomp can emit filters for foreign architectures of the same byte
+/// order, so the arm64 resolution of both profiles is compared too.
+#[test]
+fn same_verdicts_as_docker_when_resolved_for_arm64() {
+    for caps in [CapSet::docker_default(), CapSet::all()] {
+        let t = target("arm64", Arch::Aarch64, "6.1", caps);
+        assert_same_verdicts(&t, &[(Arch::Aarch64, 0), (Arch::Arm, 0)]);
+    }
+}
+
+/// The binary tree is an optimisation only: it must not change a verdict.
+#[test]
+fn binary_tree_and_linear_programs_agree() {
+    let t = Target {
+        host: this_host(),
+        caps: CapSet::docker_default(),
+    };
+    let ours = builtin::default_profile().unwrap();
+    let tree = program(&ours, builtin::SOURCE, &t, Dispatch::BinaryTree);
+    let linear = program(&ours, builtin::SOURCE, &t, Dispatch::Linear);
+    assert_ne!(tree, linear, "the two dispatch strategies should differ");
+    let arches = if t.host.native == Arch::X86_64 {
+        X86_FAMILY.to_vec()
+    } else {
+        vec![(t.host.native, 0)]
+    };
+    let diffs = compare(&tree, &linear, &arches);
+    assert!(
+        diffs.is_empty(),
+        "{}",
+        diffs[..diffs.len().min(20)].join("\n")
+    );
+}
+
+/// A sanity check that the comparison can fail: Docker's profile with one
+/// rule changed must be told apart from ours.
+#[test]
+fn the_comparison_detects_a_single_changed_rule() {
+    let Some((mut docker, src)) = docker_profile() else {
+        return;
+    };
+    let rule = docker
+        .syscalls
+        .iter_mut()
+        .find(|r| r.names.iter().any(|n| n == "getpid"))
+        .expect("Docker allows getpid");
+    rule.names.retain(|n| n != "getpid");
+    let t = target("amd64", Arch::X86_64, "6.18", CapSet::docker_default());
+    let ours = builtin::default_profile().unwrap();
+    let a = program(&ours, builtin::SOURCE, &t, Dispatch::Auto);
+    let b = program(&docker, src, &t, Dispatch::Auto);
+    let diffs = compare(&a, &b, &[(Arch::X86_64, 0)]);
+    assert!(!diffs.is_empty());
+    assert!(diffs.iter().all(|d| d.contains("nr 39 ")), "{diffs:?}");
+}
