@@ -13,14 +13,15 @@ use std::path::PathBuf;
 
 use moat_runtime::caps::CapSet;
 use moat_runtime::seccomp::arch::Host;
-use moat_runtime::seccomp::bpf::{Program, SeccompData, Verdict};
+use moat_runtime::seccomp::bpf::Program;
 use moat_runtime::seccomp::compile::{self, Dispatch, Options};
 use moat_runtime::seccomp::profile::{Arch, KernelVersion, Profile};
 use moat_runtime::seccomp::resolve::{self, Target};
 use moat_runtime::seccomp::{builtin, parse, Source};
 
-const X32_SYSCALL_BIT: i32 = 0x4000_0000;
-const MAX_NR: i32 = 1024;
+mod common;
+
+use common::{compare, X86_FAMILY};
 
 fn docker_profile() -> Option<(Profile, Source)> {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -40,76 +41,12 @@ fn program(p: &Profile, src: Source, target: &Target, dispatch: Dispatch) -> Pro
     compile::compile(
         &resolved,
         Options {
-            strict: false,
             dispatch,
+            ..Default::default()
         },
     )
     .unwrap()
     .program
-}
-
-/// Values that cross every argument filter in Docker's profile: each
-/// single bit (clone flags), the address families, the personality values
-/// Docker allows and their neighbours, and values with high bits set.
-fn interesting_values() -> Vec<u64> {
-    let mut v: Vec<u64> = (0..64).map(|b| 1u64 << b).collect();
-    v.extend(0..=64); // address families, socket types, small flags
-    v.extend([
-        0x0008,      // PER_LINUX32
-        0x20000,     // UNAME26
-        0x20008,     // PER_LINUX32 | UNAME26
-        0xffff_ffff, // personality query
-        0x0011,      // SIGCHLD
-        0x7e02_0000, // all namespace flags
-        0x7e02_0011,
-        0x003d_0f00, // pthread_create's clone flags
-        0x0100_0011, // fork()'s clone flags
-        0x1_0000_0000,
-        0xffff_ffff_ffff_ffff,
-        0x8000_0000_0000_0011,
-    ]);
-    v.sort_unstable();
-    v.dedup();
-    v
-}
-
-/// Compares the two programs' verdicts for every syscall of `arches`,
-/// returning the mismatches as readable lines.
-fn compare(ours: &Program, docker: &Program, arches: &[(Arch, i32)]) -> Vec<String> {
-    let values = interesting_values();
-    let mut diffs = Vec::new();
-    for &(arch, nr_bits) in arches {
-        let audit = arch.audit_arch().expect("audit arch known");
-        for nr in 0..MAX_NR {
-            let mut inputs = vec![[0u64; 6]];
-            for &v in &values {
-                // Every argument filter in Docker's profile is on argument 0
-                // or 1 (clone flags are argument 1 on s390 only).
-                for i in 0..2 {
-                    let mut a = [0u64; 6];
-                    a[i] = v;
-                    inputs.push(a);
-                }
-            }
-            for args in inputs {
-                let d = SeccompData {
-                    nr: nr | nr_bits,
-                    arch: audit,
-                    instruction_pointer: 0,
-                    args,
-                };
-                let o = Verdict::from_ret(ours.evaluate(&d).unwrap());
-                let k = Verdict::from_ret(docker.evaluate(&d).unwrap());
-                if o != k {
-                    diffs.push(format!(
-                        "{} nr {nr} args {args:x?}: ours {o}, docker {k}",
-                        arch.name()
-                    ));
-                }
-            }
-        }
-    }
-    diffs
 }
 
 fn target(go_arch: &'static str, native: Arch, kernel: &str, caps: CapSet) -> Target {
@@ -140,12 +77,6 @@ fn assert_same_verdicts(t: &Target, arches: &[(Arch, i32)]) {
         diffs[..diffs.len().min(20)].join("\n")
     );
 }
-
-const X86_FAMILY: [(Arch, i32); 3] = [
-    (Arch::X86_64, 0),
-    (Arch::X86, 0),
-    (Arch::X32, X32_SYSCALL_BIT),
-];
 
 fn this_host() -> Host {
     Host::detect().unwrap()

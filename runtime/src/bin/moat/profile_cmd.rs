@@ -93,6 +93,7 @@ impl CompileArgs {
                 DispatchArg::Linear => compile::Dispatch::Linear,
                 DispatchArg::Tree => compile::Dispatch::BinaryTree,
             },
+            ..Default::default()
         }
     }
 }
