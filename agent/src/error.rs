@@ -1,0 +1,99 @@
+//! The agent library's error type.
+
+use aya::{maps::MapError, programs::ProgramError, EbpfError};
+
+/// Shorthand for results whose error is [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What can go wrong while loading, attaching or reading moat's eBPF programs.
+///
+/// Each variant names the program, map or tracepoint involved, so that a log line
+/// says what failed without a backtrace.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The binary was built with `AYA_BUILD_SKIP`, so it carries no eBPF object.
+    #[error(
+        "this build embeds no eBPF object (it was built with AYA_BUILD_SKIP); rebuild without it"
+    )]
+    NoEmbeddedObject,
+
+    /// The kernel or aya refused the eBPF object as a whole (maps, BTF, relocations).
+    #[error("loading the embedded eBPF object ({size} bytes) failed")]
+    LoadObject {
+        /// Size of the embedded object, to tell a truncated build from a refusal.
+        size: usize,
+        /// What aya reported.
+        #[source]
+        source: EbpfError,
+    },
+
+    /// The object lacks a program the agent expects: the agent and eBPF crate disagree.
+    #[error("the eBPF object has no program named `{name}`")]
+    MissingProgram {
+        /// Name of the program that was looked up.
+        name: &'static str,
+    },
+
+    /// A program exists but is not of the expected type.
+    #[error("eBPF program `{name}` is not a {expected} program")]
+    ProgramType {
+        /// Name of the program.
+        name: &'static str,
+        /// The program type the agent expected.
+        expected: &'static str,
+        /// What aya reported.
+        #[source]
+        source: ProgramError,
+    },
+
+    /// The kernel refused to load a program (verifier, permissions, program type).
+    #[error("loading eBPF program `{name}` into the kernel failed")]
+    LoadProgram {
+        /// Name of the program.
+        name: &'static str,
+        /// What aya reported, including the verifier log when there is one.
+        #[source]
+        source: ProgramError,
+    },
+
+    /// Attaching a loaded program to its hook failed.
+    #[error("attaching eBPF program `{name}` to raw tracepoint `{tracepoint}` failed")]
+    Attach {
+        /// Name of the program.
+        name: &'static str,
+        /// The raw tracepoint it was attached to.
+        tracepoint: &'static str,
+        /// What aya reported.
+        #[source]
+        source: ProgramError,
+    },
+
+    /// The object lacks a map the agent expects.
+    #[error("the eBPF object has no map named `{name}`")]
+    MissingMap {
+        /// Name of the map that was looked up.
+        name: &'static str,
+    },
+
+    /// A map exists but its type, key or value size is not what the agent expects.
+    #[error("eBPF map `{name}` does not have the expected type or layout")]
+    MapType {
+        /// Name of the map.
+        name: &'static str,
+        /// What aya reported.
+        #[source]
+        source: MapError,
+    },
+
+    /// Reading a map slot failed.
+    #[error("reading slot {index} of eBPF map `{name}` failed")]
+    ReadMap {
+        /// Name of the map.
+        name: &'static str,
+        /// The slot that was read.
+        index: u32,
+        /// What aya reported.
+        #[source]
+        source: MapError,
+    },
+}

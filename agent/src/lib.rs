@@ -1,0 +1,17 @@
+//! moat's node agent as a library: everything `moatd` does, so that tests and other
+//! binaries drive the same code.
+//!
+//! - [`programs`]: the embedded eBPF object; loading it, attaching its programs and
+//!   reading its maps.
+//! - [`counters`]: process-event counters summed over CPUs.
+//! - [`rlimit`]: the best-effort `RLIMIT_MEMLOCK` bump for older kernels.
+//! - [`error`]: the library's error type.
+
+pub mod counters;
+pub mod error;
+pub mod programs;
+pub mod rlimit;
+
+pub use counters::ProcessCounts;
+pub use error::{Error, Result};
+pub use programs::Programs;

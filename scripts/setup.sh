@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Installs whatever moat's build and tests need that this machine lacks:
+# Debian packages, the pinned nightly with rust-src, and bpf-linker.
+# Idempotent; takes well under 5 seconds when everything is present.
+#
+# Usage: scripts/setup.sh            (as root on a fresh Debian 12 machine)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+say() { echo "setup: $*"; }
+
+# Debian packages, by what needs them:
+#   libseccomp-dev pkg-config  the libseccomp crate links to the system library
+#   bubblewrap                 a peer that loads `moat profile compile` output (tests)
+PACKAGES=(libseccomp-dev pkg-config bubblewrap)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+    if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+        missing+=("$p")
+    fi
+done
+if ((${#missing[@]})); then
+    if [[ $(id -u) -ne 0 ]]; then
+        echo "setup: error: missing Debian packages: ${missing[*]}; run this script as root (or: sudo apt-get install ${missing[*]})" >&2
+        exit 1
+    fi
+    say "installing Debian packages: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+scripts/install-bpf-toolchain.sh
+say "ready"
