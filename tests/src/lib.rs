@@ -2,6 +2,7 @@
 //! the shared fixtures, and deciding when a privileged test must skip.
 
 use std::path::PathBuf;
+use std::sync::Mutex;
 
 pub mod fork;
 
@@ -20,28 +21,60 @@ pub fn fixtures_dir() -> Option<PathBuf> {
     dir.is_dir().then_some(dir)
 }
 
-/// Path of a binary built from this workspace (`moat`, `moatd`), building
-/// it first if needed, in the same profile as the tests.
+/// Path of a binary built from this workspace (`moat`, `moatd`), in the
+/// same profile as the tests. The first call in a test process runs
+/// `cargo build` for it, so a test never drives a stale binary.
 pub fn binary(name: &str) -> PathBuf {
+    static BUILT: Mutex<Vec<String>> = Mutex::new(Vec::new());
     let exe = std::env::current_exe().expect("current exe");
     // target/<profile>/deps/<test>-<hash>
     let dir = exe
         .parent()
         .and_then(|d| d.parent())
         .expect("test binary lives in target/<profile>/deps");
-    let path = dir.join(name);
-    if !path.exists() {
-        let status = std::process::Command::new(env!("CARGO"))
-            .args(["build", "--bin", name])
-            .current_dir(workspace_root())
-            .status()
-            .expect("run cargo build");
+    let mut built = BUILT.lock().unwrap_or_else(|p| p.into_inner());
+    if !built.iter().any(|b| b == name) {
+        let mut cmd = std::process::Command::new(env!("CARGO"));
+        cmd.args(["build", "--quiet", "--bin", name])
+            .current_dir(workspace_root());
+        if dir.file_name().is_some_and(|p| p == "release") {
+            cmd.arg("--release");
+        }
+        let status = cmd.status().expect("run cargo build");
         assert!(status.success(), "building {name} failed");
+        built.push(name.to_string());
     }
-    path
+    dir.join(name)
 }
 
 /// Whether we run as root; privileged tests print why they skip otherwise.
 pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
+}
+
+/// Serialises tests that depend on where the pids controller is mounted
+/// with the ones that move it (v1 ↔ v2), across test binaries too: a
+/// shared `flock` while a test relies on the layout, exclusive while one
+/// changes it. The same file is used by `runtime/tests/cgroup_real.rs`.
+pub struct LayoutLock {
+    _file: std::fs::File,
+}
+
+/// Takes the cgroup layout lock; see [`LayoutLock`].
+pub fn cgroup_layout_lock(exclusive: bool) -> LayoutLock {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open("/tmp/moat-cgroup-layout.lock")
+        .expect("open the layout lock file");
+    let op = if exclusive {
+        libc::LOCK_EX
+    } else {
+        libc::LOCK_SH
+    };
+    // SAFETY: flock on a descriptor we own; blocks until granted.
+    let rc = unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&file), op) };
+    assert_eq!(rc, 0, "flock the layout lock");
+    LayoutLock { _file: file }
 }

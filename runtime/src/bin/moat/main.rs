@@ -1,6 +1,8 @@
 //! `moat`: the command users type.
 
 mod profile_cmd;
+mod ps_cmd;
+mod run_cmd;
 
 use std::process::ExitCode;
 
@@ -20,15 +22,38 @@ enum Command {
     /// Validate, compile and show seccomp profiles (Docker and OCI format).
     #[command(subcommand)]
     Profile(profile_cmd::ProfileCommand),
+    /// Run a command under seccomp, a user namespace and a pids limit
+    /// (as root).
+    Run(run_cmd::RunArgs),
+    /// List running workloads.
+    Ps(ps_cmd::PsArgs),
 }
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
         .format_target(false)
         .init();
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            // `moat run` reserves its other codes for the workload, so its
+            // usage errors are moat failures (125), as with `docker run`.
+            let code = match e.kind() {
+                clap::error::ErrorKind::DisplayHelp
+                | clap::error::ErrorKind::DisplayVersion
+                | clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => 0,
+                _ if std::env::args().nth(1).as_deref() == Some("run") => 125,
+                _ => 2,
+            };
+            return ExitCode::from(code);
+        }
+    };
     let result = match cli.command {
         Command::Profile(cmd) => profile_cmd::run(cmd),
+        // Exit codes of `run` are the workload's; it reports its own errors.
+        Command::Run(args) => return run_cmd::run(args),
+        Command::Ps(args) => ps_cmd::run(args),
     };
     match result {
         Ok(code) => code,

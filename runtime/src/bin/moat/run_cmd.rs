@@ -1,0 +1,190 @@
+//! `moat run`: launch a workload under seccomp, a user namespace and a pids
+//! limit.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{anyhow, Context, Result};
+use clap::Args;
+
+use moat_runtime::caps::CapSet;
+use moat_runtime::cgroup::{CgroupConfig, PidsLimit};
+use moat_runtime::launch::{self, RunRequest};
+use moat_runtime::seccomp::ProfileRef;
+use moat_runtime::state;
+use moat_runtime::userns::UsernsSpec;
+
+/// Exit code for a failure of moat itself (as `docker run`).
+pub const EXIT_MOAT_FAILED: u8 = 125;
+
+#[derive(Debug, Args)]
+#[command(after_long_help = "\
+EXIT STATUS:
+  the command's own exit code, or 128+N if signal N killed it;
+  125 if moat failed before the command started (nothing is left behind),
+  126 if the command cannot be executed, 127 if it was not found.
+
+EXAMPLES:
+  moat run -- /bin/true
+  moat run --pids-limit 64 --userns auto --name build -- make -j8
+  moat run --seccomp-profile ./profile.json --cap-drop ALL --user 1000:1000 -- ./server")]
+pub struct RunArgs {
+    /// Name of the workload: unique among running workloads,
+    /// [a-zA-Z0-9_.-], at most 64 characters [default: the command's name
+    /// and a short random id]
+    #[arg(long)]
+    name: Option<String>,
+    /// Seccomp profile: `default` (built in, equivalent to Docker's),
+    /// `unconfined` (no filter), or a Docker/OCI profile file.
+    #[arg(
+        long,
+        value_name = "default|unconfined|PATH",
+        default_value = "default"
+    )]
+    seccomp_profile: String,
+    /// Log every denial to the kernel audit log (SECCOMP_FILTER_FLAG_LOG).
+    #[arg(long)]
+    log_denials: bool,
+    /// Maximum number of processes and threads of the workload; without it
+    /// the workload has no limit of its own and the parent cgroup's applies
+    /// (512 unless --parent-pids-max says otherwise).
+    #[arg(long, value_name = "N|unlimited")]
+    pids_limit: Option<String>,
+    /// User namespace: `host` (none), `auto` (a 65536-id range of user
+    /// moat's /etc/subuid and /etc/subgid entries, unique among running
+    /// workloads), or CONTAINER_ID:HOST_ID:SIZE[,...].
+    #[arg(long, value_name = "host|auto|MAP[,MAP...]", default_value = "host")]
+    userns: String,
+    /// User and group inside the workload (numeric; GID defaults to UID).
+    #[arg(long, value_name = "UID[:GID]")]
+    user: Option<String>,
+    /// Add a capability to Docker's default set (e.g. NET_ADMIN; ALL).
+    /// Repeatable. The set also decides which seccomp profile rules apply.
+    #[arg(long, value_name = "CAP")]
+    cap_add: Vec<String>,
+    /// Drop a capability from the set (ALL drops every one). Repeatable.
+    #[arg(long, value_name = "CAP|ALL")]
+    cap_drop: Vec<String>,
+    /// Set no_new_privs (the default): setuid binaries and file
+    /// capabilities cannot raise privileges.
+    #[arg(long, overrides_with = "allow_new_privileges")]
+    no_new_privileges: bool,
+    /// Do not set no_new_privs (the seccomp filter is still installed).
+    #[arg(long)]
+    allow_new_privileges: bool,
+    /// Parent cgroup of every workload.
+    #[arg(long, value_name = "NAME", default_value = "moat")]
+    cgroup_parent: String,
+    /// pids.max of the parent cgroup when moat creates it.
+    #[arg(long, value_name = "N", default_value_t = 512)]
+    parent_pids_max: u64,
+    /// Set an environment variable (added to moat's environment). Repeatable.
+    #[arg(long, short, value_name = "K=V")]
+    env: Vec<String>,
+    /// Working directory of the command.
+    #[arg(long, short, value_name = "DIR")]
+    workdir: Option<PathBuf>,
+    /// The command and its arguments.
+    #[arg(required = true, last = true, value_name = "CMD")]
+    command: Vec<String>,
+}
+
+pub fn run(args: RunArgs) -> ExitCode {
+    let req = match request(args) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("moat: error: {e:#}");
+            return ExitCode::from(EXIT_MOAT_FAILED);
+        }
+    };
+    match launch::run(&req) {
+        Ok(outcome) => ExitCode::from(outcome.exit_code().clamp(0, 255) as u8),
+        Err(e) => {
+            eprintln!("moat: error: {e}");
+            ExitCode::from(e.exit_code() as u8)
+        }
+    }
+}
+
+fn request(a: RunArgs) -> Result<RunRequest> {
+    let name = match a.name {
+        Some(n) => {
+            state::validate_name(&n)?;
+            n
+        }
+        None => state::generate_name(&a.command[0]),
+    };
+    let caps = CapSet::docker_default()
+        .with_changes(&a.cap_add, &a.cap_drop)
+        .context("invalid --cap-add/--cap-drop")?;
+    let (pids_limit, pids_limit_text) = match &a.pids_limit {
+        None => (PidsLimit::Inherit, "inherit".to_string()),
+        Some(s) => (
+            s.parse::<PidsLimit>()
+                .map_err(|e| anyhow!("invalid --pids-limit {s:?}: {e}"))?,
+            s.clone(),
+        ),
+    };
+    let userns: UsernsSpec = a
+        .userns
+        .parse()
+        .map_err(|e| anyhow!("invalid --userns {:?}: {e}", a.userns))?;
+    let (uid, gid) = match &a.user {
+        None => (0, 0),
+        Some(u) => parse_user(u)?,
+    };
+    let env = a
+        .env
+        .iter()
+        .map(|kv| {
+            kv.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .filter(|(k, _)| !k.is_empty())
+                .ok_or_else(|| anyhow!("invalid --env {kv:?}: expected KEY=VALUE"))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let (state_dir, subuid, subgid) = launch::default_paths();
+    Ok(RunRequest {
+        name,
+        profile: ProfileRef::parse(&a.seccomp_profile),
+        log_denials: a.log_denials,
+        pids_limit,
+        pids_limit_text,
+        userns,
+        uid,
+        gid,
+        caps,
+        no_new_privs: !a.allow_new_privileges || a.no_new_privileges,
+        cgroup: CgroupConfig {
+            parent: a.cgroup_parent,
+            parent_pids_max: a.parent_pids_max,
+            ..CgroupConfig::default()
+        },
+        env,
+        workdir: a.workdir,
+        state_dir: std::env::var_os("MOAT_STATE_DIR")
+            .map(PathBuf::from)
+            .unwrap_or(state_dir),
+        subuid: std::env::var_os("MOAT_SUBUID_FILE")
+            .map(PathBuf::from)
+            .unwrap_or(subuid),
+        subgid: std::env::var_os("MOAT_SUBGID_FILE")
+            .map(PathBuf::from)
+            .unwrap_or(subgid),
+        command: a.command,
+    })
+}
+
+fn parse_user(s: &str) -> Result<(u32, u32)> {
+    let num = |p: &str| {
+        p.parse::<u32>()
+            .map_err(|_| anyhow!("invalid --user {s:?}: expected numeric UID[:GID]"))
+    };
+    match s.split_once(':') {
+        Some((u, g)) => Ok((num(u)?, num(g)?)),
+        None => {
+            let u = num(s)?;
+            Ok((u, u))
+        }
+    }
+}

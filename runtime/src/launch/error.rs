@@ -1,0 +1,89 @@
+//! Why a launch failed, and the exit code each failure maps to.
+
+use super::child::{Failure, Step};
+
+/// A launch failed before the workload's command ran. Nothing is left
+/// behind when this is returned: no cgroup, no state record, no user
+/// namespace allocation, no process.
+#[derive(Debug, thiserror::Error)]
+pub enum LaunchError {
+    /// The seccomp profile could not be read.
+    #[error("{0}")]
+    Profile(#[from] crate::seccomp::ProfileError),
+    /// The seccomp profile could not be compiled.
+    #[error("{0}")]
+    Compile(#[from] crate::seccomp::CompileError),
+    /// The state directory could not be used.
+    #[error("{0}")]
+    State(#[from] crate::state::StateError),
+    /// The user namespace request could not be met.
+    #[error("{0}")]
+    Userns(#[from] crate::userns::UsernsError),
+    /// The cgroups could not be set up.
+    #[error("{0}")]
+    Cgroup(#[from] crate::cgroup::CgroupError),
+    /// Another system call in the parent failed.
+    #[error("{what}: {error}")]
+    Os {
+        /// What moat was doing.
+        what: String,
+        /// The error.
+        error: std::io::Error,
+    },
+    /// The child failed a set-up step, or could not execute the command.
+    #[error("{}", describe_failure(.command, .failure))]
+    Child {
+        /// The command.
+        command: String,
+        /// What failed.
+        failure: Failure,
+    },
+}
+
+fn describe_failure(command: &str, f: &Failure) -> String {
+    let err = std::io::Error::from_raw_os_error(f.errno);
+    match (f.step, f.errno) {
+        (Step::Exec, libc::ENOENT) => {
+            format!("{command}: command not found (check the name and PATH)")
+        }
+        (Step::Exec, _) => format!("{command}: cannot execute: {err}"),
+        (Step::Seccomp, libc::EACCES | libc::EPERM) if f.errno != 0 => format!(
+            "installing the seccomp filter failed: {err} (without --no-new-privileges the filter needs CAP_SYS_ADMIN)"
+        ),
+        (step, _) => format!(
+            "{} failed in the workload before it started: {err}; the profile may deny a set-up call, or the user/capability request is not possible",
+            step.describe()
+        ),
+    }
+}
+
+impl LaunchError {
+    /// The exit code for this failure: 127 command not found, 126 command
+    /// not executable, 125 anything else (as `docker run`).
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            LaunchError::Child {
+                failure:
+                    Failure {
+                        step: Step::Exec,
+                        errno,
+                    },
+                ..
+            } => {
+                if *errno == libc::ENOENT {
+                    127
+                } else {
+                    126
+                }
+            }
+            _ => 125,
+        }
+    }
+
+    pub(crate) fn os(what: impl Into<String>, error: std::io::Error) -> LaunchError {
+        LaunchError::Os {
+            what: what.into(),
+            error,
+        }
+    }
+}
