@@ -12,7 +12,9 @@ say() { echo "setup: $*"; }
 # Debian packages, by what needs them:
 #   libseccomp-dev pkg-config  the libseccomp crate links to the system library
 #   bubblewrap                 a peer that loads `moat profile compile` output (tests)
-PACKAGES=(libseccomp-dev pkg-config bubblewrap)
+#   prometheus                 prometheus + promtool: dashboards and alert rules are
+#                              checked against a real server (tests)
+PACKAGES=(libseccomp-dev pkg-config bubblewrap prometheus)
 
 missing=()
 for p in "${PACKAGES[@]}"; do
