@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::sync::Mutex;
 
+pub mod bench;
 pub mod fork;
 
 /// The workspace root.

@@ -83,6 +83,7 @@ use std::time::{Duration, Instant};
 use moat_runtime::caps::CapSet;
 use moat_runtime::seccomp::arch::Host;
 use moat_runtime::seccomp::{builtin, parse, resolve, Source};
+use moat_tests::bench::{self, ms, Args, Row, Stats};
 use serde_json::{json, Map, Value};
 
 /// The cgroup parent of every variant's cgroups.
@@ -124,9 +125,8 @@ struct Opts {
     busybox: PathBuf,
 }
 
-fn parse_args() -> Result<Opts, String> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let quick = args.iter().any(|a| a == "--quick");
+fn parse_args(args: &mut Args) -> Result<Opts, String> {
+    let quick = args.quick();
     let mut opts = Opts {
         quick,
         warmups: if quick { 1 } else { 10 },
@@ -137,69 +137,32 @@ fn parse_args() -> Result<Opts, String> {
         bundle: None,
         busybox: PathBuf::from("/bin/busybox"),
     };
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        let mut value = |name: &str| -> Result<String, String> {
-            it.next()
-                .cloned()
-                .ok_or_else(|| format!("{name} needs a value"))
-        };
-        let count = |name: &str, v: String| -> Result<usize, String> {
-            v.parse::<usize>()
-                .map_err(|_| format!("{name} needs a number, not {v:?}"))
-        };
+    while let Some(a) = args.next_flag() {
         match a.as_str() {
-            "--quick" => {}
-            "--warmups" => opts.warmups = count(a, value(a)?)?,
-            "--rounds" => {
-                opts.rounds = count(a, value(a)?)?;
-                if opts.rounds == 0 {
-                    return Err("--rounds must be positive".into());
-                }
-            }
-            "--moat" => opts.moat = value(a)?.into(),
-            "--bundle" => opts.bundle = Some(value(a)?.into()),
-            "--busybox" => opts.busybox = value(a)?.into(),
-            "-h" | "--help" => return Err(String::new()),
-            other => return Err(format!("unknown argument {other:?}")),
+            "--warmups" => opts.warmups = args.number(&a)?,
+            "--rounds" => opts.rounds = args.positive(&a)?,
+            "--moat" => opts.moat = args.value(&a)?.into(),
+            "--bundle" => opts.bundle = Some(args.value(&a)?.into()),
+            "--busybox" => opts.busybox = args.value(&a)?.into(),
+            other => return Err(bench::unknown_flag(other)),
         }
     }
     Ok(opts)
 }
 
 fn main() -> ExitCode {
-    let opts = match parse_args() {
-        Ok(o) => o,
-        Err(e) => {
-            if !e.is_empty() {
-                eprintln!("launch_bench: {e}");
-            }
-            eprintln!("{USAGE}");
-            return ExitCode::from(2);
+    bench::main("launch_bench", USAGE, parse_args, |opts| {
+        // SAFETY: geteuid cannot fail.
+        if unsafe { libc::geteuid() } != 0 {
+            return Err(
+                "needs root (moat run with a user namespace map, rootful crun and runc)".into(),
+            );
         }
-    };
-    // SAFETY: geteuid cannot fail.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!(
-            "launch_bench: needs root (moat run with a user namespace map, rootful crun and runc)"
-        );
-        return ExitCode::FAILURE;
-    }
-    let result = Work::new().and_then(|work| {
+        let work = Work::new()?;
         let report = run(&opts, &work);
         work.cleanup();
         report
-    });
-    match result {
-        Ok(report) => {
-            print!("{report}");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("launch_bench: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    })
 }
 
 /// A private temporary directory (state, sub-id files, logs, the default
@@ -863,44 +826,9 @@ fn first_line(s: &str) -> &str {
     s.lines().find(|l| !l.trim().is_empty()).unwrap_or(s).trim()
 }
 
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e3
-}
-
 /// Median, min and max of the wall times, in ms.
-fn stats(samples: &[Sample]) -> (f64, f64, f64) {
-    let mut v: Vec<f64> = samples.iter().map(|s| ms(s.wall)).collect();
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    let median = if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    };
-    (median, v[0], v[n - 1])
-}
-
-/// One line of the main table.
-struct Row {
-    figure: String,
-    value: String,
-    goal: String,
-    met: String,
-}
-
-impl Row {
-    fn info(figure: impl Into<String>, value: impl Into<String>) -> Row {
-        Row {
-            figure: figure.into(),
-            value: value.into(),
-            goal: "—".into(),
-            met: "—".into(),
-        }
-    }
-}
-
-fn yes_no(ok: bool) -> String {
-    if ok { "yes" } else { "**no**" }.into()
+fn stats(samples: &[Sample]) -> Stats {
+    Stats::of(&samples.iter().map(|s| ms(s.wall)).collect::<Vec<_>>())
 }
 
 fn render(
@@ -917,7 +845,7 @@ fn render(
             .find(|v| v.kind == k)
             .filter(|v| v.skipped.is_none())
     };
-    let median = |k: Kind| get(k).map(|v| stats(&v.samples).0);
+    let median = |k: Kind| get(k).map(|v| stats(&v.samples).median);
     let crun = median(Kind::Crun);
     let skip_reason = |k: Kind| {
         variants
@@ -937,13 +865,17 @@ fn render(
             ));
             continue;
         };
-        let (med, min, max) = stats(&v.samples);
+        let Stats {
+            median: med,
+            min,
+            max,
+        } = stats(&v.samples);
         let mut row = Row::info(format!("{label}, median"), format!("{med:.2} ms"));
         if k == Kind::Moat {
             match crun {
                 Some(c) => {
                     row.goal = format!("≤ crun median ({c:.2} ms)");
-                    row.met = yes_no(med <= c);
+                    row.met = bench::yes_no(med <= c).into();
                 }
                 None => row.goal = "≤ crun median (crun skipped)".into(),
             }
@@ -961,7 +893,7 @@ fn render(
         if k == Kind::Moat {
             row.goal = "≤ 1.000×".into();
             if let (Some(x), Some(c)) = (median(k), crun) {
-                row.met = yes_no(x <= c);
+                row.met = bench::yes_no(x <= c).into();
             }
         }
         rows.push(row);
@@ -987,11 +919,7 @@ fn render(
     }
 
     let mut s = String::new();
-    let _ = writeln!(s, "| Figure | Value | Goal | Met? |");
-    let _ = writeln!(s, "|---|---|---|---|");
-    for r in &rows {
-        let _ = writeln!(s, "| {} | {} | {} | {} |", r.figure, r.value, r.goal, r.met);
-    }
+    bench::write_table(&mut s, &rows);
 
     let _ = writeln!(
         s,
@@ -1037,10 +965,7 @@ fn render(
         }
     }
 
-    let _ = writeln!(s, "\n### Machine\n");
-    for (k, v) in machine(variants) {
-        let _ = writeln!(s, "- {k}: {v}");
-    }
+    bench::write_machine(&mut s, &machine(variants));
 
     let _ = writeln!(s, "\n### Conditions\n");
     let _ = writeln!(
@@ -1048,16 +973,8 @@ fn render(
         "- Mode: {}; harness build: {}; {} warm-up rounds, then {} timed rounds, each running \
          every variant once in rotating order; whole commands timed from outside (spawn to \
          `wait4`); {:.1} s in all.",
-        if opts.quick {
-            "`--quick` (smoke run: counts too small for the figures to mean much)"
-        } else {
-            "full"
-        },
-        if cfg!(debug_assertions) {
-            "debug"
-        } else {
-            "release"
-        },
+        bench::mode(opts.quick),
+        bench::build(),
         opts.warmups,
         opts.rounds,
         elapsed.as_secs_f64()
@@ -1183,40 +1100,9 @@ fn fs_type(path: &Path) -> String {
         .unwrap_or_else(|| "(unknown)".into())
 }
 
-/// `uname -r`, the CPU model, `nproc`, the date and the peers' versions.
+/// The machine ([`bench::machine`]) and the peers' versions.
 fn machine(variants: &[Variant]) -> Vec<(String, String)> {
-    // SAFETY: uname fills a zeroed struct of NUL-terminated arrays.
-    let release = unsafe {
-        let mut u: libc::utsname = std::mem::zeroed();
-        if libc::uname(&mut u) == 0 {
-            std::ffi::CStr::from_ptr(u.release.as_ptr())
-                .to_string_lossy()
-                .into_owned()
-        } else {
-            "(unknown)".into()
-        }
-    };
-    let cpu = fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|t| {
-            t.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split_once(':'))
-                .map(|(_, m)| m.trim().to_string())
-        })
-        .unwrap_or_else(|| "(unknown)".into());
-    let nproc = std::thread::available_parallelism()
-        .map(|n| n.to_string())
-        .unwrap_or_else(|_| "(unknown)".into());
-    let mut out = vec![
-        ("Kernel (`uname -r`)".to_string(), release),
-        ("CPU".to_string(), cpu),
-        ("Online CPUs (`nproc`)".to_string(), nproc),
-        (
-            "Date".to_string(),
-            command_line("date", &["-u", "+%Y-%m-%d %H:%M:%S UTC"]),
-        ),
-    ];
+    let mut out = bench::machine();
     for v in variants.iter().filter(|v| v.kind.program().is_some()) {
         let name = v.kind.program().unwrap_or_default();
         let text = if v.skipped.is_some() && which(name).is_none() {

@@ -79,6 +79,7 @@ use moat_runtime::caps::CapSet;
 use moat_runtime::seccomp::bpf::{Program, SeccompData, MAX_INSNS};
 use moat_runtime::seccomp::compile::{self, Dispatch};
 use moat_runtime::seccomp::{builtin, compile_for_host, load, parse, resolve, Source};
+use moat_tests::bench::{self, Args, Row, Stats};
 
 /// Goal for compiling the built-in default profile, in ms (median).
 const COMPILE_GOAL_MS: f64 = 5.0;
@@ -124,76 +125,28 @@ usage: seccomp_bench [--quick] [--rounds N] [--calls N] [--compile-runs N]
                     socket+close runs N/10 iterations
   --compile-runs N  timed compilations per profile (default 200, after 20 warm-ups)";
 
-fn parse_args() -> Result<Config, String> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let mut cfg = if args.iter().any(|a| a == "--quick") {
+fn parse_args(args: &mut Args) -> Result<Config, String> {
+    let mut cfg = if args.quick() {
         Config::QUICK
     } else {
         Config::FULL
     };
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        let mut number = |name: &str| -> Result<u64, String> {
-            it.next()
-                .and_then(|v| v.parse::<u64>().ok())
-                .filter(|v| *v > 0)
-                .ok_or_else(|| format!("{name} needs a positive number"))
-        };
+    while let Some(a) = args.next_flag() {
         match a.as_str() {
-            "--quick" => {}
-            "--rounds" => cfg.rounds = number(a)? as usize,
+            "--rounds" => cfg.rounds = args.positive(&a)?,
             "--calls" => {
-                cfg.calls = number(a)?;
+                cfg.calls = args.positive(&a)?;
                 cfg.socket_calls = (cfg.calls / 10).max(1);
             }
-            "--compile-runs" => cfg.compile_runs = number(a)? as usize,
-            "-h" | "--help" => return Err(String::new()),
-            other => return Err(format!("unknown argument {other:?}")),
+            "--compile-runs" => cfg.compile_runs = args.positive(&a)?,
+            other => return Err(bench::unknown_flag(other)),
         }
     }
     Ok(cfg)
 }
 
 fn main() -> ExitCode {
-    let cfg = match parse_args() {
-        Ok(c) => c,
-        Err(e) => {
-            if !e.is_empty() {
-                eprintln!("seccomp_bench: {e}");
-            }
-            eprintln!("{USAGE}");
-            return ExitCode::from(2);
-        }
-    };
-    match run(cfg) {
-        Ok(report) => {
-            print!("{report}");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("seccomp_bench: {e}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-/// One line of the main table.
-struct Row {
-    figure: String,
-    value: String,
-    goal: String,
-    met: String,
-}
-
-impl Row {
-    fn info(figure: impl Into<String>, value: impl Into<String>) -> Row {
-        Row {
-            figure: figure.into(),
-            value: value.into(),
-            goal: "—".into(),
-            met: "—".into(),
-        }
-    }
+    bench::main("seccomp_bench", USAGE, parse_args, run)
 }
 
 fn run(cfg: Config) -> Result<String, String> {
@@ -219,12 +172,12 @@ fn run(cfg: Config) -> Result<String, String> {
     let tree = compile_with(Dispatch::BinaryTree)?;
     let linear = compile_with(Dispatch::Linear)?;
     for (what, c) in [("binary tree", &tree), ("linear", &linear)] {
-        rows.push(Row {
-            figure: format!("Program length, {what}"),
-            value: format!("{} insns", c.program.len()),
-            goal: format!("≤ {MAX_INSNS} (kernel limit)"),
-            met: yes_no(c.program.len() <= MAX_INSNS).into(),
-        });
+        rows.push(Row::with_goal(
+            format!("Program length, {what}"),
+            format!("{} insns", c.program.len()),
+            format!("≤ {MAX_INSNS} (kernel limit)"),
+            c.program.len() <= MAX_INSNS,
+        ));
     }
     notes.push(format!(
         "The default profile has {} syscalls in the filter; `Dispatch::Auto` picks {} \
@@ -345,12 +298,12 @@ fn compile_times(
         Ok(())
     })?;
     let s = Stats::of(&whole[0]);
-    rows.push(Row {
-        figure: "Compile default profile, median".into(),
-        value: format!("{:.3} ms", s.median),
-        goal: format!("< {COMPILE_GOAL_MS} ms"),
-        met: yes_no(s.median < COMPILE_GOAL_MS).into(),
-    });
+    rows.push(Row::with_goal(
+        "Compile default profile, median",
+        format!("{:.3} ms", s.median),
+        format!("< {COMPILE_GOAL_MS} ms"),
+        s.median < COMPILE_GOAL_MS,
+    ));
     rows.push(Row::info(
         "Compile default profile, min",
         format!("{:.3} ms", s.min),
@@ -529,14 +482,6 @@ fn options(dispatch: Dispatch) -> compile::Options {
     }
 }
 
-fn yes_no(b: bool) -> &'static str {
-    if b {
-        "yes"
-    } else {
-        "**no**"
-    }
-}
-
 fn file_name(p: &Path) -> String {
     p.file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -562,7 +507,7 @@ fn time_compiles(
         f(&mut t)?;
         let mut prev = start;
         for (i, at) in t.iter().enumerate() {
-            ms[i].push(at.duration_since(prev).as_secs_f64() * 1e3);
+            ms[i].push(bench::ms(at.duration_since(prev)));
             prev = *at;
         }
     }
@@ -635,38 +580,6 @@ fn largest_fixture(caps: &CapSet, notes: &mut Vec<String>) -> Option<PathBuf> {
         dir.display()
     ));
     None
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Stats {
-    median: f64,
-    min: f64,
-    max: f64,
-}
-
-impl Stats {
-    fn of(xs: &[f64]) -> Stats {
-        let mut v = xs.to_vec();
-        v.sort_by(f64::total_cmp);
-        let n = v.len();
-        if n == 0 {
-            return Stats {
-                median: f64::NAN,
-                min: f64::NAN,
-                max: f64::NAN,
-            };
-        }
-        let median = if n % 2 == 1 {
-            v[n / 2]
-        } else {
-            (v[n / 2 - 1] + v[n / 2]) / 2.0
-        };
-        Stats {
-            median,
-            min: v[0],
-            max: v[n - 1],
-        }
-    }
 }
 
 /// A filter configuration measured in its own child.
@@ -917,31 +830,15 @@ fn render(
     samples: &[Vec<Vec<f64>>],
 ) -> String {
     let mut s = String::new();
-    let _ = writeln!(s, "| Figure | Value | Goal | Met? |");
-    let _ = writeln!(s, "|---|---|---|---|");
-    for r in rows {
-        let _ = writeln!(s, "| {} | {} | {} | {} |", r.figure, r.value, r.goal, r.met);
-    }
-
-    let _ = writeln!(s, "\n### Machine\n");
-    for (k, v) in machine() {
-        let _ = writeln!(s, "- {k}: {v}");
-    }
+    bench::write_table(&mut s, rows);
+    bench::write_machine(&mut s, &bench::machine());
 
     let _ = writeln!(s, "\n### Conditions\n");
     let _ = writeln!(
         s,
         "- Mode: {}; build: {}.",
-        if cfg.quick {
-            "`--quick` (smoke run: counts too small for the figures to mean much)"
-        } else {
-            "full"
-        },
-        if cfg!(debug_assertions) {
-            "debug"
-        } else {
-            "release"
-        }
+        bench::mode(cfg.quick),
+        bench::build()
     );
     let _ = writeln!(s, "- Pinned to CPU {cpu}; children inherit the pinning.");
     let _ = writeln!(
@@ -1007,63 +904,6 @@ fn read_trimmed(path: &str) -> String {
     std::fs::read_to_string(path)
         .map(|t| t.trim().to_string())
         .unwrap_or_else(|e| format!("(unreadable: {e})"))
-}
-
-/// `uname -r`, the CPU model, `nproc` and the date.
-fn machine() -> Vec<(&'static str, String)> {
-    // SAFETY: uname fills a zeroed struct of NUL-terminated arrays.
-    let release = unsafe {
-        let mut u: libc::utsname = std::mem::zeroed();
-        if libc::uname(&mut u) == 0 {
-            std::ffi::CStr::from_ptr(u.release.as_ptr())
-                .to_string_lossy()
-                .into_owned()
-        } else {
-            "(unknown)".into()
-        }
-    };
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|t| {
-            t.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split_once(':'))
-                .map(|(_, m)| m.trim().to_string())
-        })
-        .unwrap_or_else(|| "(unknown)".into());
-    // SAFETY: sysconf takes an integer.
-    let nproc = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
-    vec![
-        ("Kernel (`uname -r`)", release),
-        ("CPU", cpu),
-        ("Online CPUs (`nproc`)", nproc.to_string()),
-        ("Date", utc_now()),
-    ]
-}
-
-/// The current UTC time as `YYYY-MM-DD HH:MM:SS UTC`.
-fn utc_now() -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
 }
 
 /// Pins the process to the highest-numbered CPU it may run on; returns it.
