@@ -409,6 +409,28 @@ fn failed_launch_steps_leave_nothing_behind() {
         assert_eq!(err(&o).lines().count(), 1, "one line: {}", err(&o));
         env.assert_nothing_left(args[1]);
     }
+    // A notify action without a listener would be enforced by nobody.
+    let notify = env.dir.join("notify.json");
+    std::fs::write(
+        &notify,
+        r#"{"defaultAction":"SCMP_ACT_ALLOW","listenerPath":"/run/x.sock","syscalls":[{"names":["getppid"],"action":"SCMP_ACT_NOTIFY"}]}"#,
+    )
+    .unwrap();
+    let o = env.run(&[
+        "--name",
+        "f7",
+        "--seccomp-profile",
+        notify.to_str().unwrap(),
+        "--",
+        "true",
+    ]);
+    assert_eq!(o.status.code(), Some(125), "{}", err(&o));
+    assert!(
+        err(&o).contains("SCMP_ACT_NOTIFY needs a user-space listener"),
+        "{}",
+        err(&o)
+    );
+    env.assert_nothing_left("f7");
     // A usage error is a moat failure too.
     let o = env.run(&["--name", "f6", "--bogus-flag", "--", "true"]);
     assert_eq!(o.status.code(), Some(125), "{}", err(&o));

@@ -22,6 +22,12 @@ pub enum LaunchError {
     /// The cgroups could not be set up.
     #[error("{0}")]
     Cgroup(#[from] crate::cgroup::CgroupError),
+    /// The request uses a feature moat run does not offer.
+    #[error("{what}")]
+    Unsupported {
+        /// What and why.
+        what: String,
+    },
     /// Another system call in the parent failed.
     #[error("{what}: {error}")]
     Os {

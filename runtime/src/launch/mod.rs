@@ -29,6 +29,7 @@ pub use supervise::Outcome;
 
 use crate::caps::CapSet;
 use crate::cgroup::{self, CgroupConfig, PidsLimit, WorkloadCgroups};
+use crate::seccomp::profile::Action;
 use crate::seccomp::{self, compile, ProfileRef};
 use crate::state::{self, ExitRecord, ProcessRef, StateDir, WorkloadRecord};
 use crate::userns::{self, UserNamespace, UsernsSpec};
@@ -78,12 +79,26 @@ pub fn run(req: &RunRequest) -> Result<Outcome, LaunchError> {
     let seccomp = match req.profile.load()? {
         None => None,
         Some((profile, source)) => {
-            let (_, compiled) = seccomp::compile_for_host(
+            let (resolved, compiled) = seccomp::compile_for_host(
                 &profile,
-                source,
+                source.clone(),
                 &req.caps,
                 compile::Options::default(),
             )?;
+            // Without a listener the kernel fails notified syscalls with
+            // ENOSYS: refuse rather than run with a policy nobody enforces.
+            let notifies = resolved.default_action.action == Action::Notify
+                || resolved
+                    .rules
+                    .iter()
+                    .any(|r| r.action.action == Action::Notify);
+            if notifies {
+                return Err(LaunchError::Unsupported {
+                    what: format!(
+                        "{source}: SCMP_ACT_NOTIFY needs a user-space listener, which moat run does not provide yet; use another action"
+                    ),
+                });
+            }
             for w in &compiled.warnings {
                 log::debug!("seccomp: {w}");
             }
