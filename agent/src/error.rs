@@ -96,4 +96,40 @@ pub enum Error {
         #[source]
         source: MapError,
     },
+
+    /// The kernel's BTF could not be read, or lacks a field the programs need.
+    #[error(transparent)]
+    Btf(#[from] crate::btf::BtfError),
+
+    /// A [`crate::kernel::KernelConfig`] value is out of range.
+    #[error("invalid kernel-side setting: {0}")]
+    InvalidConfig(String),
+
+    /// A kernel file the loader reads (e.g. `/proc/sys/kernel/pid_max`) is unreadable.
+    #[error("reading {path} failed")]
+    ReadFile {
+        /// The file.
+        path: &'static str,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// Iterating a hash map failed.
+    #[error("reading eBPF map `{name}` failed")]
+    ReadHashMap {
+        /// Name of the map.
+        name: &'static str,
+        /// What aya reported.
+        #[source]
+        source: MapError,
+    },
+
+    /// The audit ring buffer has already been handed out.
+    #[error("the audit ring buffer was already taken (audit_records/audit_reader once per load)")]
+    AuditReaderTaken,
+
+    /// The audit reader thread could not be started.
+    #[error("starting the audit ring buffer reader thread failed")]
+    SpawnReader(#[source] std::io::Error),
 }

@@ -7,10 +7,23 @@
 //! - [`rlimit`]: the best-effort `RLIMIT_MEMLOCK` bump for older kernels.
 //! - [`error`]: the library's error type.
 
+pub mod attribution;
+pub mod audit;
+pub mod btf;
+pub mod burst;
+pub mod config;
 pub mod counters;
+pub mod daemon;
 pub mod error;
+pub mod http;
+pub mod kernel;
+pub mod metrics;
+pub mod mounts;
+pub mod names;
+pub mod pids;
 pub mod programs;
 pub mod rlimit;
+pub mod snapshot;
 
 pub use counters::ProcessCounts;
 pub use error::{Error, Result};

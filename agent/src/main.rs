@@ -1,73 +1,214 @@
 //! `moatd`, moat's node agent.
 //!
-//! For now it loads the fork counter, runs until SIGTERM or SIGINT, and logs how
-//! many forks it saw before exiting.
+//! Reads its configuration, binds the HTTP listener, mounts tracefs and bpffs if
+//! needed, loads and attaches the eBPF programs, then serves `/metrics` and writes
+//! audit events (see `moat_agent::daemon`) until SIGTERM or SIGINT; SIGHUP reopens
+//! the audit log.
+
+use std::{net::SocketAddr, path::PathBuf, process::ExitCode, sync::Arc};
 
 use anyhow::Context as _;
 use clap::Parser;
-use moat_agent::Programs;
+use moat_agent::{
+    attribution::CgroupLayout,
+    config::{AuditTarget, Config},
+    daemon,
+    kernel::Kernel,
+    mounts,
+    snapshot::{KernelSource, ProcessEventKind},
+};
 use tokio::signal::unix::{signal, SignalKind};
 
-/// moat's node agent: watches process activity on this node with eBPF.
+/// Exit status for a usage or configuration error (clap uses 2 as well).
+const EXIT_CONFIG: u8 = 2;
+/// Exit status for a failure at run time.
+const EXIT_FAILURE: u8 = 1;
+
+/// moat's node agent: seccomp denials and process events of every workload on this
+/// node, as Prometheus metrics and audit events.
 #[derive(Debug, Parser)]
 #[command(
     name = "moatd",
     version,
-    long_about = "moat's node agent: watches process activity on this node with eBPF.\n\n\
-                  moatd loads its eBPF programs (today: a counter of new tasks on the \
-                  `sched_process_fork` raw tracepoint), logs that it is running, and stays \
-                  in the foreground until it receives SIGTERM or SIGINT. It then logs the \
-                  counters it saw, detaches its programs and exits with status 0.\n\n\
+    long_about = "moat's node agent: seccomp denials and process events of every workload on \
+                  this node, as Prometheus metrics and audit events.\n\n\
+                  moatd loads eBPF programs that count, in the kernel, every syscall a \
+                  seccomp filter refuses and every fork, exec, exit, failed fork and user \
+                  namespace creation, per cgroup. It attributes them to workloads (moat \
+                  workloads by name, Docker containers as docker:<id>, systemd units by unit \
+                  name, everything else as host), serves them on /metrics in the Prometheus \
+                  text format (OpenMetrics when the scraper asks for it), and writes audit \
+                  events as JSON lines. It mounts tracefs (/sys/kernel/tracing) and bpffs \
+                  (/sys/fs/bpf) if they are missing, and stays in the foreground, logging \
+                  to standard error.\n\n\
+                  Signals: SIGTERM or SIGINT detach the programs and exit 0; SIGHUP reopens \
+                  the audit log (for log rotation).\n\n\
                   It needs root, or CAP_BPF with CAP_PERFMON (CAP_SYS_ADMIN on kernels \
-                  before 5.8). It does not need CAP_SYS_RESOURCE on kernels since 5.11.",
-    after_help = "Environment:\n  \
-                  RUST_LOG  log filter when --log is not given (default: info), \
-                  e.g. RUST_LOG=moat_agent=debug\n\n\
-                  Exit status:\n  \
-                  0  stopped by SIGTERM or SIGINT\n  \
-                  1  the eBPF programs could not be loaded or attached, or another error"
+                  before 5.8) and CAP_SYS_ADMIN to mount. It does not need \
+                  CAP_SYS_RESOURCE on kernels since 5.11.",
+    after_help = concat!(
+        "Files:\n  ",
+        "/etc/moat/moatd.toml  configuration (optional; every option has a default; see ",
+        "moatd.example.toml)\n\n",
+        "Environment:\n  ",
+        "RUST_LOG  log filter when --log is not given (default: info), ",
+        "e.g. RUST_LOG=moat_agent=debug\n\n",
+        "Exit status:\n  ",
+        "0  stopped by SIGTERM or SIGINT, or --check-config found the configuration valid\n  ",
+        "1  the eBPF programs could not be loaded or attached, the listen address or the ",
+        "audit log could not be used, or another error at run time\n  ",
+        "2  invalid command line or configuration"
+    )
 )]
 struct Args {
+    /// Configuration file [default: /etc/moat/moatd.toml, built-in defaults if it
+    /// does not exist]. A file given here must exist.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    /// Address and port to serve /metrics and / on; overrides http.listen
+    /// [default: 127.0.0.1:9740].
+    #[arg(long, value_name = "ADDR:PORT")]
+    listen: Option<SocketAddr>,
+
+    /// Audit log file, or `-` for standard output; overrides audit.log
+    /// [default: /var/log/moat/audit.jsonl].
+    #[arg(long, value_name = "FILE")]
+    audit_log: Option<String>,
+
+    /// Check the configuration, print it, and exit.
+    #[arg(long)]
+    check_config: bool,
+
     /// Log filter in env_logger syntax (`error`, `warn`, `info`, `debug`, `trace`,
     /// or per module, e.g. `info,moat_agent=debug`); overrides RUST_LOG.
     #[arg(long, value_name = "FILTER")]
     log: Option<String>,
 }
 
-#[tokio::main(flavor = "current_thread")]
-async fn main() -> anyhow::Result<()> {
+fn main() -> ExitCode {
     let args = Args::parse();
     init_logging(args.log.as_deref());
 
-    // Registered before loading, so a signal that arrives while the programs load
-    // still ends in a clean exit rather than the default, fatal, disposition.
+    let mut config = match Config::load(args.config.as_deref()) {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!("moatd: {err}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    if let Some(listen) = args.listen {
+        config.override_listen(listen);
+    }
+    if let Some(audit_log) = &args.audit_log {
+        if audit_log.is_empty() {
+            eprintln!("moatd: --audit-log: must not be empty: give a file path, or \"-\" for standard output");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+        config.override_audit_log(AuditTarget::parse(audit_log));
+    }
+    if args.check_config {
+        println!("{config:#?}");
+        eprintln!("moatd: configuration OK");
+        return ExitCode::SUCCESS;
+    }
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("moatd: cannot start the async runtime: {err}");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    match runtime.block_on(run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            log::error!("{err:#}");
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}
+
+async fn run(config: Config) -> anyhow::Result<()> {
+    // Registered first, so a signal that arrives while the programs load still ends
+    // in a clean exit rather than the default, fatal, disposition.
     let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut sigint = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut sighup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
 
-    let mut programs = Programs::load().context("loading moat's eBPF programs")?;
-    programs
-        .attach_fork_counter()
-        .context("attaching the fork counter")?;
+    // Bound before the programs load: scrapes arriving meanwhile wait in the backlog.
+    let listener = daemon::bind(&config)?;
+    mounts::ensure_kernel_filesystems();
+    let layout = CgroupLayout::detect(&config.workloads.cgroup_root);
+    log::debug!("cgroup layout: {layout:?}");
+
+    // The kernel side: programs loaded and attached, counters read at every
+    // scrape and poll through `KernelSource`, audit records from its ring buffer.
+    let mut kernel = Kernel::load(config.kernel_config())
+        .context("loading and attaching moat's eBPF programs")?;
+    let records = kernel
+        .audit_records()
+        .context("starting the audit ring buffer reader")?;
+    let kernel = Arc::new(kernel);
+
+    let running = daemon::start(&config, &layout, listener, kernel.clone(), records)?;
     log::info!(
-        "moatd {} running (pid {}): counting forks; stop with SIGTERM or SIGINT",
+        "moatd {} running (pid {}): serving http://{}/metrics, audit log {}; \
+         stop with SIGTERM or SIGINT, reopen the audit log with SIGHUP",
         env!("CARGO_PKG_VERSION"),
-        std::process::id()
+        std::process::id(),
+        running.local_addr(),
+        config.audit.log,
     );
 
-    let signal_name = tokio::select! {
-        _ = sigterm.recv() => "SIGTERM",
-        _ = sigint.recv() => "SIGINT",
+    let signal_name = loop {
+        tokio::select! {
+            _ = sigterm.recv() => break "SIGTERM",
+            _ = sigint.recv() => break "SIGINT",
+            _ = sighup.recv() => {
+                log::info!("received SIGHUP; reopening the audit log");
+                running.reopen_audit_log();
+            }
+        }
     };
+    log::info!("received {signal_name}; shutting down");
+    running.shutdown().await;
 
-    let counts = programs
-        .process_counts()
-        .context("reading the process counters")?;
-    log::info!(
-        "received {signal_name}; saw {} forks; exiting",
-        counts.forks()
-    );
-    drop(programs);
+    let summary = summary(&*kernel);
+    // The tasks are done, so this is the last reference: dropping it stops the
+    // ring buffer reader and detaches the programs.
+    match Arc::try_unwrap(kernel) {
+        Ok(kernel) => drop(kernel),
+        Err(_) => log::warn!("the eBPF programs are still referenced; they detach at exit"),
+    }
+    log::info!("received {signal_name}; {summary}; programs detached; exiting");
     Ok(())
+}
+
+/// What the counters saw, for the last log line.
+fn summary(kernel: &dyn KernelSource) -> String {
+    match kernel.snapshot() {
+        Ok(snapshot) => {
+            let denials: u64 = snapshot.denials.iter().map(|d| d.count).sum();
+            let forks: u64 = snapshot
+                .process_events
+                .iter()
+                .filter(|e| {
+                    matches!(
+                        e.kind,
+                        ProcessEventKind::ForkProcess | ProcessEventKind::ForkThread
+                    )
+                })
+                .map(|e| e.count)
+                .sum();
+            format!("saw {denials} seccomp denials and {forks} forks")
+        }
+        Err(err) => format!("could not read the counters ({err})"),
+    }
 }
 
 fn init_logging(filter: Option<&str>) {

@@ -4,9 +4,12 @@
 use aya::{
     maps::{MapData, PerCpuArray},
     programs::RawTracePoint,
-    Ebpf,
+    Ebpf, EbpfLoader,
 };
-use moat_common::{process_counter, Counter, FORK_PROGRAM, FORK_TRACEPOINT, PROCESS_COUNTERS_MAP};
+use moat_common::{
+    process_counter, Counter, AUDIT_EVENTS_MAP, AUDIT_RATE_MAP, DENIALS_MAP, FORK_PROGRAM,
+    FORK_TRACEPOINT, PROCESS_COUNTERS_MAP, PROCESS_EVENTS_MAP, THREAD_STATE_MAP,
+};
 
 use crate::{
     counters::{sum_cpus, ProcessCounts},
@@ -21,7 +24,15 @@ pub fn ebpf_object() -> &'static [u8] {
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/moat-ebpf"))
 }
 
-/// moat's eBPF object, loaded into the kernel.
+/// The smallest ring buffer the kernel accepts: one page.
+fn page_size() -> u32 {
+    // SAFETY: sysconf with a valid name.
+    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    u32::try_from(size).unwrap_or(4096)
+}
+
+/// The original fork counter of moat's eBPF object, loaded into the kernel. The
+/// node-wide programs (denials, process events, audit) are [`crate::kernel::Kernel`].
 ///
 /// Dropping it detaches every attached program and frees the maps (unless something
 /// else, such as bpftool, still holds them).
@@ -56,10 +67,19 @@ impl Programs {
             return Err(Error::NoEmbeddedObject);
         }
         rlimit::raise_memlock_rlimit();
-        let mut ebpf = Ebpf::load(object).map_err(|source| Error::LoadObject {
-            size: object.len(),
-            source,
-        })?;
+        // The object also holds the node-wide programs' maps (see `crate::kernel`),
+        // which the fork counter never uses: create them as small as the kernel allows.
+        let mut ebpf = EbpfLoader::new()
+            .map_max_entries(THREAD_STATE_MAP, 1)
+            .map_max_entries(DENIALS_MAP, 1)
+            .map_max_entries(PROCESS_EVENTS_MAP, 1)
+            .map_max_entries(AUDIT_RATE_MAP, 1)
+            .map_max_entries(AUDIT_EVENTS_MAP, page_size())
+            .load(object)
+            .map_err(|source| Error::LoadObject {
+                size: object.len(),
+                source,
+            })?;
         let map = ebpf
             .take_map(PROCESS_COUNTERS_MAP)
             .ok_or(Error::MissingMap {

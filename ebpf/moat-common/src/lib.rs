@@ -3,14 +3,20 @@
 //!
 //! Both sides are compiled separately (one for `bpfel-unknown-none`, one for the
 //! host), so anything whose layout or meaning must agree lives here: map and program
-//! names, map indices, and `#[repr(C)]` records. With the `user` feature the records
-//! implement `aya::Pod`, which aya requires before it copies them out of a map (there
-//! are no records yet: the only map holds plain [`Counter`]s).
+//! names, map indices, the load-time [`Params`] global and the `#[repr(C)]` map keys
+//! and ring-buffer records. With the `user` feature those records implement
+//! `aya::Pod`, which aya requires before it copies them in or out of the kernel.
+//!
+//! Every record is laid out without implicit padding (explicit `_pad` fields where
+//! needed): a `Pod` must have no uninitialised bytes, and a hash-map key's padding
+//! would otherwise be hashed.
 #![cfg_attr(not(test), no_std)]
 
 /// Name of the per-CPU array of process-event counters, as the eBPF object exports it.
 ///
-/// Each slot holds a [`Counter`]; slot indices are in [`process_counter`].
+/// Each slot holds a [`Counter`]; slot indices are in [`process_counter`]. This is the
+/// original fork counter (see `Programs` in the agent); the node-wide programs count
+/// into [`PROCESS_EVENTS_MAP`] instead.
 pub const PROCESS_COUNTERS_MAP: &str = "PROCESS_COUNTERS";
 
 /// Name of the raw tracepoint program that counts `sched_process_fork`.
@@ -19,7 +25,7 @@ pub const FORK_PROGRAM: &str = "sched_process_fork";
 /// Kernel tracepoint that [`FORK_PROGRAM`] attaches to.
 pub const FORK_TRACEPOINT: &str = "sched_process_fork";
 
-/// Value type of every slot of [`PROCESS_COUNTERS_MAP`].
+/// Value type of every counter slot, in every counter map.
 ///
 /// Per CPU, so the eBPF side increments without atomics; user space sums the CPUs.
 pub type Counter = u64;
@@ -51,13 +57,332 @@ pub mod process_counter {
     }
 }
 
+// ---------------------------------------------------------------------------
+// The node-wide programs: seccomp denials, process events, audit records.
+
+/// Program and tracepoint names of the node-wide programs, in attach order.
+///
+/// The order matters (see `Kernel::load` in the agent): the scheduler programs, which
+/// mark new tasks and follow a tid across `execve`, are attached before `sys_enter`,
+/// and `sys_enter` before `sys_exit`, so that `sys_exit` never sees a thread whose
+/// state the other programs could not yet have recorded.
+pub const KERNEL_PROGRAMS: [(&str, &str); 5] = [
+    (SCHED_FORK_PROGRAM, "sched_process_fork"),
+    (SCHED_EXEC_PROGRAM, "sched_process_exec"),
+    (SCHED_EXIT_PROGRAM, "sched_process_exit"),
+    (SYS_ENTER_PROGRAM, "sys_enter"),
+    (SYS_EXIT_PROGRAM, "sys_exit"),
+];
+
+/// Raw tracepoint program on `sys_enter`: marks the thread as inside a syscall.
+pub const SYS_ENTER_PROGRAM: &str = "moat_sys_enter";
+/// Raw tracepoint program on `sys_exit`: pairs the exit, classifies unpaired ones.
+pub const SYS_EXIT_PROGRAM: &str = "moat_sys_exit";
+/// Raw tracepoint program on `sched_process_fork`.
+pub const SCHED_FORK_PROGRAM: &str = "moat_sched_fork";
+/// Raw tracepoint program on `sched_process_exec`.
+pub const SCHED_EXEC_PROGRAM: &str = "moat_sched_exec";
+/// Raw tracepoint program on `sched_process_exit`.
+pub const SCHED_EXIT_PROGRAM: &str = "moat_sched_exit";
+
+/// Array indexed by thread id: each thread's syscall state (see the eBPF crate).
+/// Sized to `pid_max` at load time.
+pub const THREAD_STATE_MAP: &str = "THREAD_STATE";
+/// Per-CPU hash: [`DenialKey`] → [`Counter`].
+pub const DENIALS_MAP: &str = "DENIALS";
+/// Per-CPU hash: [`ProcessKey`] → [`Counter`].
+pub const PROCESS_EVENTS_MAP: &str = "PROCESS_EVENTS";
+/// Per-CPU array of [`Counter`]s indexed by [`map_full`]: updates lost to a full map.
+pub const MAP_FULL_MAP: &str = "MAP_FULL";
+/// Per-CPU array of [`Counter`]s indexed by [`audit_drop`]: audit records not delivered.
+pub const AUDIT_DROPS_MAP: &str = "AUDIT_DROPS";
+/// Per-CPU array of [`Counter`]s indexed by [`ignored_exit`]: syscall exits the
+/// denial classifier deliberately did not count.
+pub const IGNORED_EXITS_MAP: &str = "IGNORED_EXITS";
+/// LRU hash: cgroup id → the cgroup's rate-limit state (a GCRA theoretical arrival
+/// time, in boot-clock nanoseconds).
+pub const AUDIT_RATE_MAP: &str = "AUDIT_RATE";
+/// Ring buffer of [`AuditEvent`]s.
+pub const AUDIT_EVENTS_MAP: &str = "AUDIT_EVENTS";
+/// The read-only global holding [`Params`], set by the loader.
+pub const PARAMS_GLOBAL: &str = "PARAMS";
+
+/// Default entries of [`THREAD_STATE_MAP`] in the object (`PID_MAX_DEFAULT`); the
+/// agent always overrides it with the running kernel's `pid_max`.
+pub const DEFAULT_THREAD_SLOTS: u32 = 32_768;
+/// Default size of [`AUDIT_EVENTS_MAP`] in the object.
+pub const DEFAULT_RING_BYTES: u32 = 256 * 1024;
+/// Default entries of the aggregation hash maps in the object.
+pub const DEFAULT_AGGREGATE_ENTRIES: u32 = 16_384;
+/// Default entries of [`AUDIT_RATE_MAP`] in the object.
+pub const DEFAULT_RATE_ENTRIES: u32 = 4_096;
+
+/// `AUDIT_ARCH_X86_64`: native x86-64 syscalls (x32 ones too, with bit 30 in the number).
+pub const AUDIT_ARCH_X86_64: u32 = 0xC000_003E;
+/// `AUDIT_ARCH_I386`: 32-bit compat syscalls (`int 0x80`, `sysenter`, compat `syscall`).
+pub const AUDIT_ARCH_I386: u32 = 0x4000_0003;
+
+/// Load-time parameters, passed to the programs as the read-only global
+/// [`PARAMS_GLOBAL`]: struct offsets resolved from the kernel's BTF (Rust eBPF has no
+/// CO-RE field relocations) and the audit rate limit.
+///
+/// Offsets are byte offsets from the start of the named struct.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Params {
+    /// `task_struct.pid` (the thread id).
+    pub task_pid: u32,
+    /// `task_struct.tgid` (the process id).
+    pub task_tgid: u32,
+    /// `task_struct.ptrace` (non-zero while traced).
+    pub task_ptrace: u32,
+    /// `task_struct.seccomp.mode`.
+    pub task_seccomp_mode: u32,
+    /// `task_struct.thread_info.status` (x86: `TS_COMPAT`).
+    pub task_ti_status: u32,
+    /// `task_struct.pending.signal` (the thread's private pending set, first word).
+    pub task_pending_signal: u32,
+    /// `task_struct.signal` (pointer to `signal_struct`).
+    pub task_signal: u32,
+    /// `signal_struct.live` (live threads; only used without `group_dead`).
+    pub signal_live: u32,
+    /// `pt_regs.orig_ax` (the syscall number).
+    pub regs_orig_ax: u32,
+    /// `pt_regs.di` (first argument of a native syscall).
+    pub regs_di: u32,
+    /// `pt_regs.bx` (first argument of a 32-bit compat syscall).
+    pub regs_bx: u32,
+    /// 1 when `sched_process_exit` passes `group_dead` (Linux 6.16+), 0 otherwise.
+    pub exit_has_group_dead: u32,
+    /// Audit rate limit: nanoseconds between records of one cgroup once its burst
+    /// is spent (`1e9 / rate`); [`AUDIT_DISABLED`] drops every record.
+    pub audit_interval_ns: u64,
+    /// Audit rate limit: how far ahead of now a cgroup's schedule may run,
+    /// `(burst - 1) * audit_interval_ns`.
+    pub audit_tolerance_ns: u64,
+    /// `/proc/sys/kernel/pid_max` at load time (the size of [`THREAD_STATE_MAP`]).
+    pub pid_max: u32,
+    /// Explicit padding; zero.
+    pub _pad: u32,
+}
+
+/// [`Params::audit_interval_ns`] value that disables audit records (rate 0).
+pub const AUDIT_DISABLED: u64 = u64::MAX;
+
+impl Params {
+    /// All zero, for the object's initial value.
+    pub const ZERO: Params = Params {
+        task_pid: 0,
+        task_tgid: 0,
+        task_ptrace: 0,
+        task_seccomp_mode: 0,
+        task_ti_status: 0,
+        task_pending_signal: 0,
+        task_signal: 0,
+        signal_live: 0,
+        regs_orig_ax: 0,
+        regs_di: 0,
+        regs_bx: 0,
+        exit_has_group_dead: 0,
+        audit_interval_ns: AUDIT_DISABLED,
+        audit_tolerance_ns: 0,
+        pid_max: 0,
+        _pad: 0,
+    };
+}
+
+/// How a seccomp filter refused a syscall ([`DenialKey::action`], [`AuditEvent::action`]).
+pub mod action {
+    /// `SECCOMP_RET_ERRNO` (also `SECCOMP_RET_TRACE` without a tracer: ENOSYS).
+    pub const ERRNO: u32 = 0;
+    /// `SECCOMP_RET_TRAP`.
+    pub const TRAP: u32 = 1;
+    /// `SECCOMP_RET_KILL_THREAD` / `SECCOMP_RET_KILL_PROCESS`.
+    pub const KILL: u32 = 2;
+}
+
+/// Key of [`DENIALS_MAP`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct DenialKey {
+    /// v2 cgroup id of the task (`bpf_get_current_cgroup_id`).
+    pub cgroup_id: u64,
+    /// `AUDIT_ARCH_*` of the syscall's calling convention.
+    pub arch: u32,
+    /// Syscall number as the task issued it (`pt_regs.orig_ax`).
+    pub syscall_nr: i32,
+    /// An [`action`] constant.
+    pub action: u32,
+    /// The errno for [`action::ERRNO`], 0 otherwise.
+    pub errno: u32,
+}
+
+/// Process event kinds ([`ProcessKey::kind`]).
+pub mod process_kind {
+    /// A new process (fork, vfork, clone without `CLONE_THREAD`).
+    pub const FORK_PROCESS: u32 = 0;
+    /// A new thread.
+    pub const FORK_THREAD: u32 = 1;
+    /// A successful exec.
+    pub const EXEC: u32 = 2;
+    /// A process ended (its last thread exited).
+    pub const EXIT: u32 = 3;
+    /// fork, vfork, clone or clone3 returned an error.
+    pub const FORK_FAILED: u32 = 4;
+    /// A user namespace was created.
+    pub const USERNS_CREATED: u32 = 5;
+}
+
+/// Key of [`PROCESS_EVENTS_MAP`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ProcessKey {
+    /// v2 cgroup id of the task that caused the event.
+    pub cgroup_id: u64,
+    /// A [`process_kind`] constant.
+    pub kind: u32,
+    /// The errno for [`process_kind::FORK_FAILED`], 0 otherwise.
+    pub errno: u32,
+}
+
+/// Audit record kinds ([`AuditEvent::kind`]).
+pub mod audit_kind {
+    /// A syscall refused by seccomp.
+    pub const SECCOMP_DENIED: u32 = 0;
+    /// A fork-family syscall failed.
+    pub const FORK_FAILED: u32 = 1;
+    /// A user namespace was created.
+    pub const USERNS_CREATED: u32 = 2;
+}
+
+/// One record of [`AUDIT_EVENTS_MAP`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AuditEvent {
+    /// `bpf_ktime_get_boot_ns()`.
+    pub boot_ns: u64,
+    /// v2 cgroup id.
+    pub cgroup_id: u64,
+    /// Process id (tgid).
+    pub pid: u32,
+    /// Thread id.
+    pub tid: u32,
+    /// An [`audit_kind`] constant.
+    pub kind: u32,
+    /// `AUDIT_ARCH_*` (denials only).
+    pub arch: u32,
+    /// Syscall number (denials only).
+    pub syscall_nr: i32,
+    /// An [`action`] constant (denials only).
+    pub action: u32,
+    /// errno (ERRNO denials and failed forks).
+    pub errno: u32,
+    /// Explicit padding; zero.
+    pub _pad: u32,
+    /// The task's `comm`, NUL-padded.
+    pub comm: [u8; 16],
+}
+
+/// Slot indices of [`MAP_FULL_MAP`]: which map refused an update.
+pub mod map_full {
+    /// [`super::DENIALS_MAP`] was full: a denial was not counted.
+    pub const DENIALS: u32 = 0;
+    /// [`super::PROCESS_EVENTS_MAP`] was full: a process event was not counted.
+    pub const PROCESS_EVENTS: u32 = 1;
+    /// [`super::AUDIT_RATE_MAP`] refused a new cgroup (the record was dropped).
+    pub const AUDIT_RATE: u32 = 2;
+    /// A thread id at or above the size of [`super::THREAD_STATE_MAP`] (pid_max was
+    /// raised after loading): that thread's syscalls cannot be paired.
+    pub const THREAD_STATE: u32 = 3;
+    /// Number of slots.
+    pub const COUNT: u32 = 4;
+    /// Names, indexed like the slots (the `map` label).
+    pub const NAMES: [&str; COUNT as usize] =
+        ["denials", "process_events", "audit_rate", "thread_state"];
+}
+
+/// Slot indices of [`AUDIT_DROPS_MAP`].
+pub mod audit_drop {
+    /// The cgroup's rate limit was exhausted.
+    pub const RATE_LIMITED: u32 = 0;
+    /// The ring buffer had no room.
+    pub const BUFFER_FULL: u32 = 1;
+    /// Number of slots.
+    pub const COUNT: u32 = 2;
+    /// Names, indexed like the slots (the `reason` label).
+    pub const NAMES: [&str; COUNT as usize] = ["rate_limited", "buffer_full"];
+}
+
+/// Slot indices of [`IGNORED_EXITS_MAP`]: syscall exits without a matching
+/// `sys_enter` that were deliberately not counted as denials.
+pub mod ignored_exit {
+    /// The thread was never seen entering a syscall since the programs were loaded
+    /// (it was already inside one when they attached).
+    pub const UNKNOWN_THREAD: u32 = 0;
+    /// A new task's first return to user space (from fork/clone, or a kernel
+    /// thread turning into a user process).
+    pub const NEW_TASK: u32 = 1;
+    /// The task is ptraced: a tracer can skip syscalls itself (PTRACE_SYSEMU, a
+    /// fatal signal at the entry stop), which is indistinguishable from ERRNO.
+    pub const PTRACED: u32 = 2;
+    /// `orig_ax` is -1: the syscall was skipped by a tracer or had no number.
+    pub const NO_SYSCALL: u32 = 3;
+    /// The return value is neither `-errno` nor the syscall number with SIGSYS
+    /// pending (e.g. `SECCOMP_RET_USER_NOTIF` answered with a positive value).
+    pub const UNCLASSIFIED: u32 = 4;
+    /// The task has no seccomp filter, so the syscall was skipped by something else
+    /// (a tracer that detached at the entry stop of a PTRACE_SYSEMU syscall, ...).
+    pub const NO_FILTER: u32 = 5;
+    /// Number of slots.
+    pub const COUNT: u32 = 6;
+    /// Names, indexed like the slots.
+    pub const NAMES: [&str; COUNT as usize] = [
+        "unknown_thread",
+        "new_task",
+        "ptraced",
+        "no_syscall",
+        "unclassified",
+        "no_filter",
+    ];
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY (all): `#[repr(C)]`, only integer fields and byte arrays, no implicit
+    // padding (checked by the size assertions in the tests below), so every bit
+    // pattern is valid and no byte is uninitialised.
+    unsafe impl aya::Pod for super::Params {}
+    unsafe impl aya::Pod for super::DenialKey {}
+    unsafe impl aya::Pod for super::ProcessKey {}
+    unsafe impl aya::Pod for super::AuditEvent {}
+}
+
 #[cfg(test)]
 mod tests {
-    use super::process_counter;
+    use super::*;
 
     #[test]
     fn counter_names_cover_every_slot() {
         assert_eq!(process_counter::name(process_counter::FORK), Some("fork"));
         assert_eq!(process_counter::name(process_counter::COUNT), None);
+    }
+
+    /// Sizes equal to the sum of the fields: no implicit padding anywhere.
+    #[test]
+    fn records_have_no_implicit_padding() {
+        assert_eq!(core::mem::size_of::<Params>(), 12 * 4 + 2 * 8 + 2 * 4);
+        assert_eq!(core::mem::size_of::<DenialKey>(), 8 + 4 * 4);
+        assert_eq!(core::mem::size_of::<ProcessKey>(), 8 + 2 * 4);
+        assert_eq!(core::mem::size_of::<AuditEvent>(), 2 * 8 + 8 * 4 + 16);
+    }
+
+    #[test]
+    fn program_names_are_unique() {
+        for (i, (a, _)) in KERNEL_PROGRAMS.iter().enumerate() {
+            for (b, _) in &KERNEL_PROGRAMS[i + 1..] {
+                assert_ne!(a, b);
+            }
+            assert_ne!(*a, FORK_PROGRAM);
+        }
     }
 }

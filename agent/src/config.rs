@@ -1,0 +1,609 @@
+//! moatd's configuration: a TOML file (default [`DEFAULT_CONFIG_PATH`]) whose every
+//! option has a default, overridden by command-line flags.
+//!
+//! `agent/moatd.example.toml` documents each option; a test checks that it parses
+//! and equals [`Config::default`]. A bad file is refused as a whole with one line
+//! naming the file, the key and the reason, e.g.
+//! `/etc/moat/moatd.toml: audit.rate_limit: invalid type: string "x", expected u32`;
+//! unknown keys are refused with a suggestion, since a silently ignored typo
+//! leaves an option at its default.
+
+use std::{
+    fmt,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+};
+
+use serde::Deserialize;
+
+use crate::kernel::KernelConfig;
+
+/// Where moatd looks for its configuration when `--config` is not given. A missing
+/// file there means built-in defaults.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/moat/moatd.toml";
+
+/// Default address of the HTTP server (`/metrics` and the landing page).
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9740";
+
+/// Default audit log.
+pub const DEFAULT_AUDIT_LOG: &str = "/var/log/moat/audit.jsonl";
+
+/// The whole configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// The HTTP server.
+    pub http: HttpConfig,
+    /// Audit events.
+    pub audit: AuditConfig,
+    /// How events are attributed to workloads, and the pids cgroups read.
+    pub workloads: WorkloadsConfig,
+    /// Sizes of the kernel side's maps and buffers.
+    pub kernel: KernelSection,
+}
+
+/// `[http]`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Address and port `/metrics` and `/` are served on.
+    pub listen: SocketAddr,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            listen: DEFAULT_LISTEN.parse().expect("valid default address"),
+        }
+    }
+}
+
+/// Where audit events are written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuditTarget {
+    /// Standard output (`-`).
+    Stdout,
+    /// A file, appended to and reopened on SIGHUP.
+    File(PathBuf),
+}
+
+impl AuditTarget {
+    /// Parses `-` as stdout and anything else as a path.
+    pub fn parse(text: &str) -> Self {
+        if text == "-" {
+            AuditTarget::Stdout
+        } else {
+            AuditTarget::File(PathBuf::from(text))
+        }
+    }
+}
+
+impl fmt::Display for AuditTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AuditTarget::Stdout => f.write_str("-"),
+            AuditTarget::File(path) => write!(f, "{}", path.display()),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for AuditTarget {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        if text.is_empty() {
+            return Err(serde::de::Error::custom(
+                "must not be empty: give a file path, or \"-\" for standard output",
+            ));
+        }
+        Ok(AuditTarget::parse(&text))
+    }
+}
+
+/// `[audit]`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// The JSON-lines audit log, or `-` for standard output.
+    pub log: AuditTarget,
+    /// Audit records the kernel delivers per cgroup and second once the burst is
+    /// spent; the rest are dropped and counted
+    /// (`moat_audit_events_dropped_total{reason="rate_limited"}`). 0 disables the
+    /// kernel's audit records.
+    pub rate_limit: u32,
+    /// Audit records a cgroup may emit at once before `rate_limit` applies.
+    pub rate_burst: u32,
+    /// Forks per second (processes and threads) above which a workload gets one
+    /// `fork_burst` event per burst.
+    pub fork_burst_threshold: u64,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self {
+            log: AuditTarget::File(PathBuf::from(DEFAULT_AUDIT_LOG)),
+            rate_limit: 100,
+            rate_burst: 200,
+            fork_burst_threshold: 1000,
+        }
+    }
+}
+
+/// `[workloads]`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WorkloadsConfig {
+    /// The most distinct workload label values besides `host` and `other`.
+    pub max_labels: usize,
+    /// The cgroup under which `moat run` places workloads (its `--cgroup-parent`),
+    /// relative to each hierarchy's root.
+    pub moat_parent: String,
+    /// The cgroup Docker's cgroupfs driver places containers under.
+    pub docker_parent: String,
+    /// Where the cgroup file systems are mounted.
+    pub cgroup_root: PathBuf,
+    /// How often pids cgroups and fork rates are read, in milliseconds.
+    pub poll_interval_ms: u64,
+}
+
+impl Default for WorkloadsConfig {
+    fn default() -> Self {
+        Self {
+            max_labels: 500,
+            moat_parent: "moat".to_owned(),
+            docker_parent: "docker".to_owned(),
+            cgroup_root: PathBuf::from("/sys/fs/cgroup"),
+            poll_interval_ms: 1000,
+        }
+    }
+}
+
+/// `[kernel]`: sizes fixed when the programs load.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KernelSection {
+    /// Size of the audit ring buffer in bytes (a power of two, a multiple of the
+    /// page size).
+    pub ring_buffer_bytes: u32,
+    /// Distinct (cgroup, arch, syscall, action, errno) denial keys.
+    pub denial_map_entries: u32,
+    /// Distinct (cgroup, event kind, errno) process-event keys.
+    pub process_map_entries: u32,
+    /// Cgroups whose audit rate-limit state is remembered.
+    pub rate_map_entries: u32,
+    /// Audit records queued between the ring buffer reader and the writer.
+    pub audit_channel_capacity: usize,
+}
+
+impl Default for KernelSection {
+    fn default() -> Self {
+        let kernel = KernelConfig::default();
+        Self {
+            ring_buffer_bytes: kernel.ring_buffer_bytes,
+            denial_map_entries: kernel.denial_map_entries,
+            process_map_entries: kernel.process_map_entries,
+            rate_map_entries: kernel.rate_map_entries,
+            audit_channel_capacity: kernel.audit_channel_capacity,
+        }
+    }
+}
+
+/// A configuration that cannot be used, rendered as `file: key: reason`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read (a missing explicit `--config` among others).
+    #[error("{}: {reason}", file.display())]
+    Read {
+        /// The file.
+        file: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// The file is not valid TOML.
+    #[error("{}:{line}:{column}: {reason}", file.display())]
+    Syntax {
+        /// The file.
+        file: PathBuf,
+        /// 1-based line of the error.
+        line: usize,
+        /// 1-based column.
+        column: usize,
+        /// What the TOML parser said.
+        reason: String,
+    },
+    /// A key has a value of the wrong type or an invalid value, or is unknown.
+    #[error("{}: {key}: {reason}", file.display())]
+    Key {
+        /// The file (or `--flag` for a command-line override).
+        file: PathBuf,
+        /// Dotted key, e.g. `audit.rate_limit`.
+        key: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl Config {
+    /// Loads the configuration.
+    ///
+    /// With `explicit` (`--config`), that file must exist. Without it,
+    /// [`DEFAULT_CONFIG_PATH`] is read if it exists, and a missing file means
+    /// defaults.
+    pub fn load(explicit: Option<&Path>) -> Result<Config, ConfigError> {
+        match explicit {
+            Some(path) => Self::load_file(path),
+            None => {
+                let path = Path::new(DEFAULT_CONFIG_PATH);
+                match std::fs::metadata(path) {
+                    Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(Config::default()),
+                    _ => Self::load_file(path),
+                }
+            }
+        }
+    }
+
+    /// Reads and parses one file.
+    pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|err| ConfigError::Read {
+            file: path.to_owned(),
+            reason: if err.kind() == std::io::ErrorKind::NotFound {
+                "no such file".to_owned()
+            } else {
+                format!("cannot read: {err}")
+            },
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses the text of a configuration file; `file` only names it in errors.
+    pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
+        let deserializer = toml::de::Deserializer::parse(text).map_err(|err| {
+            let (line, column) = err
+                .span()
+                .map(|span| line_column(text, span.start))
+                .unwrap_or((1, 1));
+            ConfigError::Syntax {
+                file: file.to_owned(),
+                line,
+                column,
+                reason: err.message().trim().to_owned(),
+            }
+        })?;
+        let config: Config = serde_path_to_error::deserialize(deserializer).map_err(|err| {
+            let path = err.path().to_string();
+            let message = err.inner().message().trim().to_owned();
+            key_error(file, &path, &message)
+        })?;
+        config
+            .validate()
+            .map_err(|(key, reason)| ConfigError::Key {
+                file: file.to_owned(),
+                key: key.to_owned(),
+                reason,
+            })?;
+        Ok(config)
+    }
+
+    /// Checks what types alone cannot: returns the offending key and why.
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        check_cgroup_relative(&self.workloads.moat_parent)
+            .map_err(|reason| ("workloads.moat_parent", reason))?;
+        check_cgroup_relative(&self.workloads.docker_parent)
+            .map_err(|reason| ("workloads.docker_parent", reason))?;
+        if !self.workloads.cgroup_root.is_absolute() {
+            return Err((
+                "workloads.cgroup_root",
+                format!(
+                    "{:?} must be an absolute path",
+                    self.workloads.cgroup_root.display().to_string()
+                ),
+            ));
+        }
+        if self.workloads.poll_interval_ms < 10 || self.workloads.poll_interval_ms > 60_000 {
+            return Err((
+                "workloads.poll_interval_ms",
+                format!(
+                    "{} is out of range: expected 10 to 60000",
+                    self.workloads.poll_interval_ms
+                ),
+            ));
+        }
+        if self.audit.fork_burst_threshold == 0 {
+            return Err((
+                "audit.fork_burst_threshold",
+                "must be at least 1 fork per second".to_owned(),
+            ));
+        }
+        if let Err(err) = self.kernel_config().validate() {
+            // The kernel side names its own fields (`name = value: reason`).
+            let message = match err {
+                crate::Error::InvalidConfig(message) => message,
+                other => other.to_string(),
+            };
+            let (field, reason) = message
+                .split_once(" = ")
+                .map_or(("", message.as_str()), |(f, r)| (f, r));
+            let key = match field {
+                "audit_rate_per_sec" => "audit.rate_limit",
+                "audit_burst" => "audit.rate_burst",
+                "ring_buffer_bytes" => "kernel.ring_buffer_bytes",
+                "denial_map_entries" => "kernel.denial_map_entries",
+                "process_map_entries" => "kernel.process_map_entries",
+                "rate_map_entries" => "kernel.rate_map_entries",
+                "audit_channel_capacity" => "kernel.audit_channel_capacity",
+                _ => "kernel",
+            };
+            return Err((key, reason.to_owned()));
+        }
+        Ok(())
+    }
+
+    /// The kernel side's settings.
+    pub fn kernel_config(&self) -> KernelConfig {
+        KernelConfig {
+            audit_rate_per_sec: self.audit.rate_limit,
+            audit_burst: self.audit.rate_burst,
+            ring_buffer_bytes: self.kernel.ring_buffer_bytes,
+            denial_map_entries: self.kernel.denial_map_entries,
+            process_map_entries: self.kernel.process_map_entries,
+            rate_map_entries: self.kernel.rate_map_entries,
+            audit_channel_capacity: self.kernel.audit_channel_capacity,
+        }
+    }
+
+    /// Applies `--listen`.
+    pub fn override_listen(&mut self, listen: SocketAddr) {
+        self.http.listen = listen;
+    }
+
+    /// Applies `--audit-log`.
+    pub fn override_audit_log(&mut self, target: AuditTarget) {
+        self.audit.log = target;
+    }
+}
+
+/// A relative cgroup path such as `moat` or `a/b`: non-empty components of the
+/// characters cgroup names may have in labels.
+fn check_cgroup_relative(value: &str) -> Result<(), String> {
+    if value.starts_with('/') {
+        return Err(format!(
+            "{value:?} must be relative to each hierarchy's root, e.g. \"moat\""
+        ));
+    }
+    for part in value.split('/') {
+        if part.is_empty() || part == "." || part == ".." {
+            return Err(format!("{value:?}: empty, `.` or `..` component"));
+        }
+        if !part
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.@+".contains(&b))
+        {
+            return Err(format!(
+                "{value:?}: component {part:?}: only ASCII letters, digits and - _ . @ + are allowed"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Turns serde's message for a key into a [`ConfigError::Key`], rewriting unknown
+/// fields as `unknown key` with a suggestion.
+fn key_error(file: &Path, path: &str, message: &str) -> ConfigError {
+    if let Some((unknown, expected)) = parse_unknown_field(message) {
+        // serde_path_to_error includes the unknown key in the path on some
+        // formats and not on others: name it exactly once.
+        let parent = path
+            .strip_suffix(unknown.as_str())
+            .map(|p| p.trim_end_matches('.'))
+            .unwrap_or(path);
+        let key = match parent {
+            "" | "." => unknown.clone(),
+            parent => format!("{parent}.{unknown}"),
+        };
+        let suggestion = moat_runtime::suggest::closest(&unknown, expected.iter().map(|s| &**s))
+            .map(str::to_owned)
+            .or_else(|| {
+                // A key of a section written at the top level, or in the wrong section.
+                SECTION_KEYS.iter().find_map(|(section, keys)| {
+                    moat_runtime::suggest::closest(&unknown, keys.iter().copied())
+                        .map(|key| format!("{key}` in section `[{section}]"))
+                })
+            });
+        let reason = match (suggestion, expected.is_empty()) {
+            (Some(best), _) => format!(
+                "unknown key; did you mean `{best}`? (known keys here: {})",
+                expected.join(", ")
+            ),
+            (None, false) => format!("unknown key (known keys here: {})", expected.join(", ")),
+            (None, true) => "unknown key".to_owned(),
+        };
+        return ConfigError::Key {
+            file: file.to_owned(),
+            key,
+            reason,
+        };
+    }
+    ConfigError::Key {
+        file: file.to_owned(),
+        key: if path.is_empty() || path == "." {
+            "(top level)".to_owned()
+        } else {
+            path.to_owned()
+        },
+        reason: message.to_owned(),
+    }
+}
+
+/// Every section's keys, to point a key written in the wrong place to its section.
+const SECTION_KEYS: &[(&str, &[&str])] = &[
+    ("http", &["listen"]),
+    (
+        "audit",
+        &["log", "rate_limit", "rate_burst", "fork_burst_threshold"],
+    ),
+    (
+        "workloads",
+        &[
+            "max_labels",
+            "moat_parent",
+            "docker_parent",
+            "cgroup_root",
+            "poll_interval_ms",
+        ],
+    ),
+    (
+        "kernel",
+        &[
+            "ring_buffer_bytes",
+            "denial_map_entries",
+            "process_map_entries",
+            "rate_map_entries",
+            "audit_channel_capacity",
+        ],
+    ),
+];
+
+/// Reads serde's `unknown field `x`, expected one of `a`, `b`` (or `expected `a``,
+/// or `there are no fields`) into the field and the candidates.
+fn parse_unknown_field(message: &str) -> Option<(String, Vec<String>)> {
+    let rest = message.strip_prefix("unknown field `")?;
+    let end = rest.find('`')?;
+    let field = rest[..end].to_owned();
+    let tail = &rest[end + 1..];
+    let expected = tail
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .map(str::to_owned)
+        .collect();
+    Some((field, expected))
+}
+
+/// 1-based line and column of byte `offset` in `text`.
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, String> {
+        Config::parse(text, Path::new("/etc/moat/moatd.toml")).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn empty_file_is_defaults() {
+        assert_eq!(parse("").unwrap(), Config::default());
+        assert_eq!(parse("[audit]\n").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn wrong_type_names_file_key_and_reason() {
+        assert_eq!(
+            parse("[audit]\nrate_limit = \"x\"\n").unwrap_err(),
+            "/etc/moat/moatd.toml: audit.rate_limit: invalid type: string \"x\", expected u32"
+        );
+    }
+
+    #[test]
+    fn unknown_key_gets_a_suggestion() {
+        let err = parse("[audit]\nrate_limt = 5\n").unwrap_err();
+        assert!(
+            err.starts_with(
+                "/etc/moat/moatd.toml: audit.rate_limt: unknown key; did you mean `rate_limit`?"
+            ),
+            "{err}"
+        );
+        let err = parse("listen = \"127.0.0.1:1\"\n").unwrap_err();
+        assert!(
+            err.starts_with(
+                "/etc/moat/moatd.toml: listen: unknown key; did you mean `listen` in section `[http]`?"
+            ),
+            "{err}"
+        );
+        let err = parse("[audti]\n").unwrap_err();
+        assert!(
+            err.starts_with("/etc/moat/moatd.toml: audti: unknown key; did you mean `audit`?"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        let err = parse("[http]\nlisten = \"localhost\"\n").unwrap_err();
+        assert!(
+            err.starts_with("/etc/moat/moatd.toml: http.listen: "),
+            "{err}"
+        );
+        let err = parse("[workloads]\nmoat_parent = \"/moat\"\n").unwrap_err();
+        assert!(
+            err.starts_with("/etc/moat/moatd.toml: workloads.moat_parent: "),
+            "{err}"
+        );
+        let err = parse("[audit]\nlog = \"\"\n").unwrap_err();
+        assert!(
+            err.starts_with("/etc/moat/moatd.toml: audit.log: "),
+            "{err}"
+        );
+        let err = parse("[workloads]\npoll_interval_ms = 0\n").unwrap_err();
+        assert!(
+            err.starts_with("/etc/moat/moatd.toml: workloads.poll_interval_ms: "),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn kernel_settings_are_checked_by_the_kernel_side() {
+        let err = parse("[kernel]\nring_buffer_bytes = 1000\n").unwrap_err();
+        assert!(
+            err.starts_with("/etc/moat/moatd.toml: kernel.ring_buffer_bytes: 1000: must be"),
+            "{err}"
+        );
+        let err = parse("[audit]\nrate_burst = 0\n").unwrap_err();
+        assert!(
+            err.starts_with("/etc/moat/moatd.toml: audit.rate_burst: 0: "),
+            "{err}"
+        );
+        assert_eq!(Config::default().kernel_config(), KernelConfig::default());
+        let off = parse("[audit]\nrate_limit = 0\n").unwrap();
+        assert_eq!(off.kernel_config().audit_rate_per_sec, 0);
+    }
+
+    #[test]
+    fn section_keys_list_every_field() {
+        for (section, keys) in SECTION_KEYS {
+            let err = parse(&format!("[{section}]\nzzzzzzzzzzzz = 1\n")).unwrap_err();
+            let known = err.split("known keys here: ").nth(1).unwrap();
+            assert_eq!(known.trim_end_matches(')'), keys.join(", "), "[{section}]");
+        }
+    }
+
+    #[test]
+    fn syntax_errors_carry_the_line() {
+        let err = parse("[audit]\nrate_limit = = 3\n").unwrap_err();
+        assert!(err.starts_with("/etc/moat/moatd.toml:2:"), "{err}");
+    }
+
+    #[test]
+    fn values_are_read() {
+        let config = parse(
+            "[http]\nlisten = \"0.0.0.0:1234\"\n[audit]\nlog = \"-\"\n\
+             [workloads]\nmax_labels = 3\nmoat_parent = \"a/b\"\n",
+        )
+        .unwrap();
+        assert_eq!(config.http.listen.port(), 1234);
+        assert_eq!(config.audit.log, AuditTarget::Stdout);
+        assert_eq!(config.workloads.max_labels, 3);
+        assert_eq!(config.workloads.moat_parent, "a/b");
+    }
+
+    #[test]
+    fn example_file_parses_to_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("moatd.example.toml");
+        let config = Config::load_file(&path).unwrap();
+        assert_eq!(config, Config::default());
+    }
+}

@@ -1,0 +1,123 @@
+//! The HTTP server: `GET /metrics` (text format 0.0.4, or OpenMetrics when the
+//! `Accept` header asks for it), `GET /` (a landing page linking to it), 404 for
+//! any other path and 405 for methods other than GET and HEAD.
+
+use std::{convert::Infallible, sync::Arc};
+
+use http_body_util::Full;
+use hyper::{
+    body::{Bytes, Incoming},
+    header::{HeaderValue, ACCEPT, ALLOW, CONTENT_TYPE},
+    server::conn::http1,
+    service::service_fn,
+    Method, Request, Response, StatusCode,
+};
+use hyper_util::rt::TokioIo;
+use tokio::{net::TcpListener, sync::watch};
+
+use crate::metrics::{Format, Metrics};
+
+const LANDING_PAGE: &str = concat!(
+    "<!DOCTYPE html>\n<html lang=\"en\">\n<head><meta charset=\"utf-8\"><title>moatd</title></head>\n",
+    "<body>\n<h1>moatd ",
+    env!("CARGO_PKG_VERSION"),
+    "</h1>\n<p>moat's node agent: seccomp denials, process events and pids limits of every ",
+    "workload on this node.</p>\n<ul><li><a href=\"/metrics\">Metrics</a></li></ul>\n",
+    "</body>\n</html>\n"
+);
+
+/// Serves `metrics` on `listener` until `shutdown` turns true. Connections open
+/// at that moment are closed.
+pub async fn serve(
+    listener: TcpListener,
+    metrics: Arc<Metrics>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut connections = tokio::task::JoinSet::new();
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.changed() => break,
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(err) => {
+                // EMFILE and friends: wait a little rather than spin.
+                log::warn!("accepting an HTTP connection failed: {err}");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let metrics = metrics.clone();
+        connections.spawn(async move {
+            let service = service_fn(move |request| handle(request, metrics.clone()));
+            if let Err(err) = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await
+            {
+                log::debug!("HTTP connection from {peer}: {err}");
+            }
+        });
+        // Reap finished connections so the set does not grow.
+        while connections.try_join_next().is_some() {}
+    }
+    connections.abort_all();
+}
+
+async fn handle(
+    request: Request<Incoming>,
+    metrics: Arc<Metrics>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    if request.method() != Method::GET && request.method() != Method::HEAD {
+        let mut response = plain(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD\n");
+        response
+            .headers_mut()
+            .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return Ok(response);
+    }
+    Ok(match request.uri().path() {
+        "/metrics" => {
+            let format = Format::negotiate(
+                request
+                    .headers()
+                    .get(ACCEPT)
+                    .and_then(|value| value.to_str().ok()),
+            );
+            let rendered = tokio::task::spawn_blocking(move || metrics.render(format))
+                .await
+                .unwrap_or_else(|err| Err(format!("the scrape panicked: {err}")));
+            match rendered {
+                Ok(body) => {
+                    let mut response = Response::new(Full::new(Bytes::from(body)));
+                    response.headers_mut().insert(
+                        CONTENT_TYPE,
+                        HeaderValue::from_static(format.content_type()),
+                    );
+                    response
+                }
+                Err(err) => plain(StatusCode::INTERNAL_SERVER_ERROR, &format!("{err}\n")),
+            }
+        }
+        "/" => {
+            let mut response =
+                Response::new(Full::new(Bytes::from_static(LANDING_PAGE.as_bytes())));
+            response.headers_mut().insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static("text/html; charset=utf-8"),
+            );
+            response
+        }
+        _ => plain(StatusCode::NOT_FOUND, "not found: try /metrics\n"),
+    })
+}
+
+fn plain(status: StatusCode, body: &str) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body.to_owned())));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}

@@ -1,0 +1,403 @@
+//! Helpers for the privileged kernel-side tests (`kernel_*.rs`): cgroups to filter
+//! counts by, forked workload children that report back through shared memory,
+//! seccomp filters compiled by moat's own engine, and snapshot filters.
+//!
+//! Every workload runs in a child forked from the test and placed in its own v2
+//! cgroup before it does anything, so that the counts of that cgroup (whose id is
+//! the directory's inode number) are exactly the workload's, whatever else runs on
+//! the node.
+
+#![allow(dead_code)]
+
+use std::{
+    fs,
+    os::unix::fs::MetadataExt as _,
+    path::{Path, PathBuf},
+    sync::atomic::{AtomicI64, AtomicU32, Ordering},
+    time::{Duration, Instant},
+};
+
+use moat_agent::snapshot::{DenialAction, KernelSnapshot, ProcessEventKind};
+use moat_runtime::{
+    caps::CapSet,
+    seccomp::{bpf::Program, compile::Options, compile_for_host, load, parse, Source},
+};
+
+/// The v2 hierarchy on this hybrid host; `/sys/fs/cgroup` on v2-only hosts.
+pub fn v2_root() -> PathBuf {
+    let unified = Path::new("/sys/fs/cgroup/unified");
+    if unified.join("cgroup.procs").exists() {
+        unified.to_path_buf()
+    } else {
+        PathBuf::from("/sys/fs/cgroup")
+    }
+}
+
+/// Why these tests cannot run here, or `None`.
+pub fn unavailable() -> Option<String> {
+    if !nix::unistd::geteuid().is_root() {
+        return Some("not root: loading eBPF programs needs root".to_owned());
+    }
+    if !Path::new("/sys/kernel/btf/vmlinux").exists() {
+        return Some("BPF unavailable: /sys/kernel/btf/vmlinux is missing".to_owned());
+    }
+    if !v2_root().join("cgroup.procs").exists() {
+        return Some("no cgroup v2 hierarchy to attribute counts by".to_owned());
+    }
+    None
+}
+
+/// Returns early from the calling test, saying why, when it cannot run here.
+#[macro_export]
+macro_rules! skip_unless_privileged {
+    () => {
+        if let Some(reason) = kernel_common::unavailable() {
+            eprintln!("SKIP: {reason}");
+            return;
+        }
+    };
+}
+
+static CGROUP_SEQ: AtomicU32 = AtomicU32::new(0);
+
+/// A cgroup directory made for one test, removed (after killing what is left in
+/// it) on drop.
+pub struct TestCgroup {
+    pub path: PathBuf,
+}
+
+impl TestCgroup {
+    /// A new v2 cgroup `moat-ktest-<pid>-<n>-<tag>`.
+    pub fn v2(tag: &str) -> TestCgroup {
+        Self::create(&v2_root(), tag)
+    }
+
+    /// A new v1 pids cgroup with `pids.max`.
+    pub fn v1_pids(tag: &str, max: u32) -> TestCgroup {
+        let cgroup = Self::create(Path::new("/sys/fs/cgroup/pids"), tag);
+        fs::write(cgroup.path.join("pids.max"), max.to_string()).expect("setting pids.max");
+        cgroup
+    }
+
+    fn create(root: &Path, tag: &str) -> TestCgroup {
+        let n = CGROUP_SEQ.fetch_add(1, Ordering::Relaxed);
+        let path = root.join(format!("moat-ktest-{}-{n}-{tag}", std::process::id()));
+        fs::create_dir(&path).unwrap_or_else(|e| panic!("creating {}: {e}", path.display()));
+        TestCgroup { path }
+    }
+
+    /// The cgroup id, as `bpf_get_current_cgroup_id` reports it (v2 only).
+    pub fn id(&self) -> u64 {
+        fs::metadata(&self.path).expect("stat cgroup").ino()
+    }
+
+    /// Moves process `pid` (all its threads) into this cgroup.
+    pub fn add(&self, pid: libc::pid_t) {
+        fs::write(self.path.join("cgroup.procs"), pid.to_string())
+            .unwrap_or_else(|e| panic!("adding {pid} to {}: {e}", self.path.display()));
+    }
+
+    fn procs(&self) -> Vec<libc::pid_t> {
+        fs::read_to_string(self.path.join("cgroup.procs"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .collect()
+    }
+}
+
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let procs = self.procs();
+            if procs.is_empty() {
+                break;
+            }
+            for pid in procs {
+                // SAFETY: plain kill(2).
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+            if Instant::now() > deadline {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = fs::remove_dir(&self.path);
+    }
+}
+
+/// Most values a child can report.
+pub const MAX_VALUES: usize = 64;
+
+/// Memory shared between the test and a forked child: the child reports numbers,
+/// and a flag tells the child it may start.
+#[repr(C)]
+pub struct Shared {
+    pub go: AtomicI64,
+    pub values: [AtomicI64; MAX_VALUES],
+}
+
+/// A forked workload child, stopped until [`Child::start`].
+pub struct Child {
+    pub pid: libc::pid_t,
+    shared: *mut Shared,
+    reaped: Option<i32>,
+}
+
+// SAFETY: the shared mapping is only accessed through atomics.
+unsafe impl Send for Child {}
+
+impl Child {
+    /// Forks a child that waits for [`Child::start`], then runs `body` and exits
+    /// with the code it returns (101 if it panics). The child is killed with the
+    /// test (PR_SET_PDEATHSIG).
+    pub fn fork(body: impl FnOnce(&Shared) -> i32) -> Child {
+        let size = std::mem::size_of::<Shared>();
+        // SAFETY: a fresh shared anonymous mapping; zeroed memory is valid for atomics.
+        let map = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                size,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        assert_ne!(map, libc::MAP_FAILED, "mmap");
+        let shared = map.cast::<Shared>();
+        // SAFETY: fork; the child only runs `body` and exits.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "fork failed");
+        if pid == 0 {
+            // SAFETY: prctl with integer arguments; the mapping is valid.
+            unsafe {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                let no_core = libc::rlimit {
+                    rlim_cur: 0,
+                    rlim_max: 0,
+                };
+                libc::setrlimit(libc::RLIMIT_CORE, &no_core);
+            }
+            let shared = unsafe { &*shared };
+            while shared.go.load(Ordering::SeqCst) == 0 {
+                std::thread::sleep(Duration::from_micros(200));
+            }
+            let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| body(shared)))
+                .unwrap_or(101);
+            // SAFETY: leave without running the test harness's atexit handlers.
+            unsafe { libc::_exit(code) }
+        }
+        Child {
+            pid,
+            shared,
+            reaped: None,
+        }
+    }
+
+    /// Lets the child run `body`.
+    pub fn start(&self) {
+        // SAFETY: the mapping lives as long as `self`.
+        unsafe { &*self.shared }.go.store(1, Ordering::SeqCst);
+    }
+
+    /// Value `i` the child reported.
+    pub fn value(&self, i: usize) -> i64 {
+        // SAFETY: as above.
+        unsafe { &*self.shared }.values[i].load(Ordering::SeqCst)
+    }
+
+    /// The child's wait status if it has ended (reaping it), without waiting.
+    pub fn try_wait(&mut self) -> Option<i32> {
+        if self.reaped.is_none() {
+            let mut status = 0;
+            // SAFETY: waitpid on our own child.
+            if unsafe { libc::waitpid(self.pid, &mut status, libc::WNOHANG) } == self.pid {
+                self.reaped = Some(status);
+            }
+        }
+        self.reaped
+    }
+
+    /// Waits for the child (killing it after `timeout`); returns its wait status.
+    pub fn wait(&mut self, timeout: Duration) -> i32 {
+        if let Some(status) = self.reaped {
+            return status;
+        }
+        let deadline = Instant::now() + timeout;
+        loop {
+            let mut status = 0;
+            // SAFETY: waitpid on our own child.
+            let r = unsafe { libc::waitpid(self.pid, &mut status, libc::WNOHANG) };
+            if r == self.pid {
+                self.reaped = Some(status);
+                return status;
+            }
+            assert!(r == 0, "waitpid failed");
+            if Instant::now() > deadline {
+                // SAFETY: kill our own child.
+                unsafe { libc::kill(self.pid, libc::SIGKILL) };
+                let _ = unsafe { libc::waitpid(self.pid, &mut status, 0) };
+                panic!("child {} timed out after {timeout:?}", self.pid);
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    /// Waits and asserts the child exited with status 0.
+    #[track_caller]
+    pub fn wait_success(&mut self) {
+        let status = self.wait(Duration::from_secs(120));
+        assert!(
+            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+            "child {} ended with wait status {status:#x} (exit code 101 = panic, see stderr)",
+            self.pid
+        );
+    }
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        if self.reaped.is_none() {
+            // SAFETY: kill and reap our own child.
+            unsafe {
+                libc::kill(self.pid, libc::SIGKILL);
+                let mut status = 0;
+                libc::waitpid(self.pid, &mut status, 0);
+            }
+        }
+        // SAFETY: unmapping our own mapping.
+        unsafe { libc::munmap(self.shared.cast(), std::mem::size_of::<Shared>()) };
+    }
+}
+
+/// Forks a child, puts it in `cgroups` and starts it.
+pub fn spawn_in(cgroups: &[&TestCgroup], body: impl FnOnce(&Shared) -> i32) -> Child {
+    let child = Child::fork(body);
+    for cgroup in cgroups {
+        cgroup.add(child.pid);
+    }
+    child.start();
+    child
+}
+
+/// Stores `v` as value `i`.
+pub fn report(shared: &Shared, i: usize, v: i64) {
+    shared.values[i].store(v, Ordering::SeqCst);
+}
+
+/// A seccomp filter compiled with moat's engine from a Docker-format profile.
+pub struct Filter {
+    pub program: Program,
+    pub flags: u32,
+}
+
+impl Filter {
+    /// Compiles `json` for this host (before forking: libseccomp allocates).
+    pub fn compile(json: &str) -> Filter {
+        let source = Source::Builtin("kernel test");
+        let profile = parse::from_str(json, source.clone()).unwrap_or_else(|e| panic!("{e}"));
+        let (_, compiled) = compile_for_host(
+            &profile,
+            source,
+            &CapSet::docker_default(),
+            Options::default(),
+        )
+        .unwrap_or_else(|e| panic!("compiling: {e}"));
+        Filter {
+            program: compiled.program,
+            flags: compiled.flags,
+        }
+    }
+
+    /// A profile allowing everything except `rules` (Docker JSON objects), for the
+    /// native arch and its 32-bit ones (as Docker's archMap does).
+    pub fn allow_except(rules: &str) -> Filter {
+        Self::compile(&format!(
+            r#"{{"defaultAction": "SCMP_ACT_ALLOW",
+                "archMap": [{{"architecture": "SCMP_ARCH_X86_64",
+                              "subArchitectures": ["SCMP_ARCH_X86", "SCMP_ARCH_X32"]}}],
+                "syscalls": [{rules}]}}"#
+        ))
+    }
+
+    /// Like [`Filter::allow_except`] for the native arch only: a syscall from any
+    /// other arch is killed (libseccomp's bad-arch action).
+    pub fn native_only_allow_except(rules: &str) -> Filter {
+        Self::compile(&format!(
+            r#"{{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{rules}]}}"#
+        ))
+    }
+
+    /// Installs the filter in the calling thread (and with `tsync`, every thread of
+    /// the process).
+    pub fn install(&self, tsync: bool) {
+        load::set_no_new_privs().expect("no_new_privs");
+        let flags = if tsync { self.flags | 1 } else { self.flags };
+        load::install(&self.program, flags).expect("installing the filter");
+    }
+}
+
+/// A raw syscall's result: the return value, or minus the errno.
+///
+/// Deliberately hides the `unsafe`: every test calls syscalls with plain integers
+/// or pointers to live locals, and spelling out `unsafe` at each of them would
+/// bury what the tests do.
+#[macro_export]
+macro_rules! sys {
+    ($nr:expr $(, $arg:expr)* $(,)?) => {{
+        // SAFETY: call sites pass arguments valid for the syscall.
+        #[allow(clippy::macro_metavars_in_unsafe)]
+        let ret = unsafe { libc::syscall($nr $(, $arg as libc::c_long)*) };
+        if ret == -1 {
+            -i64::from(std::io::Error::last_os_error().raw_os_error().unwrap_or(0))
+        } else {
+            ret as i64
+        }
+    }};
+}
+
+/// Denials of one cgroup as (syscall, action, errno, arch) → count, sorted.
+pub fn denials_of(
+    snapshot: &KernelSnapshot,
+    cgroup_id: u64,
+) -> Vec<(i32, DenialAction, u16, u32, u64)> {
+    let mut v: Vec<_> = snapshot
+        .denials
+        .iter()
+        .filter(|d| d.cgroup_id == cgroup_id && d.count > 0)
+        .map(|d| (d.syscall_nr, d.action, d.errno, d.arch, d.count))
+        .collect();
+    v.sort();
+    v
+}
+
+/// The count of one process event kind (and errno) in one cgroup.
+pub fn events_of(
+    snapshot: &KernelSnapshot,
+    cgroup_id: u64,
+    kind: ProcessEventKind,
+    errno: Option<u16>,
+) -> u64 {
+    snapshot
+        .process_events
+        .iter()
+        .filter(|e| e.cgroup_id == cgroup_id && e.kind == kind)
+        .filter(|e| errno.is_none_or(|want| e.errno == want))
+        .map(|e| e.count)
+        .sum()
+}
+
+/// A named counter of a (name, count) list.
+pub fn named(list: &[(&'static str, u64)], name: &str) -> u64 {
+    list.iter()
+        .find(|(n, _)| *n == name)
+        .map(|&(_, c)| c)
+        .unwrap_or_else(|| panic!("no counter named {name}"))
+}
+
+/// `AUDIT_ARCH_X86_64`.
+pub const ARCH_X86_64: u32 = 0xC000_003E;
+/// `AUDIT_ARCH_I386`.
+pub const ARCH_I386: u32 = 0x4000_0003;

@@ -1,0 +1,110 @@
+//! User namespace creation through unshare, clone and clone3 is counted once
+//! each; a refused unshare is not.
+
+mod kernel_common;
+
+use kernel_common::{events_of, spawn_in, TestCgroup};
+use moat_agent::{
+    kernel::{Kernel, KernelConfig},
+    snapshot::{KernelSource, ProcessEventKind as Kind},
+};
+
+/// `struct clone_args` up to `cgroup` (CLONE_ARGS_SIZE_VER2).
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+/// Waits for a fork-like child that exits at once; returns whether it exited 0.
+fn reap(pid: i64) -> bool {
+    let mut status = 0;
+    // SAFETY: waiting for our own child.
+    unsafe { libc::waitpid(pid as libc::pid_t, &mut status, 0) };
+    libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0
+}
+
+#[test]
+fn user_namespaces_are_counted_once_per_creation() {
+    skip_unless_privileged!();
+    let kernel = Kernel::load(KernelConfig::default()).expect("loading the kernel side");
+    let cgroup = TestCgroup::v2("userns");
+    let newuser = libc::CLONE_NEWUSER as i64;
+    let mut child = spawn_in(&[&cgroup], |shared| {
+        // clone(CLONE_NEWUSER | SIGCHLD): fork-like, the new process exits at once.
+        let pid = sys!(
+            libc::SYS_clone,
+            newuser | i64::from(libc::SIGCHLD),
+            0,
+            0,
+            0,
+            0
+        );
+        if pid == 0 {
+            // SAFETY: leave the new process immediately.
+            unsafe { libc::_exit(0) };
+        }
+        kernel_common::report(shared, 0, i64::from(pid > 0 && reap(pid)));
+
+        let args = CloneArgs {
+            flags: newuser as u64,
+            exit_signal: libc::SIGCHLD as u64,
+            ..CloneArgs::default()
+        };
+        let size = std::mem::size_of::<CloneArgs>();
+        let pid = sys!(libc::SYS_clone3, &args as *const CloneArgs, size);
+        if pid == 0 {
+            // SAFETY: as above.
+            unsafe { libc::_exit(0) };
+        }
+        kernel_common::report(shared, 1, i64::from(pid > 0 && reap(pid)));
+
+        // Refused while another thread exists: EINVAL, no namespace.
+        let refused = std::thread::scope(|scope| {
+            let (tx, rx) = std::sync::mpsc::channel::<()>();
+            scope.spawn(move || {
+                let _ = rx.recv();
+            });
+            let ret = sys!(libc::SYS_unshare, newuser);
+            drop(tx);
+            ret
+        });
+        kernel_common::report(shared, 2, refused);
+        // Not a user namespace.
+        kernel_common::report(shared, 3, sys!(libc::SYS_unshare, libc::CLONE_NEWUTS));
+        // Single-threaded again (once the joined thread has left the thread group,
+        // which is a little after join returns): succeeds.
+        while std::fs::read_dir("/proc/self/task").map_or(0, |d| d.count()) > 1 {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        kernel_common::report(shared, 4, sys!(libc::SYS_unshare, newuser));
+        0
+    });
+    child.wait_success();
+    assert_eq!(child.value(0), 1, "clone(CLONE_NEWUSER) child ran");
+    assert_eq!(child.value(1), 1, "clone3(CLONE_NEWUSER) child ran");
+    assert_eq!(
+        child.value(2),
+        -i64::from(libc::EINVAL),
+        "unshare with two threads"
+    );
+    assert_eq!(child.value(3), 0, "unshare(CLONE_NEWUTS)");
+    assert_eq!(child.value(4), 0, "unshare(CLONE_NEWUSER)");
+
+    let snapshot = kernel.snapshot().expect("snapshot");
+    let id = cgroup.id();
+    assert_eq!(events_of(&snapshot, id, Kind::UsernsCreated, None), 3);
+    assert_eq!(events_of(&snapshot, id, Kind::ForkProcess, None), 2);
+    assert_eq!(events_of(&snapshot, id, Kind::ForkThread, None), 1);
+    assert_eq!(events_of(&snapshot, id, Kind::ForkFailed, None), 0);
+}

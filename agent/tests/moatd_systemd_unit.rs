@@ -1,0 +1,55 @@
+//! The shipped unit file `agent/systemd/moatd.service` is valid for systemd
+//! and stays hardened: `systemd-analyze verify` accepts it and
+//! `systemd-analyze security --offline` rates its exposure at most 4.0
+//! ("OK"). Skips when systemd-analyze is not installed.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn unit_with_binary() -> Option<PathBuf> {
+    if Command::new("systemd-analyze").arg("--version").output().is_err() {
+        eprintln!("SKIP: systemd-analyze not installed (Debian package systemd)");
+        return None;
+    }
+    let unit = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("systemd/moatd.service");
+    let text = std::fs::read_to_string(&unit).unwrap();
+    // verify checks that ExecStart exists; point it at the binary under test.
+    let text = text.replace("/usr/local/bin/moatd", env!("CARGO_BIN_EXE_moatd"));
+    let dir = std::env::temp_dir().join(format!("moatd-unit-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let copy = dir.join("moatd.service");
+    std::fs::write(&copy, text).unwrap();
+    Some(copy)
+}
+
+#[test]
+fn unit_file_verifies_and_is_hardened() {
+    let Some(unit) = unit_with_binary() else {
+        return;
+    };
+    let v = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&unit)
+        .output()
+        .unwrap();
+    assert!(
+        v.status.success() && v.stderr.is_empty(),
+        "systemd-analyze verify: {}",
+        String::from_utf8_lossy(&v.stderr)
+    );
+    let s = Command::new("systemd-analyze")
+        .args(["security", "--offline=yes", "--threshold=40"])
+        .arg(&unit)
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&s.stdout);
+    assert!(s.status.success(), "exposure above 4.0:\n{out}");
+    let level = out
+        .lines()
+        .find_map(|l| l.split("Overall exposure level for moatd.service: ").nth(1))
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse::<f64>().ok())
+        .unwrap_or_else(|| panic!("no exposure level in:\n{out}"));
+    assert!(level <= 4.0, "exposure {level}");
+    let _ = std::fs::remove_dir_all(unit.parent().unwrap());
+}
