@@ -1,8 +1,11 @@
 //! `moat`: the command users type.
 
+mod agent_client;
+mod events_cmd;
 mod profile_cmd;
 mod ps_cmd;
 mod run_cmd;
+mod stats_cmd;
 
 use std::process::ExitCode;
 
@@ -27,6 +30,10 @@ enum Command {
     Run(run_cmd::RunArgs),
     /// List running workloads.
     Ps(ps_cmd::PsArgs),
+    // No doc comments on these two: they would replace the long help their
+    // argument structs define.
+    Events(events_cmd::EventsArgs),
+    Stats(stats_cmd::StatsArgs),
 }
 
 fn main() -> ExitCode {
@@ -54,6 +61,8 @@ fn main() -> ExitCode {
         // Exit codes of `run` are the workload's; it reports its own errors.
         Command::Run(args) => return run_cmd::run(args),
         Command::Ps(args) => ps_cmd::run(args),
+        Command::Events(args) => events_cmd::run(args),
+        Command::Stats(args) => stats_cmd::run(args),
     };
     match result {
         Ok(code) => code,
