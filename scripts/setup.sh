@@ -14,7 +14,8 @@ say() { echo "setup: $*"; }
 #   bubblewrap                 a peer that loads `moat profile compile` output (tests)
 #   prometheus                 prometheus + promtool: dashboards and alert rules are
 #                              checked against a real server (tests)
-PACKAGES=(libseccomp-dev pkg-config bubblewrap prometheus)
+#   systemd                    systemd-analyze checks the moatd unit file (tests)
+PACKAGES=(libseccomp-dev pkg-config bubblewrap prometheus systemd)
 
 missing=()
 for p in "${PACKAGES[@]}"; do
