@@ -7,7 +7,11 @@ use std::path::PathBuf;
 use std::process::Command;
 
 fn unit_with_binary() -> Option<PathBuf> {
-    if Command::new("systemd-analyze").arg("--version").output().is_err() {
+    if Command::new("systemd-analyze")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
         eprintln!("SKIP: systemd-analyze not installed (Debian package systemd)");
         return None;
     }
