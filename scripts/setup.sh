@@ -15,7 +15,7 @@ say() { echo "setup: $*"; }
 #   prometheus                 prometheus + promtool: dashboards and alert rules are
 #                              checked against a real server (tests)
 #   systemd                    systemd-analyze checks the moatd unit file (tests)
-PACKAGES=(libseccomp-dev pkg-config bubblewrap prometheus systemd)
+PACKAGES=(libseccomp-dev pkg-config bubblewrap prometheus systemd docker.io busybox-static)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

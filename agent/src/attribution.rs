@@ -47,7 +47,14 @@ use crate::config::WorkloadsConfig;
 
 /// Set in a kernel-side cgroup key that names a cgroup of the v1 pids hierarchy
 /// (its id, the directory's inode number, in the other bits) rather than a v2 one.
-pub const V1_PIDS_ID_FLAG: u64 = 1 << 63;
+///
+/// The programs key a task this way when its v2 cgroup is the v2 root and pids is
+/// on v1 (see `Params::v1_pids_rekey` in `moat-common`). The kernel's id is the
+/// pids cgroup's kernfs node id (`cgroup->kn->id`), which on 64-bit kernels is
+/// the inode number of the cgroup's directory, the id this module's walk of the
+/// pids hierarchy records (checked by the `moatd_docker` and
+/// `moatd_attribution` tests).
+pub use moat_common::V1_PIDS_ID_FLAG;
 
 /// Label of everything that is not a recognised workload.
 pub const HOST: &str = "host";

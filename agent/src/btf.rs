@@ -83,6 +83,8 @@ struct Type {
     vlen: u32,
     /// Struct and union members (empty for other kinds).
     members: Vec<Member>,
+    /// For arrays: (element type id, number of elements).
+    array: Option<(u32, u32)>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -105,6 +107,8 @@ pub struct Btf {
     structs: HashMap<String, u32>,
     /// Typedef ids by name.
     typedefs: HashMap<String, u32>,
+    /// Enumerator values by name (of every enum); the first one wins.
+    enumerators: HashMap<String, i64>,
 }
 
 impl Btf {
@@ -156,7 +160,9 @@ impl Btf {
             size_or_type: 0,
             vlen: 0,
             members: Vec::new(),
+            array: None,
         }];
+        let mut enumerators = HashMap::new();
         let mut r = Reader {
             data: type_data,
             pos: 0,
@@ -169,6 +175,7 @@ impl Btf {
             let kind = (info >> 24) & 0x1f;
             let kind_flag = info >> 31 != 0;
             let mut members = Vec::new();
+            let mut array = None;
             match kind {
                 kind::INT => r.skip(4)?,
                 kind::PTR
@@ -180,7 +187,12 @@ impl Btf {
                 | kind::FUNC
                 | kind::FLOAT
                 | kind::TYPE_TAG => {}
-                kind::ARRAY => r.skip(12)?,
+                kind::ARRAY => {
+                    let elem_type = r.u32()?;
+                    let _index_type = r.u32()?;
+                    let nelems = r.u32()?;
+                    array = Some((elem_type, nelems));
+                }
                 kind::STRUCT | kind::UNION => {
                     for _ in 0..vlen {
                         let name_off = r.u32()?;
@@ -199,12 +211,32 @@ impl Btf {
                         });
                     }
                 }
-                kind::ENUM => r.skip(8 * vlen as usize)?,
+                kind::ENUM => {
+                    for _ in 0..vlen {
+                        let name_off = r.u32()?;
+                        let value = r.u32()?;
+                        // kind_flag: signed values.
+                        let value = if kind_flag {
+                            i64::from(value as i32)
+                        } else {
+                            i64::from(value)
+                        };
+                        enumerators.entry(name_off).or_insert(value);
+                    }
+                }
                 kind::FUNC_PROTO => r.skip(8 * vlen as usize)?,
                 kind::VAR => r.skip(4)?,
                 kind::DATASEC => r.skip(12 * vlen as usize)?,
                 kind::DECL_TAG => r.skip(4)?,
-                kind::ENUM64 => r.skip(12 * vlen as usize)?,
+                kind::ENUM64 => {
+                    for _ in 0..vlen {
+                        let name_off = r.u32()?;
+                        let lo = r.u32()?;
+                        let hi = r.u32()?;
+                        let value = (u64::from(hi) << 32 | u64::from(lo)) as i64;
+                        enumerators.entry(name_off).or_insert(value);
+                    }
+                }
                 other => {
                     return Err(BtfError::Malformed(format!(
                         "unknown type kind {other} at type id {}",
@@ -218,14 +250,21 @@ impl Btf {
                 size_or_type,
                 vlen,
                 members,
+                array,
             });
         }
+        let enumerators = enumerators
+            .into_iter()
+            .map(|(name_off, value)| (str_at(&strings, name_off).to_owned(), value))
+            .filter(|(name, _)| !name.is_empty())
+            .collect();
 
         let mut btf = Btf {
             types,
             strings,
             structs: HashMap::new(),
             typedefs: HashMap::new(),
+            enumerators,
         };
         for (id, ty) in btf.types.iter().enumerate().skip(1) {
             let map = match ty.kind {
@@ -371,6 +410,65 @@ impl Btf {
             });
         }
         Ok(ty.vlen)
+    }
+
+    /// The value of the enumerator `name` (of any enum, e.g. `pids_cgrp_id` of
+    /// `enum cgroup_subsys_id`).
+    pub fn enum_value(&self, name: &str) -> Result<i64, BtfError> {
+        self.enumerators
+            .get(name)
+            .copied()
+            .ok_or_else(|| BtfError::NotFound {
+                what: "enumerator",
+                name: name.to_owned(),
+                path: name.to_owned(),
+            })
+    }
+
+    /// For a member that is an array (as in [`Btf::member_offset`]): the size in
+    /// bytes of one element (pointers are 8 bytes) and the number of elements.
+    pub fn member_array(&self, path: &str) -> Result<(u32, u32), BtfError> {
+        let (struct_name, rest) = path.split_once('.').unwrap_or((path, ""));
+        let mut type_id = *self
+            .structs
+            .get(struct_name)
+            .ok_or_else(|| BtfError::NotFound {
+                what: "struct",
+                name: struct_name.to_owned(),
+                path: path.to_owned(),
+            })?;
+        for name in rest.split('.').filter(|n| !n.is_empty()) {
+            let container = self.resolve(type_id);
+            let (_, member) =
+                self.find_member(container, name, 0)
+                    .ok_or_else(|| BtfError::NotFound {
+                        what: "member",
+                        name: name.to_owned(),
+                        path: path.to_owned(),
+                    })?;
+            type_id = member.type_id;
+        }
+        let ty = &self.types[self.resolve(type_id) as usize];
+        let Some((elem, nelems)) = ty.array.filter(|_| ty.kind == kind::ARRAY) else {
+            return Err(BtfError::Unusable {
+                path: path.to_owned(),
+                reason: format!("not an array (kind {})", ty.kind),
+            });
+        };
+        let elem = &self.types[self.resolve(elem) as usize];
+        let size = match elem.kind {
+            kind::PTR => 8,
+            kind::INT | kind::STRUCT | kind::UNION | kind::ENUM | kind::ENUM64 | kind::FLOAT => {
+                elem.size_or_type
+            }
+            other => {
+                return Err(BtfError::Unusable {
+                    path: path.to_owned(),
+                    reason: format!("array element of type kind {other} has no size here"),
+                })
+            }
+        };
+        Ok((size, nelems))
     }
 
     /// Follows typedefs and modifiers to the underlying type id.
@@ -558,13 +656,53 @@ mod tests {
         b.ty("", kind::FUNC_PROTO, false, 3, 0, &[0, 1, 0, 1, 0, 1]);
         b.ty("", kind::PTR, false, 0, 7, &[]);
         b.ty("fnptr", kind::TYPEDEF, false, 0, 8, &[]);
+        // [10] enum e { E_ONE = 1, E_MINUS = -2 } (signed), [11] fnptr arr[5],
+        // [12] struct holder { int x; fnptr arr[5]; }
+        let e_one = b.string("E_ONE");
+        let e_minus = b.string("E_MINUS");
+        b.ty(
+            "e",
+            kind::ENUM,
+            true,
+            2,
+            4,
+            &[e_one, 1, e_minus, (-2i32) as u32],
+        );
+        b.ty("", kind::ARRAY, false, 0, 0, &[9, 1, 5]);
+        let m_hx = b.member("x", 1, 0);
+        let m_arr = b.member("arr", 11, 64);
+        b.ty(
+            "holder",
+            kind::STRUCT,
+            false,
+            2,
+            48,
+            &[m_hx, m_arr].concat(),
+        );
         Btf::parse(&b.build()).expect("sample parses")
+    }
+
+    #[test]
+    fn resolves_enumerators_and_arrays() {
+        let btf = sample();
+        assert_eq!(btf.enum_value("E_ONE").unwrap(), 1);
+        assert_eq!(btf.enum_value("E_MINUS").unwrap(), -2);
+        assert!(matches!(
+            btf.enum_value("E_NONE"),
+            Err(BtfError::NotFound {
+                what: "enumerator",
+                ..
+            })
+        ));
+        assert_eq!(btf.member_offset("holder.arr").unwrap(), 8);
+        assert_eq!(btf.member_array("holder.arr").unwrap(), (8, 5));
+        assert!(btf.member_array("holder.x").is_err());
     }
 
     #[test]
     fn resolves_nested_and_anonymous_members() {
         let btf = sample();
-        assert_eq!(btf.len(), 10);
+        assert_eq!(btf.len(), 13);
         assert_eq!(btf.member_offset("outer.x").unwrap(), 0);
         assert_eq!(btf.member_offset("outer.y").unwrap(), 8);
         assert_eq!(btf.member_offset("outer.in.b").unwrap(), 12);
@@ -635,5 +773,12 @@ mod tests {
             .typedef_fn_params("btf_trace_sched_process_exit")
             .unwrap();
         assert!(params == 2 || params == 3, "{params}");
+        // The chain to a task's pids cgroup id (see kernel::resolve_params).
+        let pids = btf.enum_value("pids_cgrp_id").unwrap();
+        let (elem, count) = btf.member_array("css_set.subsys").unwrap();
+        assert_eq!(elem, 8);
+        assert!(pids >= 0 && pids < i64::from(count), "{pids} of {count}");
+        assert_eq!(btf.member_size("kernfs_node.id").unwrap(), 8);
+        assert_eq!(btf.member_size("cgroup.kn").unwrap(), 8);
     }
 }

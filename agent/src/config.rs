@@ -347,6 +347,7 @@ impl Config {
             process_map_entries: self.kernel.process_map_entries,
             rate_map_entries: self.kernel.rate_map_entries,
             audit_channel_capacity: self.kernel.audit_channel_capacity,
+            cgroup_root: self.workloads.cgroup_root.clone(),
         }
     }
 

@@ -44,6 +44,13 @@
 //!   user namespaces created by clone/clone3 (parent's successful return) and unshare
 //!   whose flags had `CLONE_NEWUSER` (clone3's from `struct clone_args` in user
 //!   memory, read at `sys_enter`).
+//! - **Cgroup keys**: the task's v2 cgroup id, except on hybrid hosts for a task in
+//!   the v2 *root* cgroup (Docker's cgroupfs driver places containers only in v1
+//!   cgroups): its v1 pids cgroup, as `V1_PIDS_ID_FLAG | <kernfs node id>`, unless
+//!   that is the v1 root too (see [`CgroupRekey`]). Read with
+//!   `bpf_probe_read_kernel` along `task->cgroups->subsys[pids_cgrp_id]->cgroup->kn->id`,
+//!   offsets and `pids_cgrp_id` from BTF; only on the slow paths (unpaired exits,
+//!   process events), never on the paired fast path.
 //! - **Audit records** for denials, failed forks and user namespaces, through a ring
 //!   buffer, with a per-cgroup rate limit in the kernel; every record not delivered
 //!   is counted by reason.
@@ -75,7 +82,11 @@
 
 use std::{
     fs,
-    os::fd::{AsFd as _, AsRawFd as _},
+    os::{
+        fd::{AsFd as _, AsRawFd as _},
+        unix::fs::MetadataExt as _,
+    },
+    path::{Path, PathBuf},
     sync::{
         atomic::{AtomicBool, Ordering},
         Arc,
@@ -98,6 +109,7 @@ use moat_common::{
 use tokio::sync::mpsc;
 
 use crate::{
+    attribution::CgroupLayout,
     btf::Btf,
     counters::sum_cpus,
     error::{Error, Result},
@@ -136,6 +148,10 @@ pub struct KernelConfig {
     /// the reader thread waits, the ring buffer fills, and further records are
     /// counted as `buffer_full`: nothing is lost silently.
     pub audit_channel_capacity: usize,
+    /// Where the cgroup hierarchies are mounted (as in `[workloads] cgroup_root`):
+    /// the v2 root's id and whether pids is on v1 come from there (see
+    /// [`CgroupRekey`]).
+    pub cgroup_root: PathBuf,
 }
 
 impl Default for KernelConfig {
@@ -148,7 +164,39 @@ impl Default for KernelConfig {
             process_map_entries: 16_384,
             rate_map_entries: 4_096,
             audit_channel_capacity: 4_096,
+            cgroup_root: PathBuf::from("/sys/fs/cgroup"),
         }
+    }
+}
+
+/// The cgroup facts the programs need to key tasks that are only in v1 cgroups
+/// (Docker's cgroupfs driver on hybrid hosts) by their v1 pids cgroup: a task whose
+/// v2 cgroup is the v2 root and whose pids cgroup is not the v1 root is keyed by
+/// [`moat_common::V1_PIDS_ID_FLAG`]` | <kernfs node id of its pids cgroup>` (the id
+/// [`crate::attribution`] resolves in the pids hierarchy). Computed in user space.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CgroupRekey {
+    /// The v2 root cgroup's id: the inode number of the v2 mount's root.
+    pub v2_root_id: u64,
+    /// The v1 pids hierarchy root's id (its mount root's inode number), when pids
+    /// is on a v1 hierarchy; `None` (no re-keying) when it is on v2 or absent.
+    pub v1_pids_root_id: Option<u64>,
+}
+
+impl CgroupRekey {
+    /// From the mount table, preferring mounts under `cgroup_root`.
+    pub fn detect(cgroup_root: &Path) -> Option<CgroupRekey> {
+        let layout = CgroupLayout::detect(cgroup_root);
+        let v2_root_id = fs::metadata(&layout.v2_mount).ok()?.ino();
+        let v1_pids_root_id = layout
+            .pids_mount
+            .filter(|mount| *mount != layout.v2_mount)
+            .and_then(|mount| fs::metadata(mount).ok())
+            .map(|meta| meta.ino());
+        Some(CgroupRekey {
+            v2_root_id,
+            v1_pids_root_id,
+        })
     }
 }
 
@@ -208,8 +256,14 @@ impl KernelConfig {
 }
 
 /// Resolves the offsets the programs need from `btf` and combines them with the
-/// rate limit and `pid_max`.
-pub fn resolve_params(btf: &Btf, config: &KernelConfig, pid_max: u32) -> Result<Params> {
+/// rate limit, `pid_max` and the cgroup facts (`None`: no re-keying of tasks in the
+/// v2 root cgroup).
+pub fn resolve_params(
+    btf: &Btf,
+    config: &KernelConfig,
+    pid_max: u32,
+    cgroups: Option<CgroupRekey>,
+) -> Result<Params> {
     let exit_params = btf.typedef_fn_params("btf_trace_sched_process_exit")?;
     // The prototype's first parameter is the tracepoint's `void *__data`.
     let exit_has_group_dead = u32::from(exit_params >= 3);
@@ -222,7 +276,7 @@ pub fn resolve_params(btf: &Btf, config: &KernelConfig, pid_max: u32) -> Result<
         )
     };
     let (audit_interval_ns, audit_tolerance_ns) = config.rate_params();
-    let params = Params {
+    let mut params = Params {
         task_pid: btf.member_offset("task_struct.pid")?,
         task_tgid: btf.member_offset("task_struct.tgid")?,
         task_ptrace: btf.member_offset("task_struct.ptrace")?,
@@ -239,7 +293,29 @@ pub fn resolve_params(btf: &Btf, config: &KernelConfig, pid_max: u32) -> Result<
         audit_tolerance_ns,
         pid_max,
         _pad: 0,
+        ..Params::ZERO
     };
+    if let Some(CgroupRekey {
+        v2_root_id,
+        v1_pids_root_id: Some(v1_pids_root_id),
+    }) = cgroups
+    {
+        match resolve_pids_chain(btf) {
+            Ok([task_cgroups, css_set_pids, css_cgroup, cgroup_kn, kn_id]) => {
+                params.v2_root_cgroup_id = v2_root_id;
+                params.v1_pids_root_id = v1_pids_root_id;
+                params.v1_pids_rekey = 1;
+                params.task_cgroups = task_cgroups;
+                params.css_set_pids = css_set_pids;
+                params.css_cgroup = css_cgroup;
+                params.cgroup_kn = cgroup_kn;
+                params.kn_id = kn_id;
+            }
+            Err(err) => log::warn!(
+                "tasks only in v1 cgroups will be counted under their v2 (root) cgroup: {err}"
+            ),
+        }
+    }
     // The programs read these with fixed widths.
     for (path, size) in [
         ("task_struct.pid", 4),
@@ -261,6 +337,58 @@ pub fn resolve_params(btf: &Btf, config: &KernelConfig, pid_max: u32) -> Result<
         }
     }
     Ok(params)
+}
+
+/// The offsets from a task to its pids cgroup's kernfs node id:
+/// `task_struct.cgroups` (a `css_set`), `css_set.subsys[pids_cgrp_id]` (a
+/// `cgroup_subsys_state`), `cgroup_subsys_state.cgroup`, `cgroup.kn` and
+/// `kernfs_node.id`, every one of them a pointer but the last (a u64).
+fn resolve_pids_chain(btf: &Btf) -> Result<[u32; 5]> {
+    let unusable = |path: &str, reason: String| -> Error {
+        crate::btf::BtfError::Unusable {
+            path: path.to_owned(),
+            reason,
+        }
+        .into()
+    };
+    let pids = btf.enum_value("pids_cgrp_id")?;
+    let (elem, count) = btf.member_array("css_set.subsys")?;
+    if elem != 8 {
+        return Err(unusable(
+            "css_set.subsys",
+            format!("elements are {elem} bytes, not pointers"),
+        ));
+    }
+    let pids = u32::try_from(pids)
+        .ok()
+        .filter(|&p| p < count)
+        .ok_or_else(|| {
+            unusable(
+                "css_set.subsys",
+                format!("pids_cgrp_id {pids} is outside its {count} entries"),
+            )
+        })?;
+    for (path, size) in [
+        ("task_struct.cgroups", 8),
+        ("cgroup_subsys_state.cgroup", 8),
+        ("cgroup.kn", 8),
+        ("kernfs_node.id", 8),
+    ] {
+        let actual = btf.member_size(path)?;
+        if actual != size {
+            return Err(unusable(
+                path,
+                format!("is {actual} bytes, the programs read {size}"),
+            ));
+        }
+    }
+    Ok([
+        btf.member_offset("task_struct.cgroups")?,
+        btf.member_offset("css_set.subsys")? + 8 * pids,
+        btf.member_offset("cgroup_subsys_state.cgroup")?,
+        btf.member_offset("cgroup.kn")?,
+        btf.member_offset("kernfs_node.id")?,
+    ])
 }
 
 /// Reads `/proc/sys/kernel/pid_max`.
@@ -319,7 +447,9 @@ impl Kernel {
         config.validate()?;
         let btf = Btf::from_sys_fs()?;
         let pid_max = read_pid_max()?;
-        let params = resolve_params(&btf, &config, pid_max)?;
+        let cgroups = CgroupRekey::detect(&config.cgroup_root);
+        log::debug!("cgroups for the kernel-side keys: {cgroups:?}");
+        let params = resolve_params(&btf, &config, pid_max, cgroups)?;
         log::debug!("kernel-side parameters: {params:?}");
         rlimit::raise_memlock_rlimit();
 

@@ -164,7 +164,33 @@ pub struct Params {
     pub pid_max: u32,
     /// Explicit padding; zero.
     pub _pad: u32,
+    /// Id of the v2 root cgroup (the inode number of the v2 mount's root): the id
+    /// `bpf_get_current_cgroup_id()` returns for a task placed only in v1 cgroups.
+    pub v2_root_cgroup_id: u64,
+    /// Id (kernfs node id, the directory's inode number) of the v1 pids
+    /// hierarchy's root cgroup.
+    pub v1_pids_root_id: u64,
+    /// 1 when pids is on a v1 hierarchy: tasks in the v2 root cgroup are then keyed
+    /// by their v1 pids cgroup, as [`V1_PIDS_ID_FLAG`]` | id`; 0 disables that.
+    pub v1_pids_rekey: u32,
+    /// `task_struct.cgroups` (pointer to `css_set`).
+    pub task_cgroups: u32,
+    /// `css_set.subsys[pids_cgrp_id]` (pointer to the pids `cgroup_subsys_state`).
+    pub css_set_pids: u32,
+    /// `cgroup_subsys_state.cgroup` (pointer to `cgroup`).
+    pub css_cgroup: u32,
+    /// `cgroup.kn` (pointer to `kernfs_node`).
+    pub cgroup_kn: u32,
+    /// `kernfs_node.id` (u64).
+    pub kn_id: u32,
 }
+
+/// Set in a cgroup key (of [`DENIALS_MAP`], [`PROCESS_EVENTS_MAP`] and in
+/// [`AuditEvent::cgroup_id`]) that names a cgroup of the v1 pids hierarchy (its
+/// kernfs node id, the directory's inode number, in the other bits) rather than a
+/// v2 one. The programs use it for tasks whose v2 cgroup is the root when pids is
+/// on v1 (see [`Params::v1_pids_rekey`]).
+pub const V1_PIDS_ID_FLAG: u64 = 1 << 63;
 
 /// [`Params::audit_interval_ns`] value that disables audit records (rate 0).
 pub const AUDIT_DISABLED: u64 = u64::MAX;
@@ -188,6 +214,14 @@ impl Params {
         audit_tolerance_ns: 0,
         pid_max: 0,
         _pad: 0,
+        v2_root_cgroup_id: 0,
+        v1_pids_root_id: 0,
+        v1_pids_rekey: 0,
+        task_cgroups: 0,
+        css_set_pids: 0,
+        css_cgroup: 0,
+        cgroup_kn: 0,
+        kn_id: 0,
     };
 }
 
@@ -205,7 +239,8 @@ pub mod action {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct DenialKey {
-    /// v2 cgroup id of the task (`bpf_get_current_cgroup_id`).
+    /// v2 cgroup id of the task (`bpf_get_current_cgroup_id`), or
+    /// [`V1_PIDS_ID_FLAG`]` | <v1 pids cgroup id>` (see [`Params::v1_pids_rekey`]).
     pub cgroup_id: u64,
     /// `AUDIT_ARCH_*` of the syscall's calling convention.
     pub arch: u32,
@@ -237,7 +272,8 @@ pub mod process_kind {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct ProcessKey {
-    /// v2 cgroup id of the task that caused the event.
+    /// v2 cgroup id of the task that caused the event, or [`V1_PIDS_ID_FLAG`]` | <v1
+    /// pids cgroup id>` (as in [`DenialKey::cgroup_id`]).
     pub cgroup_id: u64,
     /// A [`process_kind`] constant.
     pub kind: u32,
@@ -261,7 +297,7 @@ pub mod audit_kind {
 pub struct AuditEvent {
     /// `bpf_ktime_get_boot_ns()`.
     pub boot_ns: u64,
-    /// v2 cgroup id.
+    /// v2 cgroup id, or a v1 pids one (as in [`DenialKey::cgroup_id`]).
     pub cgroup_id: u64,
     /// Process id (tgid).
     pub pid: u32,
@@ -370,7 +406,10 @@ mod tests {
     /// Sizes equal to the sum of the fields: no implicit padding anywhere.
     #[test]
     fn records_have_no_implicit_padding() {
-        assert_eq!(core::mem::size_of::<Params>(), 12 * 4 + 2 * 8 + 2 * 4);
+        assert_eq!(
+            core::mem::size_of::<Params>(),
+            12 * 4 + 2 * 8 + 2 * 4 + 2 * 8 + 6 * 4
+        );
         assert_eq!(core::mem::size_of::<DenialKey>(), 8 + 4 * 4);
         assert_eq!(core::mem::size_of::<ProcessKey>(), 8 + 2 * 4);
         assert_eq!(core::mem::size_of::<AuditEvent>(), 2 * 8 + 8 * 4 + 16);

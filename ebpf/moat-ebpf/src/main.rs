@@ -56,7 +56,7 @@ use moat_common::{
     action, audit_drop, audit_kind, ignored_exit, map_full, process_counter, process_kind,
     AuditEvent, Counter, DenialKey, Params, ProcessKey, AUDIT_ARCH_I386, AUDIT_ARCH_X86_64,
     AUDIT_DISABLED, DEFAULT_AGGREGATE_ENTRIES, DEFAULT_RATE_ENTRIES, DEFAULT_RING_BYTES,
-    DEFAULT_THREAD_SLOTS,
+    DEFAULT_THREAD_SLOTS, V1_PIDS_ID_FLAG,
 };
 
 // ---------------------------------------------------------------------------
@@ -363,16 +363,19 @@ fn exit_watched(ctx: &RawTracePointContext, flags: u64) -> Result<(), Error> {
     if flags & F_FORK != 0 {
         if ret < 0 && ret > -ERESTARTSYS {
             let errno = (-ret) as u32;
-            count_process_event(process_kind::FORK_FAILED, errno)?;
-            audit(audit_kind::FORK_FAILED, 0, 0, 0, errno);
+            let cgroup = workload_cgroup();
+            count_process_event(cgroup, process_kind::FORK_FAILED, errno)?;
+            audit(cgroup, audit_kind::FORK_FAILED, 0, 0, 0, errno);
         } else if ret > 0 && flags & F_NEWUSER != 0 {
             // ret > 0: the parent's return; the child's is a NEW_TASK exit.
-            count_process_event(process_kind::USERNS_CREATED, 0)?;
-            audit(audit_kind::USERNS_CREATED, 0, 0, 0, 0);
+            let cgroup = workload_cgroup();
+            count_process_event(cgroup, process_kind::USERNS_CREATED, 0)?;
+            audit(cgroup, audit_kind::USERNS_CREATED, 0, 0, 0, 0);
         }
     } else if flags & F_UNSHARE != 0 && ret == 0 && flags & F_NEWUSER != 0 {
-        count_process_event(process_kind::USERNS_CREATED, 0)?;
-        audit(audit_kind::USERNS_CREATED, 0, 0, 0, 0);
+        let cgroup = workload_cgroup();
+        count_process_event(cgroup, process_kind::USERNS_CREATED, 0)?;
+        audit(cgroup, audit_kind::USERNS_CREATED, 0, 0, 0, 0);
     }
     Ok(())
 }
@@ -412,7 +415,7 @@ fn unpaired_exit(ctx: &RawTracePointContext) -> Result<(), Error> {
     } else {
         AUDIT_ARCH_X86_64
     };
-    count_denial(arch, nr as i32, denial, errno)
+    count_denial(workload_cgroup(), arch, nr as i32, denial, errno)
 }
 
 // ---------------------------------------------------------------------------
@@ -435,7 +438,7 @@ fn try_sched_fork(ctx: &RawTracePointContext) -> Result<(), Error> {
     } else {
         process_kind::FORK_THREAD
     };
-    count_process_event(kind, 0)
+    count_process_event(workload_cgroup(), kind, 0)
 }
 
 #[inline(always)]
@@ -458,12 +461,14 @@ fn try_sched_exec(ctx: &RawTracePointContext) -> Result<(), Error> {
             }
         }
     }
-    count_process_event(process_kind::EXEC, 0)
+    count_process_event(workload_cgroup(), process_kind::EXEC, 0)
 }
 
 #[inline(always)]
 fn try_sched_exit(ctx: &RawTracePointContext) -> Result<(), Error> {
     let task: *const u8 = ctx.arg(0);
+    // The exiting task is the current one.
+    let cgroup = workload_cgroup();
     let group_dead = if param!(exit_has_group_dead) != 0 {
         let group_dead: u64 = ctx.arg(1);
         group_dead & 0xff != 0
@@ -473,7 +478,7 @@ fn try_sched_exit(ctx: &RawTracePointContext) -> Result<(), Error> {
         read_kernel::<i32>(signal, param!(signal_live))? == 0
     };
     if group_dead {
-        count_process_event(process_kind::EXIT, 0)?;
+        count_process_event(cgroup, process_kind::EXIT, 0)?;
     }
     if read_kernel::<u32>(task, param!(task_seccomp_mode))? == SECCOMP_MODE_DEAD {
         // A seccomp KILL: KILL_PROCESS and a last thread's KILL_THREAD went through
@@ -487,7 +492,7 @@ fn try_sched_exit(ctx: &RawTracePointContext) -> Result<(), Error> {
         } else {
             AUDIT_ARCH_X86_64
         };
-        count_denial(arch, nr as i32, action::KILL, 0)?;
+        count_denial(cgroup, arch, nr as i32, action::KILL, 0)?;
     }
     Ok(())
 }
@@ -496,23 +501,30 @@ fn try_sched_exit(ctx: &RawTracePointContext) -> Result<(), Error> {
 // Aggregation and audit
 
 #[inline(always)]
-fn count_denial(arch: u32, nr: i32, denial: u32, errno: u32) -> Result<(), Error> {
+fn count_denial(cgroup_id: u64, arch: u32, nr: i32, denial: u32, errno: u32) -> Result<(), Error> {
     let key = DenialKey {
-        cgroup_id: current_cgroup(),
+        cgroup_id,
         arch,
         syscall_nr: nr,
         action: denial,
         errno,
     };
     bump(&DENIALS, &key, map_full::DENIALS)?;
-    audit(audit_kind::SECCOMP_DENIED, arch, nr, denial, errno);
+    audit(
+        cgroup_id,
+        audit_kind::SECCOMP_DENIED,
+        arch,
+        nr,
+        denial,
+        errno,
+    );
     Ok(())
 }
 
 #[inline(always)]
-fn count_process_event(kind: u32, errno: u32) -> Result<(), Error> {
+fn count_process_event(cgroup_id: u64, kind: u32, errno: u32) -> Result<(), Error> {
     let key = ProcessKey {
-        cgroup_id: current_cgroup(),
+        cgroup_id,
         kind,
         errno,
     };
@@ -543,11 +555,11 @@ fn bump<K>(map: &PerCpuHashMap<K, Counter>, key: &K, full_index: u32) -> Result<
     }
 }
 
-/// Emits one audit record for the current task, unless its cgroup's rate limit or
-/// the ring buffer refuses; either refusal is counted.
+/// Emits one audit record for the current task (keyed by `cgroup_id`, its
+/// [`workload_cgroup`]), unless that cgroup's rate limit or the ring buffer
+/// refuses; either refusal is counted.
 #[inline(always)]
-fn audit(kind: u32, arch: u32, nr: i32, denial: u32, errno: u32) {
-    let cgroup_id = current_cgroup();
+fn audit(cgroup_id: u64, kind: u32, arch: u32, nr: i32, denial: u32, errno: u32) {
     // SAFETY: helper without arguments.
     let now = unsafe { bpf_ktime_get_boot_ns() };
     if !admit(cgroup_id, now) {
@@ -636,10 +648,36 @@ fn current_task() -> *const u8 {
     unsafe { bpf_get_current_task() as *const u8 }
 }
 
+/// The cgroup the current task's counts and audit records are keyed by: its v2
+/// cgroup id, except for a task in the v2 *root* cgroup while pids is on a v1
+/// hierarchy (Docker's cgroupfs driver on hybrid hosts places containers only in
+/// v1 cgroups): if its v1 pids cgroup is not the v1 root, that one, as
+/// `V1_PIDS_ID_FLAG | <its kernfs node id>` (what user space resolves by walking
+/// the pids hierarchy). Only called on slow paths (unpaired exits, process events).
 #[inline(always)]
-fn current_cgroup() -> u64 {
+fn workload_cgroup() -> u64 {
     // SAFETY: helper without arguments.
-    unsafe { bpf_get_current_cgroup_id() }
+    let id = unsafe { bpf_get_current_cgroup_id() };
+    if id != param!(v2_root_cgroup_id) || param!(v1_pids_rekey) == 0 {
+        return id;
+    }
+    v1_pids_cgroup().unwrap_or(id)
+}
+
+/// `V1_PIDS_ID_FLAG | current->cgroups->subsys[pids_cgrp_id]->cgroup->kn->id`, or
+/// an error when a read fails or the pids cgroup is the v1 root.
+#[inline(always)]
+fn v1_pids_cgroup() -> Result<u64, Error> {
+    let task = current_task();
+    let css_set = read_kernel::<u64>(task, param!(task_cgroups))? as *const u8;
+    let css = read_kernel::<u64>(css_set, param!(css_set_pids))? as *const u8;
+    let cgroup = read_kernel::<u64>(css, param!(css_cgroup))? as *const u8;
+    let kn = read_kernel::<u64>(cgroup, param!(cgroup_kn))? as *const u8;
+    let id = read_kernel::<u64>(kn, param!(kn_id))?;
+    if id == 0 || id == param!(v1_pids_root_id) {
+        return Err(Error::Lookup);
+    }
+    Ok(V1_PIDS_ID_FLAG | id)
 }
 
 /// Reads a `T` at `base + offset` in kernel memory.
