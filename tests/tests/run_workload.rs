@@ -649,3 +649,47 @@ fn ps_shows_a_running_workload() {
     assert!(!out(&o).contains("pstest"));
     env.assert_nothing_left("pstest");
 }
+
+#[test]
+fn env_workdir_and_user_are_applied() {
+    let _g = moat_tests::cgroup_layout_lock(false);
+    let Some(env) = Env::new("envwd") else { return };
+    let o = env.run(&[
+        "--env",
+        "MOAT_TEST_VAR=hello world",
+        "--workdir",
+        "/usr",
+        "--",
+        "sh",
+        "-c",
+        "echo \"$MOAT_TEST_VAR\"; pwd",
+    ]);
+    assert!(o.status.success(), "{}", err(&o));
+    assert_eq!(out(&o), "hello world\n/usr\n");
+    // A non-root user inside keeps no capabilities, as under Docker.
+    let o = env.run(&[
+        "--user",
+        "1000:2000",
+        "--",
+        "sh",
+        "-c",
+        "id -u; id -g; grep -E '^Cap(Eff|Bnd)' /proc/self/status",
+    ]);
+    assert!(o.status.success(), "{}", err(&o));
+    let text = out(&o);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], "1000");
+    assert_eq!(lines[1], "2000");
+    assert_eq!(lines[2], "CapEff:\t0000000000000000");
+    assert_eq!(lines[3], "CapBnd:\t00000000a80425fb");
+    let o = env.run(&["--workdir", "/nonexistent-dir", "--", "true"]);
+    assert_eq!(o.status.code(), Some(125));
+    assert!(
+        err(&o).contains("changing to the working directory failed"),
+        "{}",
+        err(&o)
+    );
+    let o = env.run(&["--env", "NOEQUALS", "--", "true"]);
+    assert_eq!(o.status.code(), Some(125));
+    assert!(err(&o).contains("expected KEY=VALUE"), "{}", err(&o));
+}
