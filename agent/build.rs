@@ -41,7 +41,7 @@ fn main() -> anyhow::Result<()> {
     if skip_requested() {
         // aya-build honours AYA_BUILD_SKIP by building nothing; leave an empty
         // object so that `cargo check`/`clippy` work without the eBPF toolchain.
-        // `Programs::load` refuses an empty object at run time.
+        // `Kernel::load` refuses an empty object at run time.
         fs::write(&object, []).with_context(|| format!("writing {}", object.display()))?;
         println!("cargo:warning=AYA_BUILD_SKIP is set: moatd embeds no eBPF object and cannot load programs");
         return Ok(());

@@ -111,9 +111,7 @@ use tokio::sync::mpsc;
 use crate::{
     attribution::CgroupLayout,
     btf::Btf,
-    counters::sum_cpus,
     error::{Error, Result},
-    programs::ebpf_object,
     rlimit,
     snapshot::{
         AuditKind, AuditRecord, DenialAction, DenialCount, KernelSnapshot, KernelSource,
@@ -798,6 +796,20 @@ fn attach(ebpf: &mut Ebpf, name: &'static str, tracepoint: &'static str) -> Resu
     Ok(())
 }
 
+/// The eBPF object built from `ebpf/moat-ebpf` by `build.rs`.
+///
+/// Empty when the agent was built with `AYA_BUILD_SKIP`.
+pub fn ebpf_object() -> &'static [u8] {
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/moat-ebpf"))
+}
+
+/// Sums one slot's per-CPU values.
+///
+/// Wrapping, like the eBPF side's increments, so a wrapped CPU cannot panic the agent.
+fn sum_cpus(per_cpu: impl IntoIterator<Item = Counter>) -> Counter {
+    per_cpu.into_iter().fold(0, Counter::wrapping_add)
+}
+
 fn page_size() -> u64 {
     // SAFETY: sysconf with a valid name.
     let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
@@ -807,6 +819,13 @@ fn page_size() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn per_cpu_sums_wrap() {
+        assert_eq!(sum_cpus([1, 2, 3]), 6);
+        assert_eq!(sum_cpus([Counter::MAX, 2]), 1);
+        assert_eq!(sum_cpus([]), 0);
+    }
 
     #[test]
     fn default_config_is_valid() {

@@ -1,9 +1,8 @@
 //! moat's node agent as a library: everything `moatd` does, so that tests and other
 //! binaries drive the same code.
 //!
-//! - [`programs`]: the embedded eBPF object; loading it, attaching its programs and
-//!   reading its maps.
-//! - [`counters`]: process-event counters summed over CPUs.
+//! - [`kernel`]: the embedded eBPF object; loading it, attaching its programs and
+//!   reading its maps ([`snapshot`] is what the rest of the agent sees of them).
 //! - [`rlimit`]: the best-effort `RLIMIT_MEMLOCK` bump for older kernels.
 //! - [`error`]: the library's error type.
 
@@ -12,7 +11,6 @@ pub mod audit;
 pub mod btf;
 pub mod burst;
 pub mod config;
-pub mod counters;
 pub mod daemon;
 pub mod error;
 pub mod http;
@@ -21,10 +19,7 @@ pub mod metrics;
 pub mod mounts;
 pub mod names;
 pub mod pids;
-pub mod programs;
 pub mod rlimit;
 pub mod snapshot;
 
-pub use counters::ProcessCounts;
 pub use error::{Error, Result};
-pub use programs::Programs;

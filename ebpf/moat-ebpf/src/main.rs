@@ -53,7 +53,7 @@ use aya_ebpf::{
     Global,
 };
 use moat_common::{
-    action, audit_drop, audit_kind, ignored_exit, map_full, process_counter, process_kind,
+    action, audit_drop, audit_kind, ignored_exit, map_full, process_kind,
     AuditEvent, Counter, DenialKey, Params, ProcessKey, AUDIT_ARCH_I386, AUDIT_ARCH_X86_64,
     AUDIT_DISABLED, DEFAULT_AGGREGATE_ENTRIES, DEFAULT_RATE_ENTRIES, DEFAULT_RING_BYTES,
     DEFAULT_THREAD_SLOTS, V1_PIDS_ID_FLAG,
@@ -61,15 +61,6 @@ use moat_common::{
 
 // ---------------------------------------------------------------------------
 // Maps and load-time parameters
-
-/// Process-event counters of the original fork counter, one slot per
-/// `process_counter` index.
-///
-/// Per CPU so that the hot path is a plain increment: no atomics, no cache line
-/// bouncing between CPUs on fork-heavy nodes. User space sums the CPUs.
-#[map]
-static PROCESS_COUNTERS: PerCpuArray<Counter> =
-    PerCpuArray::with_max_entries(process_counter::COUNT, 0);
 
 /// Each thread's syscall state, indexed by thread id (see the crate docs).
 ///
@@ -192,18 +183,6 @@ enum Error {
 
 // ---------------------------------------------------------------------------
 // Entry points
-
-/// Counts every new task (process or thread) on `sched_process_fork` (the original
-/// fork counter, used by `Programs` in the agent).
-#[raw_tracepoint(tracepoint = "sched_process_fork")]
-pub fn sched_process_fork(_ctx: RawTracePointContext) -> u32 {
-    // The kernel ignores a raw tracepoint's return value; 1 only marks the error
-    // path for anyone reading the program with bpftool.
-    match increment(&PROCESS_COUNTERS, process_counter::FORK) {
-        Ok(()) => 0,
-        Err(_) => 1,
-    }
-}
 
 /// `sys_enter(struct pt_regs *regs, long id)`: marks the thread as inside syscall `id`.
 #[raw_tracepoint(tracepoint = "sys_enter")]
