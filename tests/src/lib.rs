@@ -6,6 +6,7 @@ use std::sync::Mutex;
 
 pub mod bench;
 pub mod fork;
+pub mod moatd;
 
 /// The workspace root.
 pub fn workspace_root() -> PathBuf {

@@ -13,17 +13,13 @@
 //! agents would disturb.
 
 use std::collections::BTreeMap;
-use std::io::{Read as _, Write as _};
-use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use moat_tests::binary;
-
-const PIDS_V1: &str = "/sys/fs/cgroup/pids";
-const V2: &str = "/sys/fs/cgroup/unified";
+use moat_tests::moatd::{moat, pids_on_v1, pids_on_v2, Moatd, TempDir};
 
 const NR_GETPRIORITY: u32 = 140;
 const NR_SETUID: u32 = 105;
@@ -52,17 +48,6 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn pids_on_v1() -> bool {
-    Path::new(PIDS_V1).join("tasks").exists()
-}
-
-fn pids_on_v2() -> bool {
-    std::fs::read_to_string(Path::new(V2).join("cgroup.controllers"))
-        .map(|c| c.split_whitespace().any(|x| x == "pids"))
-        .unwrap_or(false)
-}
-
-/// Why this machine cannot run the tests, if it cannot.
 fn skip_reason() -> Option<&'static str> {
     if !moat_tests::is_root() {
         return Some("moatd and moat run need root");
@@ -93,157 +78,22 @@ fn out(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
-/// A fresh temporary directory (world-traversable), removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        let dir = std::env::temp_dir().join(format!("moat-e2e-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        use std::os::unix::fs::PermissionsExt as _;
-        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
-        TempDir(dir)
-    }
-
-    fn join(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
+/// What these tests ask of the shared [`Moatd`] beyond starting it.
+trait AgentExt {
+    fn metrics(&self) -> Metrics;
+    fn wait_for(
+        &self,
+        what: &str,
+        workload: &str,
+        want: f64,
+        timeout: Duration,
+        f: impl Fn(&Metrics) -> f64,
+    );
+    fn run(&self, name: &str, extra: &[&str], cmd: &[&str]) -> Output;
+    fn denials_of(&self, workload: &str) -> Vec<serde_json::Value>;
 }
 
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// Removes a cgroup parent and its workloads' cgroups on drop.
-struct ParentGuard(String);
-
-impl Drop for ParentGuard {
-    fn drop(&mut self) {
-        for root in [Path::new(PIDS_V1), Path::new(V2)] {
-            let d = root.join(&self.0);
-            if let Ok(entries) = std::fs::read_dir(&d) {
-                for e in entries.flatten() {
-                    if e.path().is_dir() {
-                        let _ = std::fs::remove_dir(e.path());
-                    }
-                }
-            }
-            let _ = std::fs::remove_dir(&d);
-        }
-    }
-}
-
-/// `moat` with none of the environment that would change its defaults.
-fn moat() -> Command {
-    let mut c = Command::new(binary("moat"));
-    c.env_remove("MOAT_AUDIT_LOG").env_remove("MOAT_AGENT");
-    c
-}
-
-/// moatd running with a private config, port and audit log, watching a
-/// private cgroup parent; stopped on drop (before the parent is removed).
-struct Agent {
-    child: Child,
-    port: u16,
-    audit_log: PathBuf,
-    log: PathBuf,
-    dir: TempDir,
-    parent: ParentGuard,
-}
-
-impl Agent {
-    fn start(tag: &str) -> Agent {
-        let parent = ParentGuard(format!("moat-t-e2e-{tag}-{}", std::process::id()));
-        let dir = TempDir::new(tag);
-        // moatd watches the parent directory for new workload cgroups, but a
-        // parent created after moatd started is only watched from the next
-        // poll: a short workload could be gone before moatd knows its cgroup.
-        // So the parent exists before moatd starts, as on a node where moat
-        // has run before.
-        let o = moat()
-            .env("MOAT_STATE_DIR", dir.join("warmup-state"))
-            .args(["run", "--cgroup-parent", &parent.0, "--name", "warmup"])
-            .args(["--", "true"])
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "moat run warmup: {}", err(&o));
-
-        let port = {
-            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-            listener.local_addr().unwrap().port()
-        };
-        let config = dir.join("moatd.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "[workloads]\nmoat_parent = \"{}\"\npoll_interval_ms = 100\n",
-                parent.0
-            ),
-        )
-        .unwrap();
-        let audit_log = dir.join("audit.jsonl");
-        let log = dir.join("moatd.log");
-        let child = Command::new(binary("moatd"))
-            .arg("--config")
-            .arg(&config)
-            .args(["--listen", &format!("127.0.0.1:{port}"), "--audit-log"])
-            .arg(&audit_log)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let mut agent = Agent {
-            child,
-            port,
-            audit_log,
-            log,
-            dir,
-            parent,
-        };
-        let start = Instant::now();
-        loop {
-            if let Some(status) = agent.child.try_wait().unwrap() {
-                panic!("moatd exited with {status}:\n{}", agent.log_text());
-            }
-            if agent.get_metrics().is_some() {
-                break;
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(20),
-                "moatd not serving after 20 s:\n{}",
-                agent.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        agent
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn audit_text(&self) -> String {
-        std::fs::read_to_string(&self.audit_log).unwrap_or_default()
-    }
-
-    /// The body of GET /metrics (Prometheus text format), if it answered 200.
-    fn get_metrics(&self) -> Option<String> {
-        let mut s = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
-        s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            .ok()?;
-        let mut text = String::new();
-        s.read_to_string(&mut text).ok()?;
-        if !text.starts_with("HTTP/1.1 200") {
-            return None;
-        }
-        let body = text.split_once("\r\n\r\n")?.1;
-        Some(body.to_owned())
-    }
-
+impl AgentExt for Moatd {
     fn metrics(&self) -> Metrics {
         let body = self
             .get_metrics()
@@ -252,7 +102,8 @@ impl Agent {
     }
 
     /// Polls /metrics until `f` returns `want`, for at most `timeout`, and
-    /// checks it still does 300 ms later; panics with the last value and the series of `workload` otherwise.
+    /// checks it still does 300 ms later; panics with the last value and the
+    /// series of `workload` otherwise.
     fn wait_for(
         &self,
         what: &str,
@@ -289,14 +140,8 @@ impl Agent {
         }
     }
 
-    /// `moat run --cgroup-parent <ours> --name NAME EXTRA -- CMD`.
     fn run(&self, name: &str, extra: &[&str], cmd: &[&str]) -> Output {
-        moat()
-            .env("MOAT_STATE_DIR", self.dir.join("state"))
-            .args(["run", "--cgroup-parent", &self.parent.0, "--name", name])
-            .args(extra)
-            .arg("--")
-            .args(cmd)
+        self.run_cmd(name, extra, cmd)
             .stdin(Stdio::null())
             .output()
             .unwrap()
@@ -311,32 +156,6 @@ impl Agent {
                 e["event"]["action"] == "seccomp_denied" && e["workload"]["name"] == workload
             })
             .collect()
-    }
-
-    fn rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|v| v.parse().ok())
-            .expect("VmRSS in /proc/<moatd>/status")
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        // SAFETY: kill(2) on our own child's pid.
-        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
-        let start = Instant::now();
-        while self.child.try_wait().ok().flatten().is_none() {
-            if start.elapsed() > Duration::from_secs(10) {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
     }
 }
 
@@ -518,7 +337,7 @@ fn check_denial_event(
 }
 
 /// Waits until the audit log holds at least `n` denials of `workload`.
-fn wait_for_events(agent: &Agent, workload: &str, n: usize) -> Vec<serde_json::Value> {
+fn wait_for_events(agent: &Moatd, workload: &str, n: usize) -> Vec<serde_json::Value> {
     let start = Instant::now();
     loop {
         let events = agent.denials_of(workload);
@@ -549,7 +368,7 @@ fn denials_under_moat_run_are_counted_exactly() {
     }
     let _serial = serial();
     let _layout = moat_tests::cgroup_layout_lock(false);
-    let agent = Agent::start("den");
+    let agent = Moatd::start("den");
     let profiles = TempDir::new("den-profiles");
     const N: u32 = 100;
 
@@ -762,7 +581,7 @@ fn genuine_errors_are_not_counted() {
     }
     let _serial = serial();
     let _layout = moat_tests::cgroup_layout_lock(false);
-    let agent = Agent::start("gen");
+    let agent = Moatd::start("gen");
     let files = TempDir::new("gen-files");
     let secret = files.join("secret");
     std::fs::write(&secret, "root only\n").unwrap();
@@ -818,7 +637,7 @@ fn forks_and_threads_are_counted_exactly() {
     skip_unless_able!();
     let _serial = serial();
     let _layout = moat_tests::cgroup_layout_lock(false);
-    let agent = Agent::start("fork");
+    let agent = Moatd::start("fork");
 
     // dash forks once for the command substitution `$(seq 20)` (the child
     // execs seq) and once for each of the 20 `/bin/true &` (each child execs
@@ -918,7 +737,7 @@ fn storm_counts_a_million_and_metrics_stay_fast() {
     }
     let _serial = serial();
     let _layout = moat_tests::cgroup_layout_lock(false);
-    let agent = Agent::start("storm");
+    let agent = Moatd::start("storm");
     let profiles = TempDir::new("storm-profiles");
     let profile = rule_profile(
         &profiles,

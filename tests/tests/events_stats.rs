@@ -10,35 +10,14 @@
 
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc::{self, Receiver};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use moat_tests::binary;
-
-/// A fresh temporary directory, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        let dir = std::env::temp_dir().join(format!("moat-evst-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-
-    fn join(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+use moat_tests::moatd::{pids_on_v1, pids_on_v2, Moatd, TempDir};
 
 /// `moat` with a fixed time zone (two hours east of UTC, no DST) and none of the
 /// environment that would change its defaults.
@@ -650,150 +629,6 @@ fn stats_unreachable_or_failing_agent() {
 // ---------------------------------------------------------------------------
 // End to end, as root: the real moatd.
 
-const PIDS_V1: &str = "/sys/fs/cgroup/pids";
-const V2: &str = "/sys/fs/cgroup/unified";
-
-fn pids_on_v1() -> bool {
-    Path::new(PIDS_V1).join("tasks").exists()
-}
-
-fn pids_on_v2() -> bool {
-    std::fs::read_to_string(Path::new(V2).join("cgroup.controllers"))
-        .map(|c| c.split_whitespace().any(|x| x == "pids"))
-        .unwrap_or(false)
-}
-
-/// moatd running with a private config, port and audit log; stopped on drop.
-struct Agent {
-    child: Child,
-    url: String,
-    audit_log: PathBuf,
-    log: PathBuf,
-    parent: String,
-    dir: TempDir,
-}
-
-impl Agent {
-    fn start(parent: &str) -> Agent {
-        let dir = TempDir::new("e2e");
-        let port = {
-            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-            listener.local_addr().unwrap().port()
-        };
-        let config = dir.join("moatd.toml");
-        std::fs::write(
-            &config,
-            format!("[workloads]\nmoat_parent = \"{parent}\"\npoll_interval_ms = 100\n"),
-        )
-        .unwrap();
-        let audit_log = dir.join("audit.jsonl");
-        let log = dir.join("moatd.log");
-        let child = Command::new(binary("moatd"))
-            .arg("--config")
-            .arg(&config)
-            .args(["--listen", &format!("127.0.0.1:{port}"), "--audit-log"])
-            .arg(&audit_log)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let mut agent = Agent {
-            child,
-            url: format!("http://127.0.0.1:{port}/metrics"),
-            audit_log,
-            log,
-            parent: parent.to_owned(),
-            dir,
-        };
-        let start = Instant::now();
-        loop {
-            if let Some(status) = agent.child.try_wait().unwrap() {
-                panic!("moatd exited with {status}:\n{}", agent.log_text());
-            }
-            if http_ok(port) {
-                break;
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(20),
-                "moatd not serving after 20 s:\n{}",
-                agent.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        agent
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// `moat` with a private state directory.
-    fn moat(&self) -> Command {
-        let mut c = moat();
-        c.env("MOAT_STATE_DIR", self.dir.join("state"));
-        c
-    }
-
-    fn run(&self, name: &str, extra: &[&str], cmd: &[&str]) -> Command {
-        let mut c = self.moat();
-        c.args(["run", "--cgroup-parent", &self.parent, "--name", name])
-            .args(extra)
-            .arg("--")
-            .args(cmd);
-        c
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        // SAFETY: kill(2) on our own child's pid.
-        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
-        let start = Instant::now();
-        while self.child.try_wait().ok().flatten().is_none() {
-            if start.elapsed() > Duration::from_secs(10) {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-/// Removes a cgroup parent and its workloads' cgroups on drop.
-struct ParentGuard(String);
-
-impl Drop for ParentGuard {
-    fn drop(&mut self) {
-        for root in [Path::new(PIDS_V1), Path::new(V2)] {
-            let d = root.join(&self.0);
-            if let Ok(entries) = std::fs::read_dir(&d) {
-                for e in entries.flatten() {
-                    if e.path().is_dir() {
-                        let _ = std::fs::remove_dir(e.path());
-                    }
-                }
-            }
-            let _ = std::fs::remove_dir(&d);
-        }
-    }
-}
-
-fn http_ok(port: u16) -> bool {
-    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
-        return false;
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
-    if s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .is_err()
-    {
-        return false;
-    }
-    let mut text = String::new();
-    let _ = s.read_to_string(&mut text);
-    text.starts_with("HTTP/1.1 200")
-}
-
 #[test]
 fn end_to_end_with_the_real_moatd() {
     if !moat_tests::is_root() {
@@ -805,32 +640,11 @@ fn end_to_end_with_the_real_moatd() {
         return;
     }
     let _layout = moat_tests::cgroup_layout_lock(false);
-    let parent = ParentGuard(format!("moat-t-evst-{}", std::process::id()));
-    // moatd learns a workload's cgroup the moment it is created by watching the
-    // parent directory, but a parent created after moatd started is only watched
-    // from the next second: a workload as short as `unshare` in a new parent could
-    // be gone before moatd knows its cgroup, and be attributed to `host`. So the
-    // parent exists before moatd starts (as on a node where moat has run before).
-    let warmup = TempDir::new("warmup");
-    let o = moat()
-        .env("MOAT_STATE_DIR", warmup.join("state"))
-        .args([
-            "run",
-            "--cgroup-parent",
-            &parent.0,
-            "--name",
-            "warmup",
-            "--",
-            "true",
-        ])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "moat run warmup: {}", err(&o));
-    let agent = Agent::start(&parent.0);
+    let agent = Moatd::start("evst");
 
     // The default profile refuses unshare(CLONE_NEWUSER) with EPERM.
     let o = agent
-        .run("evt", &[], &["unshare", "--user", "true"])
+        .run_cmd("evt", &[], &["unshare", "--user", "true"])
         .output()
         .unwrap();
     assert!(!o.status.success(), "unshare was allowed: {}", err(&o));
@@ -880,7 +694,7 @@ fn end_to_end_with_the_real_moatd() {
 
     // A running workload with a pids limit shows up in stats.
     let mut st = agent
-        .run("st", &["--pids-limit", "50"], &["sleep", "5"])
+        .run_cmd("st", &["--pids-limit", "50"], &["sleep", "5"])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -889,7 +703,7 @@ fn end_to_end_with_the_real_moatd() {
     let row = loop {
         let o = agent
             .moat()
-            .args(["stats", "--no-stream", "--agent", &agent.url])
+            .args(["stats", "--no-stream", "--agent", &agent.url()])
             .output()
             .unwrap();
         assert!(o.status.success(), "{}", err(&o));

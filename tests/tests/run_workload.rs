@@ -12,9 +12,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use moat_tests::binary;
-
-const PIDS_V1: &str = "/sys/fs/cgroup/pids";
-const V2: &str = "/sys/fs/cgroup/unified";
+use moat_tests::moatd::{pids_on_v1, pids_on_v2, PIDS_V1, V2};
 
 /// A private state dir, cgroup parent and subuid/subgid files.
 struct Env {
@@ -105,17 +103,6 @@ impl Drop for Env {
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
-}
-
-/// A v1 hierarchy has a `tasks` file in every cgroup, the root included.
-fn pids_on_v1() -> bool {
-    Path::new(PIDS_V1).join("tasks").exists()
-}
-
-fn pids_on_v2() -> bool {
-    std::fs::read_to_string(Path::new(V2).join("cgroup.controllers"))
-        .map(|c| c.split_whitespace().any(|x| x == "pids"))
-        .unwrap_or(false)
 }
 
 fn out(o: &Output) -> String {

@@ -1,0 +1,251 @@
+//! A real `moatd` for end-to-end tests: private config, port, audit log and
+//! cgroup parent, stopped on drop; plus the small pieces such tests share
+//! (temporary directories, cgroup parents, where the pids controller is).
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::binary;
+
+/// The v1 pids hierarchy on hybrid hosts.
+pub const PIDS_V1: &str = "/sys/fs/cgroup/pids";
+/// The v2 hierarchy on hybrid hosts.
+pub const V2: &str = "/sys/fs/cgroup/unified";
+
+/// A v1 hierarchy has a `tasks` file in every cgroup, the root included.
+pub fn pids_on_v1() -> bool {
+    Path::new(PIDS_V1).join("tasks").exists()
+}
+
+/// Whether the pids controller is available in the v2 hierarchy.
+pub fn pids_on_v2() -> bool {
+    std::fs::read_to_string(Path::new(V2).join("cgroup.controllers"))
+        .map(|c| c.split_whitespace().any(|x| x == "pids"))
+        .unwrap_or(false)
+}
+
+/// A fresh temporary directory (world-traversable, so workloads in a user
+/// namespace can reach files in it), removed on drop.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    /// `$TMPDIR/moat-e2e-<tag>-<pid>`, emptied first.
+    pub fn new(tag: &str) -> TempDir {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = std::env::temp_dir().join(format!("moat-e2e-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        TempDir(dir)
+    }
+
+    /// A path inside the directory.
+    pub fn join(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A cgroup parent for `moat run --cgroup-parent`; on drop its workloads'
+/// cgroups and the parent itself are removed from both hierarchies.
+pub struct CgroupParent(pub String);
+
+impl Drop for CgroupParent {
+    fn drop(&mut self) {
+        for root in [Path::new(PIDS_V1), Path::new(V2)] {
+            let d = root.join(&self.0);
+            if let Ok(entries) = std::fs::read_dir(&d) {
+                for e in entries.flatten() {
+                    if e.path().is_dir() {
+                        let _ = std::fs::remove_dir(e.path());
+                    }
+                }
+            }
+            let _ = std::fs::remove_dir(&d);
+        }
+    }
+}
+
+/// `moat` with none of the environment that would change its defaults.
+pub fn moat() -> Command {
+    let mut c = Command::new(binary("moat"));
+    c.env_remove("MOAT_AUDIT_LOG").env_remove("MOAT_AGENT");
+    c
+}
+
+/// moatd running with a private config, port and audit log, watching a
+/// private cgroup parent; stopped on drop (before the parent is removed).
+pub struct Moatd {
+    child: Child,
+    port: u16,
+    /// The audit log moatd writes.
+    pub audit_log: PathBuf,
+    log: PathBuf,
+    /// Private files: config, logs, the `moat run` state directory.
+    pub dir: TempDir,
+    /// The cgroup parent moatd attributes workloads under.
+    pub parent: CgroupParent,
+}
+
+impl Moatd {
+    /// Starts moatd and waits until it serves `/metrics`.
+    pub fn start(tag: &str) -> Moatd {
+        let parent = CgroupParent(format!("moat-t-{tag}-{}", std::process::id()));
+        let dir = TempDir::new(tag);
+        // moatd watches the parent directory for new workload cgroups, but a
+        // parent created after moatd started is only watched from the next
+        // poll: a short workload could be gone before moatd knows its cgroup.
+        // So the parent exists before moatd starts, as on a node where moat
+        // has run before.
+        let o = moat()
+            .env("MOAT_STATE_DIR", dir.join("warmup-state"))
+            .args(["run", "--cgroup-parent", &parent.0, "--name", "warmup"])
+            .args(["--", "true"])
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "moat run warmup: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let port = {
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            listener.local_addr().unwrap().port()
+        };
+        let config = dir.join("moatd.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[workloads]\nmoat_parent = \"{}\"\npoll_interval_ms = 100\n",
+                parent.0
+            ),
+        )
+        .unwrap();
+        let audit_log = dir.join("audit.jsonl");
+        let log = dir.join("moatd.log");
+        let child = Command::new(binary("moatd"))
+            .arg("--config")
+            .arg(&config)
+            .args(["--listen", &format!("127.0.0.1:{port}"), "--audit-log"])
+            .arg(&audit_log)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let mut agent = Moatd {
+            child,
+            port,
+            audit_log,
+            log,
+            dir,
+            parent,
+        };
+        let start = Instant::now();
+        loop {
+            if let Some(status) = agent.child.try_wait().unwrap() {
+                panic!("moatd exited with {status}:\n{}", agent.log_text());
+            }
+            if agent.get_metrics().is_some() {
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "moatd not serving after 20 s:\n{}",
+                agent.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        agent
+    }
+
+    /// moatd's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The `/metrics` URL.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/metrics", self.port)
+    }
+
+    /// What moatd logged so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The audit log so far.
+    pub fn audit_text(&self) -> String {
+        std::fs::read_to_string(&self.audit_log).unwrap_or_default()
+    }
+
+    /// The body of GET /metrics (Prometheus text format), if it answered 200.
+    pub fn get_metrics(&self) -> Option<String> {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .ok()?;
+        let mut text = String::new();
+        s.read_to_string(&mut text).ok()?;
+        if !text.starts_with("HTTP/1.1 200") {
+            return None;
+        }
+        Some(text.split_once("\r\n\r\n")?.1.to_owned())
+    }
+
+    /// `moat` with this agent's private state directory.
+    pub fn moat(&self) -> Command {
+        let mut c = moat();
+        c.env("MOAT_STATE_DIR", self.dir.join("state"));
+        c
+    }
+
+    /// `moat run --cgroup-parent <ours> --name NAME EXTRA -- CMD`.
+    pub fn run_cmd(&self, name: &str, extra: &[&str], cmd: &[&str]) -> Command {
+        let mut c = self.moat();
+        c.args(["run", "--cgroup-parent", &self.parent.0, "--name", name])
+            .args(extra)
+            .arg("--")
+            .args(cmd);
+        c
+    }
+
+    /// moatd's resident memory (VmRSS), in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .expect("VmRSS in /proc/<moatd>/status")
+    }
+}
+
+impl Drop for Moatd {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+        let start = Instant::now();
+        while self.child.try_wait().ok().flatten().is_none() {
+            if start.elapsed() > Duration::from_secs(10) {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
