@@ -89,22 +89,7 @@ fn genuine_errors_under_a_filter_are_not_denials() {
     genuine_errors(Some(filter), "confined");
 }
 
-/// `struct clone_args` up to `cgroup` (CLONE_ARGS_SIZE_VER2).
-#[repr(C)]
-#[derive(Default)]
-struct CloneArgs {
-    flags: u64,
-    pidfd: u64,
-    child_tid: u64,
-    parent_tid: u64,
-    exit_signal: u64,
-    stack: u64,
-    stack_size: u64,
-    tls: u64,
-    set_tid: u64,
-    set_tid_size: u64,
-    cgroup: u64,
-}
+use moat_runtime::launch::clone::CloneArgs;
 
 /// A new task's first return (0 from fork/clone) has no `sys_enter`. Here it gets
 /// the pid of a process that was seen making syscalls (so its slot says "outside a

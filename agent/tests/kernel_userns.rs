@@ -9,22 +9,7 @@ use moat_agent::{
     snapshot::{KernelSource, ProcessEventKind as Kind},
 };
 
-/// `struct clone_args` up to `cgroup` (CLONE_ARGS_SIZE_VER2).
-#[repr(C)]
-#[derive(Default)]
-struct CloneArgs {
-    flags: u64,
-    pidfd: u64,
-    child_tid: u64,
-    parent_tid: u64,
-    exit_signal: u64,
-    stack: u64,
-    stack_size: u64,
-    tls: u64,
-    set_tid: u64,
-    set_tid_size: u64,
-    cgroup: u64,
-}
+use moat_runtime::launch::clone::CloneArgs;
 
 /// Waits for a fork-like child that exits at once; returns whether it exited 0.
 fn reap(pid: i64) -> bool {

@@ -304,21 +304,7 @@ fn check_basic(layout: &Layout) {
 /// A child made with `clone3(CLONE_INTO_CGROUP)` on the fd from `v2_fd`
 /// starts in the identity cgroup, and `kill_all` kills it.
 fn check_clone_into_cgroup(layout: &Layout) {
-    #[repr(C)]
-    #[derive(Default)]
-    struct CloneArgs {
-        flags: u64,
-        pidfd: u64,
-        child_tid: u64,
-        parent_tid: u64,
-        exit_signal: u64,
-        stack: u64,
-        stack_size: u64,
-        tls: u64,
-        set_tid: u64,
-        set_tid_size: u64,
-        cgroup: u64,
-    }
+    use moat_runtime::launch::clone::CloneArgs;
     const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
 
     let (cfg, _guard) = test_config(layout);

@@ -14,7 +14,7 @@
 //! runs with less protection than asked for and nothing is left behind.
 
 pub mod child;
-mod clone;
+pub mod clone;
 mod error;
 pub mod supervise;
 
