@@ -53,10 +53,10 @@ use aya_ebpf::{
     Global,
 };
 use moat_common::{
-    action, audit_drop, audit_kind, ignored_exit, map_full, process_kind,
-    AuditEvent, Counter, DenialKey, Params, ProcessKey, AUDIT_ARCH_I386, AUDIT_ARCH_X86_64,
-    AUDIT_DISABLED, DEFAULT_AGGREGATE_ENTRIES, DEFAULT_RATE_ENTRIES, DEFAULT_RING_BYTES,
-    DEFAULT_THREAD_SLOTS, V1_PIDS_ID_FLAG,
+    action, audit_drop, audit_kind, ignored_exit, map_full, process_kind, AuditEvent, Counter,
+    DenialKey, Params, ProcessKey, AUDIT_ARCH_I386, AUDIT_ARCH_X86_64, AUDIT_DISABLED,
+    DEFAULT_AGGREGATE_ENTRIES, DEFAULT_RATE_ENTRIES, DEFAULT_RING_BYTES, DEFAULT_THREAD_SLOTS,
+    V1_PIDS_ID_FLAG,
 };
 
 // ---------------------------------------------------------------------------
