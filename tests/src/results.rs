@@ -1,0 +1,287 @@
+//! The machine-readable results of a benchmark harness: what `launch_bench`,
+//! `seccomp_bench` and `agent_bench` write with `--json PATH`, and what
+//! `bench_report` reads to build `BENCHMARKS.md` and its plots.
+//!
+//! A harness describes each figure as a [`Comparison`]: moat's measurement
+//! beside each peer's, the peer the ratio divides by, and the goal with its
+//! verdict (judged by the harness, which knows what the goal means). Plots
+//! are [`Plot`]s of named series. The report only lays these out; it never
+//! recomputes a verdict.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::bench::Stats;
+
+/// Everything one harness run measured.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Results {
+    /// `launch`, `seccomp` or `agent`.
+    pub harness: String,
+    /// Whether this was a `--quick` smoke run (figures mean little).
+    pub quick: bool,
+    /// The figures, in report order. Each names the report section it
+    /// belongs to, so one harness may fill several sections.
+    pub comparisons: Vec<Comparison>,
+    /// Data for the report's plots.
+    pub plots: Vec<Plot>,
+    /// Versions of the peers and anything else about the machine the
+    /// harness knows (name, value).
+    pub machine: Vec<(String, String)>,
+    /// How the figures were made: one sentence each.
+    pub conditions: Vec<String>,
+}
+
+/// One figure: moat beside its peers.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Comparison {
+    /// The report section, one of [`SECTIONS`].
+    pub section: String,
+    /// What is measured, e.g. `launch /bin/true` or `getppid loop`.
+    pub figure: String,
+    /// The unit of every measurement of the row: `ms`, `ns/call`,
+    /// `µs/iter`, `MiB`, `count`, ...
+    pub unit: String,
+    /// moat's measurement (moat run, moat's filter, moatd, ...).
+    pub moat: Value,
+    /// The peers, in column order. A peer's name is its column header
+    /// (`crun`, `runc`, `bwrap`, `/bin/true`, `no filter`, `no agent`,
+    /// `bpftrace`, ...).
+    pub peers: Vec<Peer>,
+    /// The name of the peer the ratio column divides moat's median by;
+    /// `None` for a figure without one (a count, an absolute latency).
+    pub baseline: Option<String>,
+    /// The goal, when the figure has one.
+    pub goal: Option<Goal>,
+}
+
+/// A peer's column in a [`Comparison`].
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Peer {
+    pub name: String,
+    pub value: Value,
+}
+
+/// A measurement, or why there is none.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "snake_case")]
+pub enum Value {
+    /// Repeated runs: median, min and max, and how many runs.
+    Measured {
+        median: f64,
+        min: f64,
+        max: f64,
+        runs: usize,
+    },
+    /// A single exact number (a count, a size).
+    Exact(f64),
+    /// Not measured: the reason (peer not installed, refused to run, ...).
+    Skipped(String),
+}
+
+impl Value {
+    /// Repeated measurements summarised by [`Stats`]; `Skipped` when empty.
+    pub fn measured(xs: &[f64]) -> Value {
+        if xs.is_empty() {
+            return Value::Skipped("no runs".into());
+        }
+        let s = Stats::of(xs);
+        Value::Measured {
+            median: s.median,
+            min: s.min,
+            max: s.max,
+            runs: xs.len(),
+        }
+    }
+
+    /// The median (or the exact value); `None` when skipped.
+    pub fn median(&self) -> Option<f64> {
+        match self {
+            Value::Measured { median, .. } => Some(*median),
+            Value::Exact(x) => Some(*x),
+            Value::Skipped(_) => None,
+        }
+    }
+}
+
+/// A goal and whether it was met.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Goal {
+    /// The goal as a reader sees it, e.g. `≤ 1.35× no agent, < bpftrace`.
+    pub text: String,
+    /// `None` when it cannot be judged (a variant it needs was skipped).
+    pub met: Option<bool>,
+}
+
+/// The report sections, in order; [`Comparison::section`] is one of these.
+pub const SECTIONS: [&str; 6] = [
+    "Launch",
+    "Filter cost",
+    "Tracing overhead",
+    "Agent under load",
+    "Scale of the exposition",
+    "Profile compile time",
+];
+
+/// Data for one PNG plot.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Plot {
+    /// File stem of the PNG (`launch`, `overhead`, `metrics-scale`, ...).
+    pub id: String,
+    pub title: String,
+    pub x_label: String,
+    pub y_label: String,
+    pub kind: PlotKind,
+    /// One series per bar colour or line.
+    pub series: Vec<Series>,
+}
+
+/// How a [`Plot`] is drawn.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum PlotKind {
+    /// Clustered bars over categorical x values, with min–max error bars.
+    Bars,
+    /// Lines over numeric x values (log scale), with min–max error bars.
+    Lines,
+}
+
+/// A named series of a [`Plot`].
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Series {
+    pub name: String,
+    pub points: Vec<Point>,
+}
+
+/// One point: an x value (a category, or a number for [`PlotKind::Lines`])
+/// and the measured median with its min and max.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Point {
+    pub x: String,
+    pub median: f64,
+    pub min: f64,
+    pub max: f64,
+}
+
+impl Point {
+    /// A point from repeated measurements.
+    pub fn of(x: impl Into<String>, xs: &[f64]) -> Point {
+        let s = Stats::of(xs);
+        Point {
+            x: x.into(),
+            median: s.median,
+            min: s.min,
+            max: s.max,
+        }
+    }
+}
+
+impl Results {
+    /// Empty results of `harness`.
+    pub fn new(harness: &str, quick: bool) -> Results {
+        Results {
+            harness: harness.into(),
+            quick,
+            comparisons: Vec::new(),
+            plots: Vec::new(),
+            machine: Vec::new(),
+            conditions: Vec::new(),
+        }
+    }
+
+    /// Writes the results as pretty JSON to `path`.
+    pub fn write(&self, path: &Path) -> Result<(), String> {
+        let text = serde_json::to_string_pretty(self)
+            .map_err(|e| format!("cannot serialise the results: {e}"))?;
+        std::fs::write(path, text + "\n")
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))
+    }
+
+    /// Reads results written by [`Results::write`].
+    pub fn read(path: &Path) -> Result<Results, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let r: Results = serde_json::from_str(&text)
+            .map_err(|e| format!("{}: not benchmark results: {e}", path.display()))?;
+        if let Some(c) = r
+            .comparisons
+            .iter()
+            .find(|c| !SECTIONS.contains(&c.section.as_str()))
+        {
+            return Err(format!(
+                "{}: comparisons[].section: unknown section {:?} (one of {})",
+                path.display(),
+                c.section,
+                SECTIONS.join(", ")
+            ));
+        }
+        Ok(r)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_through_json() {
+        let mut r = Results::new("launch", true);
+        r.comparisons.push(Comparison {
+            section: "Launch".into(),
+            figure: "launch /bin/true".into(),
+            unit: "ms".into(),
+            moat: Value::measured(&[3.0, 1.0, 2.0]),
+            peers: vec![Peer {
+                name: "crun".into(),
+                value: Value::Skipped("not installed".into()),
+            }],
+            baseline: Some("crun".into()),
+            goal: Some(Goal {
+                text: "≤ crun".into(),
+                met: None,
+            }),
+        });
+        r.plots.push(Plot {
+            id: "launch".into(),
+            title: "t".into(),
+            x_label: "x".into(),
+            y_label: "y".into(),
+            kind: PlotKind::Bars,
+            series: vec![Series {
+                name: "moat".into(),
+                points: vec![Point::of("moat", &[1.0, 2.0])],
+            }],
+        });
+        let dir = std::env::temp_dir().join(format!("moat-results-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("r.json");
+        r.write(&path).unwrap();
+        let back = Results::read(&path).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(back, r);
+        assert_eq!(back.comparisons[0].moat.median(), Some(2.0));
+    }
+
+    #[test]
+    fn unknown_section_is_refused_with_the_field() {
+        let mut r = Results::new("seccomp", false);
+        r.comparisons.push(Comparison {
+            section: "Lunch".into(),
+            figure: "f".into(),
+            unit: "ms".into(),
+            moat: Value::Exact(1.0),
+            peers: vec![],
+            baseline: None,
+            goal: None,
+        });
+        let dir = std::env::temp_dir().join(format!("moat-results-bad-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("r.json");
+        r.write(&path).unwrap();
+        let err = Results::read(&path).unwrap_err();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(err.contains("comparisons[].section"), "{err}");
+        assert!(err.contains("Lunch"), "{err}");
+    }
+}
