@@ -1,19 +1,22 @@
 #!/usr/bin/env bash
 # Measures launch latency side by side: `moat run` of /bin/true (default
 # seccomp profile, user namespace, pids limit) against crun and runc running
-# /bin/true from an OCI bundle with an equivalent config, and plain /bin/true
-# as the floor. Also reports each launcher's peak RSS and which namespaces
-# and cgroups each one gave the workload.
+# /bin/true from an OCI bundle with an equivalent config, bubblewrap running
+# it under the same seccomp filter, and plain /bin/true as the floor. Also
+# reports each launcher's peak RSS and which namespaces and cgroups each one
+# gave the workload.
 #
-# Installs crun, runc and busybox-static if missing, builds moat and the
-# bench in release mode, builds the bundle (busybox rootfs) in a temporary
-# directory, and on a hybrid cgroup host mounts hugetlb on cgroup v1 for the
-# run (crun refuses hybrid mode while cgroup v2 has a controller). Writes
-# docs/benchmarks-launch.md and prints it. On exit it leaves the machine as
-# it found it: hugetlb back on cgroup v2, no moat-bench cgroups, no
-# temporary files (the installed packages stay).
+# Installs crun, runc, bubblewrap and busybox-static if missing, builds moat
+# and the bench in release mode, builds the bundle (busybox rootfs) in a
+# temporary directory, and on a hybrid cgroup host mounts hugetlb on cgroup
+# v1 for the run (crun refuses hybrid mode while cgroup v2 has a controller;
+# scripts/lib/crun-hybrid.sh). Writes docs/benchmarks-launch.md and prints
+# it. On exit it leaves the machine as it found it: hugetlb back on cgroup
+# v2, no moat-bench cgroups, no temporary files (the installed packages
+# stay).
 #
-# Usage: scripts/bench-launch.sh [launch_bench options, e.g. --rounds 50]
+# Usage: scripts/bench-launch.sh [launch_bench options, e.g. --rounds 50 or
+#        --quick --json /tmp/launch.json]
 # As root. Method: see the doc comment of tests/src/bin/launch_bench.rs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,13 +32,11 @@ die() {
 out=docs/benchmarks-launch.md
 cmd="scripts/bench-launch.sh${*:+ $*}"
 cg=/sys/fs/cgroup
-v2=$cg/unified
-hugetlb=$cg/hugetlb
 parent=moat-bench
 
 # Debian packages the bench needs beyond scripts/setup.sh's.
 missing=()
-for p in crun runc busybox-static; do
+for p in crun runc bubblewrap busybox-static; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 if ((${#missing[@]})); then
@@ -48,50 +49,16 @@ fi
 say "cargo build --release --bin moat --bin launch_bench"
 cargo build --release --bin moat --bin launch_bench
 
+# shellcheck source=scripts/lib/crun-hybrid.sh
+source scripts/lib/crun-hybrid.sh
+CRUN_HYBRID_SAY=bench-launch
+
 # Cleanup state, filled in as things are made.
 tmp=""
-mounted_hugetlb=0
-made_hugetlb_dir=0
 new_parents=()
 for h in "$cg"/*/; do
     [[ -e $h/cgroup.procs && ! -e $h/$parent ]] && new_parents+=("${h%/}/$parent")
 done
-
-# A v1 hierarchy unmounted while it still has child cgroups (dying ones
-# too: removed cgroups can linger for a while) is not destroyed: it stays,
-# unmounted, and keeps its controller from cgroup v2. So after unmounting,
-# wait for hugetlb to be back on v2; if it is not, wait until the hierarchy
-# is down to its root cgroup, then mount and unmount it again.
-hugetlb_cgroups() { awk '$1 == "hugetlb" { print $3 }' /proc/cgroups; }
-hugetlb_on_v2() { grep -qw hugetlb "$v2/cgroup.controllers"; }
-hugetlb_idle() { [[ $(hugetlb_cgroups) == 1 ]]; }
-# wait_for SECONDS COMMAND...: polls COMMAND every 0.1 s.
-wait_for() {
-    local tries=$(($1 * 10))
-    shift
-    until "$@"; do
-        ((--tries > 0)) || return 1
-        sleep 0.1
-    done
-}
-restore_hugetlb() {
-    local leftover attempt
-    leftover=$(find "$hugetlb" -mindepth 1 -type d 2>/dev/null || true)
-    [[ -z $leftover ]] || say "warning: cgroups left in $hugetlb: $leftover"
-    umount "$hugetlb" || say "warning: could not unmount $hugetlb"
-    for attempt in 1 2 3 4 5; do
-        if wait_for 5 hugetlb_on_v2; then
-            say "hugetlb is back on cgroup v2"
-            return 0
-        fi
-        say "hugetlb is still on a (detached) v1 hierarchy with $(hugetlb_cgroups) cgroups; retrying ($attempt)"
-        wait_for 60 hugetlb_idle || true
-        if mount -t cgroup -o hugetlb none "$hugetlb"; then
-            umount "$hugetlb" || true
-        fi
-    done
-    say "warning: hugetlb did not return to cgroup v2 (see /proc/cgroups; once its v1 hierarchy has no child cgroups, mount and unmount it again)"
-}
 
 cleanup() {
     local p c
@@ -102,14 +69,14 @@ cleanup() {
         done
         rmdir "$p" 2>/dev/null || say "warning: could not remove cgroup $p"
     done
-    if ((mounted_hugetlb)); then
-        restore_hugetlb
-        if ((made_hugetlb_dir)); then rmdir "$hugetlb" || true; fi
-    fi
+    crun_hybrid_restore
     [[ -n $tmp ]] && rm -rf "$tmp"
     return 0
 }
 trap cleanup EXIT
+# Leave through the EXIT trap on ^C or kill too.
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
 tmp=$(mktemp -d /tmp/moat-bench-launch.XXXXXX)
 # The container's root (host uid 100000) must reach the rootfs.
@@ -120,25 +87,15 @@ mkdir -p "$bundle"/rootfs/{bin,proc,dev,sys}
 cp /bin/busybox "$bundle/rootfs/bin/busybox"
 ln -s busybox "$bundle/rootfs/bin/true"
 
-# crun refuses a hybrid host while cgroup v2 has any controller.
-if [[ -e $v2/cgroup.controllers ]] && ! mountpoint -q "$hugetlb"; then
-    v2_controllers=$(cat "$v2/cgroup.controllers")
-    if [[ $v2_controllers == hugetlb ]]; then
-        say "mounting hugetlb on cgroup v1 at $hugetlb for crun (undone on exit)"
-        [[ -d $hugetlb ]] || { mkdir "$hugetlb" && made_hugetlb_dir=1; }
-        mount -t cgroup -o hugetlb none "$hugetlb"
-        mounted_hugetlb=1
-        new_parents+=("$hugetlb/$parent")
-    elif [[ -n $v2_controllers ]]; then
-        say "warning: cgroup v2 has controllers ($v2_controllers): crun will refuse to run"
-    fi
-fi
+# crun refuses a hybrid host while cgroup v2 has any controller; this
+# mounts hugetlb on cgroup v1 when that is what it takes (undone on exit).
+crun_hybrid_enable
 
 say "target/release/launch_bench --bundle $bundle $*"
 mkdir -p docs
 report=$tmp/report.md
 {
-    echo "# Launch latency: moat run against crun and runc"
+    echo "# Launch latency: moat run against crun, runc and bubblewrap"
     echo
     echo "Generated on $(date -u '+%Y-%m-%d %H:%M:%S UTC') by \`$cmd\` (as root);"
     echo "run that command from the repository root to reproduce (it rewrites this file)."

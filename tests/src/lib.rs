@@ -7,6 +7,7 @@ use std::sync::Mutex;
 pub mod bench;
 pub mod fork;
 pub mod moatd;
+pub mod oci;
 pub mod results;
 
 /// The workspace root.

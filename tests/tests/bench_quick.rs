@@ -1,9 +1,14 @@
-//! Keeps `seccomp_bench` from rotting: a `--quick` run must succeed and
-//! print the report table with a number in every measured row.
+//! Keeps `seccomp_bench` from rotting: a `--quick` run must succeed, print
+//! the report table with a number in every measured row, and write its JSON
+//! results with every figure, peer and plot `bench_report` expects. The
+//! `moat run` variant runs as root (it is skipped, saying why, otherwise);
+//! crun may be absent or refuse this host's cgroup layout (its values must
+//! then say why).
 
 use std::process::Command;
 
-use moat_tests::fixtures_dir;
+use moat_tests::results::{Comparison, PlotKind, Results, Value};
+use moat_tests::{binary, fixtures_dir, is_root};
 
 /// The value cell of the table row whose figure is `figure`.
 fn value<'a>(table: &'a str, figure: &str) -> Option<&'a str> {
@@ -22,10 +27,22 @@ fn leading_number(cell: &str) -> Option<f64> {
     cell[..end].parse().ok()
 }
 
+const WORKLOADS: [&str; 3] = [
+    "getppid (allowed)",
+    "socket+close (arg-filtered)",
+    "mount (denied)",
+];
+
 #[test]
 fn quick_run_prints_the_whole_table() {
+    let json =
+        std::env::temp_dir().join(format!("bench-seccomp-quick-{}.json", std::process::id()));
     let out = Command::new(env!("CARGO_BIN_EXE_seccomp_bench"))
         .arg("--quick")
+        .arg("--moat")
+        .arg(binary("moat"))
+        .arg("--json")
+        .arg(&json)
         .output()
         .expect("run seccomp_bench");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -40,21 +57,24 @@ fn quick_run_prints_the_whole_table() {
         "Compile default profile, median",
         "Compile default profile, min",
         "Compile default profile, max",
+        "Compile default profile as one libseccomp filter (`Layout::Combined`), median",
         "Program length, binary tree",
         "Program length, linear",
     ]
     .map(String::from)
     .to_vec();
-    for w in [
-        "getppid (allowed)",
-        "socket+close (arg-filtered)",
-        "mount (denied)",
-    ] {
+    for w in WORKLOADS {
         for v in ["no filter", "tree", "linear"] {
             figures.push(format!("{w}, {v}"));
         }
         for r in ["tree / no filter", "linear / no filter", "linear / tree"] {
             figures.push(format!("{w}: {r}"));
+        }
+    }
+    if is_root() {
+        for w in WORKLOADS {
+            figures.push(format!("{w}, moat run"));
+            figures.push(format!("{w}: moat run / no filter"));
         }
     }
     for f in &figures {
@@ -64,6 +84,14 @@ fn quick_run_prints_the_whole_table() {
         assert!(
             n.is_finite() && n > 0.0,
             "row {f:?}: {n} is not a positive number"
+        );
+    }
+    for w in WORKLOADS {
+        let f = format!("{w}, crun");
+        let cell = value(&stdout, &f).unwrap_or_else(|| panic!("no row {f:?} in:\n{stdout}"));
+        assert!(
+            cell.starts_with("skipped: ") || leading_number(cell).is_some_and(|n| n > 0.0),
+            "row {f:?} is neither a number nor skipped with a reason: {cell:?}"
         );
     }
 
@@ -82,7 +110,7 @@ fn quick_run_prints_the_whole_table() {
         .count();
     if fixtures_dir().is_some() {
         assert_eq!(
-            fixture_rows, 3,
+            fixture_rows, 4,
             "the fixtures exist but are not timed:\n{stdout}"
         );
     } else {
@@ -91,5 +119,116 @@ fn quick_run_prints_the_whole_table() {
     }
     for section in ["### Machine", "### Conditions"] {
         assert!(stdout.contains(section), "no {section} section");
+    }
+    check_json(&json);
+}
+
+/// The JSON results: the filter-cost rows with their peers, the compile
+/// rows with the single-filter baseline and the goal, and the plot.
+fn check_json(json: &std::path::Path) {
+    let r = Results::read(json).unwrap_or_else(|e| panic!("{e}"));
+    let _ = std::fs::remove_file(json);
+    assert_eq!((r.harness.as_str(), r.quick), ("seccomp", true));
+    assert!(!r.machine.is_empty() && !r.conditions.is_empty());
+
+    for w in WORKLOADS {
+        let c = comparison(&r, "Filter cost", w);
+        assert!(c.unit.starts_with("ns/"), "{w}: unit {}", c.unit);
+        check_value(&format!("{w}: moat run"), &c.moat, is_root());
+        check_value(&format!("{w}: no filter"), peer_value(c, "no filter"), true);
+        check_value(&format!("{w}: crun"), peer_value(c, "crun"), false);
+        let baseline = c.baseline.as_deref().expect("a baseline");
+        assert!(
+            c.peers.iter().any(|p| p.name == baseline),
+            "{w}: {baseline}"
+        );
+    }
+
+    let default = comparison(&r, "Profile compile time", "compile the default profile");
+    assert_eq!(default.unit, "ms");
+    check_value("compile default", &default.moat, true);
+    let single = "libseccomp single filter";
+    check_value(
+        "compile default, single filter",
+        peer_value(default, single),
+        true,
+    );
+    assert_eq!(default.baseline.as_deref(), Some(single));
+    let goal = default.goal.as_ref().expect("the compile goal");
+    assert_eq!(goal.text, "< 5 ms");
+    assert!(goal.met.is_some(), "the compile goal is not judged");
+
+    let fixture = comparison(
+        &r,
+        "Profile compile time",
+        "compile the largest fixture profile",
+    );
+    let have_fixtures = fixtures_dir().is_some();
+    check_value("compile fixture", &fixture.moat, have_fixtures);
+    check_value(
+        "compile fixture, single filter",
+        peer_value(fixture, single),
+        have_fixtures,
+    );
+
+    let plot = r
+        .plots
+        .iter()
+        .find(|p| p.id == "filter-cost")
+        .expect("a plot with id filter-cost");
+    assert_eq!(plot.kind, PlotKind::Bars);
+    let names: Vec<&str> = plot.series.iter().map(|s| s.name.as_str()).collect();
+    assert!(names.contains(&"no filter"), "{names:?}");
+    if is_root() {
+        assert!(names.contains(&"moat run"), "{names:?}");
+    }
+    for s in &plot.series {
+        let xs: Vec<&str> = s.points.iter().map(|p| p.x.as_str()).collect();
+        assert_eq!(xs, ["getppid", "socket+close", "mount"], "{}", s.name);
+        for p in &s.points {
+            assert!(
+                p.min > 0.0 && p.min <= p.median && p.median <= p.max,
+                "{p:?}"
+            );
+        }
+    }
+}
+
+fn comparison<'a>(r: &'a Results, section: &str, figure: &str) -> &'a Comparison {
+    r.comparisons
+        .iter()
+        .find(|c| c.section == section && c.figure == figure)
+        .unwrap_or_else(|| panic!("no {section} figure {figure:?} in {:?}", r.comparisons))
+}
+
+fn peer_value<'a>(c: &'a Comparison, name: &str) -> &'a Value {
+    &c.peers
+        .iter()
+        .find(|p| p.name == name)
+        .unwrap_or_else(|| panic!("{}: no peer {name:?}", c.figure))
+        .value
+}
+
+/// A measured value must be positive and finite; a skipped one must say
+/// why (and is allowed only when `must_run` is false).
+fn check_value(who: &str, v: &Value, must_run: bool) {
+    match v {
+        Value::Measured {
+            median,
+            min,
+            max,
+            runs,
+        } => {
+            for x in [median, min, max] {
+                assert!(x.is_finite() && *x > 0.0, "{who}: {v:?}");
+            }
+            assert!(min <= median && median <= max && *runs > 0, "{who}: {v:?}");
+        }
+        Value::Exact(x) => assert!(x.is_finite() && *x > 0.0, "{who}: {v:?}"),
+        Value::Skipped(why) => {
+            assert!(!must_run, "{who} was skipped: {why}");
+            assert!(!why.trim().is_empty(), "{who} was skipped without a reason");
+            eprintln!("SKIP {who}: {why}");
+        }
     }
 }

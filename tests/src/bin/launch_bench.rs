@@ -1,15 +1,18 @@
 //! `launch_bench`: how long `moat run` takes to launch `/bin/true`, side by
 //! side with crun and runc launching it from an OCI bundle under an
-//! equivalent configuration, and with plain `/bin/true` as the floor.
+//! equivalent configuration, with bubblewrap launching it under the same
+//! seccomp filter, and with plain `/bin/true` as the floor.
 //!
-//! Run it with `scripts/bench-launch.sh` (installs crun, runc and busybox,
-//! builds in release mode, builds the bundle, makes crun work on this hybrid
-//! cgroup host, writes `docs/benchmarks-launch.md`) or directly as root;
-//! `--quick` is a smoke run of a few seconds whose figures mean little, and
-//! it skips a peer that is not installed or does not run here (saying why).
-//! The report (Markdown) goes to stdout, progress to stderr; the exit status
-//! is 0 only if every variant that was not skipped ran and exited 0 every
-//! time.
+//! Run it with `scripts/bench-launch.sh` (installs crun, runc, bubblewrap
+//! and busybox, builds in release mode, builds the bundle, makes crun work
+//! on this hybrid cgroup host, writes `docs/benchmarks-launch.md`) or
+//! directly as root; `--quick` is a smoke run of a few seconds whose figures
+//! mean little, and it skips a peer that is not installed or does not run
+//! here (saying why). The report (Markdown) goes to stdout, progress to
+//! stderr; with `--json PATH` the figures also go to PATH as
+//! [`moat_tests::results::Results`] (harness `launch`, section `Launch`, plot
+//! `launch`) for `bench_report`. The exit status is 0 only if every variant
+//! that was not skipped ran and exited 0 every time.
 //!
 //! # Variants
 //!
@@ -22,17 +25,21 @@
 //! * `crun run` and `runc run` of `/bin/true` from one OCI bundle (a busybox
 //!   rootfs: `bin/busybox` and `bin/true` linking to it), each with its own
 //!   `--root` state directory and a fresh container id per run. The
-//!   `config.json` follows `crun spec --rootless`, i.e. the namespaces pid,
-//!   network, ipc, uts, user and mount, its mounts (`/proc`, a `/dev` tmpfs,
-//!   devpts, `/dev/shm`, mqueue, read-only `/sys` and `/sys/fs/cgroup`), its
-//!   masked and read-only paths and a read-only root, changed to be
-//!   equivalent to the moat run: uid/gid mapping 0:100000:65536,
-//!   `linux.resources.pids.limit` 100, cgroups under `moat-bench`, Docker's
-//!   default capabilities (bounding, effective, permitted; inheritable and
-//!   ambient empty, as moat), `noNewPrivileges`, no rlimits, no terminal, and
-//!   moat's built-in seccomp profile in OCI form (below). moat itself makes
-//!   only a user namespace (and its cgroups); which namespaces and cgroups
-//!   each variant really got is measured and reported (below).
+//!   `config.json` and its seccomp object are [`moat_tests::oci`]'s: `crun
+//!   spec --rootless` made equivalent to the moat run (uid/gid mapping
+//!   0:100000:65536, `pids.limit` 100, cgroups under `moat-bench`, Docker's
+//!   default capabilities, `noNewPrivileges`, moat's built-in profile
+//!   resolved for this host in OCI form, checked by a round trip through
+//!   moat's parser). moat itself makes only a user namespace (and its
+//!   cgroups); which namespaces and cgroups each variant really got is
+//!   measured and reported (below).
+//! * `bwrap --unshare-user --uid 0 --gid 0 --ro-bind / / --seccomp 3 --
+//!   /bin/true`: bubblewrap with the same filter, as the raw cBPF program
+//!   `moat profile compile default` writes (compiled once before timing,
+//!   untimed, into a private file that is opened for each run and passed
+//!   as fd 3). The root is the host's, bound read-only: the least that lets
+//!   `/bin/true` run. bwrap sets no pids limit (it makes no cgroup) and maps
+//!   a single uid (0 to root), so it does less than the others.
 //!
 //! # Timing
 //!
@@ -40,7 +47,7 @@
 //! once, in an order rotated from one round to the next so that drifting
 //! machine noise hits all variants alike. One run is timed from outside with
 //! `Instant`: from just before `spawn` (the `Command` is built before) until
-//! `wait4` has reaped the process, stdout to `/dev/null`, stderr to a file.
+//! `wait4` has reaped the process, stdout to a file, stderr to a file.
 //! Figures are the median, min and max over the timed rounds; ratios divide
 //! medians by crun's median (the goal: moat at or below it). Every run must
 //! exit 0, or the bench fails.
@@ -52,66 +59,60 @@
 //! harness's `RUSAGE_CHILDREN` total). Note that the kernel folds into it the
 //! peaks of the launcher's own children that it reaped (`RUSAGE_BOTH`): for
 //! moat that is the workload, which before its `execve` is a copy of moat;
-//! for runc it includes `runc init`, a re-execution of runc. The figure is
-//! the largest value over the timed runs.
-//!
-//! # The OCI seccomp profile
-//!
-//! moat's built-in profile ([`builtin::default_profile`]) is resolved for
-//! this host ([`Host::detect`]) and Docker's default capabilities with
-//! [`resolve::resolve`], exactly what `moat run` compiles, and written as an
-//! OCI `linux.seccomp` object: `defaultAction`, `defaultErrnoRet`,
-//! `architectures` and one `syscalls` entry per resolved rule (`names`,
-//! `action`, `errnoRet`, `args`). As a check, the object is parsed back with
-//! moat's own parser and resolved again; the rules must come out the same.
+//! for runc it includes `runc init`, a re-execution of runc. The Markdown
+//! gives the largest value over the timed runs; the JSON gives the median,
+//! min and max over them.
 //!
 //! # Namespaces and cgroups
 //!
 //! Before timing, each launcher runs a probe instead of `/bin/true`
 //! (`busybox sh -c` printing `/proc/self/ns/*`, `/proc/self/cgroup` and
 //! `/proc/self/uid_map`); the report lists the namespaces that differ from
-//! the harness's own and the cgroups the workload was in. For crun and runc
-//! the probe doubles as the check that they accept the configuration.
+//! the harness's own and the cgroups the workload was in. For crun, runc and
+//! bwrap the probe doubles as the check that they accept the configuration.
 
 use std::fmt::Write as _;
 use std::fs::{self, File};
-use std::os::unix::fs::{symlink, PermissionsExt};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
-use moat_runtime::caps::CapSet;
-use moat_runtime::seccomp::arch::Host;
-use moat_runtime::seccomp::{builtin, parse, resolve, Source};
+use moat_runtime::seccomp::resolve;
 use moat_tests::bench::{self, ms, Args, Row, Stats};
-use serde_json::{json, Map, Value};
+use moat_tests::oci::{self, CgroupParents, Container, HOST_ID, ID_RANGE, OCI_NAMESPACES};
+use moat_tests::results::{Comparison, Goal, Peer, Plot, PlotKind, Point, Results, Series, Value};
+use serde_json::Value as Json;
 
 /// The cgroup parent of every variant's cgroups.
 const CGROUP_PARENT: &str = "moat-bench";
 /// The workload's pids limit.
 const PIDS_LIMIT: u64 = 100;
-/// First host id of the user namespace's range, and its size.
-const HOST_ID: u32 = 100_000;
-const ID_RANGE: u32 = 65_536;
 /// Namespaces as `/proc/self/ns` names them (not the `*_for_children` ones).
 const NAMESPACES: [&str; 8] = ["cgroup", "ipc", "mnt", "net", "pid", "time", "user", "uts"];
-/// The namespaces of `crun spec --rootless`, in OCI spelling.
-const OCI_NAMESPACES: [&str; 6] = ["pid", "network", "ipc", "uts", "user", "mount"];
+/// The descriptor bwrap reads its seccomp program from.
+const BWRAP_SECCOMP_FD: i32 = 3;
+/// The report section of every figure.
+const SECTION: &str = "Launch";
 
 const USAGE: &str = "\
 usage: launch_bench [--quick] [--warmups N] [--rounds N] [--moat PATH]
-                    [--bundle DIR] [--busybox PATH]
+                    [--bundle DIR] [--busybox PATH] [--json PATH]
 
-  --quick          smoke run (1 warm-up, 5 rounds, a few seconds); skips crun
-                   or runc when not installed or not working here, saying why
+  --quick          smoke run (1 warm-up, 5 rounds, a few seconds); skips crun,
+                   runc or bwrap when not installed or not working here,
+                   saying why
   --warmups N      discarded rounds first (default 10)
   --rounds N       timed rounds; each runs every variant once (default 30)
   --moat PATH      the moat binary (default: `moat` beside this program)
   --bundle DIR     OCI bundle whose rootfs/ (with bin/true) exists; its
                    config.json is (re)written here (default: a private
                    bundle built from --busybox)
-  --busybox PATH   static busybox for the private bundle and for moat's
-                   namespace probe (default /bin/busybox)
+  --busybox PATH   static busybox for the private bundle and for the
+                   namespace probes (default /bin/busybox)
+  --json PATH      also write the figures as benchmark results (JSON) to PATH
 
 Needs root. Progress goes to stderr, the Markdown report to stdout.";
 
@@ -123,6 +124,7 @@ struct Opts {
     moat: PathBuf,
     bundle: Option<PathBuf>,
     busybox: PathBuf,
+    json: Option<PathBuf>,
 }
 
 fn parse_args(args: &mut Args) -> Result<Opts, String> {
@@ -136,6 +138,7 @@ fn parse_args(args: &mut Args) -> Result<Opts, String> {
             .with_file_name("moat"),
         bundle: None,
         busybox: PathBuf::from("/bin/busybox"),
+        json: None,
     };
     while let Some(a) = args.next_flag() {
         match a.as_str() {
@@ -144,10 +147,29 @@ fn parse_args(args: &mut Args) -> Result<Opts, String> {
             "--moat" => opts.moat = args.value(&a)?.into(),
             "--bundle" => opts.bundle = Some(args.value(&a)?.into()),
             "--busybox" => opts.busybox = args.value(&a)?.into(),
+            "--json" => opts.json = Some(json_path(args.value(&a)?)?),
             other => return Err(bench::unknown_flag(other)),
         }
     }
     Ok(opts)
+}
+
+/// The `--json` path, refused at once when its directory does not exist
+/// (rather than after the whole run).
+fn json_path(value: String) -> Result<PathBuf, String> {
+    let path = PathBuf::from(value);
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    if !dir.is_dir() {
+        return Err(format!(
+            "--json {}: the directory {} does not exist",
+            path.display(),
+            dir.display()
+        ));
+    }
+    Ok(path)
 }
 
 fn main() -> ExitCode {
@@ -159,17 +181,22 @@ fn main() -> ExitCode {
             );
         }
         let work = Work::new()?;
-        let report = run(&opts, &work);
+        let outcome = run(&opts, &work);
         work.cleanup();
-        report
+        let (report, results) = outcome?;
+        if let Some(path) = &opts.json {
+            results.write(path)?;
+        }
+        Ok(report)
     })
 }
 
 /// A private temporary directory (state, sub-id files, logs, the default
-/// bundle), and the cgroup parents that did not exist before the bench.
+/// bundle, bwrap's filter), and the cgroup parents that did not exist
+/// before the bench.
 struct Work {
     dir: PathBuf,
-    new_parents: Vec<PathBuf>,
+    parents: CgroupParents,
 }
 
 impl Work {
@@ -184,12 +211,10 @@ impl Work {
         for f in ["subuid", "subgid"] {
             fs::write(dir.join(f), &ids).map_err(|e| format!("{f}: {e}"))?;
         }
-        let new_parents = cgroup_hierarchies()
-            .into_iter()
-            .map(|h| h.join(CGROUP_PARENT))
-            .filter(|p| !p.exists())
-            .collect();
-        Ok(Work { dir, new_parents })
+        Ok(Work {
+            dir,
+            parents: CgroupParents::before(CGROUP_PARENT),
+        })
     }
 
     /// `name` in the directory, opened for writing (truncated) or reading
@@ -208,23 +233,7 @@ impl Work {
     /// Removes the directory and the `moat-bench` cgroups this run made
     /// (children first; a cgroup still in use stays, with a warning).
     fn cleanup(&self) {
-        for parent in &self.new_parents {
-            if let Ok(children) = fs::read_dir(parent) {
-                for c in children.flatten() {
-                    if c.file_type().is_ok_and(|t| t.is_dir()) {
-                        let _ = fs::remove_dir(c.path());
-                    }
-                }
-            }
-            if parent.exists() {
-                if let Err(e) = fs::remove_dir(parent) {
-                    eprintln!(
-                        "launch_bench: warning: could not remove {}: {e}",
-                        parent.display()
-                    );
-                }
-            }
-        }
+        self.parents.remove("launch_bench");
         if let Err(e) = fs::remove_dir_all(&self.dir) {
             eprintln!(
                 "launch_bench: warning: could not remove {}: {e}",
@@ -234,47 +243,56 @@ impl Work {
     }
 }
 
-/// The root of every mounted cgroup hierarchy under `/sys/fs/cgroup`.
-fn cgroup_hierarchies() -> Vec<PathBuf> {
-    let root = Path::new("/sys/fs/cgroup");
-    if root.join("cgroup.procs").exists() {
-        return vec![root.to_path_buf()];
-    }
-    let mut v: Vec<PathBuf> = fs::read_dir(root)
-        .map(|d| {
-            d.flatten()
-                .map(|e| e.path())
-                .filter(|p| p.join("cgroup.procs").exists())
-                .collect()
-        })
-        .unwrap_or_default();
-    v.sort();
-    v
-}
-
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Kind {
     Floor,
     Moat,
     Crun,
     Runc,
+    Bwrap,
 }
 
 impl Kind {
+    /// Every variant, in the order of the report's rows.
+    const ALL: [Kind; 5] = [Kind::Moat, Kind::Crun, Kind::Runc, Kind::Bwrap, Kind::Floor];
+
+    /// The name in the Markdown report.
     fn label(self) -> &'static str {
         match self {
             Kind::Floor => "/bin/true",
             Kind::Moat => "moat run",
             Kind::Crun => "crun run",
             Kind::Runc => "runc run",
+            Kind::Bwrap => "bwrap",
         }
     }
 
+    /// The name in the JSON results (a peer's column, a plot's x value).
+    fn peer(self) -> &'static str {
+        match self {
+            Kind::Floor => "/bin/true",
+            Kind::Moat => "moat",
+            Kind::Crun => "crun",
+            Kind::Runc => "runc",
+            Kind::Bwrap => "bwrap",
+        }
+    }
+
+    /// The peer program found on `PATH`.
     fn program(self) -> Option<&'static str> {
         match self {
             Kind::Crun => Some("crun"),
             Kind::Runc => Some("runc"),
+            Kind::Bwrap => Some("bwrap"),
             _ => None,
+        }
+    }
+
+    /// The Debian package of the peer program.
+    fn package(self) -> Option<&'static str> {
+        match self {
+            Kind::Bwrap => Some("bubblewrap"),
+            k => k.program(),
         }
     }
 }
@@ -290,7 +308,7 @@ struct Sample {
 /// A variant to measure, or why it is skipped.
 struct Variant {
     kind: Kind,
-    /// The launcher (the runtime's path for crun and runc).
+    /// The launcher (the peer program's path for crun, runc and bwrap).
     exe: PathBuf,
     skipped: Option<String>,
     probe: Option<Probe>,
@@ -312,16 +330,17 @@ struct Launcher<'a> {
     opts: &'a Opts,
     work: &'a Work,
     bundle: PathBuf,
+    /// bwrap's seccomp program (raw cBPF), when bwrap is measured.
+    bpf: Option<PathBuf>,
     seq: u64,
 }
 
 impl Launcher<'_> {
     /// The command that runs `argv` under `v` (for crun and runc `argv` is
     /// in the bundle's `config.json` instead). Its stdin is an empty file
-    /// of ours, never `/dev/null`: crun 1.8 `fchown`s the container's stdio
-    /// to the container's root, which would hand the host's `/dev/null` to
-    /// uid 100000.
+    /// of ours, never `/dev/null` (see [`oci::runtime_command`]).
     fn command(&mut self, v: &Variant, argv: &[&str]) -> Result<Command, String> {
+        let stdin = self.work.file("stdin", false)?;
         let mut c = match v.kind {
             Kind::Floor => {
                 let mut c = Command::new(argv[0]);
@@ -340,18 +359,38 @@ impl Launcher<'_> {
             }
             Kind::Crun | Kind::Runc => {
                 self.seq += 1;
-                let name = v.kind.program().unwrap_or_default();
-                let mut c = Command::new(&v.exe);
-                c.arg("--root")
-                    .arg(self.work.dir.join(format!("{name}-root")))
-                    .arg("run")
-                    .arg("--bundle")
-                    .arg(&self.bundle)
-                    .arg(format!("bench-{}-{}", std::process::id(), self.seq));
-                c
+                let name = v.kind.peer();
+                let id = format!("bench-{}-{}", std::process::id(), self.seq);
+                let root = self.work.dir.join(format!("{name}-root"));
+                return Ok(oci::runtime_command(
+                    &v.exe,
+                    &root,
+                    &self.bundle,
+                    &id,
+                    stdin,
+                ));
             }
+            Kind::Bwrap => self.bwrap(v, argv)?,
         };
-        c.stdin(self.work.file("stdin", false)?);
+        c.stdin(stdin);
+        Ok(c)
+    }
+
+    /// `bwrap … --seccomp 3 -- argv`, with the filter file opened afresh
+    /// (bwrap reads it to the end, so a shared offset would be spent after
+    /// one run) and handed over as fd 3.
+    fn bwrap(&self, v: &Variant, argv: &[&str]) -> Result<Command, String> {
+        let bpf = self
+            .bpf
+            .as_ref()
+            .ok_or("bwrap: no compiled seccomp program")?;
+        let file = File::open(bpf).map_err(|e| format!("{}: {e}", bpf.display()))?;
+        let mut c = Command::new(&v.exe);
+        c.args(["--unshare-user", "--uid", "0", "--gid", "0"])
+            .args(["--ro-bind", "/", "/"])
+            .args(["--seccomp", &BWRAP_SECCOMP_FD.to_string(), "--"])
+            .args(argv);
+        pass_fd(&mut c, file, BWRAP_SECCOMP_FD);
         Ok(c)
     }
 
@@ -437,6 +476,57 @@ impl Launcher<'_> {
     }
 }
 
+/// Makes `file` the child's descriptor `target`, inherited across `execve`
+/// (`dup2` clears close-on-exec on the copy; when the file already has
+/// that number, the flag is cleared by hand). The parent's copy closes when
+/// the command is dropped.
+fn pass_fd(c: &mut Command, file: File, target: i32) {
+    // SAFETY: only async-signal-safe calls (dup2, fcntl) between fork and
+    // exec, on descriptors the closure owns or is about to create.
+    unsafe {
+        c.pre_exec(move || {
+            let src = file.as_raw_fd();
+            let rc = if src == target {
+                libc::fcntl(target, libc::F_SETFD, 0)
+            } else {
+                libc::dup2(src, target)
+            };
+            if rc < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Compiles the built-in default profile to raw cBPF with `moat profile
+/// compile` (what bwrap takes), into `out`.
+fn compile_bpf(moat: &Path, out: &Path) -> Result<(), String> {
+    let o = Command::new(moat)
+        .args(["profile", "compile", "default", "--output"])
+        .arg(out)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run {} profile compile: {e}", moat.display()))?;
+    if !o.status.success() {
+        return Err(format!(
+            "{} profile compile default failed ({}): {}",
+            moat.display(),
+            o.status,
+            String::from_utf8_lossy(&o.stderr).trim()
+        ));
+    }
+    match fs::metadata(out) {
+        Ok(m) if m.len() > 0 && m.len() % 8 == 0 => Ok(()),
+        Ok(m) => Err(format!(
+            "{}: {} bytes is not a cBPF program (8 bytes an instruction)",
+            out.display(),
+            m.len()
+        )),
+        Err(e) => Err(format!("{}: {e}", out.display())),
+    }
+}
+
 /// Prints the workload's namespaces, cgroups and uid map, one tagged line
 /// each. `$1` is the busybox binary: applets are run through it, so the
 /// rootfs needs no more links than `bin/true`.
@@ -471,175 +561,6 @@ fn describe_status(status: i32) -> String {
     } else {
         format!("wait status {status:#x}")
     }
-}
-
-/// Finds `name` on `PATH`.
-fn which(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/sbin:/usr/bin:/sbin:/bin".into());
-    std::env::split_paths(&path)
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
-}
-
-/// moat's built-in profile resolved for this host and Docker's default
-/// capabilities: what `moat run` compiles.
-fn resolved_default() -> Result<resolve::Resolved, String> {
-    let profile = builtin::default_profile().map_err(|e| e.to_string())?;
-    let host = Host::detect()?;
-    let target = resolve::Target {
-        host,
-        caps: CapSet::docker_default(),
-    };
-    Ok(resolve::resolve(&profile, builtin::SOURCE, &target))
-}
-
-/// A resolved profile as an OCI `linux.seccomp` object.
-fn oci_seccomp(r: &resolve::Resolved) -> Result<Value, String> {
-    let to_value = |v: Result<Value, serde_json::Error>| v.map_err(|e| e.to_string());
-    let mut o = Map::new();
-    o.insert(
-        "defaultAction".into(),
-        r.default_action.action.as_str().into(),
-    );
-    if let Some(e) = r.default_action.errno {
-        o.insert("defaultErrnoRet".into(), e.into());
-    }
-    o.insert(
-        "architectures".into(),
-        r.architectures
-            .iter()
-            .map(|a| a.name())
-            .collect::<Vec<_>>()
-            .into(),
-    );
-    if !r.flags.is_empty() {
-        o.insert("flags".into(), to_value(serde_json::to_value(&r.flags))?);
-    }
-    let mut syscalls = Vec::with_capacity(r.rules.len());
-    for rule in &r.rules {
-        let mut s = Map::new();
-        s.insert("names".into(), rule.names.clone().into());
-        s.insert("action".into(), rule.action.action.as_str().into());
-        if let Some(e) = rule.action.errno {
-            s.insert("errnoRet".into(), e.into());
-        }
-        if !rule.args.is_empty() {
-            s.insert("args".into(), to_value(serde_json::to_value(&rule.args))?);
-        }
-        syscalls.push(Value::Object(s));
-    }
-    o.insert("syscalls".into(), syscalls.into());
-    Ok(Value::Object(o))
-}
-
-/// Parses the OCI object back with moat's parser, resolves it again and
-/// checks that the rules are the same as the ones it was written from.
-fn check_round_trip(seccomp: &Value, original: &resolve::Resolved) -> Result<(), String> {
-    let text = seccomp.to_string();
-    let profile = parse::from_str(&text, Source::Builtin("oci-export"))
-        .map_err(|e| format!("moat cannot parse the OCI profile it wrote: {e}"))?;
-    let target = resolve::Target {
-        host: Host::detect()?,
-        caps: CapSet::docker_default(),
-    };
-    let again = resolve::resolve(&profile, Source::Builtin("oci-export"), &target);
-    let key = |r: &resolve::Resolved| {
-        (
-            r.default_action,
-            r.architectures.clone(),
-            r.rules
-                .iter()
-                .map(|x| (x.names.clone(), x.action, x.args.clone()))
-                .collect::<Vec<_>>(),
-        )
-    };
-    if key(&again) != key(original) {
-        return Err("the OCI profile does not resolve to the rules it was written from".into());
-    }
-    Ok(())
-}
-
-/// The bundle's `config.json` running `args`.
-fn oci_config(args: &[&str], seccomp: &Value) -> Value {
-    let caps: Vec<String> = CapSet::docker_default()
-        .iter()
-        .map(str::to_string)
-        .collect();
-    let id_map = json!([{ "containerID": 0, "hostID": HOST_ID, "size": ID_RANGE }]);
-    json!({
-        "ociVersion": "1.0.0",
-        "process": {
-            "terminal": false,
-            "user": { "uid": 0, "gid": 0 },
-            "args": args,
-            "env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
-            "cwd": "/",
-            "capabilities": {
-                "bounding": caps,
-                "effective": caps,
-                "permitted": caps,
-                "inheritable": [],
-                "ambient": []
-            },
-            "noNewPrivileges": true
-        },
-        "root": { "path": "rootfs", "readonly": true },
-        "hostname": "bench",
-        "mounts": [
-            { "destination": "/proc", "type": "proc", "source": "proc" },
-            { "destination": "/dev", "type": "tmpfs", "source": "tmpfs",
-              "options": ["nosuid", "strictatime", "mode=755", "size=65536k"] },
-            { "destination": "/dev/pts", "type": "devpts", "source": "devpts",
-              "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"] },
-            { "destination": "/dev/shm", "type": "tmpfs", "source": "shm",
-              "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"] },
-            { "destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue",
-              "options": ["nosuid", "noexec", "nodev"] },
-            { "destination": "/sys", "type": "sysfs", "source": "sysfs",
-              "options": ["nosuid", "noexec", "nodev", "ro"] },
-            { "destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
-              "options": ["nosuid", "noexec", "nodev", "relatime", "ro"] }
-        ],
-        "linux": {
-            "uidMappings": id_map,
-            "gidMappings": id_map,
-            "namespaces": OCI_NAMESPACES.iter().map(|t| json!({ "type": t })).collect::<Vec<_>>(),
-            "cgroupsPath": format!("/{CGROUP_PARENT}/oci-{}", std::process::id()),
-            "resources": {
-                "devices": [{ "allow": false, "access": "rwm" }],
-                "pids": { "limit": PIDS_LIMIT }
-            },
-            "seccomp": seccomp,
-            "maskedPaths": [
-                "/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys",
-                "/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats",
-                "/proc/sched_debug", "/sys/firmware", "/proc/scsi"
-            ],
-            "readonlyPaths": [
-                "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"
-            ]
-        }
-    })
-}
-
-fn write_config(bundle: &Path, args: &[&str], seccomp: &Value) -> Result<(), String> {
-    let path = bundle.join("config.json");
-    let text =
-        serde_json::to_string_pretty(&oci_config(args, seccomp)).map_err(|e| e.to_string())?;
-    fs::write(&path, text + "\n").map_err(|e| format!("{}: {e}", path.display()))
-}
-
-/// Makes `dir/rootfs` from a static busybox: `bin/busybox`, `bin/true`
-/// linking to it, and the mount points the config uses.
-fn build_rootfs(dir: &Path, busybox: &Path) -> Result<(), String> {
-    let rootfs = dir.join("rootfs");
-    let io = |what: &Path, e: std::io::Error| format!("{}: {e}", what.display());
-    for d in ["bin", "proc", "dev", "sys"] {
-        fs::create_dir_all(rootfs.join(d)).map_err(|e| io(&rootfs.join(d), e))?;
-    }
-    let target = rootfs.join("bin/busybox");
-    fs::copy(busybox, &target).map_err(|e| io(busybox, e))?;
-    symlink("busybox", rootfs.join("bin/true")).map_err(|e| io(&rootfs.join("bin/true"), e))
 }
 
 /// The harness's own namespaces and cgroups, which the probes compare with.
@@ -686,7 +607,7 @@ fn check_dev_null() -> Result<(), String> {
     ))
 }
 
-fn run(opts: &Opts, work: &Work) -> Result<String, String> {
+fn run(opts: &Opts, work: &Work) -> Result<(String, Results), String> {
     let started = Instant::now();
     check_dev_null()?;
     if !opts.moat.is_file() {
@@ -711,25 +632,92 @@ fn run(opts: &Opts, work: &Work) -> Result<String, String> {
             ));
         }
     } else if have_busybox {
-        build_rootfs(&bundle, &opts.busybox)?;
+        oci::build_rootfs(&bundle, &opts.busybox)?;
     } else {
         bundle_problem = Some(format!(
             "no static busybox at {} for the bundle's rootfs (Debian: busybox-static)",
             opts.busybox.display()
         ));
     }
-    let resolved = resolved_default()?;
-    let seccomp = oci_seccomp(&resolved)?;
-    check_round_trip(&seccomp, &resolved)?;
+    let resolved = oci::resolved_default()?;
+    let seccomp = oci::oci_seccomp(&resolved)?;
+    oci::check_round_trip(&seccomp, &resolved)?;
 
-    let mut variants: Vec<Variant> = Vec::new();
-    for kind in [Kind::Floor, Kind::Moat, Kind::Crun, Kind::Runc] {
+    let mut variants = find_variants(opts, bundle_problem.as_deref())?;
+    // bwrap's filter, compiled once and untimed.
+    let mut bpf = None;
+    if variants
+        .iter()
+        .any(|v| v.kind == Kind::Bwrap && v.skipped.is_none())
+    {
+        let path = work.dir.join("default.bpf");
+        compile_bpf(&opts.moat, &path)?;
+        bpf = Some(path);
+    }
+
+    // Probes: which namespaces and cgroups each launcher gives its workload;
+    // for crun, runc and bwrap also the check that they accept the
+    // configuration.
+    let mut launcher = Launcher {
+        opts,
+        work,
+        bundle: bundle.clone(),
+        bpf,
+        seq: 0,
+    };
+    let container = |args| Container {
+        args,
+        seccomp: &seccomp,
+        cgroup_parent: CGROUP_PARENT,
+        pids_limit: PIDS_LIMIT,
+    };
+    let probe_args = [
+        "/bin/busybox",
+        "sh",
+        "-c",
+        PROBE_SCRIPT,
+        "sh",
+        "/bin/busybox",
+    ];
+    if bundle_problem.is_none() {
+        oci::write_config(&bundle, &container(&probe_args))?;
+    }
+    probe_all(opts, &mut launcher, &mut variants, have_busybox)?;
+    if bundle_problem.is_none() {
+        oci::write_config(&bundle, &container(&["/bin/true"]))?;
+    }
+
+    time_rounds(opts, &mut launcher, &mut variants)?;
+
+    let conditions = conditions(opts, work, &resolved, &seccomp, started.elapsed());
+    let machine = machine(&variants);
+    let report = render(&variants, &conditions, &machine);
+    let mut results = Results::new("launch", opts.quick);
+    results.comparisons = comparisons(&variants);
+    results.plots = vec![plot(&variants)];
+    results.machine = machine;
+    results.conditions = conditions;
+    Ok((report, results))
+}
+
+/// Every variant, with the reason a peer is skipped. Outside `--quick` a
+/// missing peer is an error.
+fn find_variants(opts: &Opts, bundle_problem: Option<&str>) -> Result<Vec<Variant>, String> {
+    let mut variants = Vec::new();
+    for kind in Kind::ALL {
         let (exe, skipped) = match kind.program() {
             None if kind == Kind::Moat => (opts.moat.clone(), None),
             None => (PathBuf::from("/bin/true"), None),
-            Some(p) => match which(p) {
-                Some(path) => (path, bundle_problem.clone()),
-                None => (PathBuf::from(p), Some(format!("{p} is not installed"))),
+            Some(p) => match oci::which(p) {
+                Some(path) if kind == Kind::Bwrap => (path, None),
+                Some(path) => (path, bundle_problem.map(str::to_string)),
+                None => (
+                    PathBuf::from(p),
+                    Some(format!(
+                        "{p} is not installed (Debian: {})",
+                        kind.package().unwrap_or(p)
+                    )),
+                ),
             },
         };
         if let (Some(why), false) = (&skipped, opts.quick) {
@@ -749,47 +737,48 @@ fn run(opts: &Opts, work: &Work) -> Result<String, String> {
             samples: Vec::new(),
         });
     }
+    Ok(variants)
+}
 
-    // Probes: which namespaces and cgroups each launcher gives its workload;
-    // for crun and runc also the check that they accept the configuration.
-    let mut launcher = Launcher {
-        opts,
-        work,
-        bundle: bundle.clone(),
-        seq: 0,
-    };
+/// Runs the namespace probe under every variant that is not skipped. In
+/// `--quick` a peer whose probe fails is skipped (it does not run here);
+/// otherwise that is an error.
+fn probe_all(
+    opts: &Opts,
+    launcher: &mut Launcher,
+    variants: &mut [Variant],
+    have_busybox: bool,
+) -> Result<(), String> {
     let own = Own::read();
-    let probe_args = [
-        "/bin/busybox",
-        "sh",
-        "-c",
-        PROBE_SCRIPT,
-        "sh",
-        "/bin/busybox",
-    ];
-    if bundle_problem.is_none() {
-        write_config(&bundle, &probe_args, &seccomp)?;
-    }
     for v in variants.iter_mut() {
-        if v.skipped.is_some() || v.kind == Kind::Floor || (v.kind == Kind::Moat && !have_busybox) {
+        let needs_busybox = matches!(v.kind, Kind::Moat | Kind::Bwrap);
+        if v.skipped.is_some() || v.kind == Kind::Floor || (needs_busybox && !have_busybox) {
             continue;
         }
         eprintln!("launch_bench: probing {}", v.kind.label());
         match launcher.probe(v, &own) {
             Ok(p) => v.probe = Some(p),
             Err(e) if opts.quick && v.kind != Kind::Moat => {
-                let why = format!("it does not run here: {}", first_line(&e));
+                let mut why = format!("it does not run here: {}", first_line(&e));
+                if let (Kind::Crun, Some(layout)) = (v.kind, oci::crun_layout_problem()) {
+                    why = format!("{layout} ({why})");
+                }
                 eprintln!("launch_bench: skipping {}: {e}", v.kind.label());
                 v.skipped = Some(why);
             }
             Err(e) => return Err(format!("{}: {e}", v.kind.label())),
         }
     }
-    if bundle_problem.is_none() {
-        write_config(&bundle, &["/bin/true"], &seccomp)?;
-    }
+    Ok(())
+}
 
-    // Warm-ups, then the timed rounds, in rotating order.
+/// The warm-ups, then the timed rounds, each running every variant that is
+/// not skipped once, in rotating order.
+fn time_rounds(
+    opts: &Opts,
+    launcher: &mut Launcher,
+    variants: &mut [Variant],
+) -> Result<(), String> {
     let active: Vec<usize> = (0..variants.len())
         .filter(|&i| variants[i].skipped.is_none())
         .collect();
@@ -811,15 +800,7 @@ fn run(opts: &Opts, work: &Work) -> Result<String, String> {
         }
         eprintln!("launch_bench: {line}");
     }
-
-    Ok(render(
-        opts,
-        work,
-        &variants,
-        &resolved,
-        &seccomp,
-        started.elapsed(),
-    ))
+    Ok(())
 }
 
 fn first_line(s: &str) -> &str {
@@ -831,37 +812,133 @@ fn stats(samples: &[Sample]) -> Stats {
     Stats::of(&samples.iter().map(|s| ms(s.wall)).collect::<Vec<_>>())
 }
 
-fn render(
-    opts: &Opts,
-    work: &Work,
-    variants: &[Variant],
-    resolved: &resolve::Resolved,
-    seccomp: &Value,
-    elapsed: Duration,
-) -> String {
-    let get = |k: Kind| {
-        variants
-            .iter()
-            .find(|v| v.kind == k)
-            .filter(|v| v.skipped.is_none())
-    };
-    let median = |k: Kind| get(k).map(|v| stats(&v.samples).median);
-    let crun = median(Kind::Crun);
-    let skip_reason = |k: Kind| {
-        variants
-            .iter()
-            .find(|v| v.kind == k)
-            .and_then(|v| v.skipped.clone())
-            .unwrap_or_default()
-    };
+fn rss_mib(s: &Sample) -> f64 {
+    s.maxrss_kib as f64 / 1024.0
+}
 
+fn find(variants: &[Variant], k: Kind) -> Option<&Variant> {
+    variants.iter().find(|v| v.kind == k)
+}
+
+/// The variant `k` when it was measured.
+fn measured(variants: &[Variant], k: Kind) -> Option<&Variant> {
+    find(variants, k).filter(|v| v.skipped.is_none())
+}
+
+fn skip_reason(variants: &[Variant], k: Kind) -> String {
+    find(variants, k)
+        .and_then(|v| v.skipped.clone())
+        .unwrap_or_else(|| "not measured".into())
+}
+
+/// `f` of every timed run of `k`, or why there are none.
+fn value(variants: &[Variant], k: Kind, f: fn(&Sample) -> f64) -> Value {
+    match measured(variants, k) {
+        Some(v) => Value::measured(&v.samples.iter().map(f).collect::<Vec<_>>()),
+        None => Value::Skipped(skip_reason(variants, k)),
+    }
+}
+
+/// The JSON figures: launch latency with the goal, and peak RSS.
+fn comparisons(variants: &[Variant]) -> Vec<Comparison> {
+    let wall = |s: &Sample| ms(s.wall);
+    let peers = |kinds: &[Kind], f: fn(&Sample) -> f64| {
+        kinds
+            .iter()
+            .map(|&k| Peer {
+                name: k.peer().into(),
+                value: value(variants, k, f),
+            })
+            .collect::<Vec<_>>()
+    };
+    let moat = value(variants, Kind::Moat, wall);
+    let crun = value(variants, Kind::Crun, wall);
+    let met = match (moat.median(), crun.median()) {
+        (Some(m), Some(c)) => Some(m <= c),
+        _ => None,
+    };
+    vec![
+        Comparison {
+            section: SECTION.into(),
+            figure: "launch /bin/true".into(),
+            unit: "ms".into(),
+            moat,
+            peers: peers(&[Kind::Crun, Kind::Runc, Kind::Bwrap, Kind::Floor], wall),
+            baseline: Some("crun".into()),
+            goal: Some(Goal {
+                text: "≤ crun median".into(),
+                met,
+            }),
+        },
+        Comparison {
+            section: SECTION.into(),
+            figure: "peak RSS of the launcher".into(),
+            unit: "MiB".into(),
+            moat: value(variants, Kind::Moat, rss_mib),
+            peers: peers(&[Kind::Crun, Kind::Runc, Kind::Bwrap], rss_mib),
+            baseline: Some("crun".into()),
+            goal: None,
+        },
+    ]
+}
+
+/// The `launch` plot: one bar per measured launcher.
+fn plot(variants: &[Variant]) -> Plot {
+    let points = Kind::ALL
+        .iter()
+        .filter_map(|&k| measured(variants, k))
+        .map(|v| {
+            let xs: Vec<f64> = v.samples.iter().map(|s| ms(s.wall)).collect();
+            Point::of(v.kind.peer(), &xs)
+        })
+        .collect();
+    Plot {
+        id: "launch".into(),
+        title: "Launch latency of /bin/true".into(),
+        x_label: "launcher".into(),
+        y_label: "ms (median; bars: min to max)".into(),
+        kind: PlotKind::Bars,
+        series: vec![Series {
+            name: "median latency".into(),
+            points,
+        }],
+    }
+}
+
+/// The Markdown report: the main table, the namespace table, the machine,
+/// the conditions and every timed run.
+fn render(variants: &[Variant], conditions: &[String], machine: &[(String, String)]) -> String {
+    let mut s = String::new();
+    bench::write_table(&mut s, &rows(variants));
+    write_namespaces(&mut s, variants);
+    bench::write_machine(&mut s, machine);
+    let _ = writeln!(s, "\n### Conditions\n");
+    for c in conditions {
+        let _ = writeln!(s, "- {c}");
+    }
+    let _ = writeln!(s, "\n### Every timed run (ms, in round order)\n");
+    for v in variants.iter().filter(|v| v.skipped.is_none()) {
+        let runs: Vec<String> = v
+            .samples
+            .iter()
+            .map(|x| format!("{:.1}", ms(x.wall)))
+            .collect();
+        let _ = writeln!(s, "- {}: {}", v.kind.label(), runs.join(", "));
+    }
+    s
+}
+
+/// The rows of the main table.
+fn rows(variants: &[Variant]) -> Vec<Row> {
+    let median = |k: Kind| measured(variants, k).map(|v| stats(&v.samples).median);
+    let crun = median(Kind::Crun);
     let mut rows = Vec::new();
-    for k in [Kind::Moat, Kind::Crun, Kind::Runc, Kind::Floor] {
+    for k in Kind::ALL {
         let label = k.label();
-        let Some(v) = get(k) else {
+        let Some(v) = measured(variants, k) else {
             rows.push(Row::info(
                 format!("{label}, median"),
-                format!("skipped: {}", skip_reason(k)),
+                format!("skipped: {}", skip_reason(variants, k)),
             ));
             continue;
         };
@@ -884,7 +961,7 @@ fn render(
         rows.push(Row::info(format!("{label}, min"), format!("{min:.2} ms")));
         rows.push(Row::info(format!("{label}, max"), format!("{max:.2} ms")));
     }
-    for k in [Kind::Moat, Kind::Runc, Kind::Floor] {
+    for k in [Kind::Moat, Kind::Runc, Kind::Bwrap, Kind::Floor] {
         let figure = format!("{} / crun run, median", k.label());
         let mut row = match (median(k), crun) {
             (Some(x), Some(c)) => Row::info(&figure, format!("{:.3}×", x / c)),
@@ -904,23 +981,27 @@ fn render(
             format!("{:.2} ms", m - f),
         ));
     }
-    for k in [Kind::Moat, Kind::Crun, Kind::Runc] {
+    for k in [Kind::Moat, Kind::Crun, Kind::Runc, Kind::Bwrap] {
         let figure = format!(
             "Peak RSS of the {} process (`ru_maxrss`)",
             k.program().unwrap_or("moat")
         );
-        match get(k) {
+        match measured(variants, k) {
             Some(v) => {
                 let max = v.samples.iter().map(|s| s.maxrss_kib).max().unwrap_or(0);
                 rows.push(Row::info(figure, format!("{:.1} MiB", max as f64 / 1024.0)));
             }
-            None => rows.push(Row::info(figure, format!("skipped: {}", skip_reason(k)))),
+            None => rows.push(Row::info(
+                figure,
+                format!("skipped: {}", skip_reason(variants, k)),
+            )),
         }
     }
+    rows
+}
 
-    let mut s = String::new();
-    bench::write_table(&mut s, &rows);
-
+/// Appends the table of namespaces and cgroups the probes saw.
+fn write_namespaces(s: &mut String, variants: &[Variant]) {
     let _ = writeln!(
         s,
         "\n### Namespaces and cgroups of the workload (measured)\n"
@@ -939,9 +1020,18 @@ fn render(
     for v in variants.iter().filter(|v| v.kind != Kind::Floor) {
         match (&v.probe, &v.skipped) {
             (Some(p), _) => {
+                let cgroups = if p.cgroups.is_empty() {
+                    "the harness's".into()
+                } else {
+                    p.cgroups
+                        .iter()
+                        .map(|c| format!("`{c}`"))
+                        .collect::<Vec<_>>()
+                        .join("<br>")
+                };
                 let _ = writeln!(
                     s,
-                    "| {} | {} | {} | {} |",
+                    "| {} | {} | {} | {cgroups} |",
                     v.kind.label(),
                     if p.new_namespaces.is_empty() {
                         "none".into()
@@ -949,11 +1039,6 @@ fn render(
                         p.new_namespaces.join(", ")
                     },
                     p.uid_map.join("; "),
-                    p.cgroups
-                        .iter()
-                        .map(|c| format!("`{c}`"))
-                        .collect::<Vec<_>>()
-                        .join("<br>")
                 );
             }
             (None, Some(why)) => {
@@ -964,83 +1049,82 @@ fn render(
             }
         }
     }
+}
 
-    bench::write_machine(&mut s, &machine(variants));
-
-    let _ = writeln!(s, "\n### Conditions\n");
-    let _ = writeln!(
-        s,
-        "- Mode: {}; harness build: {}; {} warm-up rounds, then {} timed rounds, each running \
-         every variant once in rotating order; whole commands timed from outside (spawn to \
-         `wait4`); {:.1} s in all.",
-        bench::mode(opts.quick),
-        bench::build(),
-        opts.warmups,
-        opts.rounds,
-        elapsed.as_secs_f64()
-    );
-    let _ = writeln!(
-        s,
-        "- moat: `{} run --pids-limit {PIDS_LIMIT} --userns auto --cgroup-parent {CGROUP_PARENT} \
-         -- /bin/true` (built-in default seccomp profile, Docker's default capabilities, \
-         `no_new_privs`), sub-ids `moat:{HOST_ID}:{}` from `MOAT_SUBUID_FILE`/`MOAT_SUBGID_FILE`, \
-         private `MOAT_STATE_DIR`.",
-        opts.moat.display(),
-        ID_RANGE * 100
-    );
-    let _ = writeln!(
-        s,
-        "- crun, runc: `<runtime> --root <private dir> run --bundle <bundle> <fresh id>`; the \
-         bundle's rootfs is a static busybox with `bin/true` linked to it; `config.json` is \
-         `crun spec --rootless` (namespaces {}; its mounts, masked and read-only paths, \
-         read-only root) with uid/gid map 0:{HOST_ID}:{ID_RANGE}, `pids.limit` {PIDS_LIMIT}, \
-         `cgroupsPath` under `/{CGROUP_PARENT}`, Docker's default capabilities, \
-         `noNewPrivileges`, no rlimits, no terminal.",
-        OCI_NAMESPACES.join(", ")
-    );
+/// How the figures were made, one sentence each (the Markdown's
+/// conditions and the JSON's).
+fn conditions(
+    opts: &Opts,
+    work: &Work,
+    resolved: &resolve::Resolved,
+    seccomp: &Json,
+    elapsed: Duration,
+) -> Vec<String> {
     let n_args = resolved.rules.iter().filter(|r| !r.args.is_empty()).count();
-    let _ = writeln!(
-        s,
-        "- Seccomp for crun and runc: moat's built-in profile resolved for this host ({}) and \
-         Docker's default capabilities, as OCI `linux.seccomp`: default {}, {} rules \
-         ({n_args} with argument conditions), {} bytes of JSON; parsed back by moat's parser it \
-         resolves to the same rules.",
-        resolved
-            .architectures
-            .iter()
-            .map(|a| a.name())
-            .collect::<Vec<_>>()
-            .join(", "),
-        resolved.default_action,
-        resolved.rules.len(),
-        seccomp.to_string().len()
-    );
-    let _ = writeln!(
-        s,
-        "- Peak RSS is `ru_maxrss` from `wait4` on the launcher's pid, the largest over the \
-         timed runs. The kernel includes the peaks of the launcher's reaped children in it: \
-         for moat the workload (a copy of moat until its `execve`), for runc `runc init` (a \
-         re-execution of runc), for crun its own forks."
-    );
-    let _ = writeln!(s, "- Cgroup layout: {}.", cgroup_layout());
-    let _ = writeln!(
-        s,
-        "- State directories (moat's, crun's and runc's `--root`) are private ones on {}; \
-         their defaults (`/run/moat`, `/run/crun`, `/run/runc`) are on {}.",
-        fs_type(&work.dir),
-        fs_type(Path::new("/run"))
-    );
-
-    let _ = writeln!(s, "\n### Every timed run (ms, in round order)\n");
-    for v in variants.iter().filter(|v| v.skipped.is_none()) {
-        let runs: Vec<String> = v
-            .samples
-            .iter()
-            .map(|x| format!("{:.1}", ms(x.wall)))
-            .collect();
-        let _ = writeln!(s, "- {}: {}", v.kind.label(), runs.join(", "));
-    }
-    s
+    vec![
+        format!(
+            "Mode: {}; harness build: {}; {} warm-up rounds, then {} timed rounds, each running \
+             every variant once in rotating order; whole commands timed from outside (spawn to \
+             `wait4`); {:.1} s in all.",
+            bench::mode(opts.quick),
+            bench::build(),
+            opts.warmups,
+            opts.rounds,
+            elapsed.as_secs_f64()
+        ),
+        format!(
+            "moat: `{} run --pids-limit {PIDS_LIMIT} --userns auto --cgroup-parent \
+             {CGROUP_PARENT} -- /bin/true` (built-in default seccomp profile, Docker's default \
+             capabilities, `no_new_privs`), sub-ids `moat:{HOST_ID}:{}` from \
+             `MOAT_SUBUID_FILE`/`MOAT_SUBGID_FILE`, private `MOAT_STATE_DIR`.",
+            opts.moat.display(),
+            ID_RANGE * 100
+        ),
+        format!(
+            "crun, runc: `<runtime> --root <private dir> run --bundle <bundle> <fresh id>`; the \
+             bundle's rootfs is a static busybox with `bin/true` linked to it; `config.json` is \
+             `crun spec --rootless` (namespaces {}; its mounts, masked and read-only paths, \
+             read-only root) with uid/gid map 0:{HOST_ID}:{ID_RANGE}, `pids.limit` \
+             {PIDS_LIMIT}, `cgroupsPath` under `/{CGROUP_PARENT}`, Docker's default \
+             capabilities, `noNewPrivileges`, no rlimits, no terminal.",
+            OCI_NAMESPACES.join(", ")
+        ),
+        format!(
+            "bwrap: `bwrap --unshare-user --uid 0 --gid 0 --ro-bind / / --seccomp \
+             {BWRAP_SECCOMP_FD} -- /bin/true`, fd {BWRAP_SECCOMP_FD} being the raw cBPF of \
+             `moat profile compile default` (compiled once, untimed); bwrap has no pids limit \
+             (it makes no cgroup) and maps only one uid (0 to root), and it sets \
+             `no_new_privs` itself."
+        ),
+        format!(
+            "Seccomp for crun and runc: moat's built-in profile resolved for this host ({}) and \
+             Docker's default capabilities, as OCI `linux.seccomp`: default {}, {} rules \
+             ({n_args} with argument conditions), {} bytes of JSON; parsed back by moat's \
+             parser it resolves to the same rules.",
+            resolved
+                .architectures
+                .iter()
+                .map(|a| a.name())
+                .collect::<Vec<_>>()
+                .join(", "),
+            resolved.default_action,
+            resolved.rules.len(),
+            seccomp.to_string().len()
+        ),
+        "Peak RSS is `ru_maxrss` from `wait4` on the launcher's pid (the Markdown gives the \
+         largest over the timed runs, the JSON the median, min and max). The kernel includes \
+         the peaks of the launcher's reaped children in it: for moat the workload (a copy of \
+         moat until its `execve`), for runc `runc init` (a re-execution of runc), for crun and \
+         bwrap their own forks."
+            .to_string(),
+        format!("Cgroup layout: {}.", cgroup_layout()),
+        format!(
+            "State directories (moat's, crun's and runc's `--root`) are private ones on {}; \
+             their defaults (`/run/moat`, `/run/crun`, `/run/runc`) are on {}.",
+            fs_type(&work.dir),
+            fs_type(Path::new("/run"))
+        ),
+    ]
 }
 
 /// Where the pids controller is and what cgroup v2 has (crun refuses a
@@ -1105,13 +1189,14 @@ fn machine(variants: &[Variant]) -> Vec<(String, String)> {
     let mut out = bench::machine();
     for v in variants.iter().filter(|v| v.kind.program().is_some()) {
         let name = v.kind.program().unwrap_or_default();
-        let text = if v.skipped.is_some() && which(name).is_none() {
+        let package = v.kind.package().unwrap_or(name);
+        let text = if oci::which(name).is_none() {
             "not installed".to_string()
         } else {
             format!(
-                "`{}` (Debian package {})",
+                "`{}` (Debian package {package} {})",
                 command_line(&v.exe.to_string_lossy(), &["--version"]),
-                package_version(name)
+                package_version(package)
             )
         };
         out.push((name.to_string(), text));
