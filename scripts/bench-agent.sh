@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Measures the node agent moatd: the overhead of its eBPF programs on a
 # getppid loop, a fork/exit/wait loop and hashing /usr/share/doc, side by
-# side with no agent and with a bpftrace script counting the same events;
+# side with no agent, with a bpftrace script counting the same events and
+# with empty programs on sys_exit and on sys_enter+sys_exit (the machine's
+# fixed cost of those tracepoints);
 # a storm of 1,000,000 denied syscalls (exact count, audit delivery and
 # drops, CPU, RSS, /metrics latency meanwhile); start-to-ready; and
 # /metrics latency and size with 10, 100 and 1000 workloads.
@@ -9,7 +11,8 @@
 # mode, runs it (two or three minutes; progress on stderr), writes the
 # report to docs/benchmarks-agent.md and prints it.
 #
-# Usage (as root): scripts/bench-agent.sh [agent_bench options, e.g. --rounds 7]
+# Usage (as root): scripts/bench-agent.sh [agent_bench options, e.g. --rounds 7,
+# or --json FILE to also write the results for bench_report]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -39,7 +42,7 @@ trap 'rm -f "$tmp"' EXIT
     echo
     echo "Generated on $(date -u '+%Y-%m-%d %H:%M:%S UTC') by \`$cmd\` (as root);"
     echo "run that command from the repository root to reproduce (it rewrites this file)."
-    echo "Method: see the doc comment of \`tests/src/bin/agent_bench.rs\`."
+    echo "Method: see the doc comment of \`tests/src/bin/agent_bench/main.rs\`."
     echo
     target/release/agent_bench "$@"
 } >"$tmp"

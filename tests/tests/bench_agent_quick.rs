@@ -1,10 +1,13 @@
-//! Keeps `agent_bench` from rotting: a `--quick` run (root only: it loads
-//! eBPF programs and creates cgroups) must succeed and print the report
-//! table with a number in every measured row.
+//! Keeps `agent_bench` from rotting: a `--quick --json PATH` run (root only:
+//! it loads eBPF programs and creates cgroups) must succeed, print the
+//! report table with a number in every measured row, and write results
+//! that `bench_report` can read: the three sections with their figures and
+//! peers, the floor variants measured, the storm counted exactly.
 
 use std::process::Command;
 
-use moat_tests::{binary, is_root};
+use moat_tests::results::{Comparison, PlotKind, Results, Value};
+use moat_tests::{binary, cgroup_layout_lock, is_root};
 
 /// The value cell of the table row whose figure is `figure`.
 fn value<'a>(table: &'a str, figure: &str) -> Option<&'a str> {
@@ -23,17 +26,27 @@ fn leading_number(cell: &str) -> Option<f64> {
     cell[..end].parse().ok()
 }
 
+const WORKLOADS: [&str; 3] = ["getppid loop", "fork/exit/wait loop", "hash /usr/share/doc"];
+const FLOORS: [&str; 2] = ["empty sys_exit", "empty sys_enter+sys_exit"];
+
 #[test]
-fn quick_run_prints_the_whole_table() {
+fn quick_run_prints_the_table_and_writes_the_results() {
     if !is_root() {
         eprintln!("SKIP: not root: agent_bench loads eBPF programs and creates cgroups");
         return;
     }
+    // It creates v2 cgroups: not while another test moves controllers.
+    let _layout = cgroup_layout_lock(false);
     let moatd = binary("moatd");
+    let dir = std::env::temp_dir().join(format!("bench-agent-quick-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("create the temporary directory");
+    let json = dir.join("agent.json");
     let out = Command::new(env!("CARGO_BIN_EXE_agent_bench"))
         .arg("--quick")
         .arg("--moatd")
         .arg(&moatd)
+        .arg("--json")
+        .arg(&json)
         .output()
         .expect("run agent_bench");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -43,21 +56,39 @@ fn quick_run_prints_the_whole_table() {
         "agent_bench --quick failed ({}):\n{stderr}\n{stdout}",
         out.status
     );
+    let results = Results::read(&json);
+    std::fs::remove_dir_all(&dir).expect("remove the temporary directory");
+    let results = results.unwrap_or_else(|e| panic!("{e}"));
 
+    check_markdown(&stdout);
+    check_overhead(&results);
+    check_under_load(&results);
+    check_scale(&results);
+    check_plots(&results);
+    check_values(&results);
+    check_nothing_left();
+}
+
+fn check_markdown(stdout: &str) {
     let bpftrace = !stdout.contains("skipped (bpftrace not installed)");
     if !bpftrace {
         eprintln!("SKIP bpftrace rows: bpftrace is not installed");
     }
     let mut figures: Vec<String> = Vec::new();
-    for w in ["getppid loop", "fork/exit/wait loop", "hash /usr/share/doc"] {
+    for w in WORKLOADS {
         figures.push(format!("{w}, no agent"));
         figures.push(format!("{w}, moatd"));
         figures.push(format!("{w}: moatd / no agent"));
+        for f in FLOORS {
+            figures.push(format!("{w}, {f}"));
+            figures.push(format!("{w}: {f} / no agent"));
+        }
         if bpftrace {
             figures.push(format!("{w}, bpftrace"));
             figures.push(format!("{w}: bpftrace / no agent"));
         }
     }
+    figures.push("getppid loop: moatd / empty sys_enter+sys_exit".into());
     figures.extend(
         [
             "Start-to-ready, max",
@@ -73,7 +104,7 @@ fn quick_run_prints_the_whole_table() {
         .map(String::from),
     );
     for f in &figures {
-        let cell = value(&stdout, f).unwrap_or_else(|| panic!("no row {f:?} in:\n{stdout}"));
+        let cell = value(stdout, f).unwrap_or_else(|| panic!("no row {f:?} in:\n{stdout}"));
         let n = leading_number(cell)
             .unwrap_or_else(|| panic!("row {f:?} has no numeric value: {cell:?}"));
         assert!(
@@ -113,7 +144,197 @@ fn quick_run_prints_the_whole_table() {
     for section in ["### Machine", "### Conditions", "### The bpftrace script"] {
         assert!(stdout.contains(section), "no {section} section");
     }
-    // Nothing left behind.
+}
+
+/// The comparison of `section` named `figure`.
+fn figure<'a>(r: &'a Results, section: &str, figure: &str) -> &'a Comparison {
+    r.comparisons
+        .iter()
+        .find(|c| c.section == section && c.figure == figure)
+        .unwrap_or_else(|| {
+            let names: Vec<_> = r.comparisons.iter().map(|c| &c.figure).collect();
+            panic!("no figure {figure:?} in section {section:?}; figures: {names:?}")
+        })
+}
+
+fn peer<'a>(c: &'a Comparison, name: &str) -> &'a Value {
+    &c.peers
+        .iter()
+        .find(|p| p.name == name)
+        .unwrap_or_else(|| panic!("{:?}: no peer {name:?}", c.figure))
+        .value
+}
+
+fn check_overhead(r: &Results) {
+    assert_eq!(r.harness, "agent");
+    assert!(r.quick);
+    for w in WORKLOADS {
+        let c = figure(r, "Tracing overhead", w);
+        assert!(
+            matches!(c.moat, Value::Measured { .. }),
+            "{w}: {:?}",
+            c.moat
+        );
+        assert_eq!(c.baseline.as_deref(), Some("no agent"), "{w}");
+        assert!(matches!(peer(c, "no agent"), Value::Measured { .. }), "{w}");
+        peer(c, "bpftrace");
+        for f in FLOORS {
+            assert!(
+                matches!(peer(c, f), Value::Measured { .. }),
+                "{w}: the floor {f:?} was not measured: {:?}",
+                peer(c, f)
+            );
+        }
+        let goal = c.goal.as_ref().unwrap_or_else(|| panic!("{w}: no goal"));
+        assert!(goal.text.contains("no agent"), "{w}: {}", goal.text);
+    }
+    let c = figure(
+        r,
+        "Tracing overhead",
+        "getppid loop: moatd over the empty-program floor",
+    );
+    assert_eq!(c.baseline.as_deref(), Some("empty sys_enter+sys_exit"));
+    assert!(matches!(
+        peer(c, "empty sys_enter+sys_exit"),
+        Value::Measured { .. }
+    ));
+}
+
+fn check_under_load(r: &Results) {
+    let s = "Agent under load";
+    let seen = figure(r, s, "storm: denials the workload saw")
+        .moat
+        .median();
+    let counted = figure(
+        r,
+        s,
+        "storm: denials counted (moat_seccomp_denials_total{workload=\"bench-storm\"})",
+    );
+    assert!(seen.is_some_and(|n| n > 0.0), "no denials seen: {seen:?}");
+    assert_eq!(
+        counted.moat.median(),
+        seen,
+        "the storm was not counted exactly"
+    );
+    assert_eq!(counted.goal.as_ref().and_then(|g| g.met), Some(true));
+    for f in [
+        "storm: duration",
+        "storm: audit events delivered (audit log lines of the workload)",
+        "storm: audit events dropped, reason rate_limited",
+        "storm: moatd CPU time (utime+stime)",
+        "moatd RSS at idle (VmRSS)",
+        "moatd RSS after the storm (VmRSS)",
+        "moatd peak RSS through the storm (VmHWM)",
+    ] {
+        let c = figure(r, s, f);
+        assert!(matches!(c.moat, Value::Exact(_)), "{f}: {:?}", c.moat);
+    }
+    for f in [
+        "storm: /metrics latency (every 50 ms)",
+        "start-to-ready (spawn → first /metrics 200)",
+    ] {
+        let c = figure(r, s, f);
+        assert!(
+            matches!(c.moat, Value::Measured { .. }),
+            "{f}: {:?}",
+            c.moat
+        );
+        assert!(c.goal.is_some(), "{f}: no goal");
+    }
+}
+
+fn check_scale(r: &Results) {
+    let s = "Scale of the exposition";
+    // The quick mode's levels.
+    for n in [3, 10] {
+        let c = figure(r, s, &format!("/metrics latency, {n} workloads"));
+        assert!(
+            matches!(c.moat, Value::Measured { .. }),
+            "{n}: {:?}",
+            c.moat
+        );
+        let c = figure(r, s, &format!("/metrics body, {n} workloads"));
+        assert!(
+            c.moat.median().is_some_and(|b| b > 0.0),
+            "{n}: {:?}",
+            c.moat
+        );
+        let c = figure(r, s, &format!("workload labels in /metrics, {n} workloads"));
+        assert_eq!(c.moat.median(), Some(n as f64), "labels with {n} workloads");
+    }
+}
+
+fn check_plots(r: &Results) {
+    let plot = |id: &str| {
+        r.plots
+            .iter()
+            .find(|p| p.id == id)
+            .unwrap_or_else(|| panic!("no plot {id:?}"))
+    };
+    let o = plot("overhead");
+    assert_eq!(o.kind, PlotKind::Bars);
+    for name in ["moatd", "empty sys_exit", "empty sys_enter+sys_exit"] {
+        let series = o
+            .series
+            .iter()
+            .find(|s| s.name == name)
+            .unwrap_or_else(|| panic!("overhead plot: no series {name:?}"));
+        let xs: Vec<&str> = series.points.iter().map(|p| p.x.as_str()).collect();
+        assert_eq!(xs, ["getppid", "fork/exit", "hash"], "{name}");
+    }
+    let m = plot("metrics-scale");
+    assert_eq!(m.kind, PlotKind::Lines);
+    let xs: Vec<&str> = m.series[0].points.iter().map(|p| p.x.as_str()).collect();
+    assert_eq!(xs, ["3", "10"]);
+    for p in o.series.iter().chain(&m.series).flat_map(|s| &s.points) {
+        assert!(
+            p.min.is_finite() && p.min > 0.0 && p.min <= p.median && p.median <= p.max,
+            "bad point {p:?}"
+        );
+    }
+}
+
+/// Every measurement is positive and finite (exact counts may be zero),
+/// and every skip says why.
+fn check_values(r: &Results) {
+    for c in &r.comparisons {
+        let values = std::iter::once(("moat", &c.moat))
+            .chain(c.peers.iter().map(|p| (p.name.as_str(), &p.value)));
+        for (who, v) in values {
+            match v {
+                Value::Measured {
+                    median,
+                    min,
+                    max,
+                    runs,
+                } => assert!(
+                    *runs > 0
+                        && [median, min, max]
+                            .iter()
+                            .all(|x| x.is_finite() && **x > 0.0)
+                        && min <= median
+                        && median <= max,
+                    "{}, {who}: {v:?}",
+                    c.figure
+                ),
+                Value::Exact(x) => {
+                    assert!(x.is_finite() && *x >= 0.0, "{}, {who}: {x}", c.figure)
+                }
+                Value::Skipped(why) => {
+                    assert!(
+                        !why.trim().is_empty(),
+                        "{}, {who}: skipped, no reason",
+                        c.figure
+                    )
+                }
+            }
+        }
+    }
+    assert!(!r.machine.is_empty() && !r.conditions.is_empty());
+}
+
+/// No cgroup and no eBPF program of the run is left behind.
+fn check_nothing_left() {
     let leftovers: Vec<String> = ["/sys/fs/cgroup/unified/moat", "/sys/fs/cgroup/moat"]
         .iter()
         .filter_map(|d| std::fs::read_dir(d).ok())
@@ -123,4 +344,12 @@ fn quick_run_prints_the_whole_table() {
         .filter(|n| n.starts_with("bench-"))
         .collect();
     assert!(leftovers.is_empty(), "cgroups left behind: {leftovers:?}");
+    // The floor programs are named floor_enter and floor_exit.
+    if let Ok(out) = Command::new("bpftool").args(["prog", "list"]).output() {
+        let list = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            !list.contains(" name floor_"),
+            "floor programs left attached:\n{list}"
+        );
+    }
 }

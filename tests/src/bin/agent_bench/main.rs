@@ -6,9 +6,13 @@
 //! bpftrace; writes `docs/benchmarks-agent.md`) or directly; `--quick` is a
 //! smoke run of a few seconds whose figures mean little (bpftrace is skipped
 //! when it is not installed). The report (Markdown) goes to stdout, progress
-//! to stderr; the exit status is 0 only if every measurement ran and every
-//! sanity check passed. Every cgroup it creates is removed and every process
-//! it starts is stopped, on failure too.
+//! to stderr; with `--json PATH` the same figures are also written to PATH as
+//! `moat_tests::results::Results` (harness `agent`: sections "Tracing
+//! overhead", "Agent under load" and "Scale of the exposition", plots
+//! `overhead` and `metrics-scale`) for `bench_report`. The exit status is 0
+//! only if every measurement ran and every sanity check passed. Every cgroup
+//! it creates is removed, every process it starts is stopped and every eBPF
+//! program it loads is detached, on failure too.
 //!
 //! # Method
 //!
@@ -25,18 +29,27 @@
 //! (raw `syscall`, ns/call), a fork/`_exit`/`waitpid` loop (µs/iteration),
 //! and hashing a fixed file list (the regular files under `/usr/share/doc`,
 //! sorted, not following symlinks) with `sha256sum` run as child processes
-//! 64 files at a time, output discarded (wall time of the whole list). Three
+//! 64 files at a time, output discarded (wall time of the whole list). Five
 //! variants: no agent; `moatd` running; `bpftrace` running the script shown
 //! in the report (the closest bpftrace equivalent of moatd's counting:
 //! per-tid enter/exit pairing with an unpaired exit counted as a denial per
 //! (cgroup, syscall, return value), a forked child's first return marked as
-//! paired, and fork/exec/exit counts per cgroup). Each round starts a
-//! variant's agent, waits for it to be ready (bpftrace: its `BEGIN` probe
-//! has printed) and 0.3 s more (the no-agent variant waits too), runs the three workloads, and stops it (SIGTERM for moatd,
-//! SIGINT for bpftrace, waited for); the variants' order is rotated from
-//! round to round so drifting noise hits all alike. One warm-up pass of the
-//! workloads without an agent comes first (page cache) and is discarded.
-//! Figures are medians over the rounds; ratios are medians over medians.
+//! paired, and fork/exec/exit counts per cgroup); and two floors, `empty
+//! sys_exit` and `empty sys_enter+sys_exit`: raw-tracepoint programs of two
+//! instructions (`r0 = 0; exit`) that the harness loads with bpf(2) and
+//! attaches to those tracepoints (see `floor.rs`). The floors are what the
+//! machine charges for running any program there: no agent on those
+//! tracepoints can cost less, and moatd over the pair is the cost of its own
+//! logic. Each round starts a variant's agent, waits for it to be ready
+//! (bpftrace: its `BEGIN` probe has printed; a floor: attached) and 0.3 s
+//! more (the no-agent variant waits too), runs the three workloads, and
+//! stops it (SIGTERM for moatd, SIGINT for bpftrace, waited for; a floor's
+//! descriptors are closed); the variants' order is rotated from round to
+//! round so drifting noise hits all alike. One warm-up pass of the workloads
+//! without an agent comes first (page cache) and is discarded. Figures are
+//! medians over the rounds; ratios are medians over medians. moatd's goal
+//! on each workload is a ratio to no agent *and* being cheaper than
+//! bpftrace.
 //!
 //! **Storm.** A fresh moatd. After it is ready and 0.5 s idle, its `VmRSS`
 //! is the idle RSS. A child compiled a filter with moat's engine (allow all,
@@ -56,7 +69,9 @@
 //! cgroup). Then one untimed scrape (it attributes the N new cgroup ids:
 //! reported as "first scrape"), then 20 timed `GET /metrics` (median, max),
 //! the body size and the number of `bench-*` workload labels in it (must be
-//! N). The cgroups are removed after each level.
+//! N). The cgroups are removed after each level. The latency goal (median
+//! under 50 ms) is set for 1000 workloads and judged on every level of at
+//! least that many.
 
 use std::fmt::Write as _;
 use std::io::{Read as _, Write as _};
@@ -70,6 +85,13 @@ use std::time::{Duration, Instant};
 use moat_runtime::caps::CapSet;
 use moat_runtime::seccomp::{compile, compile_for_host, load, parse, Source};
 use moat_tests::bench::{self, Args, Row, Stats};
+use moat_tests::results::Goal;
+
+use overhead::{hash_file_list, overhead, Overhead, Worker, VARIANTS, WORKLOADS};
+
+mod floor;
+mod json;
+mod overhead;
 
 /// Goals, from issue 4.
 const GOAL_GETPPID: f64 = 1.35;
@@ -78,6 +100,8 @@ const GOAL_HASH: f64 = 1.01;
 const GOAL_READY_MS: f64 = 500.0;
 const GOAL_STORM_SCRAPE_MS: f64 = 100.0;
 const GOAL_MANY_SCRAPE_MS: f64 = 50.0;
+/// The workload count [`GOAL_MANY_SCRAPE_MS`] is set for.
+const GOAL_MANY_AT: usize = 1000;
 
 /// Files per `sha256sum` process in the hashing workload.
 const HASH_BATCH: usize = 64;
@@ -115,6 +139,8 @@ struct Config {
     scrapes: usize,
     moatd: Option<PathBuf>,
     bpftrace: bool,
+    floor: bool,
+    json: Option<PathBuf>,
 }
 
 impl Config {
@@ -130,6 +156,8 @@ impl Config {
             scrapes: 20,
             moatd: None,
             bpftrace: true,
+            floor: true,
+            json: None,
         }
     }
 
@@ -145,13 +173,16 @@ impl Config {
             scrapes: 5,
             moatd: None,
             bpftrace: true,
+            floor: true,
+            json: None,
         }
     }
 }
 
 const USAGE: &str = "\
 usage: agent_bench [--quick] [--rounds N] [--calls N] [--forks N] [--storm N]
-                   [--levels N,N,...] [--moatd PATH] [--no-bpftrace]
+                   [--levels N,N,...] [--moatd PATH] [--no-bpftrace] [--no-floor]
+                   [--json PATH]
 
   --quick         tiny counts (a smoke run of a few seconds); bpftrace skipped if absent
   --rounds N      interleaved overhead rounds (default 5)
@@ -161,6 +192,8 @@ usage: agent_bench [--quick] [--rounds N] [--calls N] [--forks N] [--storm N]
   --levels LIST   workload counts for the /metrics scaling figure (default 10,100,1000)
   --moatd PATH    the moatd binary (default: next to this program)
   --no-bpftrace   skip the bpftrace variant
+  --no-floor      skip the empty-program variants (empty sys_exit, empty sys_enter+sys_exit)
+  --json PATH     also write the results for bench_report (moat_tests::results) to PATH
 
 Needs root (eBPF, cgroups).";
 
@@ -186,7 +219,23 @@ fn parse_args(args: &mut Args) -> Result<Config, String> {
             }
             "--moatd" => cfg.moatd = Some(PathBuf::from(args.value(&a)?)),
             "--no-bpftrace" => cfg.bpftrace = false,
+            "--no-floor" => cfg.floor = false,
+            "--json" => cfg.json = Some(PathBuf::from(args.value(&a)?)),
             other => return Err(bench::unknown_flag(other)),
+        }
+    }
+    // Said now rather than after minutes of measuring.
+    if let Some(path) = &cfg.json {
+        let dir = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        if !dir.is_dir() {
+            return Err(format!(
+                "--json {}: the directory {} does not exist",
+                path.display(),
+                dir.display()
+            ));
         }
     }
     Ok(cfg)
@@ -310,18 +359,50 @@ fn run(cfg: Config) -> Result<String, String> {
         }
     }
 
-    let mut rows = Vec::new();
-    let mut notes = Vec::new();
     let mut ready_ms = Vec::new();
-
     let overhead = overhead(&cfg, &env, &worker, &mut ready_ms)?;
     drop(worker);
-    overhead.rows(&mut rows);
-
     let storm = storm(&cfg, &env, &mut ready_ms)?;
     let many = many_workloads(&cfg, &env, &mut ready_ms)?;
+    env.progress("done");
 
-    let ready = Stats::of(&ready_ms);
+    let m = Measured {
+        overhead,
+        storm,
+        many,
+        ready_ms,
+        hash_files: files.len(),
+    };
+    let mut rows = Vec::new();
+    let mut notes = Vec::new();
+    m.overhead.rows(&mut rows);
+    ready_rows(&m.ready_ms, &mut rows);
+    m.storm.rows(&cfg, &mut rows, &mut notes);
+    for level in &m.many {
+        level.rows(&cfg, &mut rows);
+    }
+    let machine = machine(&env);
+    let conditions = conditions(&cfg, &m, notes);
+    let report = render(&cfg, &rows, &machine, &conditions, &m.overhead);
+    if let Some(path) = &cfg.json {
+        json::results(&cfg, &m, machine, conditions).write(path)?;
+    }
+    Ok(report)
+}
+
+/// Everything the run measured.
+struct Measured {
+    overhead: Overhead,
+    storm: Storm,
+    many: Vec<Many>,
+    /// Start-to-ready of every moatd started, in ms.
+    ready_ms: Vec<f64>,
+    /// How many files the hashing workload hashes.
+    hash_files: usize,
+}
+
+fn ready_rows(ready_ms: &[f64], rows: &mut Vec<Row>) {
+    let ready = Stats::of(ready_ms);
     rows.push(Row::with_goal(
         format!(
             "Start-to-ready (spawn → first `/metrics` 200), median of {} starts",
@@ -337,167 +418,6 @@ fn run(cfg: Config) -> Result<String, String> {
         format!("< {GOAL_READY_MS} ms"),
         ready.max < GOAL_READY_MS,
     ));
-    storm.rows(&cfg, &mut rows, &mut notes);
-    for m in &many {
-        m.rows(&cfg, &mut rows);
-    }
-    env.progress("done");
-
-    Ok(render(
-        &cfg,
-        &env,
-        &rows,
-        &notes,
-        &overhead,
-        files.len(),
-        &storm,
-    ))
-}
-
-// ---------------------------------------------------------------------------
-// The worker process of the overhead workloads.
-
-/// A process forked before anything else that runs a workload on request:
-/// `g` the getppid loop, `f` the fork loop, `h` the hashing; it answers with
-/// the duration in ns (`u64::MAX` on failure).
-struct Worker {
-    pid: libc::pid_t,
-    to: std::fs::File,
-    from: std::fs::File,
-}
-
-impl Worker {
-    fn start(calls: u64, forks: u64, files: Vec<PathBuf>) -> Result<Worker, String> {
-        let (down_r, down_w) = nix::unistd::pipe().map_err(|e| format!("pipe: {e}"))?;
-        let (up_r, up_w) = nix::unistd::pipe().map_err(|e| format!("pipe: {e}"))?;
-        // SAFETY: this process has no other thread yet; the child only runs
-        // the loops and leaves with _exit.
-        let pid = unsafe { libc::fork() };
-        if pid < 0 {
-            return Err(format!("fork: {}", std::io::Error::last_os_error()));
-        }
-        if pid == 0 {
-            drop(down_w);
-            drop(up_r);
-            // SAFETY: integer arguments.
-            unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
-            let mut rd = std::fs::File::from(down_r);
-            let mut wr = std::fs::File::from(up_w);
-            loop {
-                let mut cmd = [0u8];
-                if rd.read_exact(&mut cmd).is_err() {
-                    // SAFETY: leaving the worker.
-                    unsafe { libc::_exit(0) };
-                }
-                let ns = match cmd[0] {
-                    b'g' => getppid_loop(calls),
-                    b'f' => fork_loop(forks),
-                    b'h' => hash_files(&files),
-                    // SAFETY: leaving the worker.
-                    _ => unsafe { libc::_exit(0) },
-                };
-                if wr.write_all(&ns.to_ne_bytes()).is_err() {
-                    // SAFETY: leaving the worker.
-                    unsafe { libc::_exit(1) };
-                }
-            }
-        }
-        Ok(Worker {
-            pid,
-            to: std::fs::File::from(down_w),
-            from: std::fs::File::from(up_r),
-        })
-    }
-
-    /// Runs workload `cmd`; its duration in ns.
-    fn run(&self, cmd: u8) -> Result<f64, String> {
-        let mut ns = [0u8; 8];
-        (&self.to)
-            .write_all(&[cmd])
-            .and_then(|()| (&self.from).read_exact(&mut ns))
-            .map_err(|e| format!("talking to the worker: {e}"))?;
-        let ns = u64::from_ne_bytes(ns);
-        if ns == u64::MAX {
-            return Err(format!("workload {:?} failed in the worker", cmd as char));
-        }
-        Ok(ns as f64)
-    }
-}
-
-impl Drop for Worker {
-    fn drop(&mut self) {
-        let _ = (&self.to).write_all(b"q");
-        // SAFETY: reaping our own child.
-        unsafe { libc::waitpid(self.pid, std::ptr::null_mut(), 0) };
-    }
-}
-
-fn getppid_loop(calls: u64) -> u64 {
-    let t = Instant::now();
-    for _ in 0..calls {
-        // SAFETY: no arguments.
-        std::hint::black_box(unsafe { libc::syscall(libc::SYS_getppid) });
-    }
-    t.elapsed().as_nanos() as u64
-}
-
-fn fork_loop(forks: u64) -> u64 {
-    let t = Instant::now();
-    for _ in 0..forks {
-        // SAFETY: the child exits at once.
-        let pid = unsafe { libc::fork() };
-        if pid == 0 {
-            // SAFETY: leaving the child.
-            unsafe { libc::_exit(0) };
-        }
-        if pid < 0 {
-            return u64::MAX;
-        }
-        // SAFETY: reaping our own child.
-        unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) };
-    }
-    t.elapsed().as_nanos() as u64
-}
-
-fn hash_files(files: &[PathBuf]) -> u64 {
-    let t = Instant::now();
-    for chunk in files.chunks(HASH_BATCH) {
-        let ok = Command::new("sha256sum")
-            .args(chunk)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if !ok {
-            return u64::MAX;
-        }
-    }
-    t.elapsed().as_nanos() as u64
-}
-
-/// The regular files under /usr/share/doc, sorted, at most `max`.
-fn hash_file_list(max: usize) -> Result<Vec<PathBuf>, String> {
-    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
-        let Ok(entries) = std::fs::read_dir(dir) else {
-            return;
-        };
-        for e in entries.filter_map(Result::ok) {
-            let Ok(t) = e.file_type() else { continue };
-            if t.is_dir() {
-                walk(&e.path(), out);
-            } else if t.is_file() {
-                out.push(e.path());
-            }
-        }
-    }
-    let mut files = Vec::new();
-    walk(Path::new("/usr/share/doc"), &mut files);
-    files.sort();
-    files.truncate(max);
-    if files.is_empty() {
-        return Err("no files under /usr/share/doc to hash".into());
-    }
-    Ok(files)
 }
 
 // ---------------------------------------------------------------------------
@@ -724,126 +644,6 @@ fn sample_sum(body: &str, metric: &str, labels: &[&str]) -> Option<f64> {
         }
     }
     found
-}
-
-// ---------------------------------------------------------------------------
-// Part 1: overhead.
-
-const VARIANTS: [&str; 3] = ["no agent", "moatd", "bpftrace"];
-const WORKLOADS: [(&str, u8); 3] = [
-    ("getppid loop", b'g'),
-    ("fork/exit/wait loop", b'f'),
-    ("hash /usr/share/doc", b'h'),
-];
-
-struct Overhead {
-    /// `samples[variant][workload]`, in the workload's unit, one per round.
-    samples: Vec<Vec<Vec<f64>>>,
-    bpftrace: bool,
-    calls: u64,
-    forks: u64,
-}
-
-impl Overhead {
-    fn unit(w: usize) -> &'static str {
-        ["ns/call", "µs/iter", "ms"][w]
-    }
-
-    fn median(&self, v: usize, w: usize) -> f64 {
-        Stats::of(&self.samples[v][w]).median
-    }
-
-    fn rows(&self, rows: &mut Vec<Row>) {
-        let goals = [GOAL_GETPPID, GOAL_FORK, GOAL_HASH];
-        for (w, (label, _)) in WORKLOADS.iter().enumerate() {
-            for (v, var) in VARIANTS.iter().enumerate() {
-                let value = if v == 2 && !self.bpftrace {
-                    "skipped (bpftrace not installed)".to_string()
-                } else {
-                    format!("{:.1} {}", self.median(v, w), Self::unit(w))
-                };
-                rows.push(Row::info(format!("{label}, {var}"), value));
-            }
-            let r = self.median(1, w) / self.median(0, w);
-            rows.push(Row::with_goal(
-                format!("{label}: moatd / no agent"),
-                format!("{r:.3}×"),
-                format!("≤ {}", goals[w]),
-                r <= goals[w],
-            ));
-            if self.bpftrace {
-                let r = self.median(2, w) / self.median(0, w);
-                rows.push(Row::info(
-                    format!("{label}: bpftrace / no agent"),
-                    format!("{r:.3}×"),
-                ));
-            } else {
-                rows.push(Row::info(
-                    format!("{label}: bpftrace / no agent"),
-                    "skipped (bpftrace not installed)",
-                ));
-            }
-        }
-    }
-}
-
-fn overhead(
-    cfg: &Config,
-    env: &Env,
-    worker: &Worker,
-    ready_ms: &mut Vec<f64>,
-) -> Result<Overhead, String> {
-    let variants = if env.bpftrace.is_some() { 3 } else { 2 };
-    env.progress("overhead: warm-up pass without an agent (discarded)");
-    for (_, cmd) in WORKLOADS {
-        worker.run(cmd)?;
-    }
-    let mut samples = vec![vec![Vec::new(); WORKLOADS.len()]; VARIANTS.len()];
-    for round in 0..cfg.rounds {
-        for k in 0..variants {
-            let v = (round + k) % variants;
-            env.progress(format_args!(
-                "overhead round {}/{}: {}",
-                round + 1,
-                cfg.rounds,
-                VARIANTS[v]
-            ));
-            let moatd = if v == 1 {
-                let m = Moatd::start(env, "overhead")?;
-                ready_ms.push(m.ready_ms);
-                Some(m)
-            } else {
-                None
-            };
-            let bpf = match (&env.bpftrace, v) {
-                (Some(bin), 2) => Some(Bpftrace::start(env, bin)?),
-                _ => None,
-            };
-            // Every variant waits alike, so an agent's start-up work is over.
-            std::thread::sleep(SETTLE);
-            for (w, (_, cmd)) in WORKLOADS.iter().enumerate() {
-                let ns = worker.run(*cmd)?;
-                let value = match w {
-                    0 => ns / cfg.calls as f64,
-                    1 => ns / 1e3 / cfg.forks as f64,
-                    _ => ns / 1e6,
-                };
-                samples[v][w].push(value);
-            }
-            if let Some(m) = moatd {
-                m.stop()?;
-            }
-            if let Some(b) = bpf {
-                b.stop()?;
-            }
-        }
-    }
-    Ok(Overhead {
-        samples,
-        bpftrace: env.bpftrace.is_some(),
-        calls: cfg.calls,
-        forks: cfg.forks,
-    })
 }
 
 // ---------------------------------------------------------------------------
@@ -1292,7 +1092,8 @@ fn storm(cfg: &Config, env: &Env, ready_ms: &mut Vec<f64>) -> Result<Storm, Stri
 struct Many {
     n: usize,
     first_ms: f64,
-    scrape: Stats,
+    /// The timed scrapes, in ms.
+    scrape_ms: Vec<f64>,
     bytes: usize,
     series: usize,
     labels: usize,
@@ -1300,22 +1101,25 @@ struct Many {
 }
 
 impl Many {
+    /// The latency goal, set for [`GOAL_MANY_AT`] workloads and judged on
+    /// every level at least that large (more workloads only make it harder).
+    fn goal(&self) -> Option<Goal> {
+        (self.n >= GOAL_MANY_AT).then(|| Goal {
+            text: format!("< {GOAL_MANY_SCRAPE_MS} ms (median)"),
+            met: Some(Stats::of(&self.scrape_ms).median < GOAL_MANY_SCRAPE_MS),
+        })
+    }
+
     fn rows(&self, cfg: &Config, rows: &mut Vec<Row>) {
-        let top = cfg.levels.iter().copied().max().unwrap_or(0);
+        let scrape = Stats::of(&self.scrape_ms);
         let label = format!(
             "`/metrics` latency with {} workloads, median of {}",
             self.n, cfg.scrapes
         );
-        let value = format!("{:.1} ms (max {:.1})", self.scrape.median, self.scrape.max);
-        if self.n == top {
-            rows.push(Row::with_goal(
-                label,
-                value,
-                format!("< {GOAL_MANY_SCRAPE_MS} ms"),
-                self.scrape.median < GOAL_MANY_SCRAPE_MS,
-            ));
-        } else {
-            rows.push(Row::info(label, value));
+        let value = format!("{:.1} ms (max {:.1})", scrape.median, scrape.max);
+        match self.goal() {
+            Some(g) => rows.push(Row::with_goal(label, value, g.text, g.met == Some(true))),
+            None => rows.push(Row::info(label, value)),
         }
         rows.push(Row::info(
             format!("`/metrics` first scrape with {} new workloads", self.n),
@@ -1393,7 +1197,7 @@ fn many_workloads(cfg: &Config, env: &Env, ready_ms: &mut Vec<f64>) -> Result<Ve
         out.push(Many {
             n,
             first_ms,
-            scrape: Stats::of(&lat),
+            scrape_ms: lat,
             bytes: body.len(),
             series: body
                 .lines()
@@ -1411,17 +1215,8 @@ fn many_workloads(cfg: &Config, env: &Env, ready_ms: &mut Vec<f64>) -> Result<Ve
 // ---------------------------------------------------------------------------
 // The report.
 
-fn render(
-    cfg: &Config,
-    env: &Env,
-    rows: &[Row],
-    notes: &[String],
-    o: &Overhead,
-    hash_files: usize,
-    storm: &Storm,
-) -> String {
-    let mut s = String::new();
-    bench::write_table(&mut s, rows);
+/// The machine and the peers' versions, for the report and the JSON.
+fn machine(env: &Env) -> Vec<(String, String)> {
     let mut machine = bench::machine();
     machine.push((
         "bpftrace".into(),
@@ -1432,53 +1227,79 @@ fn render(
             .unwrap_or_else(|| "not installed".into()),
     ));
     machine.push(("moatd".into(), format!("`{}`", env.moatd.display())));
-    bench::write_machine(&mut s, &machine);
+    machine
+}
 
-    let _ = writeln!(s, "\n### Conditions\n");
-    let _ = writeln!(
-        s,
-        "- Mode: {}; build: {}.",
-        bench::mode(cfg.quick),
-        bench::build()
-    );
-    let _ = writeln!(
-        s,
-        "- Overhead: {} interleaved rounds (variant order rotated per round) after one discarded \
-         pass without an agent; each round starts the variant's agent, runs {} `getppid` calls, \
-         {} fork/`_exit`/`waitpid` iterations and `sha256sum` over {} files of `/usr/share/doc` \
-         ({} per process), then stops the agent. Figures are medians over the rounds. The \
-         workloads run in a process forked before any agent, in the harness's own cgroup \
-         (attributed to `host`).",
-        cfg.rounds, o.calls, o.forks, hash_files, HASH_BATCH
-    );
-    let _ = writeln!(
-        s,
-        "- moatd runs with `workloads.max_labels = 2000` (so {} workloads keep their labels), \
-         everything else at its defaults (audit: 100/s per cgroup after a burst of 200).",
-        cfg.levels.iter().copied().max().unwrap_or(0)
-    );
-    let _ = writeln!(
-        s,
-        "- Storm: {} `getppid` calls denied with `EACCES` by a filter compiled by moat's engine, \
-         one process in `<v2 mount>/moat/{STORM_NAME}`; `/metrics` timed every 50 ms meanwhile \
-         from another thread ({} samples).",
-        cfg.storm,
-        storm.scrape_ms.len()
-    );
-    let _ = writeln!(
-        s,
-        "- Many workloads: for each of {:?}, a fresh moatd and that many cgroups \
-         `<v2 mount>/moat/bench-<i>`, each given a child that forks once; one untimed scrape, \
-         then {} timed ones.",
-        cfg.levels, cfg.scrapes
-    );
-    let _ = writeln!(
-        s,
-        "- The machine is a 2-CPU VM shared with other work: the agent, the workloads and the \
+/// How the figures were made, one sentence each (the report's
+/// `### Conditions` items and the JSON's `conditions`); `notes` last.
+fn conditions(cfg: &Config, m: &Measured, notes: Vec<String>) -> Vec<String> {
+    let o = &m.overhead;
+    let mut c = vec![
+        format!(
+            "Mode: {}; build: {}.",
+            bench::mode(cfg.quick),
+            bench::build()
+        ),
+        format!(
+            "Overhead: {} interleaved rounds (variant order rotated per round) after one \
+             discarded pass without an agent; each round starts the variant's agent, runs {} \
+             `getppid` calls, {} fork/`_exit`/`waitpid` iterations and `sha256sum` over {} \
+             files of `/usr/share/doc` ({} per process), then stops the agent. Figures are \
+             medians over the rounds. The workloads run in a process forked before any agent, \
+             in the harness's own cgroup (attributed to `host`).",
+            cfg.rounds, o.calls, o.forks, m.hash_files, HASH_BATCH
+        ),
+        "Floor variants: `empty sys_exit` and `empty sys_enter+sys_exit` attach raw-tracepoint \
+         programs of two instructions (`r0 = 0; exit`), loaded with bpf(2) by the harness \
+         itself, to those tracepoints: the fixed price this machine charges for running any \
+         program there, which no agent goes below. `moatd / empty sys_enter+sys_exit` is the \
+         cost of moatd's own logic over that floor."
+            .to_string(),
+        "Overhead plot: each bar is a variant's median over the no-agent median of the same \
+         workload; its error bar spans the variant's fastest and slowest round over that same \
+         no-agent median."
+            .to_string(),
+        format!(
+            "moatd runs with `workloads.max_labels = 2000` (so {} workloads keep their labels), \
+             everything else at its defaults (audit: 100/s per cgroup after a burst of 200).",
+            cfg.levels.iter().copied().max().unwrap_or(0)
+        ),
+        format!(
+            "Storm: {} `getppid` calls denied with `EACCES` by a filter compiled by moat's \
+             engine, one process in `<v2 mount>/moat/{STORM_NAME}`; `/metrics` timed every 50 ms \
+             meanwhile from another thread ({} samples).",
+            cfg.storm,
+            m.storm.scrape_ms.len()
+        ),
+        format!(
+            "Many workloads: for each of {:?}, a fresh moatd and that many cgroups \
+             `<v2 mount>/moat/bench-<i>`, each given a child that forks once; one untimed \
+             scrape, then {} timed ones.",
+            cfg.levels, cfg.scrapes
+        ),
+        "The machine is a 2-CPU VM shared with other work: the agent, the workloads and the \
          scrapes compete for the same CPUs."
-    );
-    for n in notes {
-        let _ = writeln!(s, "- {n}");
+            .to_string(),
+    ];
+    c.extend(notes);
+    c
+}
+
+/// The Markdown report: the table, the machine, the conditions, the
+/// per-round overhead values and the bpftrace script.
+fn render(
+    cfg: &Config,
+    rows: &[Row],
+    machine: &[(String, String)],
+    conditions: &[String],
+    o: &Overhead,
+) -> String {
+    let mut s = String::new();
+    bench::write_table(&mut s, rows);
+    bench::write_machine(&mut s, machine);
+    let _ = writeln!(s, "\n### Conditions\n");
+    for c in conditions {
+        let _ = writeln!(s, "- {c}");
     }
 
     let _ = writeln!(s, "\n### Overhead, per-round values\n");
@@ -1488,12 +1309,12 @@ fn render(
     }
     let _ = writeln!(s);
     let _ = writeln!(s, "|---|---|{}", "---|".repeat(cfg.rounds));
-    for (w, (label, _)) in WORKLOADS.iter().enumerate() {
+    for (w, wl) in WORKLOADS.iter().enumerate() {
         for (v, var) in VARIANTS.iter().enumerate() {
             if o.samples[v][w].is_empty() {
                 continue;
             }
-            let _ = write!(s, "| {label} ({}) | {var} |", Overhead::unit(w));
+            let _ = write!(s, "| {} ({}) | {var} |", wl.label, wl.unit);
             for x in &o.samples[v][w] {
                 let _ = write!(s, " {x:.1} |");
             }
