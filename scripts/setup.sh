@@ -15,7 +15,14 @@ say() { echo "setup: $*"; }
 #   prometheus                 prometheus + promtool: dashboards and alert rules are
 #                              checked against a real server (tests)
 #   systemd                    systemd-analyze checks the moatd unit file (tests)
-PACKAGES=(libseccomp-dev pkg-config bubblewrap prometheus systemd docker.io busybox-static)
+#   docker.io                  a real dockerd for the authorization-plugin and
+#                              attribution tests
+#   busybox-static             the rootfs of the OCI bundles (tests, benchmarks)
+#   crun runc bpftrace         the peers moat is measured against (scripts/bench.sh
+#                              and its quick mode in the tests)
+#   gnuplot-nox                draws the benchmark plots
+PACKAGES=(libseccomp-dev pkg-config bubblewrap prometheus systemd docker.io busybox-static
+    crun runc bpftrace gnuplot-nox)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

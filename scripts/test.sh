@@ -19,4 +19,17 @@ step "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
 step "cargo test"
-cargo test --workspace --locked --no-fail-fast
+# --show-output keeps what passing tests print, so that a privileged test
+# that skipped says why in the CI log; the reasons are summed up at the end.
+log=$(mktemp /tmp/moat-test-log.XXXXXX)
+trap 'rm -f "$log"' EXIT
+status=0
+cargo test --workspace --locked --no-fail-fast -- --show-output 2>&1 | tee "$log" || status=$?
+
+step "skipped tests"
+if grep -q "SKIP" "$log"; then
+    grep -h "SKIP" "$log" | sed 's/^[[:space:]]*//' | sort | uniq -c
+else
+    echo "none: every privileged test ran"
+fi
+exit "$status"
