@@ -161,6 +161,47 @@ fn compile_writes_native_sock_filter_arrays() {
     assert_ne!(tree.stdout, linear.stdout);
 }
 
+/// `-o` naming something other than a regular file (a FIFO here, as
+/// `/dev/null` or `/proc/self/fd/N` would be) is written in place: the
+/// bytes reach the reader and the FIFO is still a FIFO, not replaced by a
+/// regular file.
+#[test]
+fn compile_writes_into_a_fifo_without_replacing_it() {
+    use std::os::unix::fs::FileTypeExt;
+    let dir = TempDir::new("compile-fifo");
+    let fifo = dir.0.join("program.fifo");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let reader = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || std::fs::read(fifo).unwrap())
+    };
+    let o = moat(&[
+        "profile",
+        "compile",
+        "default",
+        "-o",
+        fifo.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // Checked before joining: a replaced FIFO would leave the reader
+    // blocked in open(2) forever.
+    assert!(
+        std::fs::symlink_metadata(&fifo)
+            .unwrap()
+            .file_type()
+            .is_fifo(),
+        "the FIFO was replaced"
+    );
+    let got = reader.join().unwrap();
+    let expected = moat(&["profile", "compile", "default", "-o", "-"]).stdout;
+    assert_eq!(got, expected, "the FIFO's reader got other bytes");
+    assert_eq!(
+        std::fs::read_dir(&dir.0).unwrap().count(),
+        1,
+        "a temporary file stayed"
+    );
+}
+
 /// bubblewrap reads exactly this format from `--seccomp FD`; running a
 /// command under it proves the bytes are a program the kernel accepts and
 /// that it confines: `unshare --user` is refused by the default profile.

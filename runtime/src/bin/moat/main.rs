@@ -2,6 +2,7 @@
 
 mod agent_client;
 mod events_cmd;
+mod output_file;
 mod profile_cmd;
 mod ps_cmd;
 mod run_cmd;

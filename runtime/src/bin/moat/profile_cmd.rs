@@ -192,11 +192,7 @@ fn compile_to(profile: &str, output: &std::path::Path, opts: &CompileArgs) -> Re
     if output.as_os_str() == "-" {
         std::io::stdout().lock().write_all(&bytes)?;
     } else {
-        // Write then rename, so a reader never sees half a program.
-        let tmp = output.with_extension("moat-tmp");
-        std::fs::write(&tmp, &bytes).with_context(|| format!("cannot write {}", tmp.display()))?;
-        std::fs::rename(&tmp, output)
-            .with_context(|| format!("cannot move {} to {}", tmp.display(), output.display()))?;
+        crate::output_file::write(output, &bytes)?;
         eprintln!(
             "wrote {} ({} instructions, {} bytes)",
             output.display(),
