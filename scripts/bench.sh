@@ -154,8 +154,17 @@ for name in seccomp launch agent; do
     cp "$work/$name.json" "$out/docs/bench/$name.json"
     cp "$work/$name.md" "$out/docs/benchmarks-$name.md"
 done
+commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+[[ -z $(git status --porcelain --untracked-files=no 2>/dev/null) ]] || commit+=" (with uncommitted changes)"
+memory=$(awk '/^MemTotal:/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)
+vulns=/sys/devices/system/cpu/vulnerabilities
+mitigations="spectre_v2: $(cat $vulns/spectre_v2 2>/dev/null || echo n/a); spec_rstack_overflow: $(cat $vulns/spec_rstack_overflow 2>/dev/null || echo n/a)"
 "$bin_dir/bench_report" --markdown "$out/BENCHMARKS.md" --plots "$out/docs/bench" \
-    --command "$command" "$work"/{seccomp,launch,agent}.json >/dev/null
+    --command "$command" \
+    --machine "Commit measured=$commit" \
+    --machine "Memory=$memory" \
+    --machine "CPU mitigations (sysfs)=$mitigations" \
+    "$work"/{seccomp,launch,agent}.json >/dev/null
 chmod -R a+rX "$out/BENCHMARKS.md" "$out/docs"
 
 # The machine as it was: same cgroup v2 controllers, no bench cgroups, no

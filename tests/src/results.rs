@@ -54,6 +54,10 @@ pub struct Comparison {
     pub baseline: Option<String>,
     /// The goal, when the figure has one.
     pub goal: Option<Goal>,
+    /// What a reader needs to read the figure right (why a goal is out of
+    /// reach here, what the baseline includes), from the harness.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 /// A peer's column in a [`Comparison`].
@@ -228,6 +232,7 @@ mod tests {
     fn round_trips_through_json() {
         let mut r = Results::new("launch", true);
         r.comparisons.push(Comparison {
+            note: None,
             section: "Launch".into(),
             figure: "launch /bin/true".into(),
             unit: "ms".into(),
@@ -267,6 +272,7 @@ mod tests {
     fn unknown_section_is_refused_with_the_field() {
         let mut r = Results::new("seccomp", false);
         r.comparisons.push(Comparison {
+            note: None,
             section: "Lunch".into(),
             figure: "f".into(),
             unit: "ms".into(),

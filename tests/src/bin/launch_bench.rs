@@ -859,6 +859,7 @@ fn comparisons(variants: &[Variant]) -> Vec<Comparison> {
     };
     vec![
         Comparison {
+            note: None,
             section: SECTION.into(),
             figure: "launch /bin/true".into(),
             unit: "ms".into(),
@@ -871,6 +872,7 @@ fn comparisons(variants: &[Variant]) -> Vec<Comparison> {
             }),
         },
         Comparison {
+            note: None,
             section: SECTION.into(),
             figure: "peak RSS of the launcher".into(),
             unit: "MiB".into(),

@@ -1412,6 +1412,7 @@ fn filter_comparisons(m: &Measured) -> Vec<Comparison> {
         .iter()
         .enumerate()
         .map(|(w, wl)| Comparison {
+            note: None,
             section: FILTER_COST.into(),
             figure: wl.label.into(),
             unit: format!("ns/{}", wl.unit),
@@ -1458,6 +1459,7 @@ fn compile_comparisons(c: &CompileFigures) -> Vec<Comparison> {
     };
     vec![
         Comparison {
+            note: None,
             section: COMPILE_TIME.into(),
             figure: "compile the default profile".into(),
             unit: "ms".into(),
@@ -1470,6 +1472,7 @@ fn compile_comparisons(c: &CompileFigures) -> Vec<Comparison> {
             }),
         },
         Comparison {
+            note: None,
             section: COMPILE_TIME.into(),
             figure: "compile the largest fixture profile".into(),
             unit: "ms".into(),

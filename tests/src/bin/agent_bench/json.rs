@@ -37,6 +37,7 @@ pub(super) fn results(
 /// A figure of moat alone, without peer, ratio or goal.
 fn alone(section: &str, figure: impl Into<String>, unit: &str, moat: Value) -> Comparison {
     Comparison {
+        note: None,
         section: section.into(),
         figure: figure.into(),
         unit: unit.into(),
@@ -59,6 +60,7 @@ fn peer(o: &Overhead, v: usize, w: usize) -> Peer {
 fn overhead(o: &Overhead, out: &mut Vec<Comparison>) {
     for (w, wl) in WORKLOADS.iter().enumerate() {
         out.push(Comparison {
+            note: floor_note(o, w),
             peers: [V_NONE, V_BPFTRACE, V_EXIT, V_PAIR]
                 .iter()
                 .map(|&v| peer(o, v, w))
@@ -69,6 +71,7 @@ fn overhead(o: &Overhead, out: &mut Vec<Comparison>) {
         });
         if w == 0 {
             out.push(Comparison {
+                note: None,
                 peers: vec![peer(o, V_PAIR, w), peer(o, V_EXIT, w)],
                 baseline: Some(VARIANTS[V_PAIR].into()),
                 ..alone(
@@ -82,11 +85,28 @@ fn overhead(o: &Overhead, out: &mut Vec<Comparison>) {
     }
 }
 
+/// What the empty-program floor says about workload `w`: the price of
+/// merely attaching to the syscall tracepoints, which bounds from below
+/// what any agent that sees seccomp denials this way can reach here.
+fn floor_note(o: &Overhead, w: usize) -> Option<String> {
+    let med = |v: usize| o.value(v, w).median();
+    let (none, exit, pair, moatd) = (med(V_NONE)?, med(V_EXIT)?, med(V_PAIR)?, med(V_MOATD)?);
+    Some(format!(
+        "the empty-program floor: attaching two-instruction programs costs {:.2}× no agent on \
+         sys_exit alone and {:.2}× on sys_enter+sys_exit, before any of moatd's logic runs; \
+         moatd's own work adds {:.2}× over that floor",
+        exit / none,
+        pair / none,
+        moatd / pair
+    ))
+}
+
 /// The storm, moatd's memory and its start-to-ready.
 fn under_load(cfg: &Config, m: &Measured, out: &mut Vec<Comparison>) {
     let s = &m.storm;
     let exact = |figure: &str, unit: &str, x: f64| alone(LOAD, figure, unit, Value::Exact(x));
     out.push(Comparison {
+        note: None,
         goal: Some(Goal {
             text: format!("= {}", cfg.storm),
             met: Some(s.seen == cfg.storm),
@@ -100,6 +120,7 @@ fn under_load(cfg: &Config, m: &Measured, out: &mut Vec<Comparison>) {
         )),
     };
     out.push(Comparison {
+        note: None,
         goal: Some(Goal {
             text: format!("= {} exactly (every denial the workload saw)", cfg.storm),
             met: Some(s.counted == Some(cfg.storm as f64) && s.seen == cfg.storm),
@@ -140,6 +161,7 @@ fn under_load(cfg: &Config, m: &Measured, out: &mut Vec<Comparison>) {
     ));
     let scrape = Stats::of(&s.scrape_ms);
     out.push(Comparison {
+        note: None,
         goal: Some(Goal {
             text: format!("< {GOAL_STORM_SCRAPE_MS} ms (every sample)"),
             met: Some(
@@ -156,6 +178,7 @@ fn under_load(cfg: &Config, m: &Measured, out: &mut Vec<Comparison>) {
         )
     });
     out.push(Comparison {
+        note: None,
         goal: Some(Goal {
             text: format!("< {GOAL_READY_MS} ms (every start)"),
             met: Some(Stats::of(&m.ready_ms).max < GOAL_READY_MS),
@@ -173,6 +196,7 @@ fn under_load(cfg: &Config, m: &Measured, out: &mut Vec<Comparison>) {
 fn scale(l: &Many, out: &mut Vec<Comparison>) {
     let n = l.n;
     out.push(Comparison {
+        note: None,
         goal: l.goal(),
         ..alone(
             SCALE,
@@ -198,6 +222,7 @@ fn scale(l: &Many, out: &mut Vec<Comparison>) {
         l.series as f64,
     ));
     out.push(Comparison {
+        note: None,
         goal: Some(Goal {
             text: format!("= {n}"),
             met: Some(l.labels == n),

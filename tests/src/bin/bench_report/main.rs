@@ -20,8 +20,8 @@ use moat_tests::bench::{self, Args};
 use moat_tests::results::Results;
 
 const USAGE: &str = "\
-usage: bench_report --markdown PATH --plots DIR [--command CMD] [--quick]
-                    RESULTS.json...
+usage: bench_report --markdown PATH --plots DIR [--command CMD]
+                    [--machine KEY=VALUE]... RESULTS.json...
 
   --markdown PATH  the report to write (BENCHMARKS.md)
   --plots DIR      where the PNG plots go (created if missing); the report
@@ -29,6 +29,9 @@ usage: bench_report --markdown PATH --plots DIR [--command CMD] [--quick]
   --command CMD    the command that produced the results, quoted in the
                    report so a reader can reproduce it (default
                    scripts/bench.sh)
+  --machine KEY=VALUE
+                   one more line of the report's machine description (the
+                   commit measured, the memory, the CPU mitigations)
   --quick          accepted for symmetry with the harnesses; a quick run is
                    recognised from the results themselves
   RESULTS.json     files written by launch_bench, seccomp_bench and
@@ -41,6 +44,7 @@ struct Opts {
     markdown: PathBuf,
     plots: PathBuf,
     command: String,
+    machine: Vec<(String, String)>,
     inputs: Vec<PathBuf>,
 }
 
@@ -48,12 +52,20 @@ fn parse_args(args: &mut Args) -> Result<Opts, String> {
     let mut markdown = None;
     let mut plots = None;
     let mut command = "scripts/bench.sh".to_string();
+    let mut machine = Vec::new();
     let mut inputs = Vec::new();
     while let Some(a) = args.next_flag() {
         match a.as_str() {
             "--markdown" => markdown = Some(PathBuf::from(args.value(&a)?)),
             "--plots" => plots = Some(PathBuf::from(args.value(&a)?)),
             "--command" => command = args.value(&a)?,
+            "--machine" => {
+                let v = args.value(&a)?;
+                let (k, v) = v
+                    .split_once('=')
+                    .ok_or_else(|| format!("--machine needs KEY=VALUE, not {v:?}"))?;
+                machine.push((k.to_string(), v.to_string()));
+            }
             flag if flag.starts_with('-') => return Err(bench::unknown_flag(flag)),
             file => inputs.push(PathBuf::from(file)),
         }
@@ -65,6 +77,7 @@ fn parse_args(args: &mut Args) -> Result<Opts, String> {
         markdown: markdown.ok_or("--markdown PATH is required")?,
         plots: plots.ok_or("--plots DIR is required")?,
         command,
+        machine,
         inputs,
     })
 }
@@ -74,11 +87,16 @@ fn main() -> ExitCode {
 }
 
 fn run(opts: Opts) -> Result<String, String> {
-    let results = opts
+    let mut results = opts
         .inputs
         .iter()
         .map(|p| Results::read(p))
         .collect::<Result<Vec<_>, _>>()?;
+    // The report lists each machine key once, first value first: the
+    // command's own lines go after the harnesses' date, kernel and CPU.
+    if let Some(first) = results.first_mut() {
+        first.machine.extend(opts.machine.iter().cloned());
+    }
     std::fs::create_dir_all(&opts.plots)
         .map_err(|e| format!("cannot create {}: {e}", opts.plots.display()))?;
     let mut images = Vec::new();

@@ -131,6 +131,13 @@ fn section(s: &mut String, name: &str, rows: &[&Comparison]) {
         let _ = writeln!(s, " {} | {goal} | {met} |", ratio(c));
     }
     let _ = writeln!(s);
+    let explained: Vec<String> = rows
+        .iter()
+        .filter_map(|c| Some(format!("- {}: {}.", c.figure, c.note.as_deref()?)))
+        .collect();
+    if !explained.is_empty() {
+        let _ = writeln!(s, "Notes:\n\n{}\n", explained.join("\n"));
+    }
     if !notes.is_empty() {
         let _ = writeln!(s, "Skipped:\n");
         for n in notes {
@@ -232,6 +239,7 @@ mod tests {
             .push(("Date".into(), "2026-11-30 04:00:00 UTC".into()));
         r.conditions.push("every run timed from outside".into());
         r.comparisons.push(Comparison {
+            note: None,
             section: "Launch".into(),
             figure: "launch /bin/true".into(),
             unit: "ms".into(),
@@ -279,6 +287,17 @@ mod tests {
         let md = render(&[r], &[], "scripts/bench.sh --quick");
         assert!(md.contains("| ≤ crun median | **no** |"), "{md}");
         assert!(md.contains("**Quick run**"));
+    }
+
+    #[test]
+    fn a_note_is_printed_under_its_section() {
+        let mut r = launch();
+        r.comparisons[0].note = Some("crun forks twice".into());
+        let md = render(&[r], &[], "x");
+        assert!(
+            md.contains("Notes:\n\n- launch /bin/true: crun forks twice.\n"),
+            "{md}"
+        );
     }
 
     #[test]

@@ -117,7 +117,7 @@ fn bars(series: &[Series]) -> (String, Vec<String>) {
             let c = 2 + 3 * i;
             let xtic = if i == 0 { ":xtic(1)" } else { "" };
             format!(
-                "using {}:{}:{}{xtic} title {}",
+                "using {}:{}:{}{xtic} title {} noenhanced",
                 c,
                 c + 1,
                 c + 2,
@@ -143,7 +143,7 @@ fn lines(series: &[Series]) -> (String, Vec<String>) {
         .enumerate()
         .map(|(i, s)| {
             format!(
-                "index {i} using 1:2:3:4 with yerrorlines lw 2 pt 7 title {}",
+                "index {i} using 1:2:3:4 with yerrorlines lw 2 pt 7 title {} noenhanced",
                 quote(&s.name)
             )
         })
@@ -189,8 +189,8 @@ mod tests {
             series("bpftrace", &[("fork", 5.0)]),
         ]);
         assert_eq!(table, "\"getppid\" 2 1 3 ? ? ?\n\"fork\" 3 2 4 5 4 6\n");
-        assert_eq!(cmds[0], "using 2:3:4:xtic(1) title 'moatd'");
-        assert_eq!(cmds[1], "using 5:6:7 title 'bpftrace'");
+        assert_eq!(cmds[0], "using 2:3:4:xtic(1) title 'moatd' noenhanced");
+        assert_eq!(cmds[1], "using 5:6:7 title 'bpftrace' noenhanced");
     }
 
     #[test]
