@@ -62,7 +62,11 @@ fn overhead(o: &Overhead, out: &mut Vec<Comparison>) {
         out.push(Comparison {
             // The floor explains the getppid figure; on the heavier
             // workloads it is within the noise and a note would mislead.
-            note: if w == 0 { floor_note(o, w) } else { None },
+            note: if w == 0 {
+                floor_note(o, w)
+            } else {
+                noise_note(o, w)
+            },
             peers: [V_NONE, V_BPFTRACE, V_EXIT, V_PAIR]
                 .iter()
                 .map(|&v| peer(o, v, w))
@@ -101,6 +105,28 @@ fn floor_note(o: &Overhead, w: usize) -> Option<String> {
         pair / none,
         moatd / pair
     ))
+}
+
+/// When the no-agent rounds of workload `w` spread wider than the goal's
+/// margin, the verdict says more about the machine's noise than about the
+/// agent: say so, with the spread.
+fn noise_note(o: &Overhead, w: usize) -> Option<String> {
+    let Value::Measured {
+        median, min, max, ..
+    } = o.value(V_NONE, w)
+    else {
+        return None;
+    };
+    let margin = WORKLOADS[w].goal - 1.0;
+    let (low, high) = (min / median, max / median);
+    (high - low > margin).then(|| {
+        format!(
+            "within the noise: without any agent the rounds alone spread from {low:.2}× to \
+             {high:.2}× their median, wider than the goal's {:.0} % margin; read the verdict \
+             with that in mind",
+            margin * 100.0
+        )
+    })
 }
 
 /// The storm, moatd's memory and its start-to-ready.

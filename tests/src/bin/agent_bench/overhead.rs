@@ -186,7 +186,7 @@ pub(super) struct Workload {
     cmd: u8,
     pub(super) unit: &'static str,
     /// The most moatd may cost, as a ratio to no agent (issue 4).
-    goal: f64,
+    pub(super) goal: f64,
 }
 
 pub(super) const WORKLOADS: [Workload; 3] = [
