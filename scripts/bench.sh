@@ -155,7 +155,9 @@ for name in seccomp launch agent; do
     cp "$work/$name.md" "$out/docs/benchmarks-$name.md"
 done
 commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
-[[ -z $(git status --porcelain --untracked-files=no 2>/dev/null) ]] || commit+=" (with uncommitted changes)"
+# The run's own outputs do not count as changes to what was measured.
+[[ -z $(git status --porcelain --untracked-files=no -- . ':!BENCHMARKS.md' ':!docs/bench' \
+    ':!docs/benchmarks-*.md' 2>/dev/null) ]] || commit+=" (with uncommitted changes)"
 memory=$(awk '/^MemTotal:/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)
 vulns=/sys/devices/system/cpu/vulnerabilities
 mitigations="spectre_v2: $(cat $vulns/spectre_v2 2>/dev/null || echo n/a); spec_rstack_overflow: $(cat $vulns/spec_rstack_overflow 2>/dev/null || echo n/a)"
