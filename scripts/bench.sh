@@ -118,6 +118,9 @@ cleanup() {
     rm -rf "$work"
 }
 trap cleanup EXIT
+# Leave through the EXIT trap on ^C or kill too, so the machine is restored.
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
 # run_harness NAME TITLE ARGS...: runs NAME_bench with --json, keeping its
 # Markdown report for docs/benchmarks-NAME.md. A failed harness stops the

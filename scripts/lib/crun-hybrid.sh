@@ -114,16 +114,22 @@ crun_hybrid_enable() {
 crun_hybrid_restore() {
     local leftover attempt
     ((CRUN_HYBRID_MOUNTED)) || return 0
-    # Every cgroup in this hierarchy was made during the run (it was mounted
-    # fresh), so all of them go, deepest first; a busy one stays and warns.
-    find "$CRUN_HYBRID_HUGETLB" -mindepth 1 -depth -type d -exec rmdir {} + 2>/dev/null || true
-    leftover=$(find "$CRUN_HYBRID_HUGETLB" -mindepth 1 -type d 2>/dev/null || true)
-    [[ -z $leftover ]] || _crun_hybrid_say "warning: cgroups still in use in $CRUN_HYBRID_HUGETLB: $leftover"
-    if ! umount "$CRUN_HYBRID_HUGETLB"; then
-        _crun_hybrid_say "warning: could not unmount $CRUN_HYBRID_HUGETLB; hugetlb stays on cgroup v1"
-        return 0
+    # CRUN_HYBRID_MOUNTED stays set until hugetlb is back on v2: a restore
+    # interrupted by a signal after the unmount (while dying cgroups hold the
+    # hierarchy) is resumed by the EXIT trap's call instead of being skipped.
+    if mountpoint -q "$CRUN_HYBRID_HUGETLB"; then
+        # Every cgroup in this hierarchy was made during the run (it was
+        # mounted fresh), so all of them go, deepest first; a busy one stays
+        # and warns.
+        find "$CRUN_HYBRID_HUGETLB" -mindepth 1 -depth -type d -exec rmdir {} + 2>/dev/null || true
+        leftover=$(find "$CRUN_HYBRID_HUGETLB" -mindepth 1 -type d 2>/dev/null || true)
+        [[ -z $leftover ]] || _crun_hybrid_say "warning: cgroups still in use in $CRUN_HYBRID_HUGETLB: $leftover"
+        if ! umount "$CRUN_HYBRID_HUGETLB"; then
+            _crun_hybrid_say "warning: could not unmount $CRUN_HYBRID_HUGETLB; hugetlb stays on cgroup v1"
+            CRUN_HYBRID_MOUNTED=0
+            return 0
+        fi
     fi
-    CRUN_HYBRID_MOUNTED=0
     # Dying cgroups usually go within a second or two; a short first wait
     # keeps the common case quick.
     for attempt in 1 2 3 4 5 6 7 8; do
@@ -140,6 +146,7 @@ crun_hybrid_restore() {
     done
     _crun_hybrid_on_v2 ||
         _crun_hybrid_say "warning: hugetlb did not return to cgroup v2 (see /proc/cgroups; once its v1 hierarchy has no child cgroups, mount and unmount it again)"
+    CRUN_HYBRID_MOUNTED=0
     if ((CRUN_HYBRID_MADE_DIR)); then
         rmdir "$CRUN_HYBRID_HUGETLB" || true
         CRUN_HYBRID_MADE_DIR=0
