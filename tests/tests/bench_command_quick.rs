@@ -47,6 +47,7 @@ fn quick_run_writes_the_report_and_restores_the_machine() {
     }
     let out_dir = std::env::temp_dir().join(format!("moat-bench-cmd-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&out_dir);
+    let _remove = RemoveOnDrop(out_dir.clone());
     let before = v2_controllers();
 
     let out = Command::new(workspace_root().join("scripts/bench.sh"))
@@ -107,5 +108,13 @@ fn quick_run_writes_the_report_and_restores_the_machine() {
             doc.display()
         );
     }
-    std::fs::remove_dir_all(&out_dir).unwrap();
+}
+
+/// Removes the report directory when the test ends, failed or not.
+struct RemoveOnDrop(std::path::PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
