@@ -5,6 +5,7 @@
 //! the `docs/benchmarks-*.md` pages and the quick-mode tests read both alike.
 
 use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::str::FromStr;
 use std::time::Duration;
@@ -85,6 +86,24 @@ impl Args {
         self.args
             .next()
             .ok_or_else(|| format!("{flag} needs a value"))
+    }
+
+    /// The path that follows `flag` (`--json`), refused at once when its
+    /// directory does not exist, rather than after minutes of measuring.
+    pub fn output_path(&mut self, flag: &str) -> Result<PathBuf, String> {
+        let path = PathBuf::from(self.value(flag)?);
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        if !dir.is_dir() {
+            return Err(format!(
+                "{flag} {}: the directory {} does not exist",
+                path.display(),
+                dir.display()
+            ));
+        }
+        Ok(path)
     }
 
     /// The number that follows `flag`.
@@ -221,6 +240,26 @@ pub fn write_machine(out: &mut String, entries: &[(String, String)]) {
     for (k, v) in entries {
         let _ = writeln!(out, "- {k}: {v}");
     }
+}
+
+/// Appends the `### Conditions` section: how the figures were made, one
+/// item each.
+pub fn write_conditions(out: &mut String, conditions: &[String]) {
+    let _ = writeln!(out, "\n### Conditions\n");
+    for c in conditions {
+        let _ = writeln!(out, "- {c}");
+    }
+}
+
+/// Appends the header of a per-round table: `| Workload | Variant |` and
+/// one column per round.
+pub fn write_round_header(out: &mut String, rounds: usize) {
+    let _ = write!(out, "| Workload | Variant |");
+    for r in 1..=rounds {
+        let _ = write!(out, " R{r} |");
+    }
+    let _ = writeln!(out);
+    let _ = writeln!(out, "|---|---|{}", "---|".repeat(rounds));
 }
 
 /// How the run was made, for the `Mode:` item of the conditions.

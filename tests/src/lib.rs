@@ -8,6 +8,7 @@ pub mod bench;
 pub mod fork;
 pub mod moatd;
 pub mod oci;
+pub mod quick;
 pub mod results;
 
 /// The workspace root.

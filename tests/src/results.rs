@@ -181,7 +181,21 @@ impl Point {
     }
 }
 
+impl Comparison {
+    /// The value of the peer named `name`.
+    pub fn peer(&self, name: &str) -> Option<&Value> {
+        self.peers.iter().find(|p| p.name == name).map(|p| &p.value)
+    }
+}
+
 impl Results {
+    /// The figure named `figure` in `section`.
+    pub fn comparison(&self, section: &str, figure: &str) -> Option<&Comparison> {
+        self.comparisons
+            .iter()
+            .find(|c| c.section == section && c.figure == figure)
+    }
+
     /// Empty results of `harness`.
     pub fn new(harness: &str, quick: bool) -> Results {
         Results {

@@ -4,27 +4,12 @@
 //! that `bench_report` can read: the three sections with their figures and
 //! peers, the floor variants measured, the storm counted exactly.
 
+use std::path::Path;
 use std::process::Command;
 
-use moat_tests::results::{Comparison, PlotKind, Results, Value};
+use moat_tests::quick::{self, comparison, leading_number, table_value};
+use moat_tests::results::{PlotKind, Results, Value};
 use moat_tests::{binary, cgroup_layout_lock, is_root};
-
-/// The value cell of the table row whose figure is `figure`.
-fn value<'a>(table: &'a str, figure: &str) -> Option<&'a str> {
-    table.lines().find_map(|l| {
-        let cells: Vec<&str> = l.split('|').map(str::trim).collect();
-        // "| figure | value | goal | met |" splits into 6 cells.
-        (cells.len() == 6 && cells[1] == figure).then_some(cells[2])
-    })
-}
-
-/// The leading number of a cell such as `1.234 ms` or `1.05×`.
-fn leading_number(cell: &str) -> Option<f64> {
-    let end = cell
-        .find(|c: char| !(c.is_ascii_digit() || matches!(c, '.' | '-' | '+')))
-        .unwrap_or(cell.len());
-    cell[..end].parse().ok()
-}
 
 const WORKLOADS: [&str; 3] = ["getppid loop", "fork/exit/wait loop", "hash /usr/share/doc"];
 const FLOORS: [&str; 2] = ["empty sys_exit", "empty sys_enter+sys_exit"];
@@ -38,34 +23,18 @@ fn quick_run_prints_the_table_and_writes_the_results() {
     // It creates v2 cgroups: not while another test moves controllers.
     let _layout = cgroup_layout_lock(false);
     let moatd = binary("moatd");
-    let dir = std::env::temp_dir().join(format!("bench-agent-quick-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("create the temporary directory");
-    let json = dir.join("agent.json");
-    let out = Command::new(env!("CARGO_BIN_EXE_agent_bench"))
-        .arg("--quick")
-        .arg("--moatd")
-        .arg(&moatd)
-        .arg("--json")
-        .arg(&json)
-        .output()
-        .expect("run agent_bench");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "agent_bench --quick failed ({}):\n{stderr}\n{stdout}",
-        out.status
+    let run = quick::run(
+        Path::new(env!("CARGO_BIN_EXE_agent_bench")),
+        &["--moatd".as_ref(), moatd.as_os_str()],
     );
-    let results = Results::read(&json);
-    std::fs::remove_dir_all(&dir).expect("remove the temporary directory");
-    let results = results.unwrap_or_else(|e| panic!("{e}"));
+    let (stdout, results) = (&run.stdout, &run.results);
 
-    check_markdown(&stdout);
-    check_overhead(&results);
-    check_under_load(&results);
-    check_scale(&results);
-    check_plots(&results);
-    check_values(&results);
+    check_markdown(stdout);
+    check_overhead(results);
+    check_under_load(results);
+    check_scale(results);
+    check_plots(results);
+    check_values(results);
     check_nothing_left();
 }
 
@@ -104,7 +73,7 @@ fn check_markdown(stdout: &str) {
         .map(String::from),
     );
     for f in &figures {
-        let cell = value(stdout, f).unwrap_or_else(|| panic!("no row {f:?} in:\n{stdout}"));
+        let cell = table_value(stdout, f).unwrap_or_else(|| panic!("no row {f:?} in:\n{stdout}"));
         let n = leading_number(cell)
             .unwrap_or_else(|| panic!("row {f:?} has no numeric value: {cell:?}"));
         assert!(
@@ -146,66 +115,50 @@ fn check_markdown(stdout: &str) {
     }
 }
 
-/// The comparison of `section` named `figure`.
-fn figure<'a>(r: &'a Results, section: &str, figure: &str) -> &'a Comparison {
-    r.comparisons
-        .iter()
-        .find(|c| c.section == section && c.figure == figure)
-        .unwrap_or_else(|| {
-            let names: Vec<_> = r.comparisons.iter().map(|c| &c.figure).collect();
-            panic!("no figure {figure:?} in section {section:?}; figures: {names:?}")
-        })
-}
-
-fn peer<'a>(c: &'a Comparison, name: &str) -> &'a Value {
-    &c.peers
-        .iter()
-        .find(|p| p.name == name)
-        .unwrap_or_else(|| panic!("{:?}: no peer {name:?}", c.figure))
-        .value
-}
-
 fn check_overhead(r: &Results) {
     assert_eq!(r.harness, "agent");
     assert!(r.quick);
     for w in WORKLOADS {
-        let c = figure(r, "Tracing overhead", w);
+        let c = comparison(r, "Tracing overhead", w);
         assert!(
             matches!(c.moat, Value::Measured { .. }),
             "{w}: {:?}",
             c.moat
         );
         assert_eq!(c.baseline.as_deref(), Some("no agent"), "{w}");
-        assert!(matches!(peer(c, "no agent"), Value::Measured { .. }), "{w}");
-        peer(c, "bpftrace");
+        assert!(
+            matches!(quick::peer(c, "no agent"), Value::Measured { .. }),
+            "{w}"
+        );
+        quick::peer(c, "bpftrace");
         for f in FLOORS {
             assert!(
-                matches!(peer(c, f), Value::Measured { .. }),
+                matches!(quick::peer(c, f), Value::Measured { .. }),
                 "{w}: the floor {f:?} was not measured: {:?}",
-                peer(c, f)
+                quick::peer(c, f)
             );
         }
         let goal = c.goal.as_ref().unwrap_or_else(|| panic!("{w}: no goal"));
         assert!(goal.text.contains("no agent"), "{w}: {}", goal.text);
     }
-    let c = figure(
+    let c = comparison(
         r,
         "Tracing overhead",
         "getppid loop: moatd over the empty-program floor",
     );
     assert_eq!(c.baseline.as_deref(), Some("empty sys_enter+sys_exit"));
     assert!(matches!(
-        peer(c, "empty sys_enter+sys_exit"),
+        quick::peer(c, "empty sys_enter+sys_exit"),
         Value::Measured { .. }
     ));
 }
 
 fn check_under_load(r: &Results) {
     let s = "Agent under load";
-    let seen = figure(r, s, "storm: denials the workload saw")
+    let seen = comparison(r, s, "storm: denials the workload saw")
         .moat
         .median();
-    let counted = figure(
+    let counted = comparison(
         r,
         s,
         "storm: denials counted (moat_seccomp_denials_total{workload=\"bench-storm\"})",
@@ -226,14 +179,14 @@ fn check_under_load(r: &Results) {
         "moatd RSS after the storm (VmRSS)",
         "moatd peak RSS through the storm (VmHWM)",
     ] {
-        let c = figure(r, s, f);
+        let c = comparison(r, s, f);
         assert!(matches!(c.moat, Value::Exact(_)), "{f}: {:?}", c.moat);
     }
     for f in [
         "storm: /metrics latency (every 50 ms)",
         "start-to-ready (spawn → first /metrics 200)",
     ] {
-        let c = figure(r, s, f);
+        let c = comparison(r, s, f);
         assert!(
             matches!(c.moat, Value::Measured { .. }),
             "{f}: {:?}",
@@ -247,19 +200,19 @@ fn check_scale(r: &Results) {
     let s = "Scale of the exposition";
     // The quick mode's levels.
     for n in [3, 10] {
-        let c = figure(r, s, &format!("/metrics latency, {n} workloads"));
+        let c = comparison(r, s, &format!("/metrics latency, {n} workloads"));
         assert!(
             matches!(c.moat, Value::Measured { .. }),
             "{n}: {:?}",
             c.moat
         );
-        let c = figure(r, s, &format!("/metrics body, {n} workloads"));
+        let c = comparison(r, s, &format!("/metrics body, {n} workloads"));
         assert!(
             c.moat.median().is_some_and(|b| b > 0.0),
             "{n}: {:?}",
             c.moat
         );
-        let c = figure(r, s, &format!("workload labels in /metrics, {n} workloads"));
+        let c = comparison(r, s, &format!("workload labels in /metrics, {n} workloads"));
         assert_eq!(c.moat.median(), Some(n as f64), "labels with {n} workloads");
     }
 }
@@ -301,33 +254,7 @@ fn check_values(r: &Results) {
         let values = std::iter::once(("moat", &c.moat))
             .chain(c.peers.iter().map(|p| (p.name.as_str(), &p.value)));
         for (who, v) in values {
-            match v {
-                Value::Measured {
-                    median,
-                    min,
-                    max,
-                    runs,
-                } => assert!(
-                    *runs > 0
-                        && [median, min, max]
-                            .iter()
-                            .all(|x| x.is_finite() && **x > 0.0)
-                        && min <= median
-                        && median <= max,
-                    "{}, {who}: {v:?}",
-                    c.figure
-                ),
-                Value::Exact(x) => {
-                    assert!(x.is_finite() && *x >= 0.0, "{}, {who}: {x}", c.figure)
-                }
-                Value::Skipped(why) => {
-                    assert!(
-                        !why.trim().is_empty(),
-                        "{}, {who}: skipped, no reason",
-                        c.figure
-                    )
-                }
-            }
+            quick::check_count(&format!("{}, {who}", c.figure), v, false);
         }
     }
     assert!(!r.machine.is_empty() && !r.conditions.is_empty());

@@ -5,27 +5,11 @@
 //! crun may be absent or refuse this host's cgroup layout (its values must
 //! then say why).
 
-use std::process::Command;
+use std::path::Path;
 
-use moat_tests::results::{Comparison, PlotKind, Results, Value};
+use moat_tests::quick::{self, check_value, comparison, leading_number, table_value};
+use moat_tests::results::{PlotKind, Results};
 use moat_tests::{binary, fixtures_dir, is_root};
-
-/// The value cell of the table row whose figure is `figure`.
-fn value<'a>(table: &'a str, figure: &str) -> Option<&'a str> {
-    table.lines().find_map(|l| {
-        let cells: Vec<&str> = l.split('|').map(str::trim).collect();
-        // "| figure | value | goal | met |" splits into 6 cells.
-        (cells.len() == 6 && cells[1] == figure).then_some(cells[2])
-    })
-}
-
-/// The leading number of a cell such as `1.234 ms` or `+3.1 ns`.
-fn leading_number(cell: &str) -> Option<f64> {
-    let end = cell
-        .find(|c: char| !(c.is_ascii_digit() || matches!(c, '.' | '-' | '+')))
-        .unwrap_or(cell.len());
-    cell[..end].parse().ok()
-}
 
 const WORKLOADS: [&str; 3] = [
     "getppid (allowed)",
@@ -35,23 +19,12 @@ const WORKLOADS: [&str; 3] = [
 
 #[test]
 fn quick_run_prints_the_whole_table() {
-    let json =
-        std::env::temp_dir().join(format!("bench-seccomp-quick-{}.json", std::process::id()));
-    let out = Command::new(env!("CARGO_BIN_EXE_seccomp_bench"))
-        .arg("--quick")
-        .arg("--moat")
-        .arg(binary("moat"))
-        .arg("--json")
-        .arg(&json)
-        .output()
-        .expect("run seccomp_bench");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "seccomp_bench --quick failed ({}):\n{stderr}\n{stdout}",
-        out.status
+    let moat = binary("moat");
+    let run = quick::run(
+        Path::new(env!("CARGO_BIN_EXE_seccomp_bench")),
+        &["--moat".as_ref(), moat.as_os_str()],
     );
+    let stdout = &run.stdout;
 
     let mut figures: Vec<String> = [
         "Compile default profile, median",
@@ -78,7 +51,7 @@ fn quick_run_prints_the_whole_table() {
         }
     }
     for f in &figures {
-        let cell = value(&stdout, f).unwrap_or_else(|| panic!("no row {f:?} in:\n{stdout}"));
+        let cell = table_value(stdout, f).unwrap_or_else(|| panic!("no row {f:?} in:\n{stdout}"));
         let n = leading_number(cell)
             .unwrap_or_else(|| panic!("row {f:?} has no numeric value: {cell:?}"));
         assert!(
@@ -88,7 +61,7 @@ fn quick_run_prints_the_whole_table() {
     }
     for w in WORKLOADS {
         let f = format!("{w}, crun");
-        let cell = value(&stdout, &f).unwrap_or_else(|| panic!("no row {f:?} in:\n{stdout}"));
+        let cell = table_value(stdout, &f).unwrap_or_else(|| panic!("no row {f:?} in:\n{stdout}"));
         assert!(
             cell.starts_with("skipped: ") || leading_number(cell).is_some_and(|n| n > 0.0),
             "row {f:?} is neither a number nor skipped with a reason: {cell:?}"
@@ -120,23 +93,25 @@ fn quick_run_prints_the_whole_table() {
     for section in ["### Machine", "### Conditions"] {
         assert!(stdout.contains(section), "no {section} section");
     }
-    check_json(&json);
+    check_json(&run.results);
 }
 
 /// The JSON results: the filter-cost rows with their peers, the compile
 /// rows with the single-filter baseline and the goal, and the plot.
-fn check_json(json: &std::path::Path) {
-    let r = Results::read(json).unwrap_or_else(|e| panic!("{e}"));
-    let _ = std::fs::remove_file(json);
+fn check_json(r: &Results) {
     assert_eq!((r.harness.as_str(), r.quick), ("seccomp", true));
     assert!(!r.machine.is_empty() && !r.conditions.is_empty());
 
     for w in WORKLOADS {
-        let c = comparison(&r, "Filter cost", w);
+        let c = comparison(r, "Filter cost", w);
         assert!(c.unit.starts_with("ns/"), "{w}: unit {}", c.unit);
         check_value(&format!("{w}: moat run"), &c.moat, is_root());
-        check_value(&format!("{w}: no filter"), peer_value(c, "no filter"), true);
-        check_value(&format!("{w}: crun"), peer_value(c, "crun"), false);
+        check_value(
+            &format!("{w}: no filter"),
+            quick::peer(c, "no filter"),
+            true,
+        );
+        check_value(&format!("{w}: crun"), quick::peer(c, "crun"), false);
         let baseline = c.baseline.as_deref().expect("a baseline");
         assert!(
             c.peers.iter().any(|p| p.name == baseline),
@@ -144,13 +119,13 @@ fn check_json(json: &std::path::Path) {
         );
     }
 
-    let default = comparison(&r, "Profile compile time", "compile the default profile");
+    let default = comparison(r, "Profile compile time", "compile the default profile");
     assert_eq!(default.unit, "ms");
     check_value("compile default", &default.moat, true);
     let single = "libseccomp single filter";
     check_value(
         "compile default, single filter",
-        peer_value(default, single),
+        quick::peer(default, single),
         true,
     );
     assert_eq!(default.baseline.as_deref(), Some(single));
@@ -159,7 +134,7 @@ fn check_json(json: &std::path::Path) {
     assert!(goal.met.is_some(), "the compile goal is not judged");
 
     let fixture = comparison(
-        &r,
+        r,
         "Profile compile time",
         "compile the largest fixture profile",
     );
@@ -167,7 +142,7 @@ fn check_json(json: &std::path::Path) {
     check_value("compile fixture", &fixture.moat, have_fixtures);
     check_value(
         "compile fixture, single filter",
-        peer_value(fixture, single),
+        quick::peer(fixture, single),
         have_fixtures,
     );
 
@@ -190,45 +165,6 @@ fn check_json(json: &std::path::Path) {
                 p.min > 0.0 && p.min <= p.median && p.median <= p.max,
                 "{p:?}"
             );
-        }
-    }
-}
-
-fn comparison<'a>(r: &'a Results, section: &str, figure: &str) -> &'a Comparison {
-    r.comparisons
-        .iter()
-        .find(|c| c.section == section && c.figure == figure)
-        .unwrap_or_else(|| panic!("no {section} figure {figure:?} in {:?}", r.comparisons))
-}
-
-fn peer_value<'a>(c: &'a Comparison, name: &str) -> &'a Value {
-    &c.peers
-        .iter()
-        .find(|p| p.name == name)
-        .unwrap_or_else(|| panic!("{}: no peer {name:?}", c.figure))
-        .value
-}
-
-/// A measured value must be positive and finite; a skipped one must say
-/// why (and is allowed only when `must_run` is false).
-fn check_value(who: &str, v: &Value, must_run: bool) {
-    match v {
-        Value::Measured {
-            median,
-            min,
-            max,
-            runs,
-        } => {
-            for x in [median, min, max] {
-                assert!(x.is_finite() && *x > 0.0, "{who}: {v:?}");
-            }
-            assert!(min <= median && median <= max && *runs > 0, "{who}: {v:?}");
-        }
-        Value::Exact(x) => assert!(x.is_finite() && *x > 0.0, "{who}: {v:?}"),
-        Value::Skipped(why) => {
-            assert!(!must_run, "{who} was skipped: {why}");
-            assert!(!why.trim().is_empty(), "{who} was skipped without a reason");
-            eprintln!("SKIP {who}: {why}");
         }
     }
 }

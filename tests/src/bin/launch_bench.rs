@@ -147,29 +147,11 @@ fn parse_args(args: &mut Args) -> Result<Opts, String> {
             "--moat" => opts.moat = args.value(&a)?.into(),
             "--bundle" => opts.bundle = Some(args.value(&a)?.into()),
             "--busybox" => opts.busybox = args.value(&a)?.into(),
-            "--json" => opts.json = Some(json_path(args.value(&a)?)?),
+            "--json" => opts.json = Some(args.output_path(&a)?),
             other => return Err(bench::unknown_flag(other)),
         }
     }
     Ok(opts)
-}
-
-/// The `--json` path, refused at once when its directory does not exist
-/// (rather than after the whole run).
-fn json_path(value: String) -> Result<PathBuf, String> {
-    let path = PathBuf::from(value);
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    if !dir.is_dir() {
-        return Err(format!(
-            "--json {}: the directory {} does not exist",
-            path.display(),
-            dir.display()
-        ));
-    }
-    Ok(path)
 }
 
 fn main() -> ExitCode {
@@ -914,10 +896,7 @@ fn render(variants: &[Variant], conditions: &[String], machine: &[(String, Strin
     bench::write_table(&mut s, &rows(variants));
     write_namespaces(&mut s, variants);
     bench::write_machine(&mut s, machine);
-    let _ = writeln!(s, "\n### Conditions\n");
-    for c in conditions {
-        let _ = writeln!(s, "- {c}");
-    }
+    bench::write_conditions(&mut s, conditions);
     let _ = writeln!(s, "\n### Every timed run (ms, in round order)\n");
     for v in variants.iter().filter(|v| v.skipped.is_none()) {
         let runs: Vec<String> = v

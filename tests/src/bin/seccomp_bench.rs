@@ -223,7 +223,7 @@ fn parse_args(args: &mut Args) -> Result<Mode, String> {
             }
             "--compile-runs" => cfg.compile_runs = args.positive(&a)?,
             "--moat" => moat = Some(PathBuf::from(args.value(&a)?)),
-            "--json" => json = Some(json_path(args.value(&a)?)?),
+            "--json" => json = Some(args.output_path(&a)?),
             "--loop" => workload = Some(args.value(&a)?),
             "--cpu" => cpu = Some(args.number(&a)?),
             other => return Err(bench::unknown_flag(other)),
@@ -264,24 +264,6 @@ fn loop_workloads(name: &str) -> Result<Vec<usize>, String> {
                 .join(", ")
         )),
     }
-}
-
-/// The `--json` path, refused at once when its directory does not exist
-/// (rather than after the whole run).
-fn json_path(value: String) -> Result<PathBuf, String> {
-    let path = PathBuf::from(value);
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    if !dir.is_dir() {
-        return Err(format!(
-            "--json {}: the directory {} does not exist",
-            path.display(),
-            dir.display()
-        ));
-    }
-    Ok(path)
 }
 
 fn main() -> ExitCode {
@@ -1524,18 +1506,10 @@ fn render(
     bench::write_table(&mut s, &m.rows);
     bench::write_machine(&mut s, machine);
 
-    let _ = writeln!(s, "\n### Conditions\n");
-    for c in conditions {
-        let _ = writeln!(s, "- {c}");
-    }
+    bench::write_conditions(&mut s, conditions);
 
     let _ = writeln!(s, "\n### Per-round values (ns per call or iteration)\n");
-    let _ = write!(s, "| Workload | Variant |");
-    for r in 1..=cfg.rounds {
-        let _ = write!(s, " R{r} |");
-    }
-    let _ = writeln!(s);
-    let _ = writeln!(s, "|---|---|{}", "---|".repeat(cfg.rounds));
+    bench::write_round_header(&mut s, cfg.rounds);
     for (w, wl) in WORKLOADS.iter().enumerate() {
         for (v, var) in m.variants.iter().enumerate() {
             if var.skipped.is_some() {

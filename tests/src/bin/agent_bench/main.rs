@@ -88,10 +88,12 @@ use moat_tests::bench::{self, Args, Row, Stats};
 use moat_tests::results::Goal;
 
 use overhead::{hash_file_list, overhead, Overhead, Worker, VARIANTS, WORKLOADS};
+use piped::PipedChild;
 
 mod floor;
 mod json;
 mod overhead;
+mod piped;
 
 /// Goals, from issue 4.
 const GOAL_GETPPID: f64 = 1.35;
@@ -222,22 +224,8 @@ fn parse_args(args: &mut Args) -> Result<Config, String> {
             "--moatd" => cfg.moatd = Some(PathBuf::from(args.value(&a)?)),
             "--no-bpftrace" => cfg.bpftrace = false,
             "--no-floor" => cfg.floor = false,
-            "--json" => cfg.json = Some(PathBuf::from(args.value(&a)?)),
+            "--json" => cfg.json = Some(args.output_path(&a)?),
             other => return Err(bench::unknown_flag(other)),
-        }
-    }
-    // Said now rather than after minutes of measuring.
-    if let Some(path) = &cfg.json {
-        let dir = path
-            .parent()
-            .filter(|d| !d.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        if !dir.is_dir() {
-            return Err(format!(
-                "--json {}: the directory {} does not exist",
-                path.display(),
-                dir.display()
-            ));
         }
     }
     Ok(cfg)
@@ -708,53 +696,30 @@ fn remove_cgroup(dir: &Path) -> std::io::Result<()> {
 
 /// A forked child stopped on a pipe until [`Held::release`]; it then runs
 /// `body` and exits with its result.
-struct Held {
-    pid: libc::pid_t,
-    go: Option<std::fs::File>,
-    result: std::fs::File,
-}
+struct Held(PipedChild);
 
 impl Held {
     /// `body` gets the write end of the result pipe.
     fn fork(body: impl FnOnce(&mut std::fs::File) -> i32) -> Result<Held, String> {
-        let (go_r, go_w) = nix::unistd::pipe().map_err(|e| format!("pipe: {e}"))?;
-        let (res_r, res_w) = nix::unistd::pipe().map_err(|e| format!("pipe: {e}"))?;
-        // SAFETY: the child only reads a pipe, runs `body` (which allocates
-        // at most, glibc's malloc being fork-safe) and leaves with _exit.
-        let pid = unsafe { libc::fork() };
-        if pid < 0 {
-            return Err(format!("fork: {}", std::io::Error::last_os_error()));
-        }
-        if pid == 0 {
-            drop(go_w);
-            drop(res_r);
-            // SAFETY: integer arguments.
-            unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
+        PipedChild::fork(|mut go, mut out| {
             let mut b = [0u8];
-            let code = if std::fs::File::from(go_r).read_exact(&mut b).is_ok() {
-                let mut out = std::fs::File::from(res_w);
-                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| body(&mut out)))
-                    .unwrap_or(101)
+            if go.read_exact(&mut b).is_ok() {
+                body(&mut out)
             } else {
                 1
-            };
-            // SAFETY: leaving the child.
-            unsafe { libc::_exit(code) };
-        }
-        Ok(Held {
-            pid,
-            go: Some(std::fs::File::from(go_w)),
-            result: std::fs::File::from(res_r),
+            }
         })
+        .map(Held)
     }
 
     fn join(&self, cgroup: &Path) -> Result<(), String> {
-        std::fs::write(cgroup.join("cgroup.procs"), self.pid.to_string())
-            .map_err(|e| format!("moving {} into {}: {e}", self.pid, cgroup.display()))
+        let pid = self.0.pid();
+        std::fs::write(cgroup.join("cgroup.procs"), pid.to_string())
+            .map_err(|e| format!("moving {pid} into {}: {e}", cgroup.display()))
     }
 
     fn release(&mut self) -> Result<(), String> {
-        let mut go = self.go.take().ok_or("released twice")?;
+        let mut go = self.0.to.take().ok_or("released twice")?;
         go.write_all(b"g")
             .map_err(|e| format!("releasing the child: {e}"))
     }
@@ -762,27 +727,12 @@ impl Held {
     /// Waits for the child; its output and whether it exited 0.
     fn wait(mut self) -> Result<String, String> {
         let mut out = String::new();
-        let _ = self.result.read_to_string(&mut out);
-        let mut status = 0;
-        // SAFETY: reaping our own child.
-        unsafe { libc::waitpid(self.pid, &mut status, 0) };
-        self.pid = 0;
+        let _ = self.0.from.read_to_string(&mut out);
+        let status = self.0.reap();
         if libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0 {
             Ok(out)
         } else {
             Err(format!("child ended with wait status {status:#x}: {out}"))
-        }
-    }
-}
-
-impl Drop for Held {
-    fn drop(&mut self) {
-        if self.pid > 0 {
-            // SAFETY: killing and reaping our own child.
-            unsafe {
-                libc::kill(self.pid, libc::SIGKILL);
-                libc::waitpid(self.pid, std::ptr::null_mut(), 0);
-            }
         }
     }
 }
@@ -1299,18 +1249,10 @@ fn render(
     let mut s = String::new();
     bench::write_table(&mut s, rows);
     bench::write_machine(&mut s, machine);
-    let _ = writeln!(s, "\n### Conditions\n");
-    for c in conditions {
-        let _ = writeln!(s, "- {c}");
-    }
+    bench::write_conditions(&mut s, conditions);
 
     let _ = writeln!(s, "\n### Overhead, per-round values\n");
-    let _ = write!(s, "| Workload | Variant |");
-    for r in 1..=cfg.rounds {
-        let _ = write!(s, " R{r} |");
-    }
-    let _ = writeln!(s);
-    let _ = writeln!(s, "|---|---|{}", "---|".repeat(cfg.rounds));
+    bench::write_round_header(&mut s, cfg.rounds);
     for (w, wl) in WORKLOADS.iter().enumerate() {
         for (v, var) in VARIANTS.iter().enumerate() {
             if o.samples[v][w].is_empty() {

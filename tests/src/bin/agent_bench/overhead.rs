@@ -11,6 +11,7 @@ use moat_tests::bench::{self, Row};
 use moat_tests::results::{Goal, Value};
 
 use super::floor::{self, Floor};
+use super::piped::PipedChild;
 use super::{Bpftrace, Config, Env, Moatd, GOAL_FORK, GOAL_GETPPID, GOAL_HASH, HASH_BATCH, SETTLE};
 
 // ---------------------------------------------------------------------------
@@ -19,61 +20,35 @@ use super::{Bpftrace, Config, Env, Moatd, GOAL_FORK, GOAL_GETPPID, GOAL_HASH, HA
 /// A process forked before anything else that runs a workload on request:
 /// `g` the getppid loop, `f` the fork loop, `h` the hashing; it answers with
 /// the duration in ns (`u64::MAX` on failure).
-pub(super) struct Worker {
-    pid: libc::pid_t,
-    to: std::fs::File,
-    from: std::fs::File,
-}
+pub(super) struct Worker(PipedChild);
 
 impl Worker {
+    /// Forked while this process has no other thread yet.
     pub(super) fn start(calls: u64, forks: u64, files: Vec<PathBuf>) -> Result<Worker, String> {
-        let (down_r, down_w) = nix::unistd::pipe().map_err(|e| format!("pipe: {e}"))?;
-        let (up_r, up_w) = nix::unistd::pipe().map_err(|e| format!("pipe: {e}"))?;
-        // SAFETY: this process has no other thread yet; the child only runs
-        // the loops and leaves with _exit.
-        let pid = unsafe { libc::fork() };
-        if pid < 0 {
-            return Err(format!("fork: {}", std::io::Error::last_os_error()));
-        }
-        if pid == 0 {
-            drop(down_w);
-            drop(up_r);
-            // SAFETY: integer arguments.
-            unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
-            let mut rd = std::fs::File::from(down_r);
-            let mut wr = std::fs::File::from(up_w);
-            loop {
-                let mut cmd = [0u8];
-                if rd.read_exact(&mut cmd).is_err() {
-                    // SAFETY: leaving the worker.
-                    unsafe { libc::_exit(0) };
-                }
-                let ns = match cmd[0] {
-                    b'g' => getppid_loop(calls),
-                    b'f' => fork_loop(forks),
-                    b'h' => hash_files(&files),
-                    // SAFETY: leaving the worker.
-                    _ => unsafe { libc::_exit(0) },
-                };
-                if wr.write_all(&ns.to_ne_bytes()).is_err() {
-                    // SAFETY: leaving the worker.
-                    unsafe { libc::_exit(1) };
-                }
+        PipedChild::fork(|mut rd, mut wr| loop {
+            let mut cmd = [0u8];
+            if rd.read_exact(&mut cmd).is_err() {
+                return 0;
             }
-        }
-        Ok(Worker {
-            pid,
-            to: std::fs::File::from(down_w),
-            from: std::fs::File::from(up_r),
+            let ns = match cmd[0] {
+                b'g' => getppid_loop(calls),
+                b'f' => fork_loop(forks),
+                b'h' => hash_files(&files),
+                _ => return 0,
+            };
+            if wr.write_all(&ns.to_ne_bytes()).is_err() {
+                return 1;
+            }
         })
+        .map(Worker)
     }
 
     /// Runs workload `cmd`; its duration in ns.
     fn run(&self, cmd: u8) -> Result<f64, String> {
         let mut ns = [0u8; 8];
-        (&self.to)
-            .write_all(&[cmd])
-            .and_then(|()| (&self.from).read_exact(&mut ns))
+        let mut to = self.0.to.as_ref().ok_or("the worker has stopped")?;
+        to.write_all(&[cmd])
+            .and_then(|()| (&self.0.from).read_exact(&mut ns))
             .map_err(|e| format!("talking to the worker: {e}"))?;
         let ns = u64::from_ne_bytes(ns);
         if ns == u64::MAX {
@@ -84,10 +59,9 @@ impl Worker {
 }
 
 impl Drop for Worker {
+    /// Closing its pipe ends the worker's loop; it is reaped, not killed.
     fn drop(&mut self) {
-        let _ = (&self.to).write_all(b"q");
-        // SAFETY: reaping our own child.
-        unsafe { libc::waitpid(self.pid, std::ptr::null_mut(), 0) };
+        self.0.reap();
     }
 }
 

@@ -114,10 +114,10 @@ fn section(s: &mut String, name: &str, rows: &[&Comparison]) {
             notes.push(format!("moat, {}: {why}", c.figure));
         }
         for p in &peers {
-            match c.peers.iter().find(|x| x.name == *p) {
-                Some(x) => {
-                    let _ = write!(s, " {} |", cell(&x.value));
-                    if let Value::Skipped(why) = &x.value {
+            match c.peer(p) {
+                Some(v) => {
+                    let _ = write!(s, " {} |", cell(v));
+                    if let Value::Skipped(why) = v {
                         notes.push(format!("{p}, {}: {why}", c.figure));
                     }
                 }
@@ -152,11 +152,7 @@ fn ratio(c: &Comparison) -> String {
     let Some(base) = &c.baseline else {
         return "—".into();
     };
-    let b = c
-        .peers
-        .iter()
-        .find(|p| &p.name == base)
-        .and_then(|p| p.value.median());
+    let b = c.peer(base).and_then(Value::median);
     match (c.moat.median(), b) {
         (Some(m), Some(b)) if b != 0.0 => format!("{:.3}× {base}", m / b),
         _ => format!("n/a ({base} not measured)"),
