@@ -87,6 +87,19 @@ struct Type {
     array: Option<(u32, u32)>,
 }
 
+impl Type {
+    /// The size in bytes of a resolved type (pointers are 8 bytes), if it has one.
+    fn byte_size(&self) -> Option<u32> {
+        match self.kind {
+            kind::PTR => Some(8),
+            kind::INT | kind::STRUCT | kind::UNION | kind::ENUM | kind::ENUM64 | kind::FLOAT => {
+                Some(self.size_or_type)
+            }
+            _ => None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 struct Member {
     name_off: u32,
@@ -296,15 +309,7 @@ impl Btf {
     /// refused.
     pub fn member_offset(&self, path: &str) -> Result<u32, BtfError> {
         let mut parts = path.split('.');
-        let struct_name = parts.next().unwrap_or_default();
-        let mut type_id = *self
-            .structs
-            .get(struct_name)
-            .ok_or_else(|| BtfError::NotFound {
-                what: "struct",
-                name: struct_name.to_owned(),
-                path: path.to_owned(),
-            })?;
+        let mut type_id = self.struct_id(parts.next().unwrap_or_default(), path)?;
         let mut offset_bits: u64 = 0;
         let mut any = false;
         for name in parts {
@@ -354,37 +359,11 @@ impl Btf {
     /// The size in bytes of the member at `path` (as in [`Btf::member_offset`]), after
     /// resolving typedefs and modifiers; pointers are 8 bytes.
     pub fn member_size(&self, path: &str) -> Result<u32, BtfError> {
-        let (struct_name, rest) = path.split_once('.').unwrap_or((path, ""));
-        let mut type_id = *self
-            .structs
-            .get(struct_name)
-            .ok_or_else(|| BtfError::NotFound {
-                what: "struct",
-                name: struct_name.to_owned(),
-                path: path.to_owned(),
-            })?;
-        for name in rest.split('.').filter(|n| !n.is_empty()) {
-            let container = self.resolve(type_id);
-            let (_, member) =
-                self.find_member(container, name, 0)
-                    .ok_or_else(|| BtfError::NotFound {
-                        what: "member",
-                        name: name.to_owned(),
-                        path: path.to_owned(),
-                    })?;
-            type_id = member.type_id;
-        }
-        let ty = &self.types[self.resolve(type_id) as usize];
-        match ty.kind {
-            kind::PTR => Ok(8),
-            kind::INT | kind::STRUCT | kind::UNION | kind::ENUM | kind::ENUM64 | kind::FLOAT => {
-                Ok(ty.size_or_type)
-            }
-            other => Err(BtfError::Unusable {
-                path: path.to_owned(),
-                reason: format!("type kind {other} has no size here"),
-            }),
-        }
+        let ty = &self.types[self.member_type(path)? as usize];
+        ty.byte_size().ok_or_else(|| BtfError::Unusable {
+            path: path.to_owned(),
+            reason: format!("type kind {} has no size here", ty.kind),
+        })
     }
 
     /// The number of parameters of the function prototype a typedef names through
@@ -428,15 +407,26 @@ impl Btf {
     /// For a member that is an array (as in [`Btf::member_offset`]): the size in
     /// bytes of one element (pointers are 8 bytes) and the number of elements.
     pub fn member_array(&self, path: &str) -> Result<(u32, u32), BtfError> {
-        let (struct_name, rest) = path.split_once('.').unwrap_or((path, ""));
-        let mut type_id = *self
-            .structs
-            .get(struct_name)
-            .ok_or_else(|| BtfError::NotFound {
-                what: "struct",
-                name: struct_name.to_owned(),
+        let ty = &self.types[self.member_type(path)? as usize];
+        let Some((elem, nelems)) = ty.array.filter(|_| ty.kind == kind::ARRAY) else {
+            return Err(BtfError::Unusable {
                 path: path.to_owned(),
-            })?;
+                reason: format!("not an array (kind {})", ty.kind),
+            });
+        };
+        let elem = &self.types[self.resolve(elem) as usize];
+        let size = elem.byte_size().ok_or_else(|| BtfError::Unusable {
+            path: path.to_owned(),
+            reason: format!("array element of type kind {} has no size here", elem.kind),
+        })?;
+        Ok((size, nelems))
+    }
+
+    /// The type of the member at `path` (as in [`Btf::member_offset`]), typedefs
+    /// and modifiers resolved; a bare struct name is the struct itself.
+    fn member_type(&self, path: &str) -> Result<u32, BtfError> {
+        let (struct_name, rest) = path.split_once('.').unwrap_or((path, ""));
+        let mut type_id = self.struct_id(struct_name, path)?;
         for name in rest.split('.').filter(|n| !n.is_empty()) {
             let container = self.resolve(type_id);
             let (_, member) =
@@ -448,27 +438,19 @@ impl Btf {
                     })?;
             type_id = member.type_id;
         }
-        let ty = &self.types[self.resolve(type_id) as usize];
-        let Some((elem, nelems)) = ty.array.filter(|_| ty.kind == kind::ARRAY) else {
-            return Err(BtfError::Unusable {
+        Ok(self.resolve(type_id))
+    }
+
+    /// The id of struct (or union) `name`, looked up for `path`.
+    fn struct_id(&self, name: &str, path: &str) -> Result<u32, BtfError> {
+        self.structs
+            .get(name)
+            .copied()
+            .ok_or_else(|| BtfError::NotFound {
+                what: "struct",
+                name: name.to_owned(),
                 path: path.to_owned(),
-                reason: format!("not an array (kind {})", ty.kind),
-            });
-        };
-        let elem = &self.types[self.resolve(elem) as usize];
-        let size = match elem.kind {
-            kind::PTR => 8,
-            kind::INT | kind::STRUCT | kind::UNION | kind::ENUM | kind::ENUM64 | kind::FLOAT => {
-                elem.size_or_type
-            }
-            other => {
-                return Err(BtfError::Unusable {
-                    path: path.to_owned(),
-                    reason: format!("array element of type kind {other} has no size here"),
-                })
-            }
-        };
-        Ok((size, nelems))
+            })
     }
 
     /// Follows typedefs and modifiers to the underlying type id.
