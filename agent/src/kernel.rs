@@ -315,16 +315,25 @@ pub fn resolve_params(
         }
     }
     // The programs read these with fixed widths.
-    for (path, size) in [
-        ("task_struct.pid", 4),
-        ("task_struct.tgid", 4),
-        ("task_struct.ptrace", 4),
-        ("task_struct.seccomp.mode", 4),
-        ("task_struct.thread_info.status", 4),
-        ("pt_regs.orig_ax", 8),
-        ("pt_regs.di", 8),
-        ("pt_regs.bx", 8),
-    ] {
+    check_sizes(
+        btf,
+        &[
+            ("task_struct.pid", 4),
+            ("task_struct.tgid", 4),
+            ("task_struct.ptrace", 4),
+            ("task_struct.seccomp.mode", 4),
+            ("task_struct.thread_info.status", 4),
+            ("pt_regs.orig_ax", 8),
+            ("pt_regs.di", 8),
+            ("pt_regs.bx", 8),
+        ],
+    )?;
+    Ok(params)
+}
+
+/// Checks that each member (`path`) is as many bytes as the programs read of it.
+fn check_sizes(btf: &Btf, members: &[(&str, u32)]) -> Result<()> {
+    for &(path, size) in members {
         let actual = btf.member_size(path)?;
         if actual != size {
             return Err(crate::btf::BtfError::Unusable {
@@ -334,7 +343,7 @@ pub fn resolve_params(
             .into());
         }
     }
-    Ok(params)
+    Ok(())
 }
 
 /// The offsets from a task to its pids cgroup's kernfs node id:
@@ -366,20 +375,15 @@ fn resolve_pids_chain(btf: &Btf) -> Result<[u32; 5]> {
                 format!("pids_cgrp_id {pids} is outside its {count} entries"),
             )
         })?;
-    for (path, size) in [
-        ("task_struct.cgroups", 8),
-        ("cgroup_subsys_state.cgroup", 8),
-        ("cgroup.kn", 8),
-        ("kernfs_node.id", 8),
-    ] {
-        let actual = btf.member_size(path)?;
-        if actual != size {
-            return Err(unusable(
-                path,
-                format!("is {actual} bytes, the programs read {size}"),
-            ));
-        }
-    }
+    check_sizes(
+        btf,
+        &[
+            ("task_struct.cgroups", 8),
+            ("cgroup_subsys_state.cgroup", 8),
+            ("cgroup.kn", 8),
+            ("kernfs_node.id", 8),
+        ],
+    )?;
     Ok([
         btf.member_offset("task_struct.cgroups")?,
         btf.member_offset("css_set.subsys")? + 8 * pids,
