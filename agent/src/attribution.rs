@@ -143,7 +143,8 @@ pub fn classify(path: &str, moat_parent: &str, docker_parent: &str) -> String {
     HOST.to_owned()
 }
 
-fn is_container_id(text: &str) -> bool {
+/// Whether `text` is a full Docker container id (64 hex digits).
+pub(crate) fn is_container_id(text: &str) -> bool {
     text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
@@ -222,7 +223,7 @@ struct Hierarchy {
     mount: PathBuf,
     root_id: Option<u64>,
     /// id → (path relative to the mount, raw label).
-    known: HashMap<u64, (Arc<str>, String)>,
+    known: HashMap<u64, (Arc<str>, Arc<str>)>,
     /// Ids a walk started after their first lookup did not find: dead cgroups.
     dead: HashSet<u64>,
     last_walk: Option<Instant>,
@@ -252,9 +253,10 @@ impl Hierarchy {
     /// `/proc/<pid>/cgroup`).
     fn learn(&mut self, id: u64, rel: &str, moat_parent: &str, docker_parent: &str) {
         self.dead.remove(&id);
-        self.known
-            .entry(id)
-            .or_insert_with(|| (Arc::from(rel), classify(rel, moat_parent, docker_parent)));
+        self.known.entry(id).or_insert_with(|| {
+            let label = classify(rel, moat_parent, docker_parent);
+            (Arc::from(rel), Arc::from(label))
+        });
     }
 
     fn walk(&mut self, moat_parent: &str, docker_parent: &str) {
@@ -267,7 +269,7 @@ impl Hierarchy {
             self.root_id = Some(meta.ino());
             self.known
                 .entry(meta.ino())
-                .or_insert_with(|| (Arc::from("/"), HOST.to_owned()));
+                .or_insert_with(|| (Arc::from("/"), Arc::from(HOST)));
         }
         let mut stack = vec![(self.mount.clone(), String::new())];
         let mut seen = 0usize;
@@ -287,7 +289,7 @@ impl Hierarchy {
                 seen += 1;
                 self.known.entry(id).or_insert_with(|| {
                     let label = classify(&child_rel, moat_parent, docker_parent);
-                    (Arc::from(child_rel.as_str()), label)
+                    (Arc::from(child_rel.as_str()), Arc::from(label))
                 });
                 stack.push((entry.path(), child_rel));
             }
@@ -356,7 +358,7 @@ impl Attributor {
 
     /// The path (relative to its hierarchy's root) and raw label of a cgroup id,
     /// walking the hierarchy again on a miss; `None` for a dead or unknown id.
-    fn resolve(&mut self, id: u64) -> Option<(Arc<str>, String)> {
+    fn resolve(&mut self, id: u64) -> Option<(Arc<str>, Arc<str>)> {
         let min_rewalk = self.min_rewalk;
         let (hierarchy, key) = if id & V1_PIDS_ID_FLAG != 0 {
             (self.pids.as_mut()?, id & !V1_PIDS_ID_FLAG)
@@ -446,7 +448,6 @@ impl Attributor {
     /// Records that the directory `rel` (relative to the hierarchy's root) of the
     /// v2 hierarchy, or of the pids one with `pids`, has inode `id`.
     pub fn learn(&mut self, pids: bool, rel: &str, id: u64) {
-        let (moat_parent, docker_parent) = (self.moat_parent.clone(), self.docker_parent.clone());
         let hierarchy = if pids {
             match self.pids.as_mut() {
                 Some(h) => h,
@@ -455,7 +456,7 @@ impl Attributor {
         } else {
             &mut self.v2
         };
-        hierarchy.learn(id, rel, &moat_parent, &docker_parent);
+        hierarchy.learn(id, rel, &self.moat_parent, &self.docker_parent);
     }
 
     /// The directories whose new children are workloads: the moat and Docker
@@ -737,16 +738,23 @@ mod tests {
         assert_eq!(cap.assigned(), 2);
     }
 
-    #[test]
-    fn the_watcher_learns_cgroups_removed_before_they_are_looked_up() {
-        let root = std::env::temp_dir().join(format!("moat-watch-{}", std::process::id()));
+    /// A fresh fake v2 hierarchy `<tmp>/moat-<tag>-<pid>/v2` containing `dir`:
+    /// the directory to remove at the end, the hierarchy and its layout.
+    fn fake_v2(tag: &str, dir: &str) -> (PathBuf, PathBuf, CgroupLayout) {
+        let root = std::env::temp_dir().join(format!("moat-{tag}-{}", std::process::id()));
         let _ = fs::remove_dir_all(&root);
         let v2 = root.join("v2");
-        fs::create_dir_all(v2.join("moat")).unwrap();
+        fs::create_dir_all(v2.join(dir)).unwrap();
         let layout = CgroupLayout {
             v2_mount: v2.clone(),
             pids_mount: None,
         };
+        (root, v2, layout)
+    }
+
+    #[test]
+    fn the_watcher_learns_cgroups_removed_before_they_are_looked_up() {
+        let (root, v2, layout) = fake_v2("watch", "moat");
         let attributor = Arc::new(std::sync::Mutex::new(Attributor::new(
             &layout,
             &WorkloadsConfig::default(),
@@ -768,14 +776,7 @@ mod tests {
 
     #[test]
     fn resolves_a_fake_hierarchy_by_inode() {
-        let root = std::env::temp_dir().join(format!("moat-attr-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&root);
-        let v2 = root.join("v2");
-        fs::create_dir_all(v2.join("moat/web")).unwrap();
-        let layout = CgroupLayout {
-            v2_mount: v2.clone(),
-            pids_mount: None,
-        };
+        let (root, v2, layout) = fake_v2("attr", "moat/web");
         let mut attributor =
             Attributor::new(&layout, &WorkloadsConfig::default()).with_min_rewalk(Duration::ZERO);
         let web = fs::metadata(v2.join("moat/web")).unwrap().ino();

@@ -9,7 +9,7 @@
 
 use std::{collections::HashMap, fs, path::Path};
 
-use crate::attribution::classify;
+use crate::attribution::{classify, is_container_id};
 
 /// One pids cgroup, as read.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,11 +50,11 @@ pub fn scan(mount: &Path, moat_parent: &str, docker_parent: &str) -> Vec<PidsCgr
             };
             let wanted = match want {
                 Kind::Moat => true,
-                Kind::DockerCgroupfs => is_hex64(&name),
+                Kind::DockerCgroupfs => is_container_id(&name),
                 Kind::DockerSystemd => name
                     .strip_prefix("docker-")
                     .and_then(|n| n.strip_suffix(".scope"))
-                    .is_some_and(is_hex64),
+                    .is_some_and(is_container_id),
             };
             if !wanted {
                 continue;
@@ -73,10 +73,6 @@ enum Kind {
     Moat,
     DockerCgroupfs,
     DockerSystemd,
-}
-
-fn is_hex64(text: &str) -> bool {
-    text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 fn read_one(dir: &Path, rel: &str, moat_parent: &str, docker_parent: &str) -> Option<PidsCgroup> {
