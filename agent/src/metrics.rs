@@ -23,7 +23,7 @@ use prometheus::{
 use crate::{
     attribution::Attributor,
     audit::{AuditAction, AuditStats},
-    names::{self, SyscallNames},
+    names::NameCache,
     pids::PidsCgroup,
     snapshot::{DenialAction, KernelSource, ProcessEventKind},
 };
@@ -267,7 +267,8 @@ pub struct MoatCollector {
     sources: Sources,
     descs: Vec<Desc>,
     build_labels: Labels,
-    syscalls: Mutex<SyscallNames>,
+    /// Syscall and errno label values, kept across scrapes.
+    names: Mutex<NameCache>,
     /// Why the last collection could not read the kernel maps, if it could not.
     last_error: Mutex<Option<String>>,
 }
@@ -305,7 +306,7 @@ impl MoatCollector {
                 Arc::from(env!("CARGO_PKG_VERSION")),
                 Arc::from(kernel_release),
             ],
-            syscalls: Mutex::new(SyscallNames::default()),
+            names: Mutex::new(NameCache::default()),
             last_error: Mutex::new(None),
         })
     }
@@ -347,32 +348,22 @@ impl MoatCollector {
 
         let mut attributor = lock(&self.sources.attributor);
         if let Some(snapshot) = &snapshot {
-            let mut syscalls = lock(&self.syscalls);
+            let mut names = lock(&self.names);
             let empty: Arc<str> = Arc::from("");
-            let mut errnos: HashMap<u16, Arc<str>> = HashMap::new();
-            let mut errno = |value: u16| {
-                errnos
-                    .entry(value)
-                    .or_insert_with(|| Arc::from(names::errno_name(value)))
-                    .clone()
-            };
-            let actions: HashMap<DenialAction, Arc<str>> =
-                [DenialAction::Errno, DenialAction::Trap, DenialAction::Kill]
-                    .into_iter()
-                    .map(|a| (a, Arc::from(a.as_str())))
-                    .collect();
+            let [errno, trap, kill] = [DenialAction::Errno, DenialAction::Trap, DenialAction::Kill]
+                .map(|action| Arc::<str>::from(action.as_str()));
             for denial in &snapshot.denials {
                 let workload = attributor.attribute_id(denial.cgroup_id).workload;
-                let errno_label = if denial.action == DenialAction::Errno {
-                    errno(denial.errno)
-                } else {
-                    empty.clone()
+                let (action, errno_label) = match denial.action {
+                    DenialAction::Errno => (errno.clone(), names.errno(denial.errno)),
+                    DenialAction::Trap => (trap.clone(), empty.clone()),
+                    DenialAction::Kill => (kill.clone(), empty.clone()),
                 };
                 denials.add(
                     vec![
                         workload,
-                        syscalls.get(denial.arch, denial.syscall_nr),
-                        actions[&denial.action].clone(),
+                        names.syscall(denial.arch, denial.syscall_nr),
+                        action,
                         errno_label,
                     ],
                     denial.count as f64,
@@ -393,7 +384,7 @@ impl MoatCollector {
                     ProcessEventKind::Exec => execs.add(vec![workload], count),
                     ProcessEventKind::Exit => exits.add(vec![workload], count),
                     ProcessEventKind::ForkFailed => {
-                        fork_failures.add(vec![workload, errno(event.errno)], count);
+                        fork_failures.add(vec![workload, names.errno(event.errno)], count);
                     }
                     ProcessEventKind::UsernsCreated => userns.add(vec![workload], count),
                 }

@@ -73,19 +73,28 @@ pub fn errno_name(errno: u16) -> String {
     moat_runtime::errno::name(u32::from(errno)).map_or_else(|| errno.to_string(), str::to_owned)
 }
 
-/// A cache of syscall names: libseccomp allocates for each lookup, and a scrape
-/// names every series.
+/// A cache of label values: libseccomp allocates for each syscall name lookup, and
+/// a scrape names every series.
 #[derive(Debug, Default)]
-pub struct SyscallNames {
-    cache: HashMap<(u32, i32), Arc<str>>,
+pub struct NameCache {
+    syscalls: HashMap<(u32, i32), Arc<str>>,
+    errnos: HashMap<u16, Arc<str>>,
 }
 
-impl SyscallNames {
+impl NameCache {
     /// The name of (`audit_arch`, `nr`); see [`syscall_name`].
-    pub fn get(&mut self, audit_arch: u32, nr: i32) -> Arc<str> {
-        self.cache
+    pub fn syscall(&mut self, audit_arch: u32, nr: i32) -> Arc<str> {
+        self.syscalls
             .entry((audit_arch, nr))
             .or_insert_with(|| Arc::from(syscall_name(audit_arch, nr)))
+            .clone()
+    }
+
+    /// The name of `errno`; see [`errno_name`].
+    pub fn errno(&mut self, errno: u16) -> Arc<str> {
+        self.errnos
+            .entry(errno)
+            .or_insert_with(|| Arc::from(errno_name(errno)))
             .clone()
     }
 }
@@ -107,8 +116,8 @@ mod tests {
         assert_eq!(arch_name(AUDIT_ARCH_X86_64, 39), "x86_64");
         assert_eq!(arch_name(AUDIT_ARCH_X86_64, X32_SYSCALL_BIT | 39), "x32");
         assert_eq!(arch_name(0x1234, 1), "0x1234");
-        let mut names = SyscallNames::default();
-        assert_eq!(&*names.get(AUDIT_ARCH_X86_64, 59), "execve");
+        let mut names = NameCache::default();
+        assert_eq!(&*names.syscall(AUDIT_ARCH_X86_64, 59), "execve");
     }
 
     #[test]
@@ -116,5 +125,7 @@ mod tests {
         assert_eq!(errno_name(1), "EPERM");
         assert_eq!(errno_name(38), "ENOSYS");
         assert_eq!(errno_name(4000), "4000");
+        let mut names = NameCache::default();
+        assert_eq!(&*names.errno(1), "EPERM");
     }
 }
