@@ -30,7 +30,7 @@ use crate::{
     http,
     metrics::{Metrics, PidsReading, Sources},
     pids::{self, HitTracker},
-    snapshot::{AuditRecord, KernelSource, ProcessEventKind},
+    snapshot::{AuditRecord, KernelSource},
 };
 
 /// How long [`Running::shutdown`] waits for the tasks before abandoning them.
@@ -277,10 +277,7 @@ impl Poller {
             Ok(snapshot) => {
                 let mut per_cgroup: std::collections::HashMap<u64, u64> = Default::default();
                 for event in &snapshot.process_events {
-                    if matches!(
-                        event.kind,
-                        ProcessEventKind::ForkProcess | ProcessEventKind::ForkThread
-                    ) {
+                    if event.kind.is_fork() {
                         *per_cgroup.entry(event.cgroup_id).or_default() += event.count;
                     }
                 }

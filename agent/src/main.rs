@@ -15,7 +15,7 @@ use moat_agent::{
     daemon,
     kernel::Kernel,
     mounts,
-    snapshot::{KernelSource, ProcessEventKind},
+    snapshot::KernelSource,
 };
 use tokio::signal::unix::{signal, SignalKind};
 
@@ -197,12 +197,7 @@ fn summary(kernel: &dyn KernelSource) -> String {
             let forks: u64 = snapshot
                 .process_events
                 .iter()
-                .filter(|e| {
-                    matches!(
-                        e.kind,
-                        ProcessEventKind::ForkProcess | ProcessEventKind::ForkThread
-                    )
-                })
+                .filter(|e| e.kind.is_fork())
                 .map(|e| e.count)
                 .sum();
             format!("saw {denials} seccomp denials and {forks} forks")

@@ -61,6 +61,16 @@ pub enum ProcessEventKind {
     UsernsCreated,
 }
 
+impl ProcessEventKind {
+    /// Whether it is a new task (process or thread).
+    pub fn is_fork(self) -> bool {
+        matches!(
+            self,
+            ProcessEventKind::ForkProcess | ProcessEventKind::ForkThread
+        )
+    }
+}
+
 /// Events counted for one (cgroup, kind, errno).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ProcessEventCount {
