@@ -200,10 +200,7 @@ fn compat_syscalls_are_counted_under_i386() {
         0
     });
     let status = child.wait(Duration::from_secs(30));
-    assert!(
-        libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGSYS,
-        "wait status {status:#x}"
-    );
+    kernel_common::assert_killed_by_sigsys(status);
     let snapshot = kernel.snapshot().expect("snapshot");
     assert_eq!(
         denials_of(&snapshot, killed.id()),

@@ -74,6 +74,16 @@ fn genuine_errors(filter: Option<Filter>, tag: &str) {
     assert_eq!(denials_of(&snapshot, cgroup.id()), want);
 }
 
+/// `cgroup` has no denials, and at least `min` unpaired exits were ignored for
+/// `reason` (node-wide).
+#[track_caller]
+fn assert_ignored_not_counted(kernel: &Kernel, cgroup: &TestCgroup, reason: &str, min: u64) {
+    let snapshot = kernel.snapshot().expect("snapshot");
+    assert_eq!(denials_of(&snapshot, cgroup.id()), vec![]);
+    let ignored = kernel.ignored_exits().expect("ignored exits");
+    assert!(kernel_common::named(&ignored, reason) >= min, "{ignored:?}");
+}
+
 #[test]
 fn genuine_errors_unconfined_are_not_denials() {
     skip_unless_privileged!();
@@ -137,13 +147,7 @@ fn a_new_task_reusing_a_pid_is_not_a_denial() {
     });
     child.wait_success();
     assert_eq!(child.value(1), child.value(0), "clone3 reused the pid");
-    let snapshot = kernel.snapshot().expect("snapshot");
-    assert_eq!(denials_of(&snapshot, cgroup.id()), vec![]);
-    let ignored = kernel.ignored_exits().expect("ignored exits");
-    assert!(
-        kernel_common::named(&ignored, "new_task") >= 1,
-        "{ignored:?}"
-    );
+    assert_ignored_not_counted(&kernel, &cgroup, "new_task", 1);
 }
 
 /// Runs a tracee that makes EMULATED `getppid` calls under `PTRACE_SYSEMU` (how
@@ -220,13 +224,7 @@ fn syscalls_skipped_by_a_tracer_are_not_denials() {
     skip_unless_privileged!();
     let filter = Filter::allow_except(r#"{"names": ["getpgrp"], "action": "SCMP_ACT_ERRNO"}"#);
     let (cgroup, kernel) = sysemu_tracee(Some(filter), false, "sysemu");
-    let snapshot = kernel.snapshot().expect("snapshot");
-    assert_eq!(denials_of(&snapshot, cgroup.id()), vec![]);
-    let ignored = kernel.ignored_exits().expect("ignored exits");
-    assert!(
-        kernel_common::named(&ignored, "ptraced") >= EMULATED as u64,
-        "{ignored:?}"
-    );
+    assert_ignored_not_counted(&kernel, &cgroup, "ptraced", EMULATED as u64);
 }
 
 /// A tracer that detaches at the entry stop leaves the skipped syscall to return
@@ -236,11 +234,5 @@ fn syscalls_skipped_by_a_tracer_are_not_denials() {
 fn a_syscall_skipped_before_the_tracer_detached_is_not_a_denial() {
     skip_unless_privileged!();
     let (cgroup, kernel) = sysemu_tracee(None, true, "detach");
-    let snapshot = kernel.snapshot().expect("snapshot");
-    assert_eq!(denials_of(&snapshot, cgroup.id()), vec![]);
-    let ignored = kernel.ignored_exits().expect("ignored exits");
-    assert!(
-        kernel_common::named(&ignored, "no_filter") >= 1,
-        "{ignored:?}"
-    );
+    assert_ignored_not_counted(&kernel, &cgroup, "no_filter", 1);
 }

@@ -9,6 +9,9 @@
 
 #![allow(dead_code)]
 
+#[path = "../common/mod.rs"]
+mod common;
+
 use std::{
     fs,
     os::unix::fs::MetadataExt as _,
@@ -33,13 +36,11 @@ pub fn v2_root() -> PathBuf {
     }
 }
 
-/// Why these tests cannot run here, or `None`.
+/// Why these tests cannot run here, or `None`: BPF unavailable (see
+/// [`common::bpf_unavailable`]), or no v2 hierarchy.
 pub fn unavailable() -> Option<String> {
-    if !nix::unistd::geteuid().is_root() {
-        return Some("not root: loading eBPF programs needs root".to_owned());
-    }
-    if !Path::new("/sys/kernel/btf/vmlinux").exists() {
-        return Some("BPF unavailable: /sys/kernel/btf/vmlinux is missing".to_owned());
+    if let Some(reason) = common::bpf_unavailable() {
+        return Some(reason);
     }
     if !v2_root().join("cgroup.procs").exists() {
         return Some("no cgroup v2 hierarchy to attribute counts by".to_owned());
@@ -270,6 +271,15 @@ impl Drop for Child {
         // SAFETY: unmapping our own mapping.
         unsafe { libc::munmap(self.shared.cast(), std::mem::size_of::<Shared>()) };
     }
+}
+
+/// Asserts that wait status `status` is a death by SIGSYS (a seccomp kill).
+#[track_caller]
+pub fn assert_killed_by_sigsys(status: i32) {
+    assert!(
+        libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGSYS,
+        "wait status {status:#x}"
+    );
 }
 
 /// Forks a child, puts it in `cgroups` and starts it.
