@@ -24,6 +24,7 @@ const CONTAINER: &str = "feedfacecafe0123456789abcdef0123456789abcdef0123456789a
 
 /// Cgroup directories created by the test, removed (deepest first) on drop, after
 /// the processes in them are killed.
+#[derive(Default)]
 struct Cleanup {
     dirs: Vec<PathBuf>,
     children: Vec<Child>,
@@ -107,6 +108,15 @@ fn layout() -> Option<CgroupLayout> {
         .then_some(layout)
 }
 
+/// Workloads under `<parent>/moat` and containers under `<parent>/docker`.
+fn workloads_under(parent: &str) -> WorkloadsConfig {
+    WorkloadsConfig {
+        moat_parent: format!("{parent}/moat"),
+        docker_parent: format!("{parent}/docker"),
+        ..Default::default()
+    }
+}
+
 #[test]
 fn moat_and_docker_cgroups_on_v2_are_attributed_by_id() {
     skip_if!(not_root());
@@ -115,10 +125,7 @@ fn moat_and_docker_cgroups_on_v2_are_attributed_by_id() {
         return;
     };
     let parent = format!("moat-test-{}", std::process::id());
-    let mut cleanup = Cleanup {
-        dirs: Vec::new(),
-        children: Vec::new(),
-    };
+    let mut cleanup = Cleanup::default();
     let web = cleanup.mkdir(&layout.v2_mount, &format!("{parent}/moat/web"));
     let docker = cleanup.mkdir(&layout.v2_mount, &format!("{parent}/docker/{CONTAINER}"));
     let scope = cleanup.mkdir(
@@ -129,11 +136,7 @@ fn moat_and_docker_cgroups_on_v2_are_attributed_by_id() {
         &layout.v2_mount,
         &format!("{parent}/system.slice/foo.service"),
     );
-    let config = WorkloadsConfig {
-        moat_parent: format!("{parent}/moat"),
-        docker_parent: format!("{parent}/docker"),
-        ..Default::default()
-    };
+    let config = workloads_under(&parent);
     let mut attributor = Attributor::new(&layout, &config);
 
     // The directory's inode number is the id the kernel reports for the cgroup.
@@ -188,19 +191,12 @@ fn containers_only_in_v1_pids_cgroups_are_attributed_by_pid_and_by_pids_id() {
         return;
     };
     let parent = format!("moat-test-{}", std::process::id() as u64 + 1);
-    let mut cleanup = Cleanup {
-        dirs: Vec::new(),
-        children: Vec::new(),
-    };
+    let mut cleanup = Cleanup::default();
     // As Docker's cgroupfs driver does on a hybrid host: v1 cgroups only.
     let container = cleanup.mkdir(&pids_mount, &format!("{parent}/docker/{CONTAINER}"));
     fs::write(container.join("pids.max"), "7").unwrap();
     let pid = cleanup.child_in(&container);
-    let config = WorkloadsConfig {
-        moat_parent: format!("{parent}/moat"),
-        docker_parent: format!("{parent}/docker"),
-        ..Default::default()
-    };
+    let config = workloads_under(&parent);
     let mut attributor = Attributor::new(&layout, &config);
     let root_id = fs::metadata(&layout.v2_mount).unwrap().ino();
 

@@ -26,17 +26,16 @@ mod moatd_common;
 use std::{
     ffi::CString,
     fs,
-    io::{BufRead as _, BufReader, Write as _},
+    io::Write as _,
     net::SocketAddr,
     os::unix::{ffi::OsStrExt as _, fs::symlink},
     path::{Path, PathBuf},
     process::{Child, Command, Output, Stdio},
-    sync::mpsc,
     thread,
     time::{Duration, Instant},
 };
 
-use moatd_common::{get, not_root, sample};
+use moatd_common::{get, not_root, sample, served_address, spawn_moatd};
 use nix::{
     sys::signal::{kill, Signal},
     unistd::Pid,
@@ -258,49 +257,30 @@ fn import_busybox(env: &Env) {
 /// A running moatd; returns its address once it serves.
 fn start_moatd(env: &mut Env) -> SocketAddr {
     let config = env.dir.join("moatd.toml");
+    let audit_log = env.dir.join("audit.jsonl");
     fs::write(
         &config,
-        format!(
-            "[audit]\nlog = \"{}\"\n",
-            env.dir.join("audit.jsonl").display()
-        ),
+        format!("[audit]\nlog = \"{}\"\n", audit_log.display()),
     )
     .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_moatd"))
-        .arg("--config")
-        .arg(&config)
-        .args(["--listen", "127.0.0.1:0", "--log", "info"])
-        .arg("--audit-log")
-        .arg(env.dir.join("audit.jsonl"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawning moatd");
-    let stderr = child.stderr.take().unwrap();
+    let (child, rx) = spawn_moatd([
+        "--config",
+        config.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+        "--log",
+        "info",
+        "--audit-log",
+        audit_log.to_str().unwrap(),
+    ]);
     env.moatd = Some(child);
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            eprintln!("moatd: {line}");
-            if tx.send(line).is_err() {
-                // Keep draining so moatd never blocks on a full pipe.
-                continue;
-            }
-        }
-    });
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let line = rx
             .recv_timeout(deadline.saturating_duration_since(Instant::now()))
             .expect("moatd did not say it is running within 30 s");
         if line.contains("running") {
-            return line
-                .split("http://")
-                .nth(1)
-                .and_then(|rest| rest.split('/').next())
-                .and_then(|a| a.parse().ok())
-                .unwrap_or_else(|| panic!("no address in {line:?}"));
+            return served_address(&line);
         }
     }
 }

@@ -573,6 +573,14 @@ fn kernel_records_become_audit_lines() {
     );
 }
 
+/// The audit lines whose `event.action` is `action`.
+fn with_action<'a>(
+    lines: &'a [serde_json::Value],
+    action: &'a str,
+) -> impl Iterator<Item = &'a serde_json::Value> {
+    lines.iter().filter(move |l| l["event"]["action"] == action)
+}
+
 #[test]
 fn pids_limit_hits_and_fork_bursts_become_audit_events() {
     let f = Fixture::start("derived", &["moat/w1"], &[("moat/w1", "4", 0)], |config| {
@@ -591,22 +599,16 @@ fn pids_limit_hits_and_fork_bursts_become_audit_events() {
     f.set(forks(2_000_000));
     let lines = wait_for(Duration::from_secs(5), "both events", || {
         let lines = f.audit_lines(&f.audit_log);
-        let has = |action: &str| lines.iter().any(|l| l["event"]["action"] == action);
+        let has = |action| with_action(&lines, action).next().is_some();
         (has("pids_limit_reached") && has("fork_burst")).then_some(lines)
     });
-    let pids = lines
-        .iter()
-        .find(|l| l["event"]["action"] == "pids_limit_reached")
-        .unwrap();
+    let pids = with_action(&lines, "pids_limit_reached").next().unwrap();
     assert_eq!(pids["workload"]["name"], "w1");
     assert_eq!(pids["cgroup"]["path"], "/moat/w1");
     assert_eq!(pids["pids"]["limit"], 4);
     assert_eq!(pids["pids"]["limit_hits"], 3);
     assert_eq!(pids["pids"]["new_hits"], 3);
-    let burst = lines
-        .iter()
-        .find(|l| l["event"]["action"] == "fork_burst")
-        .unwrap();
+    let burst = with_action(&lines, "fork_burst").next().unwrap();
     assert_eq!(burst["workload"]["name"], "w1");
     assert_eq!(burst["cgroup"]["path"], "/moat/w1");
     assert_eq!(burst["fork_burst"]["threshold"], 1000);
@@ -618,11 +620,7 @@ fn pids_limit_hits_and_fork_bursts_become_audit_events() {
         f.set(forks(2_000_000 + step * 100_000));
         std::thread::sleep(Duration::from_millis(5));
     }
-    let bursts = f
-        .audit_lines(&f.audit_log)
-        .iter()
-        .filter(|l| l["event"]["action"] == "fork_burst")
-        .count();
+    let bursts = with_action(&f.audit_lines(&f.audit_log), "fork_burst").count();
     assert_eq!(bursts, 1);
     let body = f.metrics();
     assert_eq!(

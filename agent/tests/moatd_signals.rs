@@ -7,7 +7,7 @@ mod moatd_common;
 
 use std::{
     fs,
-    io::{BufRead as _, BufReader, Write as _},
+    io::Write as _,
     net::SocketAddr,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
@@ -16,7 +16,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use moatd_common::{get, request, temp_dir, wait_for};
+use moatd_common::{get, request, served_address, spawn_moatd, temp_dir, wait_for};
 use nix::{
     sys::signal::{kill, Signal},
     unistd::Pid,
@@ -39,23 +39,7 @@ struct Moatd {
 
 impl Moatd {
     fn spawn(args: &[&str]) -> Moatd {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_moatd"))
-            .args(["--log", "info"])
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawning moatd");
-        let stderr = child.stderr.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let (child, lines) = spawn_moatd(["--log", "info"].iter().chain(args));
         Moatd {
             child,
             lines,
@@ -89,13 +73,7 @@ impl Moatd {
 
     /// Waits for the "running" line and reads the listen address from it.
     fn wait_running(&mut self) -> SocketAddr {
-        let line = self.wait_line("running", STARTUP);
-        let addr = line
-            .split("http://")
-            .nth(1)
-            .and_then(|rest| rest.split('/').next())
-            .and_then(|a| a.parse().ok())
-            .unwrap_or_else(|| panic!("no address in {line:?}"));
+        let addr = served_address(&self.wait_line("running", STARTUP));
         self.addr = Some(addr);
         addr
     }

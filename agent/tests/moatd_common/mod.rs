@@ -1,12 +1,16 @@
 //! Helpers shared by moatd's integration tests: a fake kernel source, a minimal
-//! HTTP client, waiting with a deadline, and root checks.
+//! HTTP client, the moatd binary started with its log followed, waiting with a
+//! deadline, and root checks.
 #![allow(dead_code)]
 
 use std::{
-    io::{Read as _, Write as _},
+    ffi::OsStr,
+    io::{BufRead as _, BufReader, Read as _, Write as _},
     net::{SocketAddr, TcpStream},
     path::{Path, PathBuf},
-    sync::Mutex,
+    process::{Child, Command, Stdio},
+    sync::{mpsc, Mutex},
+    thread,
     time::{Duration, Instant},
 };
 
@@ -80,6 +84,42 @@ pub fn request(
 /// `GET path`.
 pub fn get(addr: SocketAddr, path: &str) -> Response {
     request(addr, "GET", path, &[]).expect("HTTP request")
+}
+
+/// Starts the `moatd` binary with `args` (standard input and output to /dev/null)
+/// and a thread that reads its standard error: each line is echoed to the test's
+/// standard error as `moatd: <line>` and sent to the returned receiver. The thread
+/// keeps draining the pipe after the receiver is dropped, so moatd never blocks on
+/// a full pipe.
+pub fn spawn_moatd<S: AsRef<OsStr>>(
+    args: impl IntoIterator<Item = S>,
+) -> (Child, mpsc::Receiver<String>) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_moatd"))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawning moatd");
+    let stderr = child.stderr.take().unwrap();
+    let (tx, lines) = mpsc::channel();
+    thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            eprintln!("moatd: {line}");
+            let _ = tx.send(line);
+        }
+    });
+    (child, lines)
+}
+
+/// The listen address in moatd's "running" log line
+/// (`... serving http://<addr>/metrics ...`).
+pub fn served_address(line: &str) -> SocketAddr {
+    line.split("http://")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
 }
 
 /// Polls `f` every 10 ms until it returns `Some`, or panics with `what` after `timeout`.
