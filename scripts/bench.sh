@@ -18,10 +18,17 @@
 #      no bench processes) and checks that it did.
 #
 # Usage (as root, from anywhere):
-#   scripts/bench.sh                 the full run, about 10 minutes
-#   scripts/bench.sh --quick         a smoke run of about a minute (tiny
+#   scripts/bench.sh                 the full run, about 5 minutes
+#   scripts/bench.sh --quick         a smoke run of about 15 s (tiny
 #                                    counts; the figures mean little)
+#   scripts/bench.sh --only launch -- --rounds 50
+#                                    one harness alone, with its own options
+#                                    (see target/release/launch_bench --help);
+#                                    writes only its docs/benchmarks-launch.md
+#                                    and docs/bench/launch.json
 # Options:
+#   --only NAME     run only the harness NAME: seccomp, launch or agent
+#   -- ARGS...      with --only: options passed on to that harness
 #   --out DIR       write the report under DIR instead of the repository
 #                   root (DIR/BENCHMARKS.md, DIR/docs/...)
 #   --bin-dir DIR   use the binaries already built in DIR (moat, moatd,
@@ -44,9 +51,22 @@ quick=()
 out=$root
 bin_dir=""
 setup=1
+only=""
+harness_args=()
 while (($#)); do
     case $1 in
     --quick) quick=(--quick) ;;
+    --only)
+        (($# > 1)) || die "--only needs a harness name: seccomp, launch or agent"
+        only=$2
+        [[ $only =~ ^(seccomp|launch|agent)$ ]] || die "--only $only: not a harness (seccomp, launch or agent)"
+        shift
+        ;;
+    --)
+        shift
+        harness_args=("$@")
+        break
+        ;;
     --out)
         (($# > 1)) || die "--out needs a directory"
         out=$2
@@ -67,13 +87,14 @@ while (($#)); do
     shift
 done
 
+[[ -n $only || ${#harness_args[@]} -eq 0 ]] || die "options after -- go to one harness: add --only NAME"
 [[ $(id -u) -eq 0 ]] || die "run as root: the harnesses load eBPF programs, make cgroups and user namespaces, and run crun and runc rootful (try: sudo scripts/bench.sh)"
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
-command="scripts/bench.sh${quick:+ --quick}"
+command="scripts/bench.sh${quick:+ --quick}${only:+ --only $only}${harness_args[*]:+ -- ${harness_args[*]}}"
 started=$(date +%s)
 step=0
-steps=5
+steps=$([[ -n $only ]] && echo 4 || echo 5)
 progress() {
     step=$((step + 1))
     say "[$step/$steps, $(($(date +%s) - started)) s] $*"
@@ -107,6 +128,12 @@ bench_processes() {
     pgrep -a -f "$bin_dir/(seccomp|launch|agent)_bench|agent-bench-[0-9]+/moatd.toml" || true
 }
 cgroups_before=$(bench_cgroups)
+# The harnesses remove the moat-bench parents they make; these are the ones
+# to remove should a harness be killed first.
+new_parents=()
+for h in /sys/fs/cgroup/*/; do
+    [[ -e $h/cgroup.procs && ! -e $h/moat-bench ]] && new_parents+=("${h}moat-bench")
+done
 v2_controllers_before=$(cat /sys/fs/cgroup/unified/cgroup.controllers 2>/dev/null || true)
 
 work=$(mktemp -d /tmp/moat-bench.XXXXXX)
@@ -114,6 +141,12 @@ work=$(mktemp -d /tmp/moat-bench.XXXXXX)
 source scripts/lib/crun-hybrid.sh
 CRUN_HYBRID_SAY=bench
 cleanup() {
+    local p
+    for p in "${new_parents[@]}"; do
+        [[ -d $p ]] || continue
+        find "$p" -mindepth 1 -depth -type d -exec rmdir {} + 2>/dev/null || true
+        rmdir "$p" 2>/dev/null || say "warning: could not remove cgroup $p"
+    done
     crun_hybrid_restore
     rm -rf "$work"
 }
@@ -129,12 +162,13 @@ run_harness() {
     local name=$1 title=$2
     shift 2
     local t0=$SECONDS
+    set -- "$@" "${harness_args[@]}"
     say "$name: $bin_dir/${name}_bench ${quick[*]} $*"
     {
         echo "# $title"
         echo
-        echo "Generated on $(date -u '+%Y-%m-%d %H:%M:%S UTC') by \`$command\` (as root), with"
-        echo "BENCHMARKS.md; run that command from the repository root to reproduce."
+        echo "Generated on $(date -u '+%Y-%m-%d %H:%M:%S UTC') by \`$command\` (as root);"
+        echo "run that command from the repository root to reproduce."
         echo "Method: see the doc comment of \`tests/src/bin/${name}_bench\`."
         echo
         "$bin_dir/${name}_bench" "${quick[@]}" --json "$work/$name.json" "$@"
@@ -142,35 +176,49 @@ run_harness() {
     say "$name: done in $((SECONDS - t0)) s"
 }
 
-progress "seccomp filter cost and compile time, then launch latency (crun needs hugetlb on cgroup v1 here)"
-crun_hybrid_enable
-run_harness seccomp "seccomp engine benchmarks" --moat "$bin_dir/moat"
-run_harness launch "Launch latency: moat run against crun, runc and bwrap" --moat "$bin_dir/moat"
-crun_hybrid_restore
+# wanted NAME: whether harness NAME is part of this run.
+wanted() { [[ -z $only || $only == "$1" ]]; }
+if wanted seccomp || wanted launch; then
+    progress "the harnesses with crun as a peer: $(wanted seccomp && echo "filter cost and compile time ")$(wanted launch && echo "launch latency ")(crun needs hugetlb on cgroup v1 here)"
+    crun_hybrid_enable
+    if wanted seccomp; then
+        run_harness seccomp "seccomp engine benchmarks" --moat "$bin_dir/moat"
+    fi
+    if wanted launch; then
+        run_harness launch "Launch latency: moat run against crun, runc and bwrap" --moat "$bin_dir/moat"
+    fi
+    crun_hybrid_restore
+fi
+if wanted agent; then
+    progress "tracing overhead, denial storm and /metrics scale"
+    run_harness agent "moatd benchmarks" --moatd "$bin_dir/moatd"
+fi
 
-progress "tracing overhead, denial storm and /metrics scale"
-run_harness agent "moatd benchmarks" --moatd "$bin_dir/moatd"
-
-progress "writing the report and plots"
+progress "writing the report$([[ -n $only ]] || echo " and plots")"
 mkdir -p "$out/docs/bench"
 for name in seccomp launch agent; do
+    wanted "$name" || continue
     cp "$work/$name.json" "$out/docs/bench/$name.json"
     cp "$work/$name.md" "$out/docs/benchmarks-$name.md"
 done
-commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
-# The run's own outputs do not count as changes to what was measured.
-[[ -z $(git status --porcelain --untracked-files=no -- . ':!BENCHMARKS.md' ':!docs/bench' \
-    ':!docs/benchmarks-*.md' 2>/dev/null) ]] || commit+=" (with uncommitted changes)"
-memory=$(awk '/^MemTotal:/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)
-vulns=/sys/devices/system/cpu/vulnerabilities
-mitigations="spectre_v2: $(cat $vulns/spectre_v2 2>/dev/null || echo n/a); spec_rstack_overflow: $(cat $vulns/spec_rstack_overflow 2>/dev/null || echo n/a)"
-"$bin_dir/bench_report" --markdown "$out/BENCHMARKS.md" --plots "$out/docs/bench" \
-    --command "$command" \
-    --machine "Commit measured=$commit" \
-    --machine "Memory=$memory" \
-    --machine "CPU mitigations (sysfs)=$mitigations" \
-    "$work"/{seccomp,launch,agent}.json >/dev/null
-chmod -R a+rX "$out/BENCHMARKS.md" "$out/docs"
+# BENCHMARKS.md is the whole picture: a single harness leaves it alone.
+if [[ -z $only ]]; then
+    commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+    # The run's own outputs do not count as changes to what was measured.
+    [[ -z $(git status --porcelain --untracked-files=no -- . ':!BENCHMARKS.md' ':!docs/bench' \
+        ':!docs/benchmarks-*.md' 2>/dev/null) ]] || commit+=" (with uncommitted changes)"
+    memory=$(awk '/^MemTotal:/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)
+    vulns=/sys/devices/system/cpu/vulnerabilities
+    mitigations="spectre_v2: $(cat $vulns/spectre_v2 2>/dev/null || echo n/a); spec_rstack_overflow: $(cat $vulns/spec_rstack_overflow 2>/dev/null || echo n/a)"
+    "$bin_dir/bench_report" --markdown "$out/BENCHMARKS.md" --plots "$out/docs/bench" \
+        --command "$command" \
+        --machine "Commit measured=$commit" \
+        --machine "Memory=$memory" \
+        --machine "CPU mitigations (sysfs)=$mitigations" \
+        "$work"/{seccomp,launch,agent}.json >/dev/null
+fi
+chmod -R a+rX "$out/docs"
+[[ ! -e $out/BENCHMARKS.md ]] || chmod a+r "$out/BENCHMARKS.md"
 
 # The machine as it was: same cgroup v2 controllers, no bench cgroups, no
 # bench processes.
@@ -192,4 +240,8 @@ if [[ -n $(bench_processes) ]]; then
 fi
 ((restored)) || die "the machine was not fully restored (see the warnings above)"
 
-say "done in $(($(date +%s) - started)) s: $out/BENCHMARKS.md, $out/docs/bench/*.png"
+if [[ -n $only ]]; then
+    say "done in $(($(date +%s) - started)) s: $out/docs/benchmarks-$only.md, $out/docs/bench/$only.json"
+else
+    say "done in $(($(date +%s) - started)) s: $out/BENCHMARKS.md, $out/docs/bench/*.png"
+fi

@@ -118,3 +118,22 @@ impl Drop for RemoveOnDrop {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+/// Bad arguments are refused before anything is installed, built or run,
+/// naming what is wrong.
+#[test]
+fn bad_arguments_are_refused_with_the_reason() {
+    for (args, reason) in [
+        (&["--only", "lunch"][..], "--only lunch: not a harness"),
+        (&["--", "--rounds", "3"][..], "add --only NAME"),
+        (&["--rounds", "3"][..], "unknown argument '--rounds'"),
+    ] {
+        let out = Command::new(workspace_root().join("scripts/bench.sh"))
+            .args(args)
+            .output()
+            .expect("run scripts/bench.sh");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} was accepted");
+        assert!(stderr.contains(reason), "{args:?}: {stderr}");
+    }
+}

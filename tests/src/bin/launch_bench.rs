@@ -3,8 +3,8 @@
 //! equivalent configuration, with bubblewrap launching it under the same
 //! seccomp filter, and with plain `/bin/true` as the floor.
 //!
-//! Run it with `scripts/bench-launch.sh` (installs crun, runc, bubblewrap
-//! and busybox, builds in release mode, builds the bundle, makes crun work
+//! Run it with `scripts/bench.sh --only launch` (installs crun, runc, bubblewrap
+//! and busybox, builds in release mode, makes crun work
 //! on this hybrid cgroup host, writes `docs/benchmarks-launch.md`) or
 //! directly as root; `--quick` is a smoke run of a few seconds whose figures
 //! mean little, and it skips a peer that is not installed or does not run
@@ -704,7 +704,7 @@ fn find_variants(opts: &Opts, bundle_problem: Option<&str>) -> Result<Vec<Varian
         };
         if let (Some(why), false) = (&skipped, opts.quick) {
             return Err(format!(
-                "{}: {why} (scripts/bench-launch.sh installs what it needs; --quick skips it)",
+                "{}: {why} (scripts/setup.sh installs what it needs; --quick skips it)",
                 kind.label()
             ));
         }

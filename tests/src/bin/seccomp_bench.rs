@@ -2,7 +2,7 @@
 //! what the installed filter costs per system call, in this process and
 //! under the real runtimes (`moat run`, and crun with the same profile).
 //!
-//! Run it with `scripts/bench-seccomp.sh` (release build; makes crun work on
+//! Run it with `scripts/bench.sh --only seccomp` (release build; makes crun work on
 //! this hybrid cgroup host; writes `docs/benchmarks-seccomp.md`) or
 //! directly; `--quick` is a smoke run of a few seconds whose figures mean
 //! little. The report (Markdown) goes to stdout, progress to stderr; with
@@ -180,7 +180,7 @@ usage: seccomp_bench [--quick] [--rounds N] [--calls N] [--compile-runs N]
   --json PATH       also write the figures as benchmark results (JSON) to PATH
 
 The `moat run` and crun variants need root; crun is skipped, saying why, when
-it is not installed or refuses this host (scripts/bench-seccomp.sh makes it
+it is not installed or refuses this host (scripts/bench.sh makes it
 work on a hybrid cgroup host). Progress goes to stderr, the Markdown report to
 stdout.";
 

@@ -2,7 +2,7 @@
 //! up under load, side by side with a bpftrace script that counts the same
 //! events.
 //!
-//! Run it as root with `scripts/bench-agent.sh` (release build; installs
+//! Run it as root with `scripts/bench.sh --only agent` (release build; installs
 //! bpftrace; writes `docs/benchmarks-agent.md`) or directly; `--quick` is a
 //! smoke run of a few seconds whose figures mean little (bpftrace is skipped
 //! when it is not installed). The report (Markdown) goes to stdout, progress
@@ -307,11 +307,9 @@ fn run(cfg: Config) -> Result<String, String> {
         None
     };
     if cfg.bpftrace && bpftrace.is_none() && !cfg.quick {
-        return Err(
-            "bpftrace is not installed (scripts/bench-agent.sh installs it); \
+        return Err("bpftrace is not installed (scripts/setup.sh installs it); \
                     pass --no-bpftrace to skip that variant"
-                .into(),
-        );
+            .into());
     }
     let mount = v2_mount();
     if !mount.join("cgroup.procs").exists() {
