@@ -168,9 +168,9 @@ pub struct Layout {
 pub fn detect(cfg: &CgroupConfig) -> Result<Layout, CgroupError> {
     let mountinfo = Path::new("/proc/self/mountinfo");
     let text = fs::read(mountinfo)?;
-    // Only used for the error message, so a failure to read it is no error.
-    let proc_cgroups = std::fs::read_to_string("/proc/cgroups").ok();
-    detect_from(&text, proc_cgroups.as_deref(), cfg)
+    // Only read to explain a missing controller, so a failure to read it
+    // is no error.
+    detect_with(&text, || std::fs::read_to_string("/proc/cgroups").ok(), cfg)
 }
 
 /// Finds the layout from the text of a mount table.
@@ -184,6 +184,16 @@ pub fn detect(cfg: &CgroupConfig) -> Result<Layout, CgroupError> {
 pub fn detect_from(
     mountinfo: &str,
     proc_cgroups: Option<&str>,
+    cfg: &CgroupConfig,
+) -> Result<Layout, CgroupError> {
+    detect_with(mountinfo, || proc_cgroups.map(str::to_owned), cfg)
+}
+
+/// [`detect_from`], getting the text of `/proc/cgroups` only when it is
+/// needed: to say why pids is missing.
+fn detect_with(
+    mountinfo: &str,
+    proc_cgroups: impl FnOnce() -> Option<String>,
     cfg: &CgroupConfig,
 ) -> Result<Layout, CgroupError> {
     let mounts = mountinfo::parse(mountinfo);
@@ -234,7 +244,7 @@ pub fn detect_from(
         });
     }
     Err(CgroupError::NoPidsController {
-        reason: why_no_pids(proc_cgroups, &controllers, root),
+        reason: why_no_pids(proc_cgroups().as_deref(), &controllers, root),
     })
 }
 
@@ -441,8 +451,7 @@ impl WorkloadCgroups {
         name: &str,
         limit: PidsLimit,
     ) -> Result<Self, CgroupError> {
-        validate_name(name)?;
-        let parent = parent_path(cfg)?;
+        let (mut wl, parent) = WorkloadCgroups::at(layout, cfg, name)?;
         if cfg.parent_pids_max == 0 {
             return Err(CgroupError::InvalidConfig {
                 field: "parent_pids_max",
@@ -456,16 +465,6 @@ impl WorkloadCgroups {
             });
         }
 
-        let controller = layout.pids.controller();
-        let pids_parent = controller.mount().join(&parent);
-        let v2_parent = layout.v2_mount.join(&parent);
-        let mut wl = WorkloadCgroups {
-            name: name.to_owned(),
-            pids_dir: pids_parent.join(name),
-            v2_dir: v2_parent.join(name),
-            controller,
-            _lock: None,
-        };
         wl.remove_leftover()?;
 
         let mut undo = Undo::default();
@@ -476,6 +475,22 @@ impl WorkloadCgroups {
             // a leftover meanwhile.
             Err(e) => Err(undo.roll_back(e)),
         }
+    }
+
+    /// The (unlocked) cgroups of workload `name` under `cfg.parent`, which
+    /// is returned as a relative path; nothing is touched on disk.
+    fn at(layout: &Layout, cfg: &CgroupConfig, name: &str) -> Result<(Self, PathBuf), CgroupError> {
+        validate_name(name)?;
+        let parent = parent_path(cfg)?;
+        let controller = layout.pids.controller();
+        let wl = WorkloadCgroups {
+            name: name.to_owned(),
+            pids_dir: controller.mount().join(&parent).join(name),
+            v2_dir: layout.v2_mount.join(&parent).join(name),
+            controller,
+            _lock: None,
+        };
+        Ok((wl, parent))
     }
 
     /// The steps of [`WorkloadCgroups::create`] after the leftover check,
@@ -641,16 +656,7 @@ impl WorkloadCgroups {
     /// cleanup). Errors with [`CgroupError::NotFound`] if either directory
     /// is missing. Takes no lock.
     pub fn open(layout: &Layout, cfg: &CgroupConfig, name: &str) -> Result<Self, CgroupError> {
-        validate_name(name)?;
-        let parent = parent_path(cfg)?;
-        let controller = layout.pids.controller();
-        let wl = WorkloadCgroups {
-            name: name.to_owned(),
-            pids_dir: controller.mount().join(&parent).join(name),
-            v2_dir: layout.v2_mount.join(&parent).join(name),
-            controller,
-            _lock: None,
-        };
+        let (wl, _) = WorkloadCgroups::at(layout, cfg, name)?;
         for dir in wl.dirs() {
             if !dir.is_dir() {
                 return Err(CgroupError::NotFound {
