@@ -20,6 +20,7 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::userns::UserNamespace;
@@ -323,8 +324,7 @@ impl StateDir {
                 Err(e) => errors.push(e),
             }
         }
-        records
-            .sort_by(|a, b| (a.started_at_unix_ms, &a.name).cmp(&(b.started_at_unix_ms, &b.name)));
+        sort_by_start(&mut records);
         Ok((records, errors))
     }
 
@@ -338,18 +338,7 @@ impl StateDir {
     /// The exit record of the last workload named `name`, if any.
     pub fn exit_record(&self, name: &str) -> Result<Option<ExitRecord>, StateError> {
         validate_name(name)?;
-        let path = self.exits_dir().join(format!("{name}{RECORD_EXT}"));
-        let Some(bytes) = read_optional(&path)? else {
-            return Ok(None);
-        };
-        let rec: ExitRecord = serde_json::from_slice(&bytes).map_err(|e| StateError::Corrupt {
-            file: path.clone(),
-            reason: e.to_string(),
-        })?;
-        if rec.name != name {
-            return Err(name_mismatch(&path, &rec.name));
-        }
-        Ok(Some(rec))
+        read_named(&self.exit_path(name), name, |r: &ExitRecord| &r.name)
     }
 
     fn workloads_dir(&self) -> PathBuf {
@@ -362,6 +351,10 @@ impl StateDir {
 
     fn workload_path(&self, name: &str) -> PathBuf {
         self.workloads_dir().join(format!("{name}{RECORD_EXT}"))
+    }
+
+    fn exit_path(&self, name: &str) -> PathBuf {
+        self.exits_dir().join(format!("{name}{RECORD_EXT}"))
     }
 
     /// Every record file with its parse result.
@@ -401,6 +394,11 @@ impl StateDir {
     }
 }
 
+/// Oldest first; the name breaks ties.
+fn sort_by_start(records: &mut [WorkloadRecord]) {
+    records.sort_by(|a, b| (a.started_at_unix_ms, &a.name).cmp(&(b.started_at_unix_ms, &b.name)));
+}
+
 /// A record file and what reading it gave.
 type ScannedRecord = (PathBuf, Result<WorkloadRecord, StateError>);
 
@@ -433,8 +431,7 @@ impl StateLock<'_> {
                 }
             }
         }
-        running
-            .sort_by(|a, b| (a.started_at_unix_ms, &a.name).cmp(&(b.started_at_unix_ms, &b.name)));
+        sort_by_start(&mut running);
         Ok((running, stale))
     }
 
@@ -473,36 +470,41 @@ impl StateLock<'_> {
     /// Writes the exit record of `rec.name`, replacing an older one.
     pub fn write_exit(&self, rec: &ExitRecord) -> Result<(), StateError> {
         validate_name(&rec.name)?;
-        let path = self
-            .dir
-            .exits_dir()
-            .join(format!("{}{RECORD_EXT}", rec.name));
-        write_atomic(&path, rec)
+        write_atomic(&self.dir.exit_path(&rec.name), rec)
     }
 }
 
 /// Reads a workload record; `None` if the file does not exist.
 fn read_record(path: &Path, name: &str) -> Result<Option<WorkloadRecord>, StateError> {
+    read_named(path, name, |r: &WorkloadRecord| &r.name)
+}
+
+/// Reads the record of workload `name` (whose own name `name_of` gives);
+/// `None` if the file does not exist.
+fn read_named<T: DeserializeOwned>(
+    path: &Path,
+    name: &str,
+    name_of: impl Fn(&T) -> &str,
+) -> Result<Option<T>, StateError> {
     let Some(bytes) = read_optional(path)? else {
         return Ok(None);
     };
-    let rec: WorkloadRecord = serde_json::from_slice(&bytes).map_err(|e| StateError::Corrupt {
+    let rec: T = serde_json::from_slice(&bytes).map_err(|e| StateError::Corrupt {
         file: path.to_path_buf(),
         reason: e.to_string(),
     })?;
     // A record under another name's file would let two workloads share a
     // name; such a file was not written by us.
-    if rec.name != name {
-        return Err(name_mismatch(path, &rec.name));
+    let found = name_of(&rec);
+    if found != name {
+        return Err(StateError::Corrupt {
+            file: path.to_path_buf(),
+            reason: format!(
+                "it holds the record of {found:?}, not of the workload its file name says"
+            ),
+        });
     }
     Ok(Some(rec))
-}
-
-fn name_mismatch(path: &Path, found: &str) -> StateError {
-    StateError::Corrupt {
-        file: path.to_path_buf(),
-        reason: format!("it holds the record of {found:?}, not of the workload its file name says"),
-    }
 }
 
 fn read_optional(path: &Path) -> Result<Option<Vec<u8>>, StateError> {
