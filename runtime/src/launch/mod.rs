@@ -349,12 +349,10 @@ fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
 fn write_id_maps(pid: i32, ns: &UserNamespace) -> Result<(), LaunchError> {
     for (file, map) in [("uid_map", &ns.uid_map), ("gid_map", &ns.gid_map)] {
         let path = format!("/proc/{pid}/{file}");
-        std::fs::write(&path, userns::render_map(map)).map_err(|e| {
+        let text = userns::render_map(map);
+        std::fs::write(&path, &text).map_err(|e| {
             LaunchError::os(
-                format!(
-                    "writing {path} ({})",
-                    userns::render_map(map).trim().replace('\n', ", ")
-                ),
+                format!("writing {path} ({})", text.trim().replace('\n', ", ")),
                 e,
             )
         })?;

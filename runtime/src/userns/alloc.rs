@@ -43,26 +43,26 @@ pub fn allocate(
     subgid: &Path,
     in_use: &[UserNamespace],
 ) -> Result<UserNamespace, UsernsError> {
-    let used_uids: Vec<IdMap> = in_use.iter().flat_map(|ns| ns.uid_map.clone()).collect();
-    let used_gids: Vec<IdMap> = in_use.iter().flat_map(|ns| ns.gid_map.clone()).collect();
+    let used_uids: Vec<&IdMap> = in_use.iter().flat_map(|ns| &ns.uid_map).collect();
+    let used_gids: Vec<&IdMap> = in_use.iter().flat_map(|ns| &ns.gid_map).collect();
     let uid = pick(subuid, &used_uids, in_use.len())?;
     let gid = pick(subgid, &used_gids, in_use.len())?;
+    // Container ids 0..AUTO_SIZE, on the slot chosen for each.
+    let map = |host_id| {
+        vec![IdMap {
+            container_id: 0,
+            host_id,
+            size: AUTO_SIZE,
+        }]
+    };
     Ok(UserNamespace {
-        uid_map: vec![IdMap {
-            container_id: 0,
-            host_id: uid,
-            size: AUTO_SIZE,
-        }],
-        gid_map: vec![IdMap {
-            container_id: 0,
-            host_id: gid,
-            size: AUTO_SIZE,
-        }],
+        uid_map: map(uid),
+        gid_map: map(gid),
     })
 }
 
 /// The lowest free slot in `file`'s ranges for [`AUTO_USER`].
-fn pick(file: &Path, used: &[IdMap], workloads: usize) -> Result<u32, UsernsError> {
+fn pick(file: &Path, used: &[&IdMap], workloads: usize) -> Result<u32, UsernsError> {
     let ranges = match read_subid(file, AUTO_USER) {
         Ok(r) => r,
         // A missing file has the same remedy as an empty one.

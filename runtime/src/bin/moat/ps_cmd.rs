@@ -8,7 +8,7 @@ use clap::Args;
 use serde_json::json;
 
 use moat_runtime::state::{StateDir, WorkloadRecord, DEFAULT_STATE_DIR};
-use moat_runtime::userns::render_map;
+use moat_runtime::userns::IdMap;
 
 #[derive(Debug, Args)]
 pub struct PsArgs {
@@ -44,10 +44,8 @@ pub fn run(args: PsArgs) -> Result<ExitCode> {
             pids_limit: read_limit(&r.cgroup_pids),
             seccomp: r.seccomp_profile.clone(),
             userns: r.userns.as_ref().map(|ns| {
-                render_map(&ns.uid_map)
-                    .trim()
-                    .replace('\n', ",")
-                    .replace(' ', ":")
+                let maps: Vec<String> = ns.uid_map.iter().map(IdMap::to_string).collect();
+                maps.join(",")
             }),
         })
         .collect();
