@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
+use moat_tests::moatd::TempDir;
 use moat_tests::{binary, fixtures_dir};
 
 fn moat(args: &[&str]) -> Output {
@@ -21,27 +22,11 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        let p = std::env::temp_dir().join(format!("moat-test-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-
-    fn write(&self, name: &str, text: &str) -> PathBuf {
-        let p = self.0.join(name);
-        std::fs::write(&p, text).unwrap();
-        p
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+/// Writes `text` to `name` in `dir`; returns its path.
+fn write(dir: &TempDir, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
 }
 
 #[test]
@@ -98,7 +83,7 @@ fn show_prints_the_builtin_profile_which_checks_clean() {
     let json: serde_json::Value = serde_json::from_slice(&o.stdout).expect("JSON");
     assert_eq!(json["defaultAction"], "SCMP_ACT_ERRNO");
     let dir = TempDir::new("show");
-    let f = dir.write("default.json", &stdout(&o));
+    let f = write(&dir, "default.json", &stdout(&o));
     let a = moat(&["profile", "compile", "default", "-o", "-"]);
     let b = moat(&["profile", "compile", f.to_str().unwrap(), "-o", "-"]);
     assert!(a.status.success() && b.status.success());
@@ -114,7 +99,7 @@ fn show_prints_the_builtin_profile_which_checks_clean() {
 #[test]
 fn compile_writes_native_sock_filter_arrays() {
     let dir = TempDir::new("compile");
-    let out = dir.0.join("default.bpf");
+    let out = dir.join("default.bpf");
     let o = moat(&[
         "profile",
         "compile",
@@ -128,7 +113,7 @@ fn compile_writes_native_sock_filter_arrays() {
     let prog = moat_runtime::seccomp::bpf::Program::from_bytes(&bytes).unwrap();
     // The last instruction of a libseccomp program is a return.
     assert_eq!(prog.0.last().unwrap().code, 0x06);
-    let admin = dir.0.join("admin.bpf");
+    let admin = dir.join("admin.bpf");
     let o = moat(&[
         "profile",
         "compile",
@@ -169,7 +154,7 @@ fn compile_writes_native_sock_filter_arrays() {
 fn compile_writes_into_a_fifo_without_replacing_it() {
     use std::os::unix::fs::FileTypeExt;
     let dir = TempDir::new("compile-fifo");
-    let fifo = dir.0.join("program.fifo");
+    let fifo = dir.join("program.fifo");
     nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
     let reader = {
         let fifo = fifo.clone();
@@ -196,7 +181,7 @@ fn compile_writes_into_a_fifo_without_replacing_it() {
     let expected = moat(&["profile", "compile", "default", "-o", "-"]).stdout;
     assert_eq!(got, expected, "the FIFO's reader got other bytes");
     assert_eq!(
-        std::fs::read_dir(&dir.0).unwrap().count(),
+        std::fs::read_dir(dir.path()).unwrap().count(),
         1,
         "a temporary file stayed"
     );
@@ -216,7 +201,7 @@ fn bwrap_runs_a_command_under_the_compiled_program() {
         return;
     }
     let dir = TempDir::new("bwrap");
-    let out = dir.0.join("default.bpf");
+    let out = dir.join("default.bpf");
     assert!(
         moat(&["profile", "compile", "default", "-o", out.to_str().unwrap()])
             .status
@@ -270,10 +255,10 @@ fn bad_profiles_get_one_line_errors() {
         ("names.json", r#"{"defaultAction":"SCMP_ACT_ERRNO","syscalls":[{"names":[],"action":"SCMP_ACT_ALLOW"}]}"#, "syscalls[0].names: no syscall names"),
     ];
     for (file, text, want) in cases {
-        let path = dir.write(file, text);
+        let path = write(&dir, file, text);
         for cmd in ["check", "compile"] {
             let mut args = vec!["profile", cmd, path.to_str().unwrap()];
-            let out = dir.0.join("out.bpf");
+            let out = dir.join("out.bpf");
             if cmd == "compile" {
                 args.extend(["-o", out.to_str().unwrap()]);
             }
@@ -310,7 +295,11 @@ fn missing_file_and_bad_capability_are_clear_errors() {
 #[test]
 fn strict_mode_refuses_unknown_syscalls() {
     let dir = TempDir::new("strict");
-    let p = dir.write("p.json", r#"{"defaultAction":"SCMP_ACT_ERRNO","syscalls":[{"names":["read","frobnicate"],"action":"SCMP_ACT_ALLOW"}]}"#);
+    let p = write(
+        &dir,
+        "p.json",
+        r#"{"defaultAction":"SCMP_ACT_ERRNO","syscalls":[{"names":["read","frobnicate"],"action":"SCMP_ACT_ALLOW"}]}"#,
+    );
     let lax = moat(&["profile", "check", p.to_str().unwrap()]);
     assert!(lax.status.success());
     assert!(

@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use moat_tests::moatd::TempDir;
 use moat_tests::workspace_root;
 use serde_json::Value;
 
@@ -93,23 +94,6 @@ fn run(cmd: &mut Command) -> Output {
         String::from_utf8_lossy(&out.stderr)
     );
     out
-}
-
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        let p = std::env::temp_dir().join(format!("moat-test-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 /// Every panel, rows' nested panels included.
@@ -606,15 +590,15 @@ fn every_panel_query_returns_data_on_a_real_prometheus() {
         .as_secs() as i64;
     let start = (now - 4 * 3600) / 60 * 60;
     let end = start + SPAN;
-    let samples = dir.0.join("samples.om");
+    let samples = dir.join("samples.om");
     write_file(&samples, &openmetrics(start));
-    let data = dir.0.join("data");
+    let data = dir.join("data");
     run(Command::new(&promtool)
         .args(["tsdb", "create-blocks-from", "openmetrics"])
         .arg(&samples)
         .arg(&data));
 
-    let config = dir.0.join("prometheus.yml");
+    let config = dir.join("prometheus.yml");
     let rules: Vec<String> = rule_files()
         .iter()
         .map(|p| format!("  - {}\n", p.display()))
@@ -630,7 +614,7 @@ fn every_panel_query_returns_data_on_a_real_prometheus() {
         .args(["check", "config"])
         .arg(&config));
 
-    let log = dir.0.join("prometheus.log");
+    let log = dir.join("prometheus.log");
     let logfile = std::fs::File::create(&log).unwrap();
     let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let child = Command::new(&prometheus)

@@ -16,16 +16,13 @@ use std::sync::mpsc::{self, Receiver};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use moat_tests::binary;
 use moat_tests::moatd::{pids_on_v1, pids_on_v2, Moatd, TempDir};
 
 /// `moat` with a fixed time zone (two hours east of UTC, no DST) and none of the
 /// environment that would change its defaults.
 fn moat() -> Command {
-    let mut c = Command::new(binary("moat"));
-    c.env("TZ", "EET-2")
-        .env_remove("MOAT_AUDIT_LOG")
-        .env_remove("MOAT_AGENT");
+    let mut c = moat_tests::moatd::moat();
+    c.env("TZ", "EET-2");
     c
 }
 

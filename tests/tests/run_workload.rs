@@ -12,12 +12,13 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use moat_tests::binary;
-use moat_tests::moatd::{pids_on_v1, pids_on_v2, PIDS_V1, V2};
+use moat_tests::moatd::{pids_on_v1, pids_on_v2, CgroupParent, TempDir, PIDS_V1, V2};
 
-/// A private state dir, cgroup parent and subuid/subgid files.
+/// A private state dir, cgroup parent and subuid/subgid files, all
+/// removed on drop (the cgroups first).
 struct Env {
-    dir: PathBuf,
-    parent: String,
+    parent: CgroupParent,
+    dir: TempDir,
 }
 
 impl Env {
@@ -30,14 +31,12 @@ impl Env {
             eprintln!("SKIP: no pids cgroup controller on this machine");
             return None;
         }
-        let dir = std::env::temp_dir().join(format!("moat-run-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = TempDir::new(&format!("run-{tag}"));
         std::fs::write(dir.join("subuid"), "moat:200000:655360\n").unwrap();
         std::fs::write(dir.join("subgid"), "moat:200000:655360\n").unwrap();
         Some(Env {
+            parent: CgroupParent(format!("moat-t-{tag}-{}", std::process::id())),
             dir,
-            parent: format!("moat-t-{tag}-{}", std::process::id()),
         })
     }
 
@@ -56,15 +55,16 @@ impl Env {
 
     fn run_cmd(&self, args: &[&str]) -> Command {
         let mut c = self.cmd();
-        c.args(["run", "--cgroup-parent", &self.parent]).args(args);
+        c.args(["run", "--cgroup-parent", &self.parent.0])
+            .args(args);
         c
     }
 
     fn pids_parent(&self) -> PathBuf {
         if pids_on_v2() {
-            Path::new(V2).join(&self.parent)
+            Path::new(V2).join(&self.parent.0)
         } else {
-            Path::new(PIDS_V1).join(&self.parent)
+            Path::new(PIDS_V1).join(&self.parent.0)
         }
     }
 
@@ -77,7 +77,7 @@ impl Env {
     /// Asserts nothing of the workload is left: no cgroup, no state record.
     fn assert_nothing_left(&self, name: &str) {
         for root in [Path::new(PIDS_V1), Path::new(V2)] {
-            let d = root.join(&self.parent).join(name);
+            let d = root.join(&self.parent.0).join(name);
             assert!(!d.exists(), "{} left behind", d.display());
         }
         let rec = self
@@ -85,23 +85,6 @@ impl Env {
             .join("state/workloads")
             .join(format!("{name}.json"));
         assert!(!rec.exists(), "{} left behind", rec.display());
-    }
-}
-
-impl Drop for Env {
-    fn drop(&mut self) {
-        for root in [Path::new(PIDS_V1), Path::new(V2)] {
-            let d = root.join(&self.parent);
-            if let Ok(entries) = std::fs::read_dir(&d) {
-                for e in entries.flatten() {
-                    if e.path().is_dir() {
-                        let _ = std::fs::remove_dir(e.path());
-                    }
-                }
-            }
-            let _ = std::fs::remove_dir(&d);
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -425,7 +408,7 @@ fn failed_launch_steps_leave_nothing_behind() {
     // A cgroup that cannot be created: the v2 parent refuses descendants,
     // so the pids cgroup made just before must be rolled back.
     if !pids_on_v2() {
-        let v2_parent = Path::new(V2).join(&env.parent);
+        let v2_parent = Path::new(V2).join(&env.parent.0);
         std::fs::create_dir_all(&v2_parent).unwrap();
         std::fs::write(v2_parent.join("cgroup.max.descendants"), "0").unwrap();
         let o = env.run(&["--name", "f5", "--pids-limit", "10", "--", "true"]);
@@ -435,7 +418,7 @@ fn failed_launch_steps_leave_nothing_behind() {
     // The name is free again afterwards.
     let _ = std::fs::write(
         Path::new(V2)
-            .join(&env.parent)
+            .join(&env.parent.0)
             .join("cgroup.max.descendants"),
         "max",
     );
@@ -584,7 +567,7 @@ fn a_tty_stays_a_tty() {
         "MOAT_STATE_DIR={} {} run --cgroup-parent {} -- sh -c 'test -t 0 && test -t 1 && tty'",
         env.dir.join("state").display(),
         binary("moat").display(),
-        env.parent
+        env.parent.0
     );
     let o = Command::new("script")
         .args(["-qec", &inner, "/dev/null"])
