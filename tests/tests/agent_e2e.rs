@@ -15,10 +15,9 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use moat_tests::binary;
 use moat_tests::moatd::{moat, pids_on_v1, pids_on_v2, Moatd, TempDir};
 
 const NR_GETPRIORITY: u32 = 140;
@@ -44,11 +43,24 @@ print(($expect eq "trap" ? $traps : $seen), "\n");
 /// Serialises the tests of this file (see the module comment).
 static SERIAL: Mutex<()> = Mutex::new(());
 
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+/// Held for a whole test: this file's lock, and the cgroup layout lock
+/// (shared), since every test relies on where the pids controller is.
+struct Serial {
+    _layout: moat_tests::LayoutLock,
+    _guard: MutexGuard<'static, ()>,
 }
 
-fn skip_reason() -> Option<&'static str> {
+fn serial() -> Serial {
+    let guard = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    Serial {
+        _layout: moat_tests::cgroup_layout_lock(false),
+        _guard: guard,
+    }
+}
+
+/// Why the tests cannot run here, if they cannot; `x86_64_syscalls` for
+/// the tests whose workloads use x86_64 syscall numbers.
+fn skip_reason(x86_64_syscalls: bool) -> Option<&'static str> {
     if !moat_tests::is_root() {
         return Some("moatd and moat run need root");
     }
@@ -58,12 +70,23 @@ fn skip_reason() -> Option<&'static str> {
     if !Path::new("/usr/bin/perl").exists() {
         return Some("the workloads are perl programs and /usr/bin/perl is missing");
     }
+    if x86_64_syscalls && !cfg!(target_arch = "x86_64") {
+        return Some("the workloads use x86_64 syscall numbers");
+    }
     None
 }
 
+/// Returns from the test, saying why, when it cannot run here;
+/// `skip_unless_able!(x86_64)` for workloads that use x86_64 syscall numbers.
 macro_rules! skip_unless_able {
     () => {
-        if let Some(reason) = skip_reason() {
+        skip_unless_able!(@ false)
+    };
+    (x86_64) => {
+        skip_unless_able!(@ true)
+    };
+    (@ $x86_64_syscalls:expr) => {
+        if let Some(reason) = skip_reason($x86_64_syscalls) {
             eprintln!("SKIP: {reason}");
             return;
         }
@@ -355,19 +378,10 @@ fn wait_for_events(agent: &Moatd, workload: &str, n: usize) -> Vec<serde_json::V
     }
 }
 
-fn x86_64() -> bool {
-    cfg!(target_arch = "x86_64")
-}
-
 #[test]
 fn denials_under_moat_run_are_counted_exactly() {
-    skip_unless_able!();
-    if !x86_64() {
-        eprintln!("SKIP: the workloads use x86_64 syscall numbers");
-        return;
-    }
+    skip_unless_able!(x86_64);
     let _serial = serial();
-    let _layout = moat_tests::cgroup_layout_lock(false);
     let agent = Moatd::start("den");
     let profiles = TempDir::new("den-profiles");
     const N: u32 = 100;
@@ -574,13 +588,8 @@ fn denials_under_moat_run_are_counted_exactly() {
 
 #[test]
 fn genuine_errors_are_not_counted() {
-    skip_unless_able!();
-    if !x86_64() {
-        eprintln!("SKIP: the workloads use x86_64 syscall numbers");
-        return;
-    }
+    skip_unless_able!(x86_64);
     let _serial = serial();
-    let _layout = moat_tests::cgroup_layout_lock(false);
     let agent = Moatd::start("gen");
     let files = TempDir::new("gen-files");
     let secret = files.join("secret");
@@ -636,7 +645,6 @@ print "$eperm $eacces\n";
 fn forks_and_threads_are_counted_exactly() {
     skip_unless_able!();
     let _serial = serial();
-    let _layout = moat_tests::cgroup_layout_lock(false);
     let agent = Moatd::start("fork");
 
     // dash forks once for the command substitution `$(seq 20)` (the child
@@ -730,13 +738,8 @@ fn forks_and_threads_are_counted_exactly() {
 
 #[test]
 fn storm_counts_a_million_and_metrics_stay_fast() {
-    skip_unless_able!();
-    if !x86_64() {
-        eprintln!("SKIP: the workloads use x86_64 syscall numbers");
-        return;
-    }
+    skip_unless_able!(x86_64);
     let _serial = serial();
-    let _layout = moat_tests::cgroup_layout_lock(false);
     let agent = Moatd::start("storm");
     let profiles = TempDir::new("storm-profiles");
     let profile = rule_profile(
@@ -761,17 +764,23 @@ fn storm_counts_a_million_and_metrics_stay_fast() {
     // CPU allows, but on a small machine (2 CPUs here) moatd and the scraper
     // get the CPU first when they need it, so the latency measured is moatd's
     // own under the storm, not scheduler contention with the storm itself.
+    let run = agent.run_cmd(
+        name,
+        &["--seccomp-profile", &profile],
+        &["perl", "-e", WORKER, &nr, &n, "13"],
+    );
     let mut workload = Command::new("nice");
     workload
         .args(["-n", "10"])
-        .arg(binary("moat"))
-        .env_remove("MOAT_AUDIT_LOG")
-        .env_remove("MOAT_AGENT");
+        .arg(run.get_program())
+        .args(run.get_args());
+    for (key, value) in run.get_envs() {
+        match value {
+            Some(value) => workload.env(key, value),
+            None => workload.env_remove(key),
+        };
+    }
     let mut workload = workload
-        .env("MOAT_STATE_DIR", agent.dir.join("state"))
-        .args(["run", "--cgroup-parent", &agent.parent.0, "--name", name])
-        .args(["--seccomp-profile", &profile, "--"])
-        .args(["perl", "-e", WORKER, &nr, &n, "13"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
