@@ -52,6 +52,15 @@ pub fn binary(name: &str) -> PathBuf {
     dir.join(name)
 }
 
+/// Finds the program `name` on `PATH` (a conventional one when `PATH` is
+/// unset).
+pub fn which(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/sbin:/usr/bin:/sbin:/bin".into());
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
 /// Whether we run as root; privileged tests print why they skip otherwise.
 pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()

@@ -344,13 +344,7 @@ pub fn crun_layout_problem() -> Option<String> {
     })
 }
 
-/// Finds `name` on `PATH`.
-pub fn which(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/sbin:/usr/bin:/sbin:/bin".into());
-    std::env::split_paths(&path)
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
-}
+pub use crate::which;
 
 /// The cgroups named `name` directly under each mounted hierarchy's root
 /// that did not exist when [`CgroupParents::before`] was called: the

@@ -86,6 +86,7 @@ use moat_runtime::caps::CapSet;
 use moat_runtime::seccomp::{compile, compile_for_host, load, parse, Source};
 use moat_tests::bench::{self, Args, Row, Stats};
 use moat_tests::results::Goal;
+use moat_tests::which;
 
 use overhead::{hash_file_list, overhead, Overhead, Worker, VARIANTS, WORKLOADS};
 use piped::PipedChild;
@@ -269,14 +270,6 @@ fn v2_mount() -> PathBuf {
     } else {
         PathBuf::from("/sys/fs/cgroup")
     }
-}
-
-fn which(name: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH")?
-        .to_str()?
-        .split(':')
-        .map(|d| Path::new(d).join(name))
-        .find(|p| p.is_file())
 }
 
 fn run(cfg: Config) -> Result<String, String> {
