@@ -33,21 +33,16 @@
 #                        cgroup v2 (retrying while dying cgroups linger) and
 #                        removes the directory if enable made it. Idempotent;
 #                        a no-op when enable did nothing.
-#   crun_hybrid_active   Succeeds (status 0) while hugetlb is mounted by
-#                        crun_hybrid_enable; for `if crun_hybrid_active`.
 #
-# Nesting works: a script that sources this file and calls enable while its
-# caller already did finds hugetlb mounted, does nothing, and its restore
-# leaves the caller's mount in place.
+# A hugetlb hierarchy someone else mounted is left alone by both.
 
-CRUN_HYBRID_CG=${CRUN_HYBRID_CG:-/sys/fs/cgroup}
-CRUN_HYBRID_V2=${CRUN_HYBRID_V2:-$CRUN_HYBRID_CG/unified}
-CRUN_HYBRID_HUGETLB=${CRUN_HYBRID_HUGETLB:-$CRUN_HYBRID_CG/hugetlb}
+CRUN_HYBRID_V2=/sys/fs/cgroup/unified
+CRUN_HYBRID_HUGETLB=/sys/fs/cgroup/hugetlb
 CRUN_HYBRID_SAY=${CRUN_HYBRID_SAY:-crun-hybrid}
 # What crun_hybrid_enable did, for crun_hybrid_restore: 1 when it mounted
 # hugetlb / made the mount point.
-CRUN_HYBRID_MOUNTED=${CRUN_HYBRID_MOUNTED:-0}
-CRUN_HYBRID_MADE_DIR=${CRUN_HYBRID_MADE_DIR:-0}
+CRUN_HYBRID_MOUNTED=0
+CRUN_HYBRID_MADE_DIR=0
 
 _crun_hybrid_say() { echo "$CRUN_HYBRID_SAY: $*" >&2; }
 
@@ -67,8 +62,6 @@ _crun_hybrid_wait_for() {
         sleep 0.1
     done
 }
-
-crun_hybrid_active() { ((CRUN_HYBRID_MOUNTED)) && mountpoint -q "$CRUN_HYBRID_HUGETLB"; }
 
 crun_hybrid_enable() {
     local controllers

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::{Command, Output};
 
 use moat_tests::moatd::TempDir;
-use moat_tests::{binary, fixtures_dir};
+use moat_tests::{binary, fixtures_dir, which};
 
 fn moat(args: &[&str]) -> Output {
     Command::new(binary("moat"))
@@ -192,7 +192,7 @@ fn compile_writes_into_a_fifo_without_replacing_it() {
 /// that it confines: `unshare --user` is refused by the default profile.
 #[test]
 fn bwrap_runs_a_command_under_the_compiled_program() {
-    let Ok(bwrap) = which("bwrap") else {
+    let Some(bwrap) = which("bwrap") else {
         eprintln!("SKIP: bwrap not installed (scripts/setup.sh installs bubblewrap)");
         return;
     };
@@ -228,15 +228,6 @@ fn bwrap_runs_a_command_under_the_compiled_program() {
         "{}",
         stderr(&denied)
     );
-}
-
-fn which(name: &str) -> Result<PathBuf, ()> {
-    std::env::var_os("PATH")
-        .iter()
-        .flat_map(std::env::split_paths)
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
-        .ok_or(())
 }
 
 /// Each malformed profile gets one line naming the file, the field and the

@@ -15,7 +15,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use moat_tests::moatd::TempDir;
-use moat_tests::workspace_root;
+use moat_tests::{which, workspace_root};
 use serde_json::Value;
 
 /// Every metric moatd serves (issue 4), each of which the dashboard shows.
@@ -63,14 +63,6 @@ fn dashboard() -> Value {
     let path = dashboards().join("moat-overview.json");
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
-/// `name` found in `$PATH`, if it is there.
-fn which(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
 }
 
 /// `(prometheus, promtool)`, or `None` after printing why the test skips.
