@@ -66,6 +66,20 @@ pub fn leading_number(cell: &str) -> Option<f64> {
     cell[..end].parse().ok()
 }
 
+/// The number in the Markdown table row `figure`, which must be there
+/// and be positive and finite.
+pub fn positive_row(table: &str, figure: &str) -> f64 {
+    let cell =
+        table_value(table, figure).unwrap_or_else(|| panic!("no row {figure:?} in:\n{table}"));
+    let n = leading_number(cell)
+        .unwrap_or_else(|| panic!("row {figure:?} has no numeric value: {cell:?}"));
+    assert!(
+        n.is_finite() && n > 0.0,
+        "row {figure:?}: {n} is not a positive number"
+    );
+    n
+}
+
 /// The figure `figure` of `section`.
 pub fn comparison<'a>(r: &'a Results, section: &str, figure: &str) -> &'a Comparison {
     r.comparison(section, figure).unwrap_or_else(|| {

@@ -7,7 +7,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use moat_tests::quick::{self, comparison, leading_number, table_value};
+use moat_tests::quick::{self, comparison, leading_number};
 use moat_tests::results::{PlotKind, Results, Value};
 use moat_tests::{binary, cgroup_layout_lock, is_root};
 
@@ -73,13 +73,7 @@ fn check_markdown(stdout: &str) {
         .map(String::from),
     );
     for f in &figures {
-        let cell = table_value(stdout, f).unwrap_or_else(|| panic!("no row {f:?} in:\n{stdout}"));
-        let n = leading_number(cell)
-            .unwrap_or_else(|| panic!("row {f:?} has no numeric value: {cell:?}"));
-        assert!(
-            n.is_finite() && n > 0.0,
-            "row {f:?}: {n} is not a positive number"
-        );
+        quick::positive_row(stdout, f);
     }
     // Rows whose figure names a count chosen by the mode.
     for prefix in [

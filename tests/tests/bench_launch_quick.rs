@@ -29,13 +29,7 @@ fn quick_run_measures_moat() {
         "moat run, max",
         "/bin/true, median",
     ] {
-        let cell = table_value(stdout, f).unwrap_or_else(|| panic!("no row {f:?} in:\n{stdout}"));
-        let n =
-            leading_number(cell).unwrap_or_else(|| panic!("row {f:?} is not a number: {cell:?}"));
-        assert!(
-            n.is_finite() && n > 0.0,
-            "row {f:?}: {n} is not a positive time"
-        );
+        quick::positive_row(stdout, f);
     }
     let rss = "Peak RSS of the moat process (`ru_maxrss`)";
     let cell = table_value(stdout, rss).unwrap_or_else(|| panic!("no row {rss:?} in:\n{stdout}"));

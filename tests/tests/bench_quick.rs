@@ -51,13 +51,7 @@ fn quick_run_prints_the_whole_table() {
         }
     }
     for f in &figures {
-        let cell = table_value(stdout, f).unwrap_or_else(|| panic!("no row {f:?} in:\n{stdout}"));
-        let n = leading_number(cell)
-            .unwrap_or_else(|| panic!("row {f:?} has no numeric value: {cell:?}"));
-        assert!(
-            n.is_finite() && n > 0.0,
-            "row {f:?}: {n} is not a positive number"
-        );
+        quick::positive_row(stdout, f);
     }
     for w in WORKLOADS {
         let f = format!("{w}, crun");
