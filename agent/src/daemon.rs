@@ -23,14 +23,18 @@ use tokio::{
 };
 
 use crate::{
-    attribution::{spawn_watcher, Attributor, CgroupLayout},
-    audit::{self, AuditContext, AuditEvent, AuditLog, AuditStats},
-    burst::{BurstDetector, ForkTotal},
+    collect::{
+        attribution::{spawn_watcher, Attributor, CgroupLayout},
+        burst::{BurstDetector, ForkTotal},
+        pids::{self, HitTracker},
+    },
     config::Config,
-    http,
-    metrics::{Metrics, PidsReading, Sources},
-    pids::{self, HitTracker},
-    snapshot::{AuditRecord, KernelSource},
+    export::{
+        audit_log::{self as audit, AuditContext, AuditEvent, AuditLog, AuditStats},
+        http,
+        metrics::{Metrics, PidsReading, Sources},
+    },
+    kernel::{AuditRecord, KernelSource},
 };
 
 /// How long [`Running::shutdown`] waits for the tasks before abandoning them.

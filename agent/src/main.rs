@@ -10,12 +10,9 @@ use std::{net::SocketAddr, path::PathBuf, process::ExitCode, sync::Arc};
 use anyhow::Context as _;
 use clap::Parser;
 use moat_agent::{
-    attribution::CgroupLayout,
     config::{AuditTarget, Config},
     daemon,
-    kernel::Kernel,
-    mounts,
-    snapshot::KernelSource,
+    kernel::{cgroups::CgroupLayout, mounts, Kernel, KernelSource},
 };
 use tokio::signal::unix::{signal, SignalKind};
 

@@ -7,8 +7,8 @@ use std::{ffi::CString, fs, os::unix::fs::PermissionsExt as _};
 
 use kernel_common::{denials_of, spawn_in, Filter, TestCgroup, ARCH_X86_64};
 use moat_agent::{
+    kernel::{DenialAction, KernelSource},
     kernel::{Kernel, KernelConfig},
-    snapshot::{DenialAction, KernelSource},
 };
 
 const N: i64 = 5000;

@@ -8,7 +8,7 @@ use std::{ffi::CString, path::Path, time::Duration};
 use kernel_common::{events_of, spawn_in, TestCgroup};
 use moat_agent::{
     kernel::{Kernel, KernelConfig},
-    snapshot::{KernelSnapshot, KernelSource, ProcessEventKind as Kind},
+    kernel::{KernelSnapshot, KernelSource, ProcessEventKind as Kind},
 };
 
 const N: i64 = 12;

@@ -235,7 +235,7 @@ impl LimitedCgroup {
     }
 
     fn hits(&self) -> u64 {
-        moat_agent::pids::parse_events_max(
+        moat_agent::collect::pids::parse_events_max(
             &fs::read_to_string(self.dir.join("pids.events")).unwrap_or_default(),
         )
     }
@@ -259,7 +259,8 @@ fn pids_limit_events(path: &Path) -> usize {
 #[test]
 fn sighup_reopens_the_audit_log_after_rotation() {
     skip_without_bpf!();
-    let layout = moat_agent::attribution::CgroupLayout::detect(Path::new("/sys/fs/cgroup"));
+    let layout =
+        moat_agent::collect::attribution::CgroupLayout::detect(Path::new("/sys/fs/cgroup"));
     let Some(pids_mount) = layout.pids_mount else {
         eprintln!("SKIP: no pids controller on this host");
         return;

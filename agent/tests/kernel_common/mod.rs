@@ -20,7 +20,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use moat_agent::snapshot::{DenialAction, KernelSnapshot, ProcessEventKind};
+use moat_agent::kernel::{DenialAction, KernelSnapshot, ProcessEventKind};
 use moat_runtime::{
     caps::CapSet,
     seccomp::{bpf::Program, compile::Options, compile_for_host, load, parse, Source},

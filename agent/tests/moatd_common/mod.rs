@@ -14,7 +14,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use moat_agent::snapshot::{KernelSnapshot, KernelSource};
+use moat_agent::kernel::{KernelSnapshot, KernelSource};
 
 /// A kernel source whose snapshot the test sets.
 #[derive(Default)]
@@ -23,7 +23,7 @@ pub struct FakeKernel {
 }
 
 impl KernelSource for FakeKernel {
-    fn snapshot(&self) -> moat_agent::Result<KernelSnapshot> {
+    fn snapshot(&self) -> moat_agent::kernel::Result<KernelSnapshot> {
         Ok(self.snapshot.lock().unwrap().clone())
     }
 }

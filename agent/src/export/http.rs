@@ -15,7 +15,7 @@ use hyper::{
 use hyper_util::rt::TokioIo;
 use tokio::{net::TcpListener, sync::watch};
 
-use crate::metrics::{Format, Metrics};
+use crate::export::metrics::{Format, Metrics};
 
 const LANDING_PAGE: &str = concat!(
     "<!DOCTYPE html>\n<html lang=\"en\">\n<head><meta charset=\"utf-8\"><title>moatd</title></head>\n",

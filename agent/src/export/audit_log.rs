@@ -34,11 +34,9 @@ use serde::Serialize;
 use tokio::sync::{mpsc, watch, Notify};
 
 use crate::{
-    attribution::Attributor,
+    collect::{attribution::Attributor, names, pids::PidsCgroup},
     config::AuditTarget,
-    names,
-    pids::PidsCgroup,
-    snapshot::{AuditKind, AuditRecord, DenialAction},
+    kernel::{AuditKind, AuditRecord, DenialAction},
 };
 
 /// The `event.action` values, which are also the `action` label values of

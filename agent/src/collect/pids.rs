@@ -9,7 +9,7 @@
 
 use std::{collections::HashMap, fs, path::Path};
 
-use crate::attribution::{classify, is_container_id};
+use crate::collect::attribution::{classify, is_container_id};
 
 /// One pids cgroup, as read.
 #[derive(Debug, Clone, PartialEq, Eq)]

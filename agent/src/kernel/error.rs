@@ -99,7 +99,7 @@ pub enum Error {
 
     /// The kernel's BTF could not be read, or lacks a field the programs need.
     #[error(transparent)]
-    Btf(#[from] crate::btf::BtfError),
+    Btf(#[from] crate::kernel::btf::BtfError),
 
     /// A [`crate::kernel::KernelConfig`] value is out of range.
     #[error("invalid kernel-side setting: {0}")]
