@@ -481,7 +481,7 @@ fn workload_labels_are_capped() {
 
 /// `CLOCK_BOOTTIME` now, in nanoseconds, as the kernel stamps records.
 fn boot_ns() -> u64 {
-    moat_agent::export::audit_log::boottime_ns() as u64
+    moat_agent::collect::events::boottime_ns() as u64
 }
 
 #[test]
@@ -550,8 +550,7 @@ fn kernel_records_become_audit_lines() {
         "2026-05-20T10:11:12.123456789Z".len(),
         "{stamp}"
     );
-    let now =
-        moat_agent::export::audit_log::rfc3339_nanos(moat_agent::export::audit_log::realtime_ns());
+    let now = moat_api::time::rfc3339_nanos(moat_agent::collect::events::realtime_ns());
     assert_eq!(&stamp[..15], &now[..15], "{stamp} vs {now}");
     assert_eq!(lines[1]["seccomp"]["action"], "trap");
     assert_eq!(lines[1]["seccomp"]["errno"], serde_json::Value::Null);

@@ -51,7 +51,7 @@ pub(crate) use classify::is_container_id;
 pub use classify::{classify, classify_proc_cgroup};
 use hierarchy::Hierarchy;
 pub use labels::LabelCap;
-pub use watcher::spawn_watcher;
+pub use watcher::{CgroupWatcher, WatchEvent, WatchedDir};
 
 use crate::config::WorkloadsConfig;
 pub use crate::kernel::cgroups::CgroupLayout;
@@ -239,17 +239,34 @@ impl Attributor {
     /// The directories whose new children are workloads: the moat and Docker
     /// parents in each hierarchy, with whether they are in the pids one, and their
     /// path relative to the hierarchy's root.
-    fn watched_dirs(&self) -> Vec<(bool, PathBuf, String)> {
+    pub fn watched_dirs(&self) -> Vec<WatchedDir> {
         let mut dirs = Vec::new();
         let hierarchies = std::iter::once((false, &self.v2.mount))
             .chain(self.pids.iter().map(|h| (true, &h.mount)))
             .filter(|(pids, mount)| !*pids || **mount != self.v2.mount);
         for (pids, mount) in hierarchies {
             for parent in [&self.moat_parent, &self.docker_parent] {
-                dirs.push((pids, mount.join(parent), format!("/{parent}")));
+                dirs.push(WatchedDir {
+                    pids,
+                    dir: mount.join(parent),
+                    rel: format!("/{parent}"),
+                });
             }
         }
         dirs
+    }
+
+    /// Applies what the cgroup watcher saw; returns whether a workload's
+    /// `pids.events` changed.
+    pub fn apply(&mut self, event: WatchEvent) -> bool {
+        match event {
+            WatchEvent::Created { pids, rel, id } => {
+                log::debug!("new cgroup {rel} (id {id})");
+                self.learn(pids, &rel, id);
+                false
+            }
+            WatchEvent::PidsChanged => true,
+        }
     }
 
     /// Gives a raw label (from [`classify`]) its capped label.

@@ -1,4 +1,4 @@
-use std::{fs, os::unix::fs::MetadataExt as _, path::PathBuf, sync::Arc, time::Duration};
+use std::{fs, os::unix::fs::MetadataExt as _, path::PathBuf, time::Duration};
 
 use super::*;
 
@@ -84,22 +84,21 @@ fn fake_v2(tag: &str, dir: &str) -> (PathBuf, PathBuf, CgroupLayout) {
 #[test]
 fn the_watcher_learns_cgroups_removed_before_they_are_looked_up() {
     let (root, v2, layout) = fake_v2("watch", "moat");
-    let attributor = Arc::new(std::sync::Mutex::new(Attributor::new(
-        &layout,
-        &WorkloadsConfig::default(),
-    )));
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let handle = spawn_watcher(attributor.clone(), stop.clone(), None).unwrap();
+    let mut attributor = Attributor::new(&layout, &WorkloadsConfig::default());
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let watcher = CgroupWatcher::spawn(attributor.watched_dirs(), false, tx).unwrap();
     // Give the thread time to add its watch.
     std::thread::sleep(Duration::from_millis(300));
     fs::create_dir(v2.join("moat/brief")).unwrap();
     let id = fs::metadata(v2.join("moat/brief")).unwrap().ino();
     std::thread::sleep(Duration::from_millis(300));
     fs::remove_dir(v2.join("moat/brief")).unwrap();
-    let got = attributor.lock().unwrap().attribute_id(id);
+    while let Ok(event) = rx.try_recv() {
+        attributor.apply(event);
+    }
+    let got = attributor.attribute_id(id);
     assert_eq!(&*got.workload, "brief");
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    handle.join().unwrap();
+    watcher.stop();
     fs::remove_dir_all(&root).unwrap();
 }
 

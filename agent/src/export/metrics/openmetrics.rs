@@ -151,13 +151,15 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::export::metrics::{Series, EXECS};
+    use moat_api::metrics::EXECS;
+
+    use crate::{collect::snapshot::Series, export::metrics::into_family};
 
     #[test]
     fn openmetrics_names_counters_without_total() {
         let mut series = Series::default();
         series.add(vec![Arc::from("a\"b")], 3.0);
-        let family = series.into_family(&EXECS);
+        let family = into_family(&series, &EXECS);
         let text = encode_openmetrics(&[family]);
         assert_eq!(
             text,
