@@ -134,8 +134,8 @@ impl HttpUrl {
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// Name resolution, connection or transfer failed.
-    #[error("{0}")]
-    Unreachable(#[source] std::io::Error),
+    #[error(transparent)]
+    Unreachable(std::io::Error),
     /// The server answered, but not with a usable response.
     #[error("{0}")]
     Bad(String),

@@ -22,17 +22,17 @@ mod keys;
 use keys::SECTION_KEYS;
 use keys::{key_error, line_column};
 
-use crate::kernel::KernelConfig;
+use crate::kernel::{config::KernelField, KernelConfig};
 
 /// Where moatd looks for its configuration when `--config` is not given. A missing
 /// file there means built-in defaults.
-pub const DEFAULT_CONFIG_PATH: &str = "/etc/moat/moatd.toml";
+pub const DEFAULT_CONFIG_PATH: &str = moat_api::defaults::CONFIG_PATH;
 
 /// Default address of the HTTP server (`/metrics` and the landing page).
-pub const DEFAULT_LISTEN: &str = "127.0.0.1:9740";
+pub const DEFAULT_LISTEN: &str = moat_api::defaults::LISTEN;
 
 /// Default audit log.
-pub const DEFAULT_AUDIT_LOG: &str = "/var/log/moat/audit.jsonl";
+pub const DEFAULT_AUDIT_LOG: &str = moat_api::defaults::AUDIT_LOG;
 
 /// The whole configuration.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]
@@ -155,8 +155,8 @@ impl Default for WorkloadsConfig {
     fn default() -> Self {
         Self {
             max_labels: 500,
-            moat_parent: "moat".to_owned(),
-            docker_parent: "docker".to_owned(),
+            moat_parent: moat_api::defaults::CGROUP_PARENT.to_owned(),
+            docker_parent: moat_api::defaults::DOCKER_PARENT.to_owned(),
             cgroup_root: PathBuf::from("/sys/fs/cgroup"),
             poll_interval_ms: 1000,
         }
@@ -320,25 +320,16 @@ impl Config {
             ));
         }
         if let Err(err) = self.kernel_config().validate() {
-            // The kernel side names its own fields (`name = value: reason`).
-            let message = match err {
-                crate::kernel::Error::InvalidConfig(message) => message,
-                other => other.to_string(),
+            let key = match err.field {
+                KernelField::AuditRatePerSec => "audit.rate_limit",
+                KernelField::AuditBurst => "audit.rate_burst",
+                KernelField::RingBufferBytes => "kernel.ring_buffer_bytes",
+                KernelField::DenialMapEntries => "kernel.denial_map_entries",
+                KernelField::ProcessMapEntries => "kernel.process_map_entries",
+                KernelField::RateMapEntries => "kernel.rate_map_entries",
+                KernelField::AuditChannelCapacity => "kernel.audit_channel_capacity",
             };
-            let (field, reason) = message
-                .split_once(" = ")
-                .map_or(("", message.as_str()), |(f, r)| (f, r));
-            let key = match field {
-                "audit_rate_per_sec" => "audit.rate_limit",
-                "audit_burst" => "audit.rate_burst",
-                "ring_buffer_bytes" => "kernel.ring_buffer_bytes",
-                "denial_map_entries" => "kernel.denial_map_entries",
-                "process_map_entries" => "kernel.process_map_entries",
-                "rate_map_entries" => "kernel.rate_map_entries",
-                "audit_channel_capacity" => "kernel.audit_channel_capacity",
-                _ => "kernel",
-            };
-            return Err((key, reason.to_owned()));
+            return Err((key, format!("{}: {}", err.value, err.reason)));
         }
         Ok(())
     }

@@ -119,3 +119,17 @@ fn example_file_parses_to_the_defaults() {
     let config = Config::load_file(&path).unwrap();
     assert_eq!(config, Config::default());
 }
+
+#[test]
+fn the_moat_parent_default_is_the_runtime_s() {
+    // `moat run --cgroup-parent` and the runtime's cgroup code default to the
+    // same parent moatd looks under; the contract crate names it once.
+    assert_eq!(
+        moat_runtime::cgroup::CgroupConfig::default().parent,
+        moat_api::defaults::CGROUP_PARENT
+    );
+    assert_eq!(
+        Config::default().workloads.moat_parent,
+        moat_api::defaults::CGROUP_PARENT
+    );
+}

@@ -19,6 +19,7 @@ use tokio::sync::{mpsc, watch, Notify};
 
 use crate::config::AuditTarget;
 
+/// Counts of written and unwritable events, shared with the metrics.
 #[derive(Debug, Default)]
 pub struct AuditStats {
     written: [AtomicU64; 5],

@@ -4,8 +4,6 @@ use std::path::PathBuf;
 
 use moat_common::AUDIT_DISABLED;
 
-use super::error::{Error, Result};
-
 /// Settings of the kernel side, fixed at load time.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KernelConfig {
@@ -48,45 +46,105 @@ impl Default for KernelConfig {
     }
 }
 
+/// A field of [`KernelConfig`], as named in [`InvalidSetting`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KernelField {
+    /// [`KernelConfig::audit_rate_per_sec`].
+    AuditRatePerSec,
+    /// [`KernelConfig::audit_burst`].
+    AuditBurst,
+    /// [`KernelConfig::ring_buffer_bytes`].
+    RingBufferBytes,
+    /// [`KernelConfig::denial_map_entries`].
+    DenialMapEntries,
+    /// [`KernelConfig::process_map_entries`].
+    ProcessMapEntries,
+    /// [`KernelConfig::rate_map_entries`].
+    RateMapEntries,
+    /// [`KernelConfig::audit_channel_capacity`].
+    AuditChannelCapacity,
+}
+
+impl KernelField {
+    /// The field's name in [`KernelConfig`].
+    pub fn name(self) -> &'static str {
+        match self {
+            KernelField::AuditRatePerSec => "audit_rate_per_sec",
+            KernelField::AuditBurst => "audit_burst",
+            KernelField::RingBufferBytes => "ring_buffer_bytes",
+            KernelField::DenialMapEntries => "denial_map_entries",
+            KernelField::ProcessMapEntries => "process_map_entries",
+            KernelField::RateMapEntries => "rate_map_entries",
+            KernelField::AuditChannelCapacity => "audit_channel_capacity",
+        }
+    }
+}
+
+/// A [`KernelConfig`] value out of range: the field, its value and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{} = {value}: {reason}", field.name())]
+pub struct InvalidSetting {
+    /// The field.
+    pub field: KernelField,
+    /// Its value, as text.
+    pub value: String,
+    /// What it must be.
+    pub reason: String,
+}
+
+impl InvalidSetting {
+    fn new(field: KernelField, value: impl ToString, reason: impl Into<String>) -> Self {
+        Self {
+            field,
+            value: value.to_string(),
+            reason: reason.into(),
+        }
+    }
+}
+
 impl KernelConfig {
     /// Checks every value; the error names the field.
-    pub fn validate(&self) -> Result<()> {
+    pub fn validate(&self) -> std::result::Result<(), InvalidSetting> {
         let page = page_size();
         let ring = self.ring_buffer_bytes;
         if !ring.is_power_of_two()
             || u64::from(ring) < page
             || !u64::from(ring).is_multiple_of(page)
         {
-            return Err(Error::InvalidConfig(format!(
-                "ring_buffer_bytes = {ring}: must be a power of two and a multiple of the \
-                 page size ({page})"
-            )));
+            return Err(InvalidSetting::new(
+                KernelField::RingBufferBytes,
+                ring,
+                format!("must be a power of two and a multiple of the page size ({page})"),
+            ));
         }
-        for (name, value) in [
-            ("denial_map_entries", self.denial_map_entries),
-            ("process_map_entries", self.process_map_entries),
-            ("rate_map_entries", self.rate_map_entries),
+        for (field, value) in [
+            (KernelField::DenialMapEntries, self.denial_map_entries),
+            (KernelField::ProcessMapEntries, self.process_map_entries),
+            (KernelField::RateMapEntries, self.rate_map_entries),
         ] {
             if value == 0 {
-                return Err(Error::InvalidConfig(format!(
-                    "{name} = 0: must be at least 1"
-                )));
+                return Err(InvalidSetting::new(field, 0, "must be at least 1"));
             }
         }
         if self.audit_rate_per_sec > 1_000_000_000 {
-            return Err(Error::InvalidConfig(format!(
-                "audit_rate_per_sec = {}: at most 1000000000",
-                self.audit_rate_per_sec
-            )));
+            return Err(InvalidSetting::new(
+                KernelField::AuditRatePerSec,
+                self.audit_rate_per_sec,
+                "at most 1000000000",
+            ));
         }
         if self.audit_rate_per_sec > 0 && self.audit_burst == 0 {
-            return Err(Error::InvalidConfig(
-                "audit_burst = 0: must be at least 1 when audit records are enabled".to_owned(),
+            return Err(InvalidSetting::new(
+                KernelField::AuditBurst,
+                0,
+                "must be at least 1 when audit records are enabled",
             ));
         }
         if self.audit_channel_capacity == 0 {
-            return Err(Error::InvalidConfig(
-                "audit_channel_capacity = 0: must be at least 1".to_owned(),
+            return Err(InvalidSetting::new(
+                KernelField::AuditChannelCapacity,
+                0,
+                "must be at least 1",
             ));
         }
         Ok(())
@@ -104,9 +162,11 @@ impl KernelConfig {
 }
 
 fn page_size() -> u64 {
-    // SAFETY: sysconf with a valid name.
-    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    u64::try_from(size).unwrap_or(4096)
+    nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
+        .ok()
+        .flatten()
+        .and_then(|size| u64::try_from(size).ok())
+        .unwrap_or(4096)
 }
 
 #[cfg(test)]
@@ -124,8 +184,9 @@ mod tests {
     #[test]
     fn bad_config_is_refused_with_the_field() {
         let bad = |config: KernelConfig, field: &str| {
-            let err = config.validate().unwrap_err().to_string();
-            assert!(err.contains(field), "{err}");
+            let err = config.validate().unwrap_err();
+            assert_eq!(err.field.name(), field);
+            assert!(err.to_string().starts_with(field), "{err}");
         };
         bad(
             KernelConfig {

@@ -102,8 +102,8 @@ pub enum Error {
     Btf(#[from] crate::kernel::btf::BtfError),
 
     /// A [`crate::kernel::KernelConfig`] value is out of range.
-    #[error("invalid kernel-side setting: {0}")]
-    InvalidConfig(String),
+    #[error("invalid kernel-side setting")]
+    InvalidConfig(#[from] crate::kernel::config::InvalidSetting),
 
     /// A kernel file the loader reads (e.g. `/proc/sys/kernel/pid_max`) is unreadable.
     #[error("reading {path} failed")]

@@ -2,7 +2,7 @@
 //! a reader thread to a bounded channel.
 
 use std::{
-    os::fd::{AsFd as _, AsRawFd as _},
+    os::fd::AsFd as _,
     sync::{
         atomic::{AtomicBool, Ordering},
         Arc,
@@ -106,25 +106,13 @@ impl AuditReader {
     /// Waits until the ring buffer has data or `timeout` passes; returns whether it
     /// has data.
     pub fn wait(&self, timeout: Duration) -> std::io::Result<bool> {
-        let mut fds = [libc::pollfd {
-            fd: self.ring.as_fd().as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        }];
-        let millis = libc::c_int::try_from(timeout.as_millis()).unwrap_or(libc::c_int::MAX);
-        // SAFETY: one valid pollfd, for the length given.
-        let ret = unsafe { libc::poll(fds.as_mut_ptr(), 1, millis) };
-        match ret {
-            -1 => {
-                let err = std::io::Error::last_os_error();
-                if err.kind() == std::io::ErrorKind::Interrupted {
-                    Ok(false)
-                } else {
-                    Err(err)
-                }
-            }
-            0 => Ok(false),
-            _ => Ok(true),
+        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+        let millis = u16::try_from(timeout.as_millis()).unwrap_or(u16::MAX);
+        let mut fds = [PollFd::new(self.ring.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, PollTimeout::from(millis)) {
+            Ok(ready) => Ok(ready > 0),
+            Err(nix::errno::Errno::EINTR) => Ok(false),
+            Err(err) => Err(err.into()),
         }
     }
 

@@ -1,5 +1,7 @@
 //! Label decisions: which workload a cgroup path names.
 
+use procfs::ProcessCGroups;
+
 use super::HOST;
 
 /// The label of a cgroup path relative to its hierarchy's root (`/`-separated,
@@ -43,27 +45,28 @@ fn docker_label(id: &str) -> String {
     format!("docker:{}", &id[..12])
 }
 
-/// The workload named by the v1 lines of a `/proc/<pid>/cgroup` text (`pids` first,
-/// then `name=systemd`, then the others): the raw label and the v1 path.
+/// The workload named by the v1 lines of a task's `/proc/<pid>/cgroup` (`pids`
+/// first, then `name=systemd`, then the others): the raw label and the v1 path.
 pub fn classify_proc_cgroup(
-    text: &str,
+    cgroups: &ProcessCGroups,
     moat_parent: &str,
     docker_parent: &str,
 ) -> Option<(String, String)> {
-    let mut lines: Vec<(u8, &str)> = text
-        .lines()
-        .filter_map(|line| {
-            let mut fields = line.splitn(3, ':');
-            let _hierarchy = fields.next()?;
-            let controllers = fields.next()?;
-            let path = fields.next()?;
-            let rank = match controllers {
-                "" => return None, // the v2 line: already known by id
-                c if c.split(',').any(|c| c == "pids") => 0,
-                "name=systemd" => 1,
-                _ => 2,
+    let mut lines: Vec<(u8, &str)> = cgroups
+        .0
+        .iter()
+        .filter_map(|cgroup| {
+            let controllers = &cgroup.controllers;
+            let rank = if cgroup.hierarchy == 0 || controllers.is_empty() {
+                return None; // the v2 line: already known by id
+            } else if controllers.iter().any(|c| c == "pids") {
+                0
+            } else if controllers.iter().any(|c| c == "name=systemd") {
+                1
+            } else {
+                2
             };
-            Some((rank, path))
+            Some((rank, cgroup.pathname.as_str()))
         })
         .collect();
     lines.sort_by_key(|(rank, _)| *rank);

@@ -198,13 +198,14 @@ impl Attributor {
         if !ambiguous || pid == 0 {
             return by_id;
         }
-        let file = self.proc_root.join(pid.to_string()).join("cgroup");
-        let Ok(text) = fs::read_to_string(file) else {
+        let process = procfs::process::Process::new_with_root(self.proc_root.join(pid.to_string()));
+        let Ok(cgroups) = process.and_then(|p| p.cgroups()) else {
             return by_id;
         };
         // A cgroup too new for the last walk: the task's v2 line names it.
         if by_id.cgroup_path.is_none() {
-            if let Some(rel) = text.lines().find_map(|l| l.strip_prefix("0::")) {
+            if let Some(v2) = cgroups.0.iter().find(|c| c.hierarchy == 0) {
+                let rel = v2.pathname.as_str();
                 let dir = self.v2.mount.join(rel.trim_start_matches('/'));
                 if fs::metadata(dir).is_ok_and(|m| m.ino() == id) {
                     self.v2
@@ -213,7 +214,7 @@ impl Attributor {
                 }
             }
         }
-        match classify_proc_cgroup(&text, &self.moat_parent, &self.docker_parent) {
+        match classify_proc_cgroup(&cgroups, &self.moat_parent, &self.docker_parent) {
             Some((raw, path)) => Attribution {
                 workload: self.labels.admit(&raw),
                 cgroup_path: Some(Arc::from(path.as_str())),

@@ -43,12 +43,15 @@ fn proc_cgroup_prefers_pids() {
         "12:memory:/process_api/x\n9:name=systemd:/system.slice/ssh.service\n\
          8:pids:/docker/{ID}\n0::/\n"
     );
+    let parse = |text: &str| {
+        <procfs::ProcessCGroups as procfs::FromBufRead>::from_buf_read(text.as_bytes()).unwrap()
+    };
     assert_eq!(
-        classify_proc_cgroup(&text, "moat", "docker"),
+        classify_proc_cgroup(&parse(&text), "moat", "docker"),
         Some(("docker:0123456789ab".to_owned(), format!("/docker/{ID}")))
     );
     assert_eq!(
-        classify_proc_cgroup("8:pids:/\n0::/\n", "moat", "docker"),
+        classify_proc_cgroup(&parse("8:pids:/\n0::/\n"), "moat", "docker"),
         None
     );
 }
