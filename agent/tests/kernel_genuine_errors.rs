@@ -20,7 +20,12 @@ const NOBODY: i64 = 65534;
 /// `kill(1, 0)` (EPERM), N times each; then, if confined, `getppid` DENIED times.
 fn genuine_errors(filter: Option<Filter>, tag: &str) {
     let kernel = Kernel::load(KernelConfig::default()).expect("loading the kernel side");
-    let secret = std::env::temp_dir().join(format!("moat-ktest-{}-{tag}", std::process::id()));
+    // A file in the (world-traversable) temporary directory, removed on drop.
+    let secret_file = tempfile::Builder::new()
+        .prefix(&format!("moat-ktest-{tag}-"))
+        .tempfile()
+        .expect("creating the root-only file");
+    let secret = secret_file.path().to_owned();
     fs::write(&secret, "secret").expect("writing the root-only file");
     fs::set_permissions(&secret, fs::Permissions::from_mode(0o600)).expect("chmod 0600");
     let path = CString::new(secret.to_str().expect("utf-8 path")).expect("no NUL");
@@ -54,7 +59,6 @@ fn genuine_errors(filter: Option<Filter>, tag: &str) {
         0
     });
     child.wait_success();
-    let _ = fs::remove_file(&secret);
     assert_eq!(child.value(0), N, "setuid(0) calls failing with EPERM");
     assert_eq!(child.value(1), N, "open calls failing with EACCES");
     assert_eq!(child.value(2), N, "kill(1, 0) calls failing with EPERM");

@@ -272,12 +272,10 @@ mod tests {
                 points: vec![Point::of("moat", &[1.0, 2.0])],
             }],
         });
-        let dir = std::env::temp_dir().join(format!("moat-results-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("r.json");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.json");
         r.write(&path).unwrap();
         let back = Results::read(&path).unwrap();
-        std::fs::remove_dir_all(&dir).unwrap();
         assert_eq!(back, r);
         assert_eq!(back.comparisons[0].moat.median(), Some(2.0));
     }
@@ -295,12 +293,10 @@ mod tests {
             baseline: None,
             goal: None,
         });
-        let dir = std::env::temp_dir().join(format!("moat-results-bad-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("r.json");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.json");
         r.write(&path).unwrap();
         let err = Results::read(&path).unwrap_err();
-        std::fs::remove_dir_all(&dir).unwrap();
         assert!(err.contains("comparisons[].section"), "{err}");
         assert!(err.contains("Lunch"), "{err}");
     }

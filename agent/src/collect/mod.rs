@@ -122,10 +122,9 @@ impl Collector {
     /// may be counted as host).
     pub fn spawn(
         config: CollectorConfig,
-        mut attributor: Attributor,
+        attributor: Attributor,
         inputs: CollectorInputs,
     ) -> std::io::Result<(SnapshotSource, RunningCollector)> {
-        attributor.refresh();
         let (watch_tx, watch_rx) = mpsc::unbounded_channel();
         let watcher = match CgroupWatcher::spawn(
             attributor.watched_dirs(),
@@ -156,12 +155,6 @@ impl Collector {
             events: inputs.events,
             pending: VecDeque::new(),
         };
-        // The first snapshot before anyone can ask: a scrape right after start
-        // sees the counters as they are. Fork bursts are primed at the first tick,
-        // one interval later.
-        collector.poll_pids();
-        let reading = collector.read_kernel();
-        collector.publish_snapshot(reading.as_ref());
         let (records, shutdown) = (inputs.records, inputs.shutdown);
         let handle = std::thread::Builder::new()
             .name("moat-collect".to_owned())
@@ -176,6 +169,13 @@ impl Collector {
                         return;
                     }
                 };
+                // The first snapshot, on this thread so that the HTTP server starts
+                // meanwhile (a scrape that arrives first waits for it). Fork
+                // bursts are primed at the first tick, one interval later.
+                collector.attributor.refresh();
+                collector.poll_pids();
+                let reading = collector.read_kernel();
+                collector.publish_snapshot(reading.as_ref());
                 runtime.block_on(collector.run(records, watch_rx, refresh_rx, shutdown));
                 drop(watcher);
             })?;
