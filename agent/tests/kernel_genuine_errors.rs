@@ -171,6 +171,7 @@ fn sysemu_tracee(filter: Option<Filter>, detach: bool, tag: &str) -> (TestCgroup
             if let Some(filter) = &filter {
                 filter.install(false);
             }
+            // SAFETY: integer arguments only; the child stops for its tracer.
             unsafe {
                 libc::ptrace(libc::PTRACE_TRACEME, 0, 0, 0);
                 libc::raise(libc::SIGSTOP);

@@ -142,7 +142,9 @@ pub fn ms(d: Duration) -> f64 {
 pub struct Stats {
     /// The middle value (the mean of the two middle ones for an even count).
     pub median: f64,
+    /// The smallest value.
     pub min: f64,
+    /// The largest value.
     pub max: f64,
 }
 
@@ -175,7 +177,9 @@ impl Stats {
 
 /// One line of a report's main table: `| Figure | Value | Goal | Met? |`.
 pub struct Row {
+    /// What was measured.
     pub figure: String,
+    /// The measurement, with its unit.
     pub value: String,
     /// What the figure should be, or `—` when it has no goal.
     pub goal: String,

@@ -10,7 +10,9 @@ use crate::results::{Comparison, Results, Value};
 
 /// A successful `--quick` run: its Markdown report and its JSON results.
 pub struct QuickRun {
+    /// The harness's standard output: its Markdown report.
     pub stdout: String,
+    /// The results it wrote with `--json`.
     pub results: Results,
 }
 
