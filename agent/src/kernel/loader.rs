@@ -9,8 +9,8 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use moat_common::{
-    ignored_exit, Counter, DenialKey, Params, ProcessKey, AUDIT_DROPS_MAP, AUDIT_EVENTS_MAP,
-    AUDIT_RATE_MAP, DENIALS_MAP, IGNORED_EXITS_MAP, KERNEL_PROGRAMS, MAP_FULL_MAP, PARAMS_GLOBAL,
+    Counter, DenialKey, Params, ProcessKey, AUDIT_DROPS_MAP, AUDIT_EVENTS_MAP, AUDIT_RATE_MAP,
+    DENIALS_MAP, IGNORED_EXITS_MAP, KERNEL_PROGRAMS, MAP_FULL_MAP, PARAMS_GLOBAL,
     PROCESS_EVENTS_MAP, THREAD_STATE_MAP,
 };
 
@@ -18,10 +18,8 @@ use super::{
     btf::Btf,
     config::KernelConfig,
     error::{Error, Result},
-    maps::read_array,
     memlock,
     params::{read_pid_max, resolve_params, CgroupRekey},
-    ring::ReaderThread,
 };
 
 /// moat's node-wide programs, loaded and attached.
@@ -133,11 +131,6 @@ impl Kernel {
             .map(|info| info.id())
             .collect()
     }
-
-    /// Unpaired syscall exits deliberately not counted as denials, by reason.
-    pub fn ignored_exits(&self) -> Result<Vec<(&'static str, u64)>> {
-        read_array(&self.ignored_exits, IGNORED_EXITS_MAP, &ignored_exit::NAMES)
-    }
 }
 
 impl Drop for Kernel {
@@ -191,4 +184,11 @@ fn attach(ebpf: &mut Ebpf, name: &'static str, tracepoint: &'static str) -> Resu
 /// Empty when the agent was built with `AYA_BUILD_SKIP`.
 pub fn ebpf_object() -> &'static [u8] {
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/moat-ebpf"))
+}
+
+/// The audit reader thread started by `Kernel::audit_records`, stopped when the
+/// [`Kernel`] is dropped.
+pub(super) struct ReaderThread {
+    pub(super) stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    pub(super) handle: std::thread::JoinHandle<()>,
 }

@@ -3,8 +3,8 @@
 
 use aya::maps::{MapData, PerCpuArray};
 use moat_common::{
-    action, audit_drop, map_full, process_kind, Counter, AUDIT_DROPS_MAP, DENIALS_MAP,
-    MAP_FULL_MAP, PROCESS_EVENTS_MAP,
+    action, audit_drop, ignored_exit, map_full, process_kind, Counter, AUDIT_DROPS_MAP,
+    DENIALS_MAP, IGNORED_EXITS_MAP, MAP_FULL_MAP, PROCESS_EVENTS_MAP,
 };
 
 use super::{
@@ -111,6 +111,13 @@ pub(super) fn read_array(
 /// Wrapping, like the eBPF side's increments, so a wrapped CPU cannot panic the agent.
 fn sum_cpus(per_cpu: impl IntoIterator<Item = Counter>) -> Counter {
     per_cpu.into_iter().fold(0, Counter::wrapping_add)
+}
+
+impl Kernel {
+    /// Unpaired syscall exits deliberately not counted as denials, by reason.
+    pub fn ignored_exits(&self) -> Result<Vec<(&'static str, u64)>> {
+        read_array(&self.ignored_exits, IGNORED_EXITS_MAP, &ignored_exit::NAMES)
+    }
 }
 
 #[cfg(test)]

@@ -7,7 +7,6 @@ use std::{
         atomic::{AtomicBool, Ordering},
         Arc,
     },
-    thread::JoinHandle,
     time::Duration,
 };
 
@@ -17,7 +16,7 @@ use tokio::sync::mpsc;
 
 use super::{
     error::{Error, Result},
-    loader::Kernel,
+    loader::{Kernel, ReaderThread},
     maps::{clamp_errno, denial_action},
     records::{AuditKind, AuditRecord},
 };
@@ -66,11 +65,6 @@ impl Kernel {
         let ring = self.ring.take().ok_or(Error::AuditReaderTaken)?;
         Ok(AuditReader { ring, malformed: 0 })
     }
-}
-
-pub(super) struct ReaderThread {
-    pub(super) stop: Arc<AtomicBool>,
-    pub(super) handle: JoinHandle<()>,
 }
 
 /// Direct access to the audit ring buffer.
