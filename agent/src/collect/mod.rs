@@ -26,7 +26,7 @@ pub mod pids;
 pub mod snapshot;
 
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::VecDeque,
     path::PathBuf,
     sync::Arc,
     thread::JoinHandle,
@@ -39,7 +39,7 @@ use tokio::sync::{mpsc, watch};
 pub use self::snapshot::{Snapshot, SnapshotSource};
 use self::{
     attribution::{Attributor, CgroupWatcher, WatchEvent},
-    burst::{BurstDetector, ForkTotal},
+    burst::BurstDetector,
     names::NameCache,
     pids::{HitTracker, PidsCgroup},
     snapshot::RefreshRequest,
@@ -140,7 +140,12 @@ impl Collector {
                 None
             }
         };
-        let (publish, latest) = watch::channel(Arc::new(Snapshot::default()));
+        // Until the first reading, a scrape that gives up waiting fails rather
+        // than show every counter at zero.
+        let (publish, latest) = watch::channel(Arc::new(Snapshot {
+            kernel_error: Some("moatd has not read the kernel maps yet".to_owned()),
+            ..Snapshot::default()
+        }));
         let (refresh_tx, refresh_rx) = mpsc::channel(REFRESH_QUEUE);
         let mut collector = Collector {
             bursts: BurstDetector::new(config.fork_burst_threshold),
@@ -169,13 +174,16 @@ impl Collector {
                         return;
                     }
                 };
-                // The first snapshot, on this thread so that the HTTP server starts
-                // meanwhile (a scrape that arrives first waits for it). Fork
+                // The first walk and reading, on this thread so that the HTTP
+                // server starts meanwhile. A scrape already waiting gets the first
+                // snapshot from the loop; otherwise one is published now. Fork
                 // bursts are primed at the first tick, one interval later.
                 collector.attributor.refresh();
                 collector.poll_pids();
-                let reading = collector.read_kernel();
-                collector.publish_snapshot(reading.as_ref());
+                if refresh_rx.is_empty() {
+                    let reading = collector.read_kernel();
+                    collector.publish_snapshot(reading.as_ref());
+                }
                 runtime.block_on(collector.run(records, watch_rx, refresh_rx, shutdown));
                 drop(watcher);
             })?;
@@ -274,14 +282,15 @@ impl Collector {
         }
     }
 
-    /// One poll: the pids cgroups, the counters, the fork bursts; publishes.
+    /// One poll: the pids cgroups, the counters; publishes, then looks for fork
+    /// bursts in what it published.
     fn poll(&mut self, now: Instant) {
         self.poll_pids();
         let reading = self.read_kernel();
-        if let Ok(reading) = &reading {
-            self.detect_bursts(reading, now);
+        let snapshot = self.publish_snapshot(reading.as_ref());
+        if snapshot.kernel_error.is_none() {
+            self.detect_bursts(&snapshot, now);
         }
-        self.publish_snapshot(reading.as_ref());
     }
 
     fn read_kernel(&self) -> Result<KernelSnapshot, String> {
@@ -324,27 +333,10 @@ impl Collector {
         self.pids_reading = reading;
     }
 
-    fn detect_bursts(&mut self, reading: &KernelSnapshot, now: Instant) {
-        let mut per_cgroup: HashMap<u64, u64> = HashMap::new();
-        for event in &reading.process_events {
-            if event.kind.is_fork() {
-                *per_cgroup.entry(event.cgroup_id).or_default() += event.count;
-            }
-        }
-        let totals: Vec<ForkTotal> = per_cgroup
-            .into_iter()
-            .map(|(cgroup_id, total)| {
-                let attribution = self.attributor.attribute_id(cgroup_id);
-                ForkTotal {
-                    cgroup_id,
-                    workload: attribution.workload,
-                    path: attribution.cgroup_path,
-                    total,
-                }
-            })
-            .collect();
+    /// Reads only the snapshot's fork totals (already attributed).
+    fn detect_bursts(&mut self, snapshot: &Snapshot, now: Instant) {
         let threshold = self.config.fork_burst_threshold;
-        for burst in self.bursts.update(&totals, now) {
+        for burst in self.bursts.update(&snapshot.fork_totals, now) {
             log::info!(
                 "fork burst: workload {} forks {}/s (threshold {threshold}/s)",
                 burst.workload,

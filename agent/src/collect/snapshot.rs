@@ -7,7 +7,7 @@ use std::{collections::BTreeMap, sync::Arc, time::Duration};
 use moat_api::metrics::{denial_action, fork_kind};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::{attribution::Attributor, names::NameCache, pids::PidsCgroup};
+use super::{attribution::Attributor, burst::ForkTotal, names::NameCache, pids::PidsCgroup};
 use crate::kernel::{DenialAction, KernelSnapshot, ProcessEventKind};
 
 /// Label values, in the family's label order.
@@ -57,6 +57,9 @@ pub struct Snapshot {
     pub pids_hits: Series,
     /// `moat_workload_label_overflow_total`.
     pub label_overflow: u64,
+    /// Forks (processes and threads) per cgroup, attributed: what the fork
+    /// burst detector reads.
+    pub fork_totals: Vec<ForkTotal>,
     /// Seccomp denials of every workload, for the last log line.
     pub denials_total: u64,
     /// Forks of every workload, for the last log line.
@@ -129,8 +132,21 @@ impl Snapshot {
         }
         let process: Arc<str> = Arc::from(fork_kind::PROCESS);
         let thread: Arc<str> = Arc::from(fork_kind::THREAD);
+        let mut forks_per_cgroup: BTreeMap<u64, ForkTotal> = BTreeMap::new();
         for event in &reading.process_events {
-            let workload = attributor.attribute_id(event.cgroup_id).workload;
+            let attribution = attributor.attribute_id(event.cgroup_id);
+            if event.kind.is_fork() {
+                forks_per_cgroup
+                    .entry(event.cgroup_id)
+                    .or_insert_with(|| ForkTotal {
+                        cgroup_id: event.cgroup_id,
+                        workload: attribution.workload.clone(),
+                        path: attribution.cgroup_path.clone(),
+                        total: 0,
+                    })
+                    .total += event.count;
+            }
+            let workload = attribution.workload;
             let count = event.count as f64;
             match event.kind {
                 ProcessEventKind::ForkProcess => {
@@ -151,6 +167,7 @@ impl Snapshot {
                 self.forks_total = self.forks_total.wrapping_add(event.count);
             }
         }
+        self.fork_totals = forks_per_cgroup.into_values().collect();
         for (map, count) in &reading.map_full {
             self.map_full.add(vec![Arc::from(*map)], *count as f64);
         }

@@ -70,12 +70,14 @@ fn cap_keeps_labels_and_counts_overflow_once() {
     assert_eq!(cap.assigned(), 2);
 }
 
-/// A fresh fake v2 hierarchy `<tmp>/moat-<tag>-<pid>/v2` containing `dir`:
-/// the directory to remove at the end, the hierarchy and its layout.
-fn fake_v2(tag: &str, dir: &str) -> (PathBuf, PathBuf, CgroupLayout) {
-    let root = std::env::temp_dir().join(format!("moat-{tag}-{}", std::process::id()));
-    let _ = fs::remove_dir_all(&root);
-    let v2 = root.join("v2");
+/// A fresh fake v2 hierarchy `<tmp>/moat-<tag>-XXXXXX/v2` containing `dir`:
+/// the temporary directory (removed on drop), the hierarchy and its layout.
+fn fake_v2(tag: &str, dir: &str) -> (tempfile::TempDir, PathBuf, CgroupLayout) {
+    let root = tempfile::Builder::new()
+        .prefix(&format!("moat-{tag}-"))
+        .tempdir()
+        .unwrap();
+    let v2 = root.path().join("v2");
     fs::create_dir_all(v2.join(dir)).unwrap();
     let layout = CgroupLayout {
         v2_mount: v2.clone(),
@@ -86,7 +88,7 @@ fn fake_v2(tag: &str, dir: &str) -> (PathBuf, PathBuf, CgroupLayout) {
 
 #[test]
 fn the_watcher_learns_cgroups_removed_before_they_are_looked_up() {
-    let (root, v2, layout) = fake_v2("watch", "moat");
+    let (_root, v2, layout) = fake_v2("watch", "moat");
     let mut attributor = Attributor::new(&layout, &WorkloadsConfig::default());
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let watcher = CgroupWatcher::spawn(attributor.watched_dirs(), false, tx).unwrap();
@@ -102,12 +104,11 @@ fn the_watcher_learns_cgroups_removed_before_they_are_looked_up() {
     let got = attributor.attribute_id(id);
     assert_eq!(&*got.workload, "brief");
     watcher.stop();
-    fs::remove_dir_all(&root).unwrap();
 }
 
 #[test]
 fn resolves_a_fake_hierarchy_by_inode() {
-    let (root, v2, layout) = fake_v2("attr", "moat/web");
+    let (_root, v2, layout) = fake_v2("attr", "moat/web");
     let mut attributor =
         Attributor::new(&layout, &WorkloadsConfig::default()).with_min_rewalk(Duration::ZERO);
     let web = fs::metadata(v2.join("moat/web")).unwrap().ino();
@@ -132,5 +133,4 @@ fn resolves_a_fake_hierarchy_by_inode() {
     let root_id = fs::metadata(&v2).unwrap().ino();
     assert_eq!(attributor.v2_root_id(), Some(root_id));
     assert_eq!(&*attributor.attribute_id(root_id).workload, HOST);
-    fs::remove_dir_all(&root).unwrap();
 }
