@@ -216,3 +216,50 @@ impl SnapshotSource {
         self.latest()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snapshot(seq: u64) -> Arc<Snapshot> {
+        Arc::new(Snapshot {
+            seq,
+            ..Snapshot::default()
+        })
+    }
+
+    #[tokio::test]
+    async fn a_scrape_gets_a_snapshot_taken_after_it_asked() {
+        let (publish, latest) = watch::channel(snapshot(1));
+        let (refresh, mut requests) = mpsc::channel::<RefreshRequest>(4);
+        let source = SnapshotSource::new(latest, refresh);
+        let collector = tokio::spawn(async move {
+            let request = requests.recv().await.unwrap();
+            let fresh = snapshot(2);
+            publish.send_replace(fresh.clone());
+            request.send(fresh).unwrap();
+        });
+        assert_eq!(source.fresh(Duration::from_secs(5)).await.seq, 2);
+        collector.await.unwrap();
+        assert_eq!(source.latest().seq, 2);
+    }
+
+    #[tokio::test]
+    async fn a_collector_that_does_not_answer_costs_the_bound_then_the_last_snapshot() {
+        let (_publish, latest) = watch::channel(snapshot(7));
+        let (refresh, _requests) = mpsc::channel::<RefreshRequest>(4);
+        let source = SnapshotSource::new(latest, refresh);
+        let started = std::time::Instant::now();
+        assert_eq!(source.fresh(Duration::from_millis(50)).await.seq, 7);
+        assert!(started.elapsed() >= Duration::from_millis(50));
+
+        // A stopped collector: at once.
+        let (_publish, latest) = watch::channel(snapshot(8));
+        let (refresh, requests) = mpsc::channel::<RefreshRequest>(4);
+        drop(requests);
+        let source = SnapshotSource::new(latest, refresh);
+        let started = std::time::Instant::now();
+        assert_eq!(source.fresh(Duration::from_secs(5)).await.seq, 8);
+        assert!(started.elapsed() < Duration::from_secs(1));
+    }
+}
