@@ -21,8 +21,9 @@ say() { echo "setup: $*"; }
 #   crun runc bpftrace         the peers moat is measured against (scripts/bench.sh
 #                              and its quick mode in the tests)
 #   gnuplot-nox                draws the benchmark plots
+#   python3                    scripts/check-module-cycles.py (scripts/test.sh)
 PACKAGES=(libseccomp-dev pkg-config bubblewrap prometheus systemd docker.io busybox-static
-    crun runc bpftrace gnuplot-nox)
+    crun runc bpftrace gnuplot-nox python3)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -15,6 +15,10 @@ step "cargo fmt --check"
 cargo fmt --all --check
 (cd ebpf/moat-ebpf && cargo +moat-nightly fmt --check)
 
+step "module layout"
+# The agent's modules import each other one way (kernel -> collect -> export).
+scripts/check-module-cycles.py
+
 step "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 

@@ -1,19 +1,19 @@
-//! The running agent, apart from loading the eBPF programs: the HTTP server, the
-//! audit writer and the poller of pids cgroups and fork rates, over any
-//! [`KernelSource`] and stream of [`AuditRecord`]s.
+//! The running agent, apart from loading the eBPF programs: the wiring of the
+//! collector, the HTTP server and the audit writer over any [`KernelSource`] and
+//! stream of [`AuditRecord`]s.
+//!
+//! ```text
+//!  kernel maps ──┐                      ┌──> /metrics (export::http, export::metrics)
+//!  ring buffer ──┼─> collect::Collector ┤      reads the published Snapshot
+//!  cgroup watch ─┘   (attribution, pids, └──> audit events ──> export::audit_log
+//!                     bursts)
+//! ```
 //!
 //! `moatd` (`src/main.rs`) binds the listener first (so scrapes that arrive while the
 //! programs load wait in the backlog instead of being refused), loads the programs,
 //! then calls [`start`]. Tests call [`start`] with a fake source.
 
-use std::{
-    net::SocketAddr,
-    sync::{
-        atomic::{AtomicBool, Ordering},
-        Arc, Mutex,
-    },
-    time::{Duration, Instant},
-};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
 use tokio::{
@@ -23,18 +23,23 @@ use tokio::{
 };
 
 use crate::{
-    attribution::{spawn_watcher, Attributor, CgroupLayout},
-    audit::{self, AuditContext, AuditEvent, AuditLog, AuditStats},
-    burst::{BurstDetector, ForkTotal},
+    collect::{
+        attribution::{Attributor, CgroupLayout},
+        Collector, CollectorConfig, CollectorInputs, RunningCollector, Snapshot, SnapshotSource,
+    },
     config::Config,
-    http,
-    metrics::{Metrics, PidsReading, Sources},
-    pids::{self, HitTracker},
-    snapshot::{AuditRecord, KernelSource},
+    export::{
+        audit_log::{self, AuditLog, AuditStats},
+        http,
+        metrics::Metrics,
+    },
+    kernel::{AuditRecord, KernelSource},
 };
 
 /// How long [`Running::shutdown`] waits for the tasks before abandoning them.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
+/// Audit events queued between the collector and the writer.
+const EVENT_QUEUE: usize = 1024;
 
 /// Binds the HTTP listener of `config` (before the programs load).
 pub fn bind(config: &Config) -> anyhow::Result<std::net::TcpListener> {
@@ -54,9 +59,9 @@ pub struct Running {
     shutdown: watch::Sender<bool>,
     reopen: Arc<Notify>,
     tasks: JoinSet<()>,
-    attributor: Arc<Mutex<Attributor>>,
+    collector: Option<RunningCollector>,
+    source: SnapshotSource,
     stats: Arc<AuditStats>,
-    watcher: Option<(Arc<AtomicBool>, std::thread::JoinHandle<()>)>,
 }
 
 impl Running {
@@ -70,9 +75,9 @@ impl Running {
         self.reopen.notify_one();
     }
 
-    /// The attributor shared by the metrics and the audit writer.
-    pub fn attributor(&self) -> &Arc<Mutex<Attributor>> {
-        &self.attributor
+    /// The last snapshot the collector published.
+    pub fn latest(&self) -> Arc<Snapshot> {
+        self.source.latest()
     }
 
     /// The audit counts.
@@ -81,12 +86,14 @@ impl Running {
     }
 
     /// Stops serving, writes out queued audit events and waits for the tasks (at
-    /// most [`SHUTDOWN_GRACE`]).
-    pub async fn shutdown(mut self) {
+    /// most [`SHUTDOWN_GRACE`]); returns the collector's last snapshot.
+    pub async fn shutdown(mut self) -> Arc<Snapshot> {
         let _ = self.shutdown.send(true);
-        if let Some((stop, handle)) = self.watcher.take() {
-            stop.store(true, Ordering::Relaxed);
-            let _ = tokio::task::spawn_blocking(move || handle.join()).await;
+        if let Some(collector) = self.collector.take() {
+            let joined = tokio::task::spawn_blocking(move || collector.join());
+            if tokio::time::timeout(SHUTDOWN_GRACE, joined).await.is_err() {
+                log::warn!("the collector still runs {SHUTDOWN_GRACE:?} after shutdown");
+            }
         }
         let all_done = async { while self.tasks.join_next().await.is_some() {} };
         if tokio::time::timeout(SHUTDOWN_GRACE, all_done)
@@ -96,12 +103,13 @@ impl Running {
             log::warn!("tasks still running {SHUTDOWN_GRACE:?} after shutdown; abandoning them");
             self.tasks.abort_all();
         }
+        self.source.latest()
     }
 }
 
-/// Starts serving and auditing.
+/// Starts collecting, serving and auditing.
 ///
-/// `listener` comes from [`bind`]; `kernel` is read at every scrape and poll;
+/// `listener` comes from [`bind`]; `kernel` is read by the collector only;
 /// `records` are the kernel's audit records.
 pub fn start(
     config: &Config,
@@ -115,26 +123,6 @@ pub fn start(
         .local_addr()
         .context("reading the listen address")?;
 
-    let mut attributor = Attributor::new(layout, &config.workloads);
-    attributor.refresh();
-    let attributor = Arc::new(Mutex::new(attributor));
-    let stop_watcher = Arc::new(AtomicBool::new(false));
-    let pids_changed = Arc::new(Notify::new());
-    let watcher = match spawn_watcher(
-        attributor.clone(),
-        stop_watcher.clone(),
-        Some(pids_changed.clone()),
-    ) {
-        Ok(handle) => Some((stop_watcher, handle)),
-        Err(err) => {
-            log::warn!(
-                "cannot watch for new cgroups ({err}): workloads that end between two \
-                 scrapes may be counted as host"
-            );
-            None
-        }
-    };
-
     let log = AuditLog::open(config.audit.log.clone()).with_context(|| {
         format!(
             "cannot open the audit log {} (audit.log / --audit-log)",
@@ -142,180 +130,56 @@ pub fn start(
         )
     })?;
     let stats = Arc::new(AuditStats::default());
-    let pids_reading: PidsReading = Arc::default();
     let metrics = Arc::new(
-        Metrics::new(
-            Sources {
-                kernel: kernel.clone(),
-                attributor: attributor.clone(),
-                pids: pids_reading.clone(),
-                audit: stats.clone(),
-            },
-            &kernel_release(),
-        )
-        .context("registering the metrics")?,
+        Metrics::new(stats.clone(), &kernel_release()).context("registering the metrics")?,
     );
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let reopen = Arc::new(Notify::new());
-    let (events_tx, events_rx) = mpsc::channel(1024);
-    let host_name = host_name();
-    let mut tasks = JoinSet::new();
-
-    tasks.spawn(http::serve(listener, metrics, shutdown_rx.clone()));
-    tasks.spawn(audit::run(
-        log,
-        records,
-        events_rx,
-        reopen.clone(),
-        shutdown_rx.clone(),
-        AuditContext {
-            host_name: host_name.clone(),
-            attributor: attributor.clone(),
-            stats: stats.clone(),
-            pids_changed: Some(pids_changed.clone()),
-        },
-    ));
-    tasks.spawn(
-        Poller {
-            kernel,
-            attributor: attributor.clone(),
-            pids_reading,
+    let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
+    let (source, collector) = Collector::spawn(
+        CollectorConfig {
             pids_mount: layout.pids_mount.clone(),
             moat_parent: config.workloads.moat_parent.clone(),
             docker_parent: config.workloads.docker_parent.clone(),
             interval: Duration::from_millis(config.workloads.poll_interval_ms),
             fork_burst_threshold: config.audit.fork_burst_threshold,
+            host_name: host_name(),
+        },
+        Attributor::new(layout, &config.workloads),
+        CollectorInputs {
+            kernel,
+            records,
             events: events_tx,
-            host_name,
-            pids_changed,
-        }
-        .run(shutdown_rx),
-    );
+            shutdown: shutdown_rx.clone(),
+        },
+    )
+    .context("starting the collector")?;
+
+    let reopen = Arc::new(Notify::new());
+    let mut tasks = JoinSet::new();
+    tasks.spawn(http::serve(
+        listener,
+        metrics,
+        source.clone(),
+        shutdown_rx.clone(),
+    ));
+    tasks.spawn(audit_log::run(
+        log,
+        events_rx,
+        reopen.clone(),
+        shutdown_rx,
+        stats.clone(),
+    ));
 
     Ok(Running {
         local_addr,
         shutdown: shutdown_tx,
         reopen,
         tasks,
-        attributor,
+        collector: Some(collector),
+        source,
         stats,
-        watcher,
     })
-}
-
-/// Reads the pids cgroups and the fork totals every interval.
-struct Poller {
-    kernel: Arc<dyn KernelSource>,
-    attributor: Arc<Mutex<Attributor>>,
-    pids_reading: PidsReading,
-    pids_mount: Option<std::path::PathBuf>,
-    moat_parent: String,
-    docker_parent: String,
-    interval: Duration,
-    fork_burst_threshold: u64,
-    events: mpsc::Sender<AuditEvent>,
-    host_name: String,
-    /// Notified when a workload's `pids.events` changes: poll at once.
-    pids_changed: Arc<Notify>,
-}
-
-impl Poller {
-    async fn run(self, mut shutdown: watch::Receiver<bool>) {
-        let this = Arc::new(self);
-        let state = Arc::new(Mutex::new((
-            HitTracker::default(),
-            BurstDetector::new(this.fork_burst_threshold),
-        )));
-        let mut ticker = tokio::time::interval(this.interval);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = shutdown.changed() => break,
-                _ = ticker.tick() => {}
-                () = this.pids_changed.notified() => {}
-            }
-            let (this2, state2) = (this.clone(), state.clone());
-            let events = tokio::task::spawn_blocking(move || {
-                let mut state = state2.lock().unwrap_or_else(|p| p.into_inner());
-                let (hits, bursts) = &mut *state;
-                this2.poll_once(hits, bursts)
-            })
-            .await
-            .unwrap_or_default();
-            for event in events {
-                if this.events.send(event).await.is_err() {
-                    return;
-                }
-            }
-        }
-    }
-
-    /// One reading; returns the audit events it gives rise to.
-    fn poll_once(&self, hits: &mut HitTracker, bursts: &mut BurstDetector) -> Vec<AuditEvent> {
-        let mut events = Vec::new();
-        if let Some(mount) = &self.pids_mount {
-            let reading = pids::scan(mount, &self.moat_parent, &self.docker_parent);
-            let grown = hits.update(&reading);
-            if !grown.is_empty() {
-                let mut attributor = self.attributor.lock().unwrap_or_else(|p| p.into_inner());
-                for (cgroup, new_hits) in grown {
-                    let workload = attributor.admit(&cgroup.workload);
-                    events.push(AuditEvent::pids_limit_reached(
-                        &self.host_name,
-                        &workload,
-                        cgroup,
-                        new_hits,
-                    ));
-                }
-            }
-            *self.pids_reading.lock().unwrap_or_else(|p| p.into_inner()) = reading;
-        }
-
-        let now = Instant::now();
-        match self.kernel.snapshot() {
-            Ok(snapshot) => {
-                let mut per_cgroup: std::collections::HashMap<u64, u64> = Default::default();
-                for event in &snapshot.process_events {
-                    if event.kind.is_fork() {
-                        *per_cgroup.entry(event.cgroup_id).or_default() += event.count;
-                    }
-                }
-                let totals: Vec<ForkTotal> = {
-                    let mut attributor = self.attributor.lock().unwrap_or_else(|p| p.into_inner());
-                    per_cgroup
-                        .into_iter()
-                        .map(|(cgroup_id, total)| {
-                            let attribution = attributor.attribute_id(cgroup_id);
-                            ForkTotal {
-                                cgroup_id,
-                                workload: attribution.workload,
-                                path: attribution.cgroup_path,
-                                total,
-                            }
-                        })
-                        .collect()
-                };
-                for burst in bursts.update(&totals, now) {
-                    log::info!(
-                        "fork burst: workload {} forks {}/s (threshold {}/s)",
-                        burst.workload,
-                        burst.rate,
-                        self.fork_burst_threshold
-                    );
-                    events.push(AuditEvent::fork_burst(
-                        &self.host_name,
-                        &burst.workload,
-                        burst.path.as_deref().map(str::to_owned),
-                        burst.rate,
-                        self.fork_burst_threshold,
-                    ));
-                }
-            }
-            Err(err) => log::debug!("poll: reading the kernel maps failed: {err}"),
-        }
-        events
-    }
 }
 
 /// The running kernel's release (`uname -r`).

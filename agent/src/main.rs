@@ -10,12 +10,9 @@ use std::{net::SocketAddr, path::PathBuf, process::ExitCode, sync::Arc};
 use anyhow::Context as _;
 use clap::Parser;
 use moat_agent::{
-    attribution::CgroupLayout,
     config::{AuditTarget, Config},
     daemon,
-    kernel::Kernel,
-    mounts,
-    snapshot::KernelSource,
+    kernel::{cgroups::CgroupLayout, mounts, Kernel},
 };
 use tokio::signal::unix::{signal, SignalKind};
 
@@ -176,9 +173,14 @@ async fn run(config: Config) -> anyhow::Result<()> {
         }
     };
     log::info!("received {signal_name}; shutting down");
-    running.shutdown().await;
-
-    let summary = summary(&*kernel);
+    let last = running.shutdown().await;
+    let summary = match &last.kernel_error {
+        None => format!(
+            "saw {} seccomp denials and {} forks",
+            last.denials_total, last.forks_total
+        ),
+        Some(err) => format!("could not read the counters ({err})"),
+    };
     // The tasks are done, so this is the last reference: dropping it stops the
     // ring buffer reader and detaches the programs.
     match Arc::try_unwrap(kernel) {
@@ -187,23 +189,6 @@ async fn run(config: Config) -> anyhow::Result<()> {
     }
     log::info!("received {signal_name}; {summary}; programs detached; exiting");
     Ok(())
-}
-
-/// What the counters saw, for the last log line.
-fn summary(kernel: &dyn KernelSource) -> String {
-    match kernel.snapshot() {
-        Ok(snapshot) => {
-            let denials: u64 = snapshot.denials.iter().map(|d| d.count).sum();
-            let forks: u64 = snapshot
-                .process_events
-                .iter()
-                .filter(|e| e.kind.is_fork())
-                .map(|e| e.count)
-                .sum();
-            format!("saw {denials} seccomp denials and {forks} forks")
-        }
-        Err(err) => format!("could not read the counters ({err})"),
-    }
 }
 
 fn init_logging(filter: Option<&str>) {

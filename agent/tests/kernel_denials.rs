@@ -16,8 +16,8 @@ use kernel_common::{
     denials_of, named, spawn_in, Child, Filter, TestCgroup, ARCH_I386, ARCH_X86_64,
 };
 use moat_agent::{
+    kernel::{AuditKind, DenialAction, KernelSource},
     kernel::{Kernel, KernelConfig},
-    snapshot::{AuditKind, DenialAction, KernelSource},
 };
 
 const N: i64 = 1000;

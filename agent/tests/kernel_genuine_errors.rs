@@ -7,8 +7,8 @@ use std::{ffi::CString, fs, os::unix::fs::PermissionsExt as _};
 
 use kernel_common::{denials_of, spawn_in, Filter, TestCgroup, ARCH_X86_64};
 use moat_agent::{
+    kernel::{DenialAction, KernelSource},
     kernel::{Kernel, KernelConfig},
-    snapshot::{DenialAction, KernelSource},
 };
 
 const N: i64 = 5000;
@@ -20,7 +20,12 @@ const NOBODY: i64 = 65534;
 /// `kill(1, 0)` (EPERM), N times each; then, if confined, `getppid` DENIED times.
 fn genuine_errors(filter: Option<Filter>, tag: &str) {
     let kernel = Kernel::load(KernelConfig::default()).expect("loading the kernel side");
-    let secret = std::env::temp_dir().join(format!("moat-ktest-{}-{tag}", std::process::id()));
+    // A file in the (world-traversable) temporary directory, removed on drop.
+    let secret_file = tempfile::Builder::new()
+        .prefix(&format!("moat-ktest-{tag}-"))
+        .tempfile()
+        .expect("creating the root-only file");
+    let secret = secret_file.path().to_owned();
     fs::write(&secret, "secret").expect("writing the root-only file");
     fs::set_permissions(&secret, fs::Permissions::from_mode(0o600)).expect("chmod 0600");
     let path = CString::new(secret.to_str().expect("utf-8 path")).expect("no NUL");
@@ -54,7 +59,6 @@ fn genuine_errors(filter: Option<Filter>, tag: &str) {
         0
     });
     child.wait_success();
-    let _ = fs::remove_file(&secret);
     assert_eq!(child.value(0), N, "setuid(0) calls failing with EPERM");
     assert_eq!(child.value(1), N, "open calls failing with EACCES");
     assert_eq!(child.value(2), N, "kill(1, 0) calls failing with EPERM");
@@ -167,6 +171,7 @@ fn sysemu_tracee(filter: Option<Filter>, detach: bool, tag: &str) -> (TestCgroup
             if let Some(filter) = &filter {
                 filter.install(false);
             }
+            // SAFETY: integer arguments only; the child stops for its tracer.
             unsafe {
                 libc::ptrace(libc::PTRACE_TRACEME, 0, 0, 0);
                 libc::raise(libc::SIGSTOP);

@@ -11,8 +11,8 @@ use std::{
 
 use kernel_common::{spawn_in, Filter, TestCgroup};
 use moat_agent::{
+    kernel::AuditKind,
     kernel::{Kernel, KernelConfig},
-    snapshot::AuditKind,
 };
 
 fn loaded_ids() -> HashSet<u32> {

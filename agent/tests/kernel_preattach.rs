@@ -11,8 +11,8 @@ use std::{
 
 use kernel_common::{denials_of, named, spawn_in, Filter, TestCgroup, ARCH_X86_64};
 use moat_agent::{
+    kernel::{DenialAction, KernelSource},
     kernel::{Kernel, KernelConfig},
-    snapshot::{DenialAction, KernelSource},
 };
 
 const K: i64 = 25;

@@ -8,7 +8,7 @@ use std::{ffi::CString, path::Path, time::Duration};
 use kernel_common::{events_of, spawn_in, TestCgroup};
 use moat_agent::{
     kernel::{Kernel, KernelConfig},
-    snapshot::{KernelSnapshot, KernelSource, ProcessEventKind as Kind},
+    kernel::{KernelSnapshot, KernelSource, ProcessEventKind as Kind},
 };
 
 const N: i64 = 12;
@@ -66,6 +66,8 @@ fn forks_threads_execs_and_exits_are_counted_exactly() {
             // SAFETY: the child only execs or exits.
             let pid = unsafe { libc::fork() };
             if pid == 0 {
+                // SAFETY: NUL-terminated program and argument vector that
+                // outlive the call; the child leaves with _exit if exec fails.
                 unsafe {
                     libc::execv(program.as_ptr(), argv.as_ptr());
                     libc::_exit(127);

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use kernel_common::{denials_of, named, spawn_in, Filter, TestCgroup, ARCH_X86_64};
 use moat_agent::{
     kernel::{AuditReader, Kernel, KernelConfig},
-    snapshot::{DenialAction, KernelSnapshot, KernelSource, ProcessEventKind},
+    kernel::{DenialAction, KernelSnapshot, KernelSource, ProcessEventKind},
 };
 
 const STORM: i64 = 1_000_000;

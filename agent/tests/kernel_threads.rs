@@ -10,8 +10,8 @@ use std::sync::{
 
 use kernel_common::{denials_of, spawn_in, Filter, TestCgroup, ARCH_X86_64};
 use moat_agent::{
+    kernel::{AuditKind, DenialAction, KernelSource},
     kernel::{Kernel, KernelConfig},
-    snapshot::{AuditKind, DenialAction, KernelSource},
 };
 
 const N: i64 = 3000;

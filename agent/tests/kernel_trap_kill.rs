@@ -16,8 +16,8 @@ use std::{
 
 use kernel_common::{denials_of, spawn_in, Filter, TestCgroup, ARCH_X86_64};
 use moat_agent::{
+    kernel::{DenialAction, KernelSource},
     kernel::{Kernel, KernelConfig},
-    snapshot::{DenialAction, KernelSource},
 };
 
 const N: i64 = 1000;

@@ -6,7 +6,7 @@ mod kernel_common;
 use kernel_common::{events_of, spawn_in, TestCgroup};
 use moat_agent::{
     kernel::{Kernel, KernelConfig},
-    snapshot::{KernelSource, ProcessEventKind as Kind},
+    kernel::{KernelSource, ProcessEventKind as Kind},
 };
 
 use moat_runtime::launch::clone::CloneArgs;

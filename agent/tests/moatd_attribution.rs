@@ -14,9 +14,9 @@ use std::{
 };
 
 use moat_agent::{
-    attribution::{Attributor, CgroupLayout, HOST, V1_PIDS_ID_FLAG},
+    collect::attribution::{Attributor, CgroupLayout, HOST, V1_PIDS_ID_FLAG},
+    collect::pids,
     config::WorkloadsConfig,
-    pids,
 };
 use moatd_common::not_root;
 

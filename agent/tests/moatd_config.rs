@@ -24,7 +24,8 @@ fn moatd(args: &[&str]) -> (i32, String) {
 /// and plain `moatd --config FILE` (which must fail the same way before loading
 /// anything).
 fn refused(name: &str, text: &str) -> String {
-    let dir = temp_dir(&format!("config-{name}"));
+    let tmp = temp_dir(&format!("config-{name}"));
+    let dir = tmp.path();
     let file = dir.join("moatd.toml");
     std::fs::write(&file, text).unwrap();
     let path = file.to_str().unwrap();
@@ -33,7 +34,6 @@ fn refused(name: &str, text: &str) -> String {
     let (code_run, stderr_run) = moatd(&["--config", path]);
     assert_eq!(code_run, 2, "{stderr_run}");
     assert_eq!(stderr_run, stderr);
-    let _ = std::fs::remove_dir_all(&dir);
     let line = stderr.trim_end().to_owned();
     assert_eq!(line.lines().count(), 1, "one line: {line}");
     line.replace(path, "FILE")

@@ -343,7 +343,8 @@ fn audit_has_denial(dir: &Path, id: &str) -> bool {
 
 /// The hybrid host's v2 mount when pids is on a v1 hierarchy.
 fn hybrid_v2_mount() -> Option<PathBuf> {
-    let layout = moat_agent::attribution::CgroupLayout::detect(Path::new("/sys/fs/cgroup"));
+    let layout =
+        moat_agent::collect::attribution::CgroupLayout::detect(Path::new("/sys/fs/cgroup"));
     let pids = layout.pids_mount?;
     (pids != layout.v2_mount && layout.v2_mount.join("cgroup.procs").exists())
         .then_some(layout.v2_mount)

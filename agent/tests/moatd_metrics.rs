@@ -14,10 +14,10 @@ use std::{
 };
 
 use moat_agent::{
-    attribution::CgroupLayout,
+    collect::attribution::CgroupLayout,
     config::{AuditTarget, Config},
     daemon::{self, Running},
-    snapshot::{
+    kernel::{
         AuditKind, AuditRecord, DenialAction, DenialCount, KernelSnapshot, ProcessEventCount,
         ProcessEventKind,
     },
@@ -37,6 +37,7 @@ struct Fixture {
     kernel: Arc<FakeKernel>,
     records: mpsc::Sender<AuditRecord>,
     dir: PathBuf,
+    _tmp: tempfile::TempDir,
     audit_log: PathBuf,
 }
 
@@ -49,7 +50,8 @@ impl Fixture {
         pids: &[(&str, &str, u64)],
         tweak: impl FnOnce(&mut Config),
     ) -> Fixture {
-        let dir = temp_dir(name);
+        let tmp = temp_dir(name);
+        let dir = tmp.path().to_owned();
         let v2 = dir.join("v2");
         let pids_root = dir.join("pids");
         for cgroup in cgroups {
@@ -84,6 +86,7 @@ impl Fixture {
             kernel,
             records,
             dir,
+            _tmp: tmp,
             audit_log,
         }
     }
@@ -123,7 +126,6 @@ impl Drop for Fixture {
         if let Some(running) = self.running.take() {
             self.runtime.block_on(running.shutdown());
         }
-        let _ = fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -293,22 +295,7 @@ fn metrics_have_the_documented_names_labels_and_values() {
     assert!(body.contains("process_cpu_seconds_total "));
 
     // Every moat_* family is one of the table.
-    let allowed = [
-        "moat_seccomp_denials_total",
-        "moat_forks_total",
-        "moat_execs_total",
-        "moat_exits_total",
-        "moat_fork_failures_total",
-        "moat_userns_created_total",
-        "moat_pids_current",
-        "moat_pids_limit",
-        "moat_pids_limit_hits_total",
-        "moat_audit_events_total",
-        "moat_audit_events_dropped_total",
-        "moat_ebpf_map_full_total",
-        "moat_workload_label_overflow_total",
-        "moat_build_info",
-    ];
+    let allowed: Vec<&str> = moat_api::metrics::FAMILIES.iter().map(|s| s.name).collect();
     for line in body.lines().filter(|l| l.starts_with("# TYPE moat_")) {
         let name = line.split_whitespace().nth(2).unwrap();
         assert!(allowed.contains(&name), "unexpected family {name}");
@@ -481,7 +468,7 @@ fn workload_labels_are_capped() {
 
 /// `CLOCK_BOOTTIME` now, in nanoseconds, as the kernel stamps records.
 fn boot_ns() -> u64 {
-    moat_agent::audit::boottime_ns() as u64
+    moat_agent::collect::events::boottime_ns() as u64
 }
 
 #[test]
@@ -550,7 +537,7 @@ fn kernel_records_become_audit_lines() {
         "2026-05-20T10:11:12.123456789Z".len(),
         "{stamp}"
     );
-    let now = moat_agent::audit::rfc3339_nanos(moat_agent::audit::realtime_ns());
+    let now = moat_api::time::rfc3339_nanos(moat_agent::collect::events::realtime_ns());
     assert_eq!(&stamp[..15], &now[..15], "{stamp} vs {now}");
     assert_eq!(lines[1]["seccomp"]["action"], "trap");
     assert_eq!(lines[1]["seccomp"]["errno"], serde_json::Value::Null);

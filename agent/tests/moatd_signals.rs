@@ -114,7 +114,8 @@ impl Drop for Moatd {
 }
 
 fn stops_cleanly_on(signal: Signal) {
-    let dir = temp_dir(&format!("stop-{}", signal.as_str()));
+    let tmp = temp_dir(&format!("stop-{}", signal.as_str()));
+    let dir = tmp.path();
     let log = dir.join("audit.jsonl");
     let mut moatd = Moatd::spawn(&[
         "--listen",
@@ -149,7 +150,6 @@ fn stops_cleanly_on(signal: Signal) {
         "{addr} still bound"
     );
     eprintln!("moatd exited {took:?} after {name}");
-    let _ = fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -167,7 +167,8 @@ fn moatd_exits_zero_on_sigint() {
 #[test]
 fn moatd_serves_metrics_within_500ms_of_start() {
     skip_without_bpf!();
-    let dir = temp_dir("ready");
+    let tmp = temp_dir("ready");
+    let dir = tmp.path();
     let log = dir.join("audit.jsonl");
     // A free port, chosen now (moatd needs a known one to be polled before it logs).
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -201,7 +202,6 @@ fn moatd_serves_metrics_within_500ms_of_start() {
     );
     moatd.signal(Signal::SIGTERM);
     assert!(moatd.wait_exit(SHUTDOWN).success());
-    let _ = fs::remove_dir_all(&dir);
 }
 
 /// A pids cgroup `<pids mount>/<parent>/<name>` with `pids.max` 1, removed on drop.
@@ -235,7 +235,7 @@ impl LimitedCgroup {
     }
 
     fn hits(&self) -> u64 {
-        moat_agent::pids::parse_events_max(
+        moat_agent::collect::pids::parse_events_max(
             &fs::read_to_string(self.dir.join("pids.events")).unwrap_or_default(),
         )
     }
@@ -259,12 +259,14 @@ fn pids_limit_events(path: &Path) -> usize {
 #[test]
 fn sighup_reopens_the_audit_log_after_rotation() {
     skip_without_bpf!();
-    let layout = moat_agent::attribution::CgroupLayout::detect(Path::new("/sys/fs/cgroup"));
+    let layout =
+        moat_agent::collect::attribution::CgroupLayout::detect(Path::new("/sys/fs/cgroup"));
     let Some(pids_mount) = layout.pids_mount else {
         eprintln!("SKIP: no pids controller on this host");
         return;
     };
-    let dir = temp_dir("sighup");
+    let tmp = temp_dir("sighup");
+    let dir = tmp.path();
     let log = dir.join("audit.jsonl");
     let parent = format!("moat-test-{}", std::process::id());
     let config = dir.join("moatd.toml");
@@ -335,5 +337,4 @@ fn sighup_reopens_the_audit_log_after_rotation() {
     moatd.signal(Signal::SIGTERM);
     assert!(moatd.wait_exit(SHUTDOWN).success());
     drop(cgroup);
-    let _ = fs::remove_dir_all(&dir);
 }

@@ -6,7 +6,9 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-fn unit_with_binary() -> Option<PathBuf> {
+/// A copy of the unit (in a temporary directory, removed on drop) whose
+/// `ExecStart` is the binary under test.
+fn unit_with_binary() -> Option<(tempfile::TempDir, PathBuf)> {
     if Command::new("systemd-analyze")
         .arg("--version")
         .output()
@@ -19,16 +21,18 @@ fn unit_with_binary() -> Option<PathBuf> {
     let text = std::fs::read_to_string(&unit).unwrap();
     // verify checks that ExecStart exists; point it at the binary under test.
     let text = text.replace("/usr/local/bin/moatd", env!("CARGO_BIN_EXE_moatd"));
-    let dir = std::env::temp_dir().join(format!("moatd-unit-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let copy = dir.join("moatd.service");
+    let dir = tempfile::Builder::new()
+        .prefix("moatd-unit-")
+        .tempdir()
+        .unwrap();
+    let copy = dir.path().join("moatd.service");
     std::fs::write(&copy, text).unwrap();
-    Some(copy)
+    Some((dir, copy))
 }
 
 #[test]
 fn unit_file_verifies_and_is_hardened() {
-    let Some(unit) = unit_with_binary() else {
+    let Some((_dir, unit)) = unit_with_binary() else {
         return;
     };
     let v = Command::new("systemd-analyze")
@@ -55,5 +59,4 @@ fn unit_file_verifies_and_is_hardened() {
         .and_then(|n| n.parse::<f64>().ok())
         .unwrap_or_else(|| panic!("no exposure level in:\n{out}"));
     assert!(level <= 4.0, "exposure {level}");
-    let _ = std::fs::remove_dir_all(unit.parent().unwrap());
 }

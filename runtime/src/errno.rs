@@ -170,4 +170,28 @@ mod tests {
         assert_eq!(name(0), None);
         assert_eq!(name(4095), None);
     }
+
+    /// The table is hand-written (libseccomp profiles name errnos as text, and
+    /// neither libc nor nix maps names to numbers); nix's `Errno` list, which
+    /// names every Linux errno, checks it entry by entry.
+    #[test]
+    fn the_table_is_nix_s_errno_list() {
+        for n in 1..NAMES.len() as i32 {
+            let errno = nix::errno::Errno::from_raw(n);
+            if errno == nix::errno::Errno::UnknownErrno {
+                // Unused numbers (41, 58 on x86_64): no name either.
+                assert_eq!(name(n as u32), None, "errno {n}");
+                continue;
+            }
+            let nix_name = format!("{errno:?}");
+            assert_eq!(name(n as u32), Some(nix_name.as_str()), "errno {n}");
+            assert_eq!(from_name(&nix_name), Some(n as u32), "{nix_name}");
+        }
+        // nix knows nothing past the table's end.
+        let past = NAMES.len() as i32;
+        assert_eq!(
+            nix::errno::Errno::from_raw(past),
+            nix::errno::Errno::UnknownErrno
+        );
+    }
 }

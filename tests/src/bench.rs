@@ -142,7 +142,9 @@ pub fn ms(d: Duration) -> f64 {
 pub struct Stats {
     /// The middle value (the mean of the two middle ones for an even count).
     pub median: f64,
+    /// The smallest value.
     pub min: f64,
+    /// The largest value.
     pub max: f64,
 }
 
@@ -175,7 +177,9 @@ impl Stats {
 
 /// One line of a report's main table: `| Figure | Value | Goal | Met? |`.
 pub struct Row {
+    /// What was measured.
     pub figure: String,
+    /// The measurement, with its unit.
     pub value: String,
     /// What the figure should be, or `—` when it has no goal.
     pub goal: String,
@@ -320,27 +324,9 @@ pub fn machine() -> Vec<(String, String)> {
 /// The current UTC time as `YYYY-MM-DD HH:MM:SS UTC` (what
 /// `date -u '+%Y-%m-%d %H:%M:%S UTC'` prints, without running it).
 pub fn utc_now() -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    jiff::Timestamp::now()
+        .strftime("%Y-%m-%d %H:%M:%S UTC")
+        .to_string()
 }
 
 #[cfg(test)]

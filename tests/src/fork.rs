@@ -76,23 +76,7 @@ impl Report {
 /// files behind) and is killed if the forking thread dies.
 pub fn run<F: FnOnce(&Report) -> i32>(body: F) -> Outcome {
     let size = std::mem::size_of::<Shared>();
-    // SAFETY: a fresh anonymous mapping; zeroed memory is valid for atomics.
-    let map = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            size,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_SHARED | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        )
-    };
-    assert_ne!(
-        map,
-        libc::MAP_FAILED,
-        "mmap: {}",
-        std::io::Error::last_os_error()
-    );
+    let map = shared_mapping(size);
     let report = Report {
         shared: map as *const Shared,
     };
@@ -177,6 +161,172 @@ fn wait(pid: libc::pid_t) -> Exit {
             panic!("child {pid} still running after {TIMEOUT:?}; killed it");
         }
         std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// A fresh zeroed `MAP_SHARED` anonymous mapping of `size` bytes, which a forked
+/// child shares with its parent.
+fn shared_mapping(size: usize) -> *mut libc::c_void {
+    // SAFETY: a fresh anonymous mapping; zeroed memory is valid for atomics.
+    let map = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            size,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    assert_ne!(
+        map,
+        libc::MAP_FAILED,
+        "mmap: {}",
+        std::io::Error::last_os_error()
+    );
+    map
+}
+
+/// Most values a [`Stopped`] child can report.
+pub const STOPPED_VALUES: usize = 64;
+
+/// Memory shared between the test and a [`Stopped`] child: the child reports
+/// numbers, and a flag tells it that it may start.
+#[repr(C)]
+pub struct Slots {
+    /// Set by [`Stopped::start`].
+    pub go: AtomicI64,
+    /// What the child reports, by index ([`Slots::report`]).
+    pub values: [AtomicI64; STOPPED_VALUES],
+}
+
+impl Slots {
+    /// Stores `v` as value `i`.
+    pub fn report(&self, i: usize, v: i64) {
+        self.values[i].store(v, Ordering::SeqCst);
+    }
+}
+
+/// A forked child that waits until [`Stopped::start`] before it runs, so the
+/// test can place it (in a cgroup, say) first; used by the kernel-side tests.
+pub struct Stopped {
+    /// The child's pid.
+    pub pid: libc::pid_t,
+    slots: *mut Slots,
+    reaped: Option<i32>,
+}
+
+// SAFETY: the shared mapping is only accessed through atomics.
+unsafe impl Send for Stopped {}
+
+impl Stopped {
+    /// Forks a child that waits for [`Stopped::start`], then runs `body` and exits
+    /// with the code it returns (101 if it panics). The child is killed with the
+    /// test (`PR_SET_PDEATHSIG`) and dumps no core.
+    pub fn fork(body: impl FnOnce(&Slots) -> i32) -> Stopped {
+        let slots = shared_mapping(std::mem::size_of::<Slots>()).cast::<Slots>();
+        // SAFETY: fork; the child only runs `body` and exits.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "fork failed");
+        if pid == 0 {
+            // SAFETY: prctl and setrlimit with plain arguments.
+            unsafe {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                let no_core = libc::rlimit {
+                    rlim_cur: 0,
+                    rlim_max: 0,
+                };
+                libc::setrlimit(libc::RLIMIT_CORE, &no_core);
+            }
+            // SAFETY: the mapping lives until the parent reaps the child.
+            let slots = unsafe { &*slots };
+            while slots.go.load(Ordering::SeqCst) == 0 {
+                std::thread::sleep(Duration::from_micros(200));
+            }
+            let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| body(slots)))
+                .unwrap_or(PANICKED);
+            // SAFETY: leave without running the test harness's atexit handlers.
+            unsafe { libc::_exit(code) }
+        }
+        Stopped {
+            pid,
+            slots,
+            reaped: None,
+        }
+    }
+
+    fn slots(&self) -> &Slots {
+        // SAFETY: the mapping lives as long as `self`.
+        unsafe { &*self.slots }
+    }
+
+    /// Lets the child run its body.
+    pub fn start(&self) {
+        self.slots().go.store(1, Ordering::SeqCst);
+    }
+
+    /// Value `i` the child reported.
+    pub fn value(&self, i: usize) -> i64 {
+        self.slots().values[i].load(Ordering::SeqCst)
+    }
+
+    /// The child's wait status if it has ended (reaping it), without waiting.
+    pub fn try_wait(&mut self) -> Option<i32> {
+        if self.reaped.is_none() {
+            let mut status = 0;
+            // SAFETY: waitpid on our own child.
+            if unsafe { libc::waitpid(self.pid, &mut status, libc::WNOHANG) } == self.pid {
+                self.reaped = Some(status);
+            }
+        }
+        self.reaped
+    }
+
+    /// Waits for the child (killing it after `timeout`); returns its wait status.
+    pub fn wait(&mut self, timeout: Duration) -> i32 {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.try_wait() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let mut status = 0;
+                // SAFETY: killing and reaping our own child.
+                unsafe {
+                    libc::kill(self.pid, libc::SIGKILL);
+                    libc::waitpid(self.pid, &mut status, 0);
+                }
+                self.reaped = Some(status);
+                panic!("child {} timed out after {timeout:?}", self.pid);
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    /// Waits and asserts the child exited with status 0.
+    #[track_caller]
+    pub fn wait_success(&mut self) {
+        let status = self.wait(Duration::from_secs(120));
+        assert!(
+            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+            "child {} ended with wait status {status:#x} (exit code 101 = panic, see stderr)",
+            self.pid
+        );
+    }
+}
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        if self.reaped.is_none() {
+            // SAFETY: kill and reap our own child.
+            unsafe {
+                libc::kill(self.pid, libc::SIGKILL);
+                let mut status = 0;
+                libc::waitpid(self.pid, &mut status, 0);
+            }
+        }
+        // SAFETY: unmapping our own mapping, which the child no longer uses.
+        unsafe { libc::munmap(self.slots.cast(), std::mem::size_of::<Slots>()) };
     }
 }
 

@@ -2,7 +2,6 @@
 //! the shared fixtures, and deciding when a privileged test must skip.
 
 use std::path::PathBuf;
-use std::sync::Mutex;
 
 pub mod bench;
 pub mod fork;
@@ -26,30 +25,70 @@ pub fn fixtures_dir() -> Option<PathBuf> {
     dir.is_dir().then_some(dir)
 }
 
-/// Path of a binary built from this workspace (`moat`, `moatd`), in the
-/// same profile as the tests. The first call in a test process runs
-/// `cargo build` for it, so a test never drives a stale binary.
+/// Path of a binary built from this workspace (`moat`, `moatd`), in the same
+/// profile as the tests.
+///
+/// Tests do not build it: `cargo test --workspace` (what `scripts/test.sh` and
+/// CI run) builds every binary before any test runs. Run alone
+/// (`cargo test -p moat-tests`), a test stops with a clear message if the
+/// binary is missing, or older than a source file it is built from, rather than
+/// drive a stale one.
 pub fn binary(name: &str) -> PathBuf {
-    static BUILT: Mutex<Vec<String>> = Mutex::new(Vec::new());
     let exe = std::env::current_exe().expect("current exe");
     // target/<profile>/deps/<test>-<hash>
     let dir = exe
         .parent()
         .and_then(|d| d.parent())
         .expect("test binary lives in target/<profile>/deps");
-    let mut built = BUILT.lock().unwrap_or_else(|p| p.into_inner());
-    if !built.iter().any(|b| b == name) {
-        let mut cmd = std::process::Command::new(env!("CARGO"));
-        cmd.args(["build", "--quiet", "--bin", name])
-            .current_dir(workspace_root());
-        if dir.file_name().is_some_and(|p| p == "release") {
-            cmd.arg("--release");
-        }
-        let status = cmd.status().expect("run cargo build");
-        assert!(status.success(), "building {name} failed");
-        built.push(name.to_string());
+    let path = dir.join(name);
+    let build = format!(
+        "build it first: `cargo build{} --bin {name}` (or run `cargo test --workspace`, which builds it)",
+        if dir.file_name().is_some_and(|p| p == "release") { " --release" } else { "" }
+    );
+    let built = std::fs::metadata(&path)
+        .and_then(|m| m.modified())
+        .unwrap_or_else(|_| panic!("{} is missing: {build}", path.display()));
+    if let Some(newer) = newer_source(name, built) {
+        panic!(
+            "{} is older than {}: {build}",
+            path.display(),
+            newer.display()
+        );
     }
-    dir.join(name)
+    path
+}
+
+/// A Rust source file that binary `name` is built from, modified after
+/// `built`, if any.
+fn newer_source(name: &str, built: std::time::SystemTime) -> Option<PathBuf> {
+    let root = workspace_root();
+    let dirs: &[&str] = match name {
+        "moat" => &["runtime/src", "agent/api/src"],
+        "moatd" => &[
+            "runtime/src",
+            "agent/src",
+            "agent/api/src",
+            "ebpf/moat-common/src",
+            "ebpf/moat-ebpf/src",
+        ],
+        _ => &[],
+    };
+    let mut stack: Vec<PathBuf> = dirs.iter().map(|d| root.join(d)).collect();
+    while let Some(path) = stack.pop() {
+        let Ok(meta) = std::fs::symlink_metadata(&path) else {
+            continue;
+        };
+        if meta.is_dir() {
+            if let Ok(entries) = std::fs::read_dir(&path) {
+                stack.extend(entries.flatten().map(|e| e.path()));
+            }
+        } else if path.extension().is_some_and(|e| e == "rs")
+            && meta.modified().is_ok_and(|m| m > built)
+        {
+            return Some(path);
+        }
+    }
+    None
 }
 
 /// Finds the program `name` on `PATH` (a conventional one when `PATH` is
@@ -71,24 +110,25 @@ pub fn is_root() -> bool {
 /// shared `flock` while a test relies on the layout, exclusive while one
 /// changes it. The same file is used by `runtime/tests/cgroup_real.rs`.
 pub struct LayoutLock {
-    _file: std::fs::File,
+    _lock: nix::fcntl::Flock<std::fs::File>,
 }
 
 /// Takes the cgroup layout lock; see [`LayoutLock`].
 pub fn cgroup_layout_lock(exclusive: bool) -> LayoutLock {
+    use nix::fcntl::{Flock, FlockArg};
     let file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
         .open("/tmp/moat-cgroup-layout.lock")
         .expect("open the layout lock file");
-    let op = if exclusive {
-        libc::LOCK_EX
+    let arg = if exclusive {
+        FlockArg::LockExclusive
     } else {
-        libc::LOCK_SH
+        FlockArg::LockShared
     };
-    // SAFETY: flock on a descriptor we own; blocks until granted.
-    let rc = unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&file), op) };
-    assert_eq!(rc, 0, "flock the layout lock");
-    LayoutLock { _file: file }
+    // Blocks until granted; released when the lock (and its file) is dropped.
+    let lock =
+        Flock::lock(file, arg).unwrap_or_else(|(_, err)| panic!("flock the layout lock: {err}"));
+    LayoutLock { _lock: lock }
 }

@@ -2,10 +2,13 @@
 //! cgroup parent, stopped on drop; plus the small pieces such tests share
 //! (temporary directories, cgroup parents, where the pids controller is).
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::ffi::OsStr;
+use std::io::{BufRead as _, BufReader};
+use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::binary;
@@ -29,33 +32,28 @@ pub fn pids_on_v2() -> bool {
 
 /// A fresh temporary directory (world-traversable, so workloads in a user
 /// namespace can reach files in it), removed on drop.
-pub struct TempDir(PathBuf);
+pub struct TempDir(tempfile::TempDir);
 
 impl TempDir {
-    /// `$TMPDIR/moat-e2e-<tag>-<pid>`, emptied first.
+    /// A new directory `$TMPDIR/moat-e2e-<tag>-XXXXXX`.
     pub fn new(tag: &str) -> TempDir {
         use std::os::unix::fs::PermissionsExt as _;
-        let dir = std::env::temp_dir().join(format!("moat-e2e-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("moat-e2e-{tag}-"))
+            .tempdir()
+            .unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         TempDir(dir)
     }
 
     /// A path inside the directory.
     pub fn join(&self, name: &str) -> PathBuf {
-        self.0.join(name)
+        self.0.path().join(name)
     }
 
     /// The directory.
     pub fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        self.0.path()
     }
 }
 
@@ -193,16 +191,8 @@ impl Moatd {
 
     /// The body of GET /metrics (Prometheus text format), if it answered 200.
     pub fn get_metrics(&self) -> Option<String> {
-        let mut s = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
-        s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            .ok()?;
-        let mut text = String::new();
-        s.read_to_string(&mut text).ok()?;
-        if !text.starts_with("HTTP/1.1 200") {
-            return None;
-        }
-        Some(text.split_once("\r\n\r\n")?.1.to_owned())
+        let url = moat_api::client::HttpUrl::parse(&self.url()).ok()?;
+        moat_api::client::get(&url).ok()
     }
 
     /// `moat` with this agent's private state directory.
@@ -224,12 +214,10 @@ impl Moatd {
 
     /// moatd's resident memory (VmRSS), in KiB.
     pub fn rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|v| v.parse().ok())
+        procfs::process::Process::new(self.pid() as i32)
+            .and_then(|p| p.status())
+            .ok()
+            .and_then(|status| status.vmrss)
             .expect("VmRSS in /proc/<moatd>/status")
     }
 }
@@ -247,5 +235,56 @@ impl Drop for Moatd {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+}
+
+/// Starts the moatd binary `moatd` with `args` (standard input and output to /dev/null)
+/// and a thread that reads its standard error: each line is echoed to the test's
+/// standard error as `moatd: <line>` and sent to the returned receiver. The thread
+/// keeps draining the pipe after the receiver is dropped, so moatd never blocks on
+/// a full pipe.
+pub fn spawn_following<S: AsRef<OsStr>>(
+    moatd: &Path,
+    args: impl IntoIterator<Item = S>,
+) -> (Child, mpsc::Receiver<String>) {
+    let mut child = Command::new(moatd)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawning moatd");
+    let stderr = child.stderr.take().unwrap();
+    let (tx, lines) = mpsc::channel();
+    thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            eprintln!("moatd: {line}");
+            let _ = tx.send(line);
+        }
+    });
+    (child, lines)
+}
+
+/// The listen address in moatd's "running" log line
+/// (`... serving http://<addr>/metrics ...`).
+pub fn served_address(line: &str) -> SocketAddr {
+    line.split("http://")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+}
+
+/// Polls `f` every 10 ms until it returns `Some`, or panics with `what` after `timeout`.
+pub fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(value) = f() {
+            return value;
+        }
+        if start.elapsed() > timeout {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
     }
 }

@@ -10,7 +10,9 @@ use crate::results::{Comparison, Results, Value};
 
 /// A successful `--quick` run: its Markdown report and its JSON results.
 pub struct QuickRun {
+    /// The harness's standard output: its Markdown report.
     pub stdout: String,
+    /// The results it wrote with `--json`.
     pub results: Results,
 }
 
@@ -21,7 +23,11 @@ pub fn run<S: AsRef<OsStr>>(harness: &Path, args: &[S]) -> QuickRun {
         || harness.display().to_string(),
         |n| n.to_string_lossy().into_owned(),
     );
-    let json = std::env::temp_dir().join(format!("{name}-quick-{}.json", std::process::id()));
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("{name}-quick-"))
+        .tempdir()
+        .unwrap();
+    let json = dir.path().join("results.json");
     let started = std::time::Instant::now();
     let out = Command::new(harness)
         .arg("--quick")
@@ -42,7 +48,6 @@ pub fn run<S: AsRef<OsStr>>(harness: &Path, args: &[S]) -> QuickRun {
         started.elapsed().as_secs_f64()
     );
     let results = Results::read(&json);
-    let _ = std::fs::remove_file(&json);
     QuickRun {
         stdout,
         results: results.unwrap_or_else(|e| panic!("{e}")),

@@ -63,7 +63,9 @@ pub struct Comparison {
 /// A peer's column in a [`Comparison`].
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Peer {
+    /// The peer's name (`crun`, `bpftrace`, ...).
     pub name: String,
+    /// Its measurement.
     pub value: Value,
 }
 
@@ -73,9 +75,13 @@ pub struct Peer {
 pub enum Value {
     /// Repeated runs: median, min and max, and how many runs.
     Measured {
+        /// The median of the runs.
         median: f64,
+        /// The fastest run.
         min: f64,
+        /// The slowest run.
         max: f64,
+        /// How many runs.
         runs: usize,
     },
     /// A single exact number (a count, a size).
@@ -133,9 +139,13 @@ pub const SECTIONS: [&str; 6] = [
 pub struct Plot {
     /// File stem of the PNG (`launch`, `overhead`, `metrics-scale`, ...).
     pub id: String,
+    /// The title above the plot.
     pub title: String,
+    /// The x axis' label.
     pub x_label: String,
+    /// The y axis' label.
     pub y_label: String,
+    /// Bars or lines.
     pub kind: PlotKind,
     /// One series per bar colour or line.
     pub series: Vec<Series>,
@@ -154,7 +164,9 @@ pub enum PlotKind {
 /// A named series of a [`Plot`].
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Series {
+    /// The legend entry.
     pub name: String,
+    /// Its points, in x order.
     pub points: Vec<Point>,
 }
 
@@ -162,9 +174,13 @@ pub struct Series {
 /// and the measured median with its min and max.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Point {
+    /// The x value.
     pub x: String,
+    /// The median measured.
     pub median: f64,
+    /// The smallest value measured.
     pub min: f64,
+    /// The largest value measured.
     pub max: f64,
 }
 
@@ -272,12 +288,10 @@ mod tests {
                 points: vec![Point::of("moat", &[1.0, 2.0])],
             }],
         });
-        let dir = std::env::temp_dir().join(format!("moat-results-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("r.json");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.json");
         r.write(&path).unwrap();
         let back = Results::read(&path).unwrap();
-        std::fs::remove_dir_all(&dir).unwrap();
         assert_eq!(back, r);
         assert_eq!(back.comparisons[0].moat.median(), Some(2.0));
     }
@@ -295,12 +309,10 @@ mod tests {
             baseline: None,
             goal: None,
         });
-        let dir = std::env::temp_dir().join(format!("moat-results-bad-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("r.json");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.json");
         r.write(&path).unwrap();
         let err = Results::read(&path).unwrap_err();
-        std::fs::remove_dir_all(&dir).unwrap();
         assert!(err.contains("comparisons[].section"), "{err}");
         assert!(err.contains("Lunch"), "{err}");
     }

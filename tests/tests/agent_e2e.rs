@@ -12,7 +12,6 @@
 //! `/metrics` latency and moatd's memory, which other tests' workloads and
 //! agents would disturb.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::sync::{Mutex, MutexGuard};
@@ -182,90 +181,38 @@ impl AgentExt for Moatd {
     }
 }
 
-/// One scrape: every sample as (name, labels, value).
-struct Metrics(Vec<(String, BTreeMap<String, String>, f64)>);
+/// One scrape, read by the one exposition reader (`moat_api::exposition`).
+struct Metrics(moat_api::exposition::Exposition);
 
 impl Metrics {
     fn parse(body: &str) -> Metrics {
-        let mut samples = Vec::new();
-        for line in body.lines() {
-            if line.starts_with('#') || line.trim().is_empty() {
-                continue;
-            }
-            let (series, value) = line.rsplit_once(' ').expect("a sample line");
-            let value: f64 = value.parse().expect("a sample value");
-            let (name, labels) = match series.split_once('{') {
-                Some((name, rest)) => (name, parse_labels(rest.trim_end_matches('}'))),
-                None => (series, BTreeMap::new()),
-            };
-            samples.push((name.to_owned(), labels, value));
-        }
-        Metrics(samples)
+        Metrics(moat_api::exposition::Exposition::parse(body).expect("a text exposition"))
     }
 
     /// The value of the series `name` with exactly these labels (0 when absent).
     fn get(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
-        let want: BTreeMap<String, String> = labels
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        self.0
-            .iter()
-            .find(|(n, l, _)| n == name && *l == want)
-            .map_or(0.0, |s| s.2)
+        self.0.get(name, labels).unwrap_or(0.0)
     }
 
     /// The series of `name` whose `workload` label is `workload`.
     fn series_of(&self, name: &str, workload: &str) -> Vec<String> {
         self.0
-            .iter()
-            .filter(|(n, l, _)| {
-                n == name && l.get("workload").map(String::as_str) == Some(workload)
-            })
-            .map(|(n, l, v)| format!("{n}{l:?} {v}"))
+            .family(name)
+            .filter(|s| s.label("workload") == Some(workload))
+            .map(|s| format!("{}{:?} {}", s.name, s.labels, s.value))
             .collect()
     }
 
     /// Every series with `workload="<workload>"`, one a line, for messages.
     fn of_workload(&self, workload: &str) -> String {
         self.0
+            .samples
             .iter()
-            .filter(|(_, l, _)| l.get("workload").map(String::as_str) == Some(workload))
-            .map(|(n, l, v)| format!("{n}{l:?} {v}"))
+            .filter(|s| s.label("workload") == Some(workload))
+            .map(|s| format!("{}{:?} {}", s.name, s.labels, s.value))
             .collect::<Vec<_>>()
             .join("\n")
     }
-}
-
-/// `a="x",b="y\"z"` → {a: x, b: y"z}.
-fn parse_labels(text: &str) -> BTreeMap<String, String> {
-    let mut labels = BTreeMap::new();
-    let mut rest = text;
-    while let Some((key, after)) = rest.split_once("=\"") {
-        let mut value = String::new();
-        let mut chars = after.char_indices();
-        let mut end = after.len();
-        while let Some((i, c)) = chars.next() {
-            match c {
-                '\\' => {
-                    if let Some((_, e)) = chars.next() {
-                        value.push(match e {
-                            'n' => '\n',
-                            other => other,
-                        });
-                    }
-                }
-                '"' => {
-                    end = i + 1;
-                    break;
-                }
-                c => value.push(c),
-            }
-        }
-        labels.insert(key.trim_start_matches(',').trim().to_owned(), value);
-        rest = &after[end..];
-    }
-    labels
 }
 
 fn denials(m: &Metrics, workload: &str, syscall: &str, action: &str, errno: &str) -> f64 {

@@ -45,14 +45,16 @@ fn quick_run_writes_the_report_and_restores_the_machine() {
     ] {
         binary(b);
     }
-    let out_dir = std::env::temp_dir().join(format!("moat-bench-cmd-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&out_dir);
-    let _remove = RemoveOnDrop(out_dir.clone());
+    let tmp = tempfile::Builder::new()
+        .prefix("moat-bench-cmd-")
+        .tempdir()
+        .unwrap();
+    let out_dir = tmp.path();
     let before = v2_controllers();
 
     let out = Command::new(workspace_root().join("scripts/bench.sh"))
         .args(["--quick", "--no-setup", "--out"])
-        .arg(&out_dir)
+        .arg(out_dir)
         .arg("--bin-dir")
         .arg(&bin_dir)
         .output()
@@ -107,15 +109,6 @@ fn quick_run_writes_the_report_and_restores_the_machine() {
             "{} has no report table",
             doc.display()
         );
-    }
-}
-
-/// Removes the report directory when the test ends, failed or not.
-struct RemoveOnDrop(std::path::PathBuf);
-
-impl Drop for RemoveOnDrop {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 

@@ -8,8 +8,7 @@
 //! The tests print SKIP when `prometheus`/`promtool` are not installed
 //! (Debian package `prometheus`; `scripts/setup.sh` installs it).
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -19,22 +18,9 @@ use moat_tests::{which, workspace_root};
 use serde_json::Value;
 
 /// Every metric moatd serves (issue 4), each of which the dashboard shows.
-const METRICS: &[&str] = &[
-    "moat_seccomp_denials_total",
-    "moat_forks_total",
-    "moat_execs_total",
-    "moat_exits_total",
-    "moat_fork_failures_total",
-    "moat_userns_created_total",
-    "moat_pids_current",
-    "moat_pids_limit",
-    "moat_pids_limit_hits_total",
-    "moat_audit_events_total",
-    "moat_audit_events_dropped_total",
-    "moat_ebpf_map_full_total",
-    "moat_workload_label_overflow_total",
-    "moat_build_info",
-];
+fn metrics() -> impl Iterator<Item = &'static str> {
+    moat_api::metrics::FAMILIES.iter().map(|spec| spec.name)
+}
 
 /// The alerts the rules must define.
 const ALERTS: &[&str] = &[
@@ -180,7 +166,7 @@ fn dashboard_is_well_formed() {
         .iter()
         .map(|(_, t)| t["expr"].as_str().unwrap().to_string())
         .collect();
-    for m in METRICS {
+    for m in metrics() {
         assert!(exprs.iter().any(|e| e.contains(m)), "no panel shows {m}");
     }
     // The panel the dashboard is built around, verbatim.
@@ -479,50 +465,16 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// A minimal HTTP/1.0 GET: no keep-alive, so the body ends with the
-/// connection. Returns the status code and the body.
+/// GET `path` (asking for JSON); returns the status code and the body.
 fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    s.set_write_timeout(Some(Duration::from_secs(10)))?;
-    write!(
-        s,
-        "GET {path} HTTP/1.0\r\nHost: {addr}\r\nAccept: application/json\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw)?;
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let bad =
-        |why: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{why}: {text}"));
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| bad("no header end"))?;
-    let code = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| bad("no status code"))?;
-    let chunked = head
-        .lines()
-        .any(|l| l.to_ascii_lowercase().replace(' ', "") == "transfer-encoding:chunked");
-    let body = if chunked {
-        dechunk(body).ok_or_else(|| bad("bad chunked body"))?
-    } else {
-        body.to_string()
-    };
-    Ok((code, body))
-}
-
-fn dechunk(mut body: &str) -> Option<String> {
-    let mut out = String::new();
-    loop {
-        let (size, rest) = body.split_once("\r\n")?;
-        let size = usize::from_str_radix(size.split(';').next()?.trim(), 16).ok()?;
-        if size == 0 {
-            return Some(out);
-        }
-        out.push_str(rest.get(..size)?);
-        body = rest.get(size..)?.strip_prefix("\r\n")?;
+    let url = moat_api::client::HttpUrl::at(addr, path);
+    match moat_api::client::request("GET", &url, &[("Accept", "application/json")]) {
+        Ok(response) => Ok((response.status, response.body)),
+        Err(moat_api::client::ClientError::Unreachable(err)) => Err(err),
+        Err(err) => Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            err.to_string(),
+        )),
     }
 }
 
@@ -634,7 +586,7 @@ fn every_panel_query_returns_data_on_a_real_prometheus() {
         .iter()
         .filter_map(|s| s["__name__"].as_str())
         .collect();
-    for m in METRICS {
+    for m in metrics() {
         assert!(names.contains(m), "{m} not backfilled: {names:?}");
     }
 
@@ -682,7 +634,7 @@ fn every_panel_query_returns_data_on_a_real_prometheus() {
             checked += 1;
         }
     }
-    assert!(checked >= METRICS.len(), "only {checked} queries");
+    assert!(checked >= metrics().count(), "only {checked} queries");
 
     // Every rule loaded, evaluated and healthy; every rule's query valid.
     let mut groups = Value::Null;

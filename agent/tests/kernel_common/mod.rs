@@ -16,11 +16,11 @@ use std::{
     fs,
     os::unix::fs::MetadataExt as _,
     path::{Path, PathBuf},
-    sync::atomic::{AtomicI64, AtomicU32, Ordering},
+    sync::atomic::{AtomicU32, Ordering},
     time::{Duration, Instant},
 };
 
-use moat_agent::snapshot::{DenialAction, KernelSnapshot, ProcessEventKind};
+use moat_agent::kernel::{DenialAction, KernelSnapshot, ProcessEventKind};
 use moat_runtime::{
     caps::CapSet,
     seccomp::{bpf::Program, compile::Options, compile_for_host, load, parse, Source},
@@ -128,150 +128,8 @@ impl Drop for TestCgroup {
     }
 }
 
-/// Most values a child can report.
-pub const MAX_VALUES: usize = 64;
-
-/// Memory shared between the test and a forked child: the child reports numbers,
-/// and a flag tells the child it may start.
-#[repr(C)]
-pub struct Shared {
-    pub go: AtomicI64,
-    pub values: [AtomicI64; MAX_VALUES],
-}
-
-/// A forked workload child, stopped until [`Child::start`].
-pub struct Child {
-    pub pid: libc::pid_t,
-    shared: *mut Shared,
-    reaped: Option<i32>,
-}
-
-// SAFETY: the shared mapping is only accessed through atomics.
-unsafe impl Send for Child {}
-
-impl Child {
-    /// Forks a child that waits for [`Child::start`], then runs `body` and exits
-    /// with the code it returns (101 if it panics). The child is killed with the
-    /// test (PR_SET_PDEATHSIG).
-    pub fn fork(body: impl FnOnce(&Shared) -> i32) -> Child {
-        let size = std::mem::size_of::<Shared>();
-        // SAFETY: a fresh shared anonymous mapping; zeroed memory is valid for atomics.
-        let map = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                size,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        };
-        assert_ne!(map, libc::MAP_FAILED, "mmap");
-        let shared = map.cast::<Shared>();
-        // SAFETY: fork; the child only runs `body` and exits.
-        let pid = unsafe { libc::fork() };
-        assert!(pid >= 0, "fork failed");
-        if pid == 0 {
-            // SAFETY: prctl with integer arguments; the mapping is valid.
-            unsafe {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                let no_core = libc::rlimit {
-                    rlim_cur: 0,
-                    rlim_max: 0,
-                };
-                libc::setrlimit(libc::RLIMIT_CORE, &no_core);
-            }
-            let shared = unsafe { &*shared };
-            while shared.go.load(Ordering::SeqCst) == 0 {
-                std::thread::sleep(Duration::from_micros(200));
-            }
-            let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| body(shared)))
-                .unwrap_or(101);
-            // SAFETY: leave without running the test harness's atexit handlers.
-            unsafe { libc::_exit(code) }
-        }
-        Child {
-            pid,
-            shared,
-            reaped: None,
-        }
-    }
-
-    /// Lets the child run `body`.
-    pub fn start(&self) {
-        // SAFETY: the mapping lives as long as `self`.
-        unsafe { &*self.shared }.go.store(1, Ordering::SeqCst);
-    }
-
-    /// Value `i` the child reported.
-    pub fn value(&self, i: usize) -> i64 {
-        // SAFETY: as above.
-        unsafe { &*self.shared }.values[i].load(Ordering::SeqCst)
-    }
-
-    /// The child's wait status if it has ended (reaping it), without waiting.
-    pub fn try_wait(&mut self) -> Option<i32> {
-        if self.reaped.is_none() {
-            let mut status = 0;
-            // SAFETY: waitpid on our own child.
-            if unsafe { libc::waitpid(self.pid, &mut status, libc::WNOHANG) } == self.pid {
-                self.reaped = Some(status);
-            }
-        }
-        self.reaped
-    }
-
-    /// Waits for the child (killing it after `timeout`); returns its wait status.
-    pub fn wait(&mut self, timeout: Duration) -> i32 {
-        if let Some(status) = self.reaped {
-            return status;
-        }
-        let deadline = Instant::now() + timeout;
-        loop {
-            let mut status = 0;
-            // SAFETY: waitpid on our own child.
-            let r = unsafe { libc::waitpid(self.pid, &mut status, libc::WNOHANG) };
-            if r == self.pid {
-                self.reaped = Some(status);
-                return status;
-            }
-            assert!(r == 0, "waitpid failed");
-            if Instant::now() > deadline {
-                // SAFETY: kill our own child.
-                unsafe { libc::kill(self.pid, libc::SIGKILL) };
-                let _ = unsafe { libc::waitpid(self.pid, &mut status, 0) };
-                panic!("child {} timed out after {timeout:?}", self.pid);
-            }
-            std::thread::sleep(Duration::from_millis(2));
-        }
-    }
-
-    /// Waits and asserts the child exited with status 0.
-    #[track_caller]
-    pub fn wait_success(&mut self) {
-        let status = self.wait(Duration::from_secs(120));
-        assert!(
-            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
-            "child {} ended with wait status {status:#x} (exit code 101 = panic, see stderr)",
-            self.pid
-        );
-    }
-}
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        if self.reaped.is_none() {
-            // SAFETY: kill and reap our own child.
-            unsafe {
-                libc::kill(self.pid, libc::SIGKILL);
-                let mut status = 0;
-                libc::waitpid(self.pid, &mut status, 0);
-            }
-        }
-        // SAFETY: unmapping our own mapping.
-        unsafe { libc::munmap(self.shared.cast(), std::mem::size_of::<Shared>()) };
-    }
-}
+/// The fork harness of the test-support library: a child stopped until started.
+pub use moat_tests::fork::{Slots as Shared, Stopped as Child};
 
 /// Asserts that wait status `status` is a death by SIGSYS (a seccomp kill).
 #[track_caller]
@@ -294,7 +152,7 @@ pub fn spawn_in(cgroups: &[&TestCgroup], body: impl FnOnce(&Shared) -> i32) -> C
 
 /// Stores `v` as value `i`.
 pub fn report(shared: &Shared, i: usize, v: i64) {
-    shared.values[i].store(v, Ordering::SeqCst);
+    shared.report(i, v);
 }
 
 /// A seccomp filter compiled with moat's engine from a Docker-format profile.

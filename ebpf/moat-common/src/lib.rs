@@ -344,12 +344,17 @@ pub mod ignored_exit {
 
 #[cfg(feature = "user")]
 mod pod {
-    // SAFETY (all): `#[repr(C)]`, only integer fields and byte arrays, no implicit
+    // Each: `#[repr(C)]`, only integer fields and byte arrays, no implicit
     // padding (checked by the size assertions in the tests below), so every bit
     // pattern is valid and no byte is uninitialised.
+
+    // SAFETY: see above.
     unsafe impl aya::Pod for super::Params {}
+    // SAFETY: see above.
     unsafe impl aya::Pod for super::DenialKey {}
+    // SAFETY: see above.
     unsafe impl aya::Pod for super::ProcessKey {}
+    // SAFETY: see above.
     unsafe impl aya::Pod for super::AuditEvent {}
 }
 

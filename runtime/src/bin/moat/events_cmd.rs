@@ -12,10 +12,11 @@ use std::time::Duration;
 
 use anyhow::{bail, Context as _, Result};
 use clap::Args;
-use serde_json::Value;
-
-/// moatd's default audit log (its `audit.log` setting).
-pub const DEFAULT_AUDIT_LOG: &str = "/var/log/moat/audit.jsonl";
+use moat_api::{
+    audit::AuditEvent,
+    defaults::AUDIT_LOG as DEFAULT_AUDIT_LOG,
+    time::{local_time, system_zone},
+};
 
 /// How often `--follow` looks for new lines, rotation and truncation.
 const POLL_INTERVAL: Duration = Duration::from_millis(200);
@@ -81,7 +82,6 @@ pub fn run(args: EventsArgs) -> Result<ExitCode> {
                 .map(PathBuf::from)
         })
         .unwrap_or_else(|| PathBuf::from(DEFAULT_AUDIT_LOG));
-    init_local_time();
     let file = open_log(&path)?;
     if args.follow {
         install_stop_handler()?;
@@ -97,6 +97,7 @@ pub fn run(args: EventsArgs) -> Result<ExitCode> {
             out: BufWriter::new(stdout.lock()),
             json: args.json,
             workloads: args.workload,
+            zone: system_zone(),
         },
     };
     match reader.run(args.follow) {
@@ -311,7 +312,7 @@ impl<W: Write> LogReader<'_, W> {
         if raw.iter().all(u8::is_ascii_whitespace) {
             return Ok(());
         }
-        match parse_event(raw) {
+        match AuditEvent::parse_line(raw) {
             Ok(event) => self.printer.print(raw, &event).map_err(ReadError::Output),
             Err(reason) => {
                 self.printer.flush().map_err(ReadError::Output)?;
@@ -326,61 +327,29 @@ impl<W: Write> LogReader<'_, W> {
     }
 }
 
-/// Parses one line: a JSON object with a string `event.action`.
-fn parse_event(raw: &[u8]) -> Result<Value, String> {
-    let value: Value =
-        serde_json::from_slice(raw).map_err(|err| format!("invalid JSON ({err})"))?;
-    if !value.is_object() {
-        return Err("not a JSON object".to_owned());
-    }
-    if value
-        .pointer("/event/action")
-        .and_then(Value::as_str)
-        .is_none()
-    {
-        return Err("not a moat audit event (no event.action)".to_owned());
-    }
-    Ok(value)
-}
-
 struct Printer<W: Write> {
     out: BufWriter<W>,
     json: bool,
     workloads: Vec<String>,
+    zone: jiff::tz::TimeZone,
 }
 
 impl<W: Write> Printer<W> {
-    fn print(&mut self, raw: &[u8], event: &Value) -> io::Result<()> {
-        let workload = str_at(event, "/workload/name");
-        if !self.workloads.is_empty()
-            && !self.workloads.iter().any(|w| Some(w.as_str()) == workload)
-        {
+    fn print(&mut self, raw: &[u8], event: &AuditEvent) -> io::Result<()> {
+        let workload = &event.workload.name;
+        if !self.workloads.is_empty() && !self.workloads.iter().any(|w| w == workload) {
             return Ok(());
         }
         if self.json {
             self.out.write_all(raw)?;
             self.out.write_all(b"\n")
         } else {
-            writeln!(self.out, "{}", format_event(event))
+            writeln!(self.out, "{}", format_event(event, &self.zone))
         }
     }
 
     fn flush(&mut self) -> io::Result<()> {
         self.out.flush()
-    }
-}
-
-fn str_at<'v>(event: &'v Value, pointer: &str) -> Option<&'v str> {
-    event.pointer(pointer).and_then(Value::as_str)
-}
-
-/// A scalar as text: strings as they are, numbers and booleans as JSON.
-fn text_at(event: &Value, pointer: &str) -> Option<String> {
-    match event.pointer(pointer)? {
-        Value::String(s) => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        Value::Bool(b) => Some(b.to_string()),
-        _ => None,
     }
 }
 
@@ -398,59 +367,65 @@ fn token(value: &str) -> String {
 }
 
 /// One readable line: `TIME  WORKLOAD  ACTION  DETAILS`.
-pub fn format_event(event: &Value) -> String {
-    let time = match str_at(event, "/@timestamp") {
-        Some(ts) => local_time(ts).unwrap_or_else(|| ts.to_owned()),
-        None => "-".to_owned(),
+pub fn format_event(event: &AuditEvent, zone: &jiff::tz::TimeZone) -> String {
+    let time = match event.timestamp.as_str() {
+        "" => "-".to_owned(),
+        ts => local_time(ts, zone).unwrap_or_else(|| ts.to_owned()),
     };
-    let workload = str_at(event, "/workload/name").unwrap_or("-");
-    let action = str_at(event, "/event/action").unwrap_or("-");
+    let or_dash = |text: &str| {
+        if text.is_empty() {
+            "-".to_owned()
+        } else {
+            text.to_owned()
+        }
+    };
+    let workload = or_dash(&event.workload.name);
+    let action = or_dash(&event.event.action);
     let mut details: Vec<String> = Vec::new();
     let mut add = |key: &str, value: Option<String>| {
         if let Some(value) = value {
             details.push(format!("{key}={}", token(&value)));
         }
     };
-    match action {
+    match action.as_str() {
         "seccomp_denied" => {
-            add("syscall", text_at(event, "/seccomp/syscall"));
-            add("action", text_at(event, "/seccomp/action"));
-            add("errno", text_at(event, "/seccomp/errno"));
-            if let Some(arch) = text_at(event, "/seccomp/arch") {
+            if let Some(seccomp) = &event.seccomp {
+                add("syscall", Some(seccomp.syscall.clone()));
+                add("action", Some(seccomp.action.clone()));
+                add("errno", seccomp.errno.clone());
                 // The native architecture goes without saying; x32 or i386 calls
                 // on x86_64 are worth pointing out.
-                if arch != std::env::consts::ARCH {
-                    add("arch", Some(arch));
+                if seccomp.arch != std::env::consts::ARCH {
+                    add("arch", Some(seccomp.arch.clone()));
                 }
             }
         }
-        "fork_failed" => add("errno", text_at(event, "/error/code")),
+        "fork_failed" => add("errno", event.error.as_ref().map(|e| e.code.clone())),
         "pids_limit_reached" => {
-            add("current", text_at(event, "/pids/current"));
-            let limit = match event.pointer("/pids/limit") {
-                Some(Value::Null) => Some("max".to_owned()),
-                _ => text_at(event, "/pids/limit"),
-            };
-            add("limit", limit);
-            add("hits", text_at(event, "/pids/limit_hits"));
-            add("new_hits", text_at(event, "/pids/new_hits"));
+            if let Some(pids) = &event.pids {
+                add("current", Some(pids.current.to_string()));
+                let limit = pids
+                    .limit
+                    .map_or_else(|| "max".to_owned(), |l| l.to_string());
+                add("limit", Some(limit));
+                add("hits", Some(pids.limit_hits.to_string()));
+                add("new_hits", Some(pids.new_hits.to_string()));
+            }
         }
         "fork_burst" => {
-            add("rate", text_at(event, "/fork_burst/rate").map(|r| r + "/s"));
-            add(
-                "threshold",
-                text_at(event, "/fork_burst/threshold").map(|t| t + "/s"),
-            );
+            if let Some(burst) = &event.fork_burst {
+                add("rate", Some(format!("{}/s", burst.rate)));
+                add("threshold", Some(format!("{}/s", burst.threshold)));
+            }
         }
         _ => {}
     }
-    if let Some(pid) = text_at(event, "/process/pid") {
-        let tid = text_at(event, "/process/thread/id");
-        add("pid", Some(pid.clone()));
-        if tid.as_ref().is_some_and(|tid| *tid != pid) {
-            add("tid", tid);
+    if let Some(process) = &event.process {
+        add("pid", Some(process.pid.to_string()));
+        if process.thread.id != process.pid {
+            add("tid", Some(process.thread.id.to_string()));
         }
-        add("comm", text_at(event, "/process/name"));
+        add("comm", Some(process.name.clone()));
     }
     let mut line = format!("{time:<29}  {workload:<16}  {action:<18}");
     if !details.is_empty() {
@@ -460,136 +435,9 @@ pub fn format_event(event: &Value) -> String {
     line.trim_end().to_owned()
 }
 
-extern "C" {
-    fn tzset();
-}
-
-/// Reads `TZ` / `/etc/localtime` once, before [`local_time`] is used.
-fn init_local_time() {
-    // SAFETY: tzset only initialises libc's time zone state; we are single-threaded here.
-    unsafe { tzset() };
-}
-
-/// An RFC 3339 timestamp as local time, to the millisecond, with the local offset:
-/// `2026-05-20T12:11:12.123+02:00`. `None` if it does not parse.
-pub fn local_time(timestamp: &str) -> Option<String> {
-    let (secs, nanos) = parse_rfc3339(timestamp)?;
-    // time_t is 32 bits on some targets.
-    #[allow(clippy::useless_conversion)]
-    let time: libc::time_t = secs.try_into().ok()?;
-    // SAFETY: tm is plain data; localtime_r fills it and returns it, or null.
-    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
-    if unsafe { libc::localtime_r(&time, &mut tm) }.is_null() {
-        return None;
-    }
-    let offset = tm.tm_gmtoff;
-    let sign = if offset < 0 { '-' } else { '+' };
-    let offset = offset.abs();
-    Some(format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}{sign}{:02}:{:02}",
-        i64::from(tm.tm_year) + 1900,
-        tm.tm_mon + 1,
-        tm.tm_mday,
-        tm.tm_hour,
-        tm.tm_min,
-        tm.tm_sec,
-        nanos / 1_000_000,
-        offset / 3600,
-        offset / 60 % 60
-    ))
-}
-
-/// Seconds since the Unix epoch and nanoseconds of `YYYY-MM-DDTHH:MM:SS[.frac](Z|±HH:MM)`.
-fn parse_rfc3339(text: &str) -> Option<(i64, u32)> {
-    let b = text.as_bytes();
-    let num = |range: std::ops::Range<usize>| -> Option<i64> {
-        let digits = b.get(range)?;
-        if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
-            return None;
-        }
-        std::str::from_utf8(digits).ok()?.parse().ok()
-    };
-    let sep = |i: usize, allowed: &[u8]| b.get(i).is_some_and(|c| allowed.contains(c));
-    if !(sep(4, b"-") && sep(7, b"-") && sep(10, b"Tt ") && sep(13, b":") && sep(16, b":")) {
-        return None;
-    }
-    let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    let (hour, minute, second) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    if !(1..=12).contains(&month)
-        || !(1..=31).contains(&day)
-        || hour > 23
-        || minute > 59
-        || second > 60
-    {
-        return None;
-    }
-    let mut i = 19;
-    let mut nanos: u32 = 0;
-    if b.get(i) == Some(&b'.') {
-        i += 1;
-        let start = i;
-        while b.get(i).is_some_and(u8::is_ascii_digit) {
-            if i - start < 9 {
-                nanos = nanos * 10 + u32::from(b[i] - b'0');
-            }
-            i += 1;
-        }
-        if i == start {
-            return None;
-        }
-        for _ in (i - start)..9 {
-            nanos *= 10;
-        }
-    }
-    let offset = match b.get(i)? {
-        b'Z' | b'z' if i + 1 == b.len() => 0,
-        &c @ (b'+' | b'-') if b.len() == i + 6 && b[i + 3] == b':' => {
-            let minutes = num(i + 1..i + 3)? * 60 + num(i + 4..i + 6)?;
-            if c == b'-' {
-                -minutes * 60
-            } else {
-                minutes * 60
-            }
-        }
-        _ => return None,
-    };
-    let days = days_from_civil(year, month, day);
-    Some((
-        days * 86_400 + hour * 3600 + minute * 60 + second - offset,
-        nanos,
-    ))
-}
-
-/// Howard Hinnant's civil-to-days: days since 1970-01-01 of a proleptic Gregorian date.
-fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn rfc3339() {
-        assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z"), Some((0, 0)));
-        assert_eq!(
-            parse_rfc3339("2026-05-20T10:11:12.123456789Z"),
-            Some((1_779_271_872, 123_456_789))
-        );
-        assert_eq!(
-            parse_rfc3339("2026-05-20T12:11:12.5+02:00"),
-            Some((1_779_271_872, 500_000_000))
-        );
-        assert_eq!(parse_rfc3339("2026-05-20T10:11:12"), None);
-        assert_eq!(parse_rfc3339("2026-13-20T10:11:12Z"), None);
-        assert_eq!(parse_rfc3339("yesterday"), None);
-    }
 
     #[test]
     fn tokens() {
@@ -600,9 +448,9 @@ mod tests {
 
     #[test]
     fn malformed_lines() {
-        assert!(parse_event(b"{").is_err());
-        assert!(parse_event(b"[1]").is_err());
-        assert!(parse_event(br#"{"event":{}}"#).is_err());
-        assert!(parse_event(br#"{"event":{"action":"fork_burst"}}"#).is_ok());
+        assert!(AuditEvent::parse_line(b"{").is_err());
+        assert!(AuditEvent::parse_line(b"[1]").is_err());
+        assert!(AuditEvent::parse_line(br#"{"event":{}}"#).is_err());
+        assert!(AuditEvent::parse_line(br#"{"event":{"action":"fork_burst"}}"#).is_ok());
     }
 }

@@ -1,6 +1,5 @@
 //! `moat`: the command users type.
 
-mod agent_client;
 mod events_cmd;
 mod output_file;
 mod profile_cmd;

@@ -65,27 +65,28 @@ fn temp_beside(path: &Path) -> PathBuf {
 mod tests {
     use super::*;
 
-    fn temp_dir(tag: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!("moat-output-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        d
+    fn temp_dir(tag: &str) -> tempfile::TempDir {
+        tempfile::Builder::new()
+            .prefix(&format!("moat-output-{tag}-"))
+            .tempdir()
+            .unwrap()
     }
 
     #[test]
     fn a_new_or_existing_file_is_replaced_and_no_temporary_stays() {
-        let d = temp_dir("file");
+        let tmp = temp_dir("file");
+        let d = tmp.path();
         let p = d.join("out.bpf");
         write(&p, b"one").unwrap();
         write(&p, b"two").unwrap();
         assert_eq!(std::fs::read(&p).unwrap(), b"two");
-        assert_eq!(std::fs::read_dir(&d).unwrap().count(), 1);
-        std::fs::remove_dir_all(&d).unwrap();
+        assert_eq!(std::fs::read_dir(d).unwrap().count(), 1);
     }
 
     #[test]
     fn a_symlink_stays_a_symlink_and_its_target_gets_the_bytes() {
-        let d = temp_dir("link");
+        let tmp = temp_dir("link");
+        let d = tmp.path();
         let target = d.join("target.bpf");
         std::fs::write(&target, b"old").unwrap();
         let link = d.join("link.bpf");
@@ -96,7 +97,6 @@ mod tests {
             .file_type()
             .is_symlink());
         assert_eq!(std::fs::read(&target).unwrap(), b"new");
-        std::fs::remove_dir_all(&d).unwrap();
     }
 
     #[test]

@@ -11,8 +11,13 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, Context as _, Result};
 use clap::Args;
 
-use crate::agent_client::{self, GetError, HttpUrl, Sample, DEFAULT_AGENT_URL};
 use crate::events_cmd::{install_stop_handler, sleep_unless_stopped, stop_requested};
+use moat_api::{
+    client::{self, ClientError, HttpUrl},
+    defaults::AGENT_URL as DEFAULT_AGENT_URL,
+    exposition::{Exposition, Sample},
+    metrics::{FORKS, PIDS_CURRENT, PIDS_LIMIT, SECCOMP_DENIALS},
+};
 
 /// Time between two scrapes (and between two refreshes).
 const INTERVAL: Duration = Duration::from_secs(1);
@@ -150,19 +155,19 @@ struct Scrape {
 
 fn scrape(url: &HttpUrl, shown: &str) -> Result<Scrape> {
     let start = Instant::now();
-    let body = agent_client::get(url).map_err(|err| match err {
-        GetError::Unreachable(err) => anyhow!(
+    let body = client::get(url).map_err(|err| match err {
+        ClientError::Unreachable(err) => anyhow!(
             "cannot reach moatd at {shown}: {err}. Is moatd running? Start it (as root) \
              with `moatd`, or point --agent (or MOAT_AGENT) at its /metrics"
         ),
-        GetError::Bad(err) => anyhow!("moatd at {shown} did not answer with metrics: {err:#}"),
+        ClientError::Bad(err) => anyhow!("moatd at {shown} did not answer with metrics: {err}"),
     })?;
     let at = start + start.elapsed() / 2;
-    let samples = agent_client::parse_exposition(&body)
+    let exposition = Exposition::parse(&body)
         .with_context(|| format!("{shown}: not a Prometheus text exposition"))?;
     Ok(Scrape {
         at,
-        workloads: by_workload(&samples),
+        workloads: by_workload(&exposition.samples),
     })
 }
 
@@ -178,18 +183,18 @@ fn by_workload(samples: &[Sample]) -> BTreeMap<String, WorkloadSample> {
         }
         let entry = || -> WorkloadSample { WorkloadSample::default() };
         match sample.name.as_str() {
-            "moat_pids_current" => {
+            name if name == PIDS_CURRENT.name => {
                 let w = out.entry(workload.to_owned()).or_insert_with(entry);
                 *w.pids.get_or_insert(0.0) += sample.value;
             }
-            "moat_pids_limit" => {
+            name if name == PIDS_LIMIT.name => {
                 let w = out.entry(workload.to_owned()).or_insert_with(entry);
                 *w.limit.get_or_insert(0.0) += sample.value;
             }
-            "moat_forks_total" => {
+            name if name == FORKS.name => {
                 out.entry(workload.to_owned()).or_insert_with(entry).forks += sample.value;
             }
-            "moat_seccomp_denials_total" => {
+            name if name == SECCOMP_DENIALS.name => {
                 out.entry(workload.to_owned()).or_insert_with(entry).denials += sample.value;
             }
             _ => {}
@@ -287,7 +292,7 @@ mod tests {
     fn scrape_of(text: &str, at: Instant) -> Scrape {
         Scrape {
             at,
-            workloads: by_workload(&agent_client::parse_exposition(text).unwrap()),
+            workloads: by_workload(&Exposition::parse(text).unwrap().samples),
         }
     }
 

@@ -12,14 +12,12 @@ pub fn render(plot: &Plot, png: &Path) -> Result<(), String> {
     if plot.series.iter().all(|s| s.points.is_empty()) {
         return Err(format!("plot {:?} has no points", plot.id));
     }
-    let dir = std::env::temp_dir().join(format!(
-        "moat-bench-report-{}-{}",
-        std::process::id(),
-        plot.id
-    ));
-    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let data = dir.join("data");
-    let script = dir.join("plot.gp");
+    let dir = tempfile::Builder::new()
+        .prefix("moat-bench-report-")
+        .tempdir()
+        .map_err(|e| format!("a temporary directory for plot {:?}: {e}", plot.id))?;
+    let data = dir.path().join("data");
+    let script = dir.path().join("plot.gp");
     let result = (|| {
         let (table, commands) = match plot.kind {
             PlotKind::Bars => bars(&plot.series),
@@ -30,7 +28,6 @@ pub fn render(plot: &Plot, png: &Path) -> Result<(), String> {
         std::fs::write(&script, text).map_err(|e| format!("{}: {e}", script.display()))?;
         run_gnuplot(&script, &plot.id)
     })();
-    let _ = std::fs::remove_dir_all(&dir);
     result
 }
 
@@ -206,8 +203,7 @@ mod tests {
             eprintln!("SKIP: gnuplot is not installed (scripts/setup.sh installs gnuplot-nox)");
             return;
         }
-        let dir = std::env::temp_dir().join(format!("moat-plot-test-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = tempfile::tempdir().unwrap();
         for (kind, xs) in [
             (PlotKind::Bars, [("moat", 20.0), ("crun's", 27.0)]),
             (PlotKind::Lines, [("10", 0.6), ("1000", 9.2)]),
@@ -220,7 +216,7 @@ mod tests {
                 kind,
                 series: vec![series("s", &xs)],
             };
-            let png = dir.join(format!("{kind:?}.png"));
+            let png = dir.path().join(format!("{kind:?}.png"));
             render(&plot, &png).unwrap();
             let bytes = std::fs::read(&png).unwrap();
             assert!(
@@ -229,6 +225,5 @@ mod tests {
             );
             assert!(bytes.len() > 2000, "{kind:?} PNG is suspiciously small");
         }
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -7,13 +7,8 @@ use std::path::Path;
 
 use nix::{
     mount::{mount, MsFlags},
-    sys::statfs::{statfs, FsType},
+    sys::statfs::{statfs, FsType, BPF_FS_MAGIC, TRACEFS_MAGIC},
 };
-
-/// `TRACEFS_MAGIC`.
-const TRACEFS_MAGIC: i64 = 0x7472_6163;
-/// `BPF_FS_MAGIC`.
-const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
 
 /// A file system moatd makes sure is mounted.
 #[derive(Debug, Clone, Copy)]
@@ -22,7 +17,7 @@ pub struct KernelFs {
     pub path: &'static str,
     /// Its type for mount(2).
     pub fs_type: &'static str,
-    magic: i64,
+    magic: FsType,
 }
 
 /// tracefs at `/sys/kernel/tracing`.
@@ -41,7 +36,7 @@ pub const BPFFS: KernelFs = KernelFs {
 
 /// Whether `fs` is mounted at its path.
 pub fn is_mounted(fs: &KernelFs) -> bool {
-    statfs(fs.path).is_ok_and(|s| s.filesystem_type() == FsType(fs.magic as _))
+    statfs(fs.path).is_ok_and(|s| s.filesystem_type() == fs.magic)
 }
 
 /// Mounts `fs` if it is not mounted yet; returns whether it mounted it.

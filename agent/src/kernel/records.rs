@@ -140,5 +140,5 @@ pub enum AuditKind {
 /// A source of kernel counts: the loaded eBPF programs, or a test double.
 pub trait KernelSource: Send + Sync {
     /// Reads and sums every counter map.
-    fn snapshot(&self) -> crate::Result<KernelSnapshot>;
+    fn snapshot(&self) -> crate::kernel::Result<KernelSnapshot>;
 }

@@ -9,7 +9,7 @@
 
 use std::{collections::HashMap, fs, path::Path};
 
-use crate::attribution::{classify, is_container_id};
+use crate::collect::attribution::{classify, is_container_id};
 
 /// One pids cgroup, as read.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -153,8 +153,8 @@ mod tests {
 
     #[test]
     fn scans_a_fake_tree_and_tracks_hits() {
-        let root = std::env::temp_dir().join(format!("moat-pids-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&root);
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
         let id = "ab".repeat(32);
         for (dir, max, hits) in [
             ("moat/w1".to_owned(), "10", 0),
@@ -167,7 +167,7 @@ mod tests {
             fs::write(d.join("pids.events"), format!("max {hits}\n")).unwrap();
         }
         fs::create_dir_all(root.join("docker/notacontainer")).unwrap();
-        let mut found = scan(&root, "moat", "docker");
+        let mut found = scan(root, "moat", "docker");
         found.sort_by(|a, b| a.path.cmp(&b.path));
         assert_eq!(found.len(), 2, "{found:?}");
         assert_eq!(found[0].workload, "docker:abababababab");
@@ -178,11 +178,10 @@ mod tests {
         let mut tracker = HitTracker::default();
         assert!(tracker.update(&found).is_empty());
         fs::write(root.join("moat/w1/pids.events"), "max 4\n").unwrap();
-        let found = scan(&root, "moat", "docker");
+        let found = scan(root, "moat", "docker");
         let grown = tracker.update(&found);
         assert_eq!(grown.len(), 1);
         assert_eq!(grown[0].0.workload, "w1");
         assert_eq!(grown[0].1, 4);
-        fs::remove_dir_all(&root).unwrap();
     }
 }

@@ -16,17 +16,23 @@ use std::{
 
 use serde::Deserialize;
 
-use crate::kernel::KernelConfig;
+mod keys;
+
+#[cfg(test)]
+use keys::SECTION_KEYS;
+use keys::{key_error, line_column};
+
+use crate::kernel::{config::KernelField, KernelConfig};
 
 /// Where moatd looks for its configuration when `--config` is not given. A missing
 /// file there means built-in defaults.
-pub const DEFAULT_CONFIG_PATH: &str = "/etc/moat/moatd.toml";
+pub const DEFAULT_CONFIG_PATH: &str = moat_api::defaults::CONFIG_PATH;
 
 /// Default address of the HTTP server (`/metrics` and the landing page).
-pub const DEFAULT_LISTEN: &str = "127.0.0.1:9740";
+pub const DEFAULT_LISTEN: &str = moat_api::defaults::LISTEN;
 
 /// Default audit log.
-pub const DEFAULT_AUDIT_LOG: &str = "/var/log/moat/audit.jsonl";
+pub const DEFAULT_AUDIT_LOG: &str = moat_api::defaults::AUDIT_LOG;
 
 /// The whole configuration.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]
@@ -149,8 +155,8 @@ impl Default for WorkloadsConfig {
     fn default() -> Self {
         Self {
             max_labels: 500,
-            moat_parent: "moat".to_owned(),
-            docker_parent: "docker".to_owned(),
+            moat_parent: moat_api::defaults::CGROUP_PARENT.to_owned(),
+            docker_parent: moat_api::defaults::DOCKER_PARENT.to_owned(),
             cgroup_root: PathBuf::from("/sys/fs/cgroup"),
             poll_interval_ms: 1000,
         }
@@ -314,25 +320,16 @@ impl Config {
             ));
         }
         if let Err(err) = self.kernel_config().validate() {
-            // The kernel side names its own fields (`name = value: reason`).
-            let message = match err {
-                crate::Error::InvalidConfig(message) => message,
-                other => other.to_string(),
+            let key = match err.field {
+                KernelField::AuditRatePerSec => "audit.rate_limit",
+                KernelField::AuditBurst => "audit.rate_burst",
+                KernelField::RingBufferBytes => "kernel.ring_buffer_bytes",
+                KernelField::DenialMapEntries => "kernel.denial_map_entries",
+                KernelField::ProcessMapEntries => "kernel.process_map_entries",
+                KernelField::RateMapEntries => "kernel.rate_map_entries",
+                KernelField::AuditChannelCapacity => "kernel.audit_channel_capacity",
             };
-            let (field, reason) = message
-                .split_once(" = ")
-                .map_or(("", message.as_str()), |(f, r)| (f, r));
-            let key = match field {
-                "audit_rate_per_sec" => "audit.rate_limit",
-                "audit_burst" => "audit.rate_burst",
-                "ring_buffer_bytes" => "kernel.ring_buffer_bytes",
-                "denial_map_entries" => "kernel.denial_map_entries",
-                "process_map_entries" => "kernel.process_map_entries",
-                "rate_map_entries" => "kernel.rate_map_entries",
-                "audit_channel_capacity" => "kernel.audit_channel_capacity",
-                _ => "kernel",
-            };
-            return Err((key, reason.to_owned()));
+            return Err((key, format!("{}: {}", err.value, err.reason)));
         }
         Ok(())
     }
@@ -386,225 +383,5 @@ fn check_cgroup_relative(value: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Turns serde's message for a key into a [`ConfigError::Key`], rewriting unknown
-/// fields as `unknown key` with a suggestion.
-fn key_error(file: &Path, path: &str, message: &str) -> ConfigError {
-    if let Some((unknown, expected)) = parse_unknown_field(message) {
-        // serde_path_to_error includes the unknown key in the path on some
-        // formats and not on others: name it exactly once.
-        let parent = path
-            .strip_suffix(unknown.as_str())
-            .map(|p| p.trim_end_matches('.'))
-            .unwrap_or(path);
-        let key = match parent {
-            "" | "." => unknown.clone(),
-            parent => format!("{parent}.{unknown}"),
-        };
-        let suggestion = moat_runtime::suggest::closest(&unknown, expected.iter().map(|s| &**s))
-            .map(str::to_owned)
-            .or_else(|| {
-                // A key of a section written at the top level, or in the wrong section.
-                SECTION_KEYS.iter().find_map(|(section, keys)| {
-                    moat_runtime::suggest::closest(&unknown, keys.iter().copied())
-                        .map(|key| format!("{key}` in section `[{section}]"))
-                })
-            });
-        let reason = match (suggestion, expected.is_empty()) {
-            (Some(best), _) => format!(
-                "unknown key; did you mean `{best}`? (known keys here: {})",
-                expected.join(", ")
-            ),
-            (None, false) => format!("unknown key (known keys here: {})", expected.join(", ")),
-            (None, true) => "unknown key".to_owned(),
-        };
-        return ConfigError::Key {
-            file: file.to_owned(),
-            key,
-            reason,
-        };
-    }
-    ConfigError::Key {
-        file: file.to_owned(),
-        key: if path.is_empty() || path == "." {
-            "(top level)".to_owned()
-        } else {
-            path.to_owned()
-        },
-        reason: message.to_owned(),
-    }
-}
-
-/// Every section's keys, to point a key written in the wrong place to its section.
-const SECTION_KEYS: &[(&str, &[&str])] = &[
-    ("http", &["listen"]),
-    (
-        "audit",
-        &["log", "rate_limit", "rate_burst", "fork_burst_threshold"],
-    ),
-    (
-        "workloads",
-        &[
-            "max_labels",
-            "moat_parent",
-            "docker_parent",
-            "cgroup_root",
-            "poll_interval_ms",
-        ],
-    ),
-    (
-        "kernel",
-        &[
-            "ring_buffer_bytes",
-            "denial_map_entries",
-            "process_map_entries",
-            "rate_map_entries",
-            "audit_channel_capacity",
-        ],
-    ),
-];
-
-/// Reads serde's `unknown field `x`, expected one of `a`, `b`` (or `expected `a``,
-/// or `there are no fields`) into the field and the candidates.
-fn parse_unknown_field(message: &str) -> Option<(String, Vec<String>)> {
-    let rest = message.strip_prefix("unknown field `")?;
-    let end = rest.find('`')?;
-    let field = rest[..end].to_owned();
-    let tail = &rest[end + 1..];
-    let expected = tail
-        .split('`')
-        .skip(1)
-        .step_by(2)
-        .map(str::to_owned)
-        .collect();
-    Some((field, expected))
-}
-
-/// 1-based line and column of byte `offset` in `text`.
-fn line_column(text: &str, offset: usize) -> (usize, usize) {
-    let before = &text[..offset.min(text.len())];
-    let line = before.matches('\n').count() + 1;
-    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-    (line, column)
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn parse(text: &str) -> Result<Config, String> {
-        Config::parse(text, Path::new("/etc/moat/moatd.toml")).map_err(|e| e.to_string())
-    }
-
-    #[test]
-    fn empty_file_is_defaults() {
-        assert_eq!(parse("").unwrap(), Config::default());
-        assert_eq!(parse("[audit]\n").unwrap(), Config::default());
-    }
-
-    #[test]
-    fn wrong_type_names_file_key_and_reason() {
-        assert_eq!(
-            parse("[audit]\nrate_limit = \"x\"\n").unwrap_err(),
-            "/etc/moat/moatd.toml: audit.rate_limit: invalid type: string \"x\", expected u32"
-        );
-    }
-
-    #[test]
-    fn unknown_key_gets_a_suggestion() {
-        let err = parse("[audit]\nrate_limt = 5\n").unwrap_err();
-        assert!(
-            err.starts_with(
-                "/etc/moat/moatd.toml: audit.rate_limt: unknown key; did you mean `rate_limit`?"
-            ),
-            "{err}"
-        );
-        let err = parse("listen = \"127.0.0.1:1\"\n").unwrap_err();
-        assert!(
-            err.starts_with(
-                "/etc/moat/moatd.toml: listen: unknown key; did you mean `listen` in section `[http]`?"
-            ),
-            "{err}"
-        );
-        let err = parse("[audti]\n").unwrap_err();
-        assert!(
-            err.starts_with("/etc/moat/moatd.toml: audti: unknown key; did you mean `audit`?"),
-            "{err}"
-        );
-    }
-
-    #[test]
-    fn bad_values_are_refused() {
-        let err = parse("[http]\nlisten = \"localhost\"\n").unwrap_err();
-        assert!(
-            err.starts_with("/etc/moat/moatd.toml: http.listen: "),
-            "{err}"
-        );
-        let err = parse("[workloads]\nmoat_parent = \"/moat\"\n").unwrap_err();
-        assert!(
-            err.starts_with("/etc/moat/moatd.toml: workloads.moat_parent: "),
-            "{err}"
-        );
-        let err = parse("[audit]\nlog = \"\"\n").unwrap_err();
-        assert!(
-            err.starts_with("/etc/moat/moatd.toml: audit.log: "),
-            "{err}"
-        );
-        let err = parse("[workloads]\npoll_interval_ms = 0\n").unwrap_err();
-        assert!(
-            err.starts_with("/etc/moat/moatd.toml: workloads.poll_interval_ms: "),
-            "{err}"
-        );
-    }
-
-    #[test]
-    fn kernel_settings_are_checked_by_the_kernel_side() {
-        let err = parse("[kernel]\nring_buffer_bytes = 1000\n").unwrap_err();
-        assert!(
-            err.starts_with("/etc/moat/moatd.toml: kernel.ring_buffer_bytes: 1000: must be"),
-            "{err}"
-        );
-        let err = parse("[audit]\nrate_burst = 0\n").unwrap_err();
-        assert!(
-            err.starts_with("/etc/moat/moatd.toml: audit.rate_burst: 0: "),
-            "{err}"
-        );
-        assert_eq!(Config::default().kernel_config(), KernelConfig::default());
-        let off = parse("[audit]\nrate_limit = 0\n").unwrap();
-        assert_eq!(off.kernel_config().audit_rate_per_sec, 0);
-    }
-
-    #[test]
-    fn section_keys_list_every_field() {
-        for (section, keys) in SECTION_KEYS {
-            let err = parse(&format!("[{section}]\nzzzzzzzzzzzz = 1\n")).unwrap_err();
-            let known = err.split("known keys here: ").nth(1).unwrap();
-            assert_eq!(known.trim_end_matches(')'), keys.join(", "), "[{section}]");
-        }
-    }
-
-    #[test]
-    fn syntax_errors_carry_the_line() {
-        let err = parse("[audit]\nrate_limit = = 3\n").unwrap_err();
-        assert!(err.starts_with("/etc/moat/moatd.toml:2:"), "{err}");
-    }
-
-    #[test]
-    fn values_are_read() {
-        let config = parse(
-            "[http]\nlisten = \"0.0.0.0:1234\"\n[audit]\nlog = \"-\"\n\
-             [workloads]\nmax_labels = 3\nmoat_parent = \"a/b\"\n",
-        )
-        .unwrap();
-        assert_eq!(config.http.listen.port(), 1234);
-        assert_eq!(config.audit.log, AuditTarget::Stdout);
-        assert_eq!(config.workloads.max_labels, 3);
-        assert_eq!(config.workloads.moat_parent, "a/b");
-    }
-
-    #[test]
-    fn example_file_parses_to_the_defaults() {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("moatd.example.toml");
-        let config = Config::load_file(&path).unwrap();
-        assert_eq!(config, Config::default());
-    }
-}
+mod tests;

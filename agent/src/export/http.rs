@@ -15,7 +15,14 @@ use hyper::{
 use hyper_util::rt::TokioIo;
 use tokio::{net::TcpListener, sync::watch};
 
-use crate::metrics::{Format, Metrics};
+use crate::{
+    collect::SnapshotSource,
+    export::metrics::{Format, Metrics, RenderError},
+};
+
+/// How long a scrape waits for the collector's fresh snapshot before it is
+/// served the last one published.
+const FRESHNESS_BOUND: std::time::Duration = std::time::Duration::from_secs(1);
 
 const LANDING_PAGE: &str = concat!(
     "<!DOCTYPE html>\n<html lang=\"en\">\n<head><meta charset=\"utf-8\"><title>moatd</title></head>\n",
@@ -26,11 +33,16 @@ const LANDING_PAGE: &str = concat!(
     "</body>\n</html>\n"
 );
 
-/// Serves `metrics` on `listener` until `shutdown` turns true. Connections open
-/// at that moment are closed.
+/// Serves `metrics` of the snapshots of `source` on `listener` until `shutdown`
+/// turns true. Connections open at that moment are closed.
+///
+/// Each scrape asks the collector for a snapshot taken after the request arrived
+/// (so it sees everything counted before it) and waits for it at most
+/// [`FRESHNESS_BOUND`].
 pub async fn serve(
     listener: TcpListener,
     metrics: Arc<Metrics>,
+    source: SnapshotSource,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut connections = tokio::task::JoinSet::new();
@@ -49,9 +61,10 @@ pub async fn serve(
             }
         };
         let _ = stream.set_nodelay(true);
-        let metrics = metrics.clone();
+        let (metrics, source) = (metrics.clone(), source.clone());
         connections.spawn(async move {
-            let service = service_fn(move |request| handle(request, metrics.clone()));
+            let service =
+                service_fn(move |request| handle(request, metrics.clone(), source.clone()));
             if let Err(err) = http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
                 .await
@@ -68,6 +81,7 @@ pub async fn serve(
 async fn handle(
     request: Request<Incoming>,
     metrics: Arc<Metrics>,
+    source: SnapshotSource,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     if request.method() != Method::GET && request.method() != Method::HEAD {
         let mut response = plain(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD\n");
@@ -84,9 +98,11 @@ async fn handle(
                     .get(ACCEPT)
                     .and_then(|value| value.to_str().ok()),
             );
-            let rendered = tokio::task::spawn_blocking(move || metrics.render(format))
+            let snapshot = source.fresh(FRESHNESS_BOUND).await;
+            let rendered = tokio::task::spawn_blocking(move || metrics.render(snapshot, format))
                 .await
-                .unwrap_or_else(|err| Err(format!("the scrape panicked: {err}")));
+                .map_err(|err| format!("the scrape panicked: {err}"))
+                .and_then(|rendered| rendered.map_err(|err: RenderError| err.to_string()));
             match rendered {
                 Ok(body) => {
                     let mut response = Response::new(Full::new(Bytes::from(body)));

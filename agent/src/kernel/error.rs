@@ -99,11 +99,11 @@ pub enum Error {
 
     /// The kernel's BTF could not be read, or lacks a field the programs need.
     #[error(transparent)]
-    Btf(#[from] crate::btf::BtfError),
+    Btf(#[from] crate::kernel::btf::BtfError),
 
     /// A [`crate::kernel::KernelConfig`] value is out of range.
-    #[error("invalid kernel-side setting: {0}")]
-    InvalidConfig(String),
+    #[error("invalid kernel-side setting")]
+    InvalidConfig(#[from] crate::kernel::config::InvalidSetting),
 
     /// A kernel file the loader reads (e.g. `/proc/sys/kernel/pid_max`) is unreadable.
     #[error("reading {path} failed")]

@@ -13,7 +13,7 @@ use std::{
 };
 
 /// One cgroup's fork total, attributed.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ForkTotal {
     /// The kernel's cgroup key.
     pub cgroup_id: u64,

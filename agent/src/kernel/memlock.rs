@@ -9,20 +9,17 @@
 /// Never fails: a refusal is logged at debug level and loading goes on, since on
 /// any kernel from 5.11 on the limit does not apply to BPF.
 pub fn raise_memlock_rlimit() -> bool {
-    let unlimited = libc::rlimit {
-        rlim_cur: libc::RLIM_INFINITY,
-        rlim_max: libc::RLIM_INFINITY,
-    };
-    // SAFETY: setrlimit only reads the struct we pass, which lives across the call.
-    let ret = unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) };
-    if ret == 0 {
-        log::debug!("raised RLIMIT_MEMLOCK to unlimited");
-        true
-    } else {
-        log::debug!(
-            "could not raise RLIMIT_MEMLOCK ({}); continuing, kernels since 5.11 do not need it",
-            std::io::Error::last_os_error()
-        );
-        false
+    use nix::sys::resource::{setrlimit, Resource, RLIM_INFINITY};
+    match setrlimit(Resource::RLIMIT_MEMLOCK, RLIM_INFINITY, RLIM_INFINITY) {
+        Ok(()) => {
+            log::debug!("raised RLIMIT_MEMLOCK to unlimited");
+            true
+        }
+        Err(err) => {
+            log::debug!(
+                "could not raise RLIMIT_MEMLOCK ({err}); continuing, kernels since 5.11 do not need it"
+            );
+            false
+        }
     }
 }

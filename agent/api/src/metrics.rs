@@ -1,0 +1,200 @@
+//! Every metric family moatd serves, with its help text, type and labels, and
+//! the fixed label values. moatd serves exactly [`FAMILIES`] (besides the
+//! standard `process_*` metrics); `moat stats`, the dashboards' tests and the
+//! agent's tests name series through these constants rather than copies.
+
+/// Whether a family is a counter or a gauge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricKind {
+    /// Only goes up (reset on restart); named `..._total`.
+    Counter,
+    /// Goes up and down.
+    Gauge,
+}
+
+/// One metric family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MetricSpec {
+    /// The name, as in the Prometheus text format (counters end in `_total`).
+    pub name: &'static str,
+    /// The `# HELP` text.
+    pub help: &'static str,
+    /// Counter or gauge.
+    pub kind: MetricKind,
+    /// Label names, in the order they are written.
+    pub labels: &'static [&'static str],
+}
+
+/// `moat_seccomp_denials_total`.
+pub const SECCOMP_DENIALS: MetricSpec = MetricSpec {
+    name: "moat_seccomp_denials_total",
+    help: "Syscalls refused by a seccomp filter, by workload, syscall (name for the caller's architecture, number when unknown), action (errno, trap, kill) and errno (empty for trap and kill).",
+    kind: MetricKind::Counter,
+    labels: &["workload", "syscall", "action", "errno"],
+};
+/// `moat_forks_total`.
+pub const FORKS: MetricSpec = MetricSpec {
+    name: "moat_forks_total",
+    help: "New tasks, by workload and kind (process or thread).",
+    kind: MetricKind::Counter,
+    labels: &["workload", "kind"],
+};
+/// `moat_execs_total`.
+pub const EXECS: MetricSpec = MetricSpec {
+    name: "moat_execs_total",
+    help: "Successful execve and execveat calls, by workload.",
+    kind: MetricKind::Counter,
+    labels: &["workload"],
+};
+/// `moat_exits_total`.
+pub const EXITS: MetricSpec = MetricSpec {
+    name: "moat_exits_total",
+    help: "Processes that ended (last thread exited), by workload.",
+    kind: MetricKind::Counter,
+    labels: &["workload"],
+};
+/// `moat_fork_failures_total`.
+pub const FORK_FAILURES: MetricSpec = MetricSpec {
+    name: "moat_fork_failures_total",
+    help: "fork, vfork, clone and clone3 calls that failed, by workload and errno (EAGAIN for a pids limit).",
+    kind: MetricKind::Counter,
+    labels: &["workload", "errno"],
+};
+/// `moat_userns_created_total`.
+pub const USERNS_CREATED: MetricSpec = MetricSpec {
+    name: "moat_userns_created_total",
+    help: "User namespaces created (clone, clone3 or unshare with CLONE_NEWUSER), by workload.",
+    kind: MetricKind::Counter,
+    labels: &["workload"],
+};
+/// `moat_pids_current`.
+pub const PIDS_CURRENT: MetricSpec = MetricSpec {
+    name: "moat_pids_current",
+    help: "Tasks (threads included) in the workload's pids cgroup.",
+    kind: MetricKind::Gauge,
+    labels: &["workload"],
+};
+/// `moat_pids_limit`.
+pub const PIDS_LIMIT: MetricSpec = MetricSpec {
+    name: "moat_pids_limit",
+    help: "pids.max of the workload's pids cgroup; absent when it is max (no limit of its own).",
+    kind: MetricKind::Gauge,
+    labels: &["workload"],
+};
+/// `moat_pids_limit_hits_total`.
+pub const PIDS_LIMIT_HITS: MetricSpec = MetricSpec {
+    name: "moat_pids_limit_hits_total",
+    help: "Forks refused by the workload's pids limit (the max count of pids.events).",
+    kind: MetricKind::Counter,
+    labels: &["workload"],
+};
+/// `moat_audit_events_total`.
+pub const AUDIT_EVENTS: MetricSpec = MetricSpec {
+    name: "moat_audit_events_total",
+    help: "Audit events written to the audit log, by action.",
+    kind: MetricKind::Counter,
+    labels: &["action"],
+};
+/// `moat_audit_events_dropped_total`.
+pub const AUDIT_EVENTS_DROPPED: MetricSpec = MetricSpec {
+    name: "moat_audit_events_dropped_total",
+    help: "Audit events not written, by reason (rate_limited and buffer_full in the kernel, write_failed in moatd).",
+    kind: MetricKind::Counter,
+    labels: &["reason"],
+};
+/// `moat_ebpf_map_full_total`.
+pub const EBPF_MAP_FULL: MetricSpec = MetricSpec {
+    name: "moat_ebpf_map_full_total",
+    help: "Updates of an eBPF map that failed because it was full, by map.",
+    kind: MetricKind::Counter,
+    labels: &["map"],
+};
+/// `moat_workload_label_overflow_total`.
+pub const WORKLOAD_LABEL_OVERFLOW: MetricSpec = MetricSpec {
+    name: "moat_workload_label_overflow_total",
+    help: "Workloads labelled \"other\" because the number of workload labels reached its cap.",
+    kind: MetricKind::Counter,
+    labels: &[],
+};
+/// `moat_build_info`.
+pub const BUILD_INFO: MetricSpec = MetricSpec {
+    name: "moat_build_info",
+    help: "Always 1; the moatd version and the running kernel's release as labels.",
+    kind: MetricKind::Gauge,
+    labels: &["version", "kernel"],
+};
+
+/// Every `moat_*` family, in the order moatd serves them.
+pub const FAMILIES: [&MetricSpec; 14] = [
+    &SECCOMP_DENIALS,
+    &FORKS,
+    &EXECS,
+    &EXITS,
+    &FORK_FAILURES,
+    &USERNS_CREATED,
+    &PIDS_CURRENT,
+    &PIDS_LIMIT,
+    &PIDS_LIMIT_HITS,
+    &AUDIT_EVENTS,
+    &AUDIT_EVENTS_DROPPED,
+    &EBPF_MAP_FULL,
+    &WORKLOAD_LABEL_OVERFLOW,
+    &BUILD_INFO,
+];
+
+/// Values of the `workload` label that are not a workload's name.
+pub mod workload {
+    /// Everything that is not a recognised workload.
+    pub const HOST: &str = "host";
+    /// Workloads beyond the label cap.
+    pub const OTHER: &str = "other";
+    /// The prefix of Docker containers' labels (`docker:<12 hex>`).
+    pub const DOCKER_PREFIX: &str = "docker:";
+}
+
+/// Values of the `action` label of `moat_seccomp_denials_total`.
+pub mod denial_action {
+    /// `SECCOMP_RET_ERRNO`.
+    pub const ERRNO: &str = "errno";
+    /// `SECCOMP_RET_TRAP`.
+    pub const TRAP: &str = "trap";
+    /// `SECCOMP_RET_KILL_THREAD` / `KILL_PROCESS`.
+    pub const KILL: &str = "kill";
+}
+
+/// Values of the `kind` label of `moat_forks_total`.
+pub mod fork_kind {
+    /// A new process.
+    pub const PROCESS: &str = "process";
+    /// A new thread.
+    pub const THREAD: &str = "thread";
+}
+
+/// Values of the `reason` label of `moat_audit_events_dropped_total`, all
+/// present (at 0 until something is dropped).
+pub const DROP_REASONS: [&str; 3] = ["rate_limited", "buffer_full", "write_failed"];
+
+/// The family named `name`, if moatd serves it.
+pub fn family(name: &str) -> Option<&'static MetricSpec> {
+    FAMILIES.into_iter().find(|spec| spec.name == name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique_and_counters_end_in_total() {
+        for (i, spec) in FAMILIES.iter().enumerate() {
+            assert!(spec.name.starts_with("moat_"), "{}", spec.name);
+            assert_eq!(
+                spec.kind == MetricKind::Counter,
+                spec.name.ends_with("_total"),
+                "{}",
+                spec.name
+            );
+            assert!(FAMILIES[..i].iter().all(|s| s.name != spec.name));
+            assert_eq!(family(spec.name), Some(*spec));
+        }
+    }
+}

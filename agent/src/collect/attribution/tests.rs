@@ -1,0 +1,136 @@
+use std::{fs, os::unix::fs::MetadataExt as _, path::PathBuf, time::Duration};
+
+use super::*;
+
+const ID: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+fn label(path: &str) -> String {
+    classify(path, "moat", "docker")
+}
+
+#[test]
+fn classifies_paths() {
+    assert_eq!(label("/moat/build"), "build");
+    assert_eq!(label("/moat/build/sub"), "build");
+    assert_eq!(label("/moat"), HOST);
+    assert_eq!(label(&format!("/docker/{ID}")), "docker:0123456789ab");
+    assert_eq!(
+        label(&format!("/system.slice/docker-{ID}.scope")),
+        "docker:0123456789ab"
+    );
+    assert_eq!(label("/system.slice/ssh.service"), "ssh.service");
+    assert_eq!(
+        label("/user.slice/user-1000.slice/session-3.scope"),
+        "session-3.scope"
+    );
+    assert_eq!(
+        label("/user.slice/user-1000.slice/user@1000.service/app.slice/foo.service"),
+        "foo.service"
+    );
+    assert_eq!(label("/"), HOST);
+    assert_eq!(label("/process_api/f7883729d51b"), HOST);
+    assert_eq!(label("/docker/notanid"), HOST);
+    assert_eq!(classify("/a/b/w1", "a/b", "docker"), "w1");
+    assert_eq!(
+        classify(&format!("/ci/docker/{ID}"), "moat", "ci/docker"),
+        "docker:0123456789ab"
+    );
+}
+
+#[test]
+fn proc_cgroup_prefers_pids() {
+    let text = format!(
+        "12:memory:/process_api/x\n9:name=systemd:/system.slice/ssh.service\n\
+         8:pids:/docker/{ID}\n0::/\n"
+    );
+    let parse = |text: &str| {
+        <procfs::ProcessCGroups as procfs::FromBufRead>::from_buf_read(text.as_bytes()).unwrap()
+    };
+    assert_eq!(
+        classify_proc_cgroup(&parse(&text), "moat", "docker"),
+        Some(("docker:0123456789ab".to_owned(), format!("/docker/{ID}")))
+    );
+    assert_eq!(
+        classify_proc_cgroup(&parse("8:pids:/\n0::/\n"), "moat", "docker"),
+        None
+    );
+}
+
+#[test]
+fn cap_keeps_labels_and_counts_overflow_once() {
+    let mut cap = LabelCap::new(2);
+    assert_eq!(&*cap.admit("a"), "a");
+    assert_eq!(&*cap.admit("b"), "b");
+    assert_eq!(&*cap.admit("c"), OTHER);
+    assert_eq!(&*cap.admit("c"), OTHER);
+    assert_eq!(&*cap.admit("d"), OTHER);
+    assert_eq!(&*cap.admit("a"), "a");
+    assert_eq!(&*cap.admit(HOST), HOST);
+    assert_eq!(cap.overflow_total(), 2);
+    assert_eq!(cap.assigned(), 2);
+}
+
+/// A fresh fake v2 hierarchy `<tmp>/moat-<tag>-XXXXXX/v2` containing `dir`:
+/// the temporary directory (removed on drop), the hierarchy and its layout.
+fn fake_v2(tag: &str, dir: &str) -> (tempfile::TempDir, PathBuf, CgroupLayout) {
+    let root = tempfile::Builder::new()
+        .prefix(&format!("moat-{tag}-"))
+        .tempdir()
+        .unwrap();
+    let v2 = root.path().join("v2");
+    fs::create_dir_all(v2.join(dir)).unwrap();
+    let layout = CgroupLayout {
+        v2_mount: v2.clone(),
+        pids_mount: None,
+    };
+    (root, v2, layout)
+}
+
+#[test]
+fn the_watcher_learns_cgroups_removed_before_they_are_looked_up() {
+    let (_root, v2, layout) = fake_v2("watch", "moat");
+    let mut attributor = Attributor::new(&layout, &WorkloadsConfig::default());
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let watcher = CgroupWatcher::spawn(attributor.watched_dirs(), false, tx).unwrap();
+    // Give the thread time to add its watch.
+    std::thread::sleep(Duration::from_millis(300));
+    fs::create_dir(v2.join("moat/brief")).unwrap();
+    let id = fs::metadata(v2.join("moat/brief")).unwrap().ino();
+    std::thread::sleep(Duration::from_millis(300));
+    fs::remove_dir(v2.join("moat/brief")).unwrap();
+    while let Ok(event) = rx.try_recv() {
+        attributor.apply(event);
+    }
+    let got = attributor.attribute_id(id);
+    assert_eq!(&*got.workload, "brief");
+    watcher.stop();
+}
+
+#[test]
+fn resolves_a_fake_hierarchy_by_inode() {
+    let (_root, v2, layout) = fake_v2("attr", "moat/web");
+    let mut attributor =
+        Attributor::new(&layout, &WorkloadsConfig::default()).with_min_rewalk(Duration::ZERO);
+    let web = fs::metadata(v2.join("moat/web")).unwrap().ino();
+    let got = attributor.attribute_id(web);
+    assert_eq!(&*got.workload, "web");
+    assert_eq!(got.cgroup_path.as_deref(), Some("/moat/web"));
+
+    // Created after the first walk: a miss walks again.
+    fs::create_dir_all(v2.join(format!("docker/{ID}"))).unwrap();
+    let container = fs::metadata(v2.join(format!("docker/{ID}"))).unwrap().ino();
+    assert_eq!(
+        &*attributor.attribute_id(container).workload,
+        "docker:0123456789ab"
+    );
+
+    // Removed after being seen: still attributed.
+    fs::remove_dir(v2.join("moat/web")).unwrap();
+    assert_eq!(&*attributor.attribute_id(web).workload, "web");
+
+    // Never seen: host, and remembered as dead.
+    assert_eq!(&*attributor.attribute_id(u64::MAX >> 2).workload, HOST);
+    let root_id = fs::metadata(&v2).unwrap().ino();
+    assert_eq!(attributor.v2_root_id(), Some(root_id));
+    assert_eq!(&*attributor.attribute_id(root_id).workload, HOST);
+}

@@ -1,0 +1,390 @@
+//! Collection: the one task that reads the kernel side and turns what it counts
+//! into what moatd reports.
+//!
+//! [`Collector`] alone reads the kernel maps, owns the attribution state (rules,
+//! label cap, hierarchy cache, fed by the cgroup watcher), reads the pids cgroups,
+//! detects fork bursts and attributes the kernel's audit records. Each poll
+//! interval, and whenever a scrape asks ([`SnapshotSource::fresh`]), it publishes
+//! an immutable [`Snapshot`]; audit events go to the audit writer over a channel.
+//! The exporters ([`crate::export`]) only read what it publishes.
+//!
+//! - [`attribution`]: which workload a cgroup id or a task belongs to (label
+//!   decisions, the label cap, the hierarchy cache, the cgroup watcher).
+//! - [`pids`]: the workloads' pids cgroups; [`burst`]: fork bursts.
+//! - [`names`]: syscall, errno and architecture names for labels and events.
+//! - [`events`]: the audit events the collector produces.
+//! - [`snapshot`]: what it publishes.
+//!
+//! It runs on its own thread (`moat-collect`, with a single-threaded runtime), so
+//! its file-system walks never hold up the HTTP server.
+
+pub mod attribution;
+pub mod burst;
+pub mod events;
+pub mod names;
+pub mod pids;
+pub mod snapshot;
+
+use std::{
+    collections::VecDeque,
+    path::PathBuf,
+    sync::Arc,
+    thread::JoinHandle,
+    time::{Duration, Instant},
+};
+
+use moat_api::audit::AuditEvent;
+use tokio::sync::{mpsc, watch};
+
+pub use self::snapshot::{Snapshot, SnapshotSource};
+use self::{
+    attribution::{Attributor, CgroupWatcher, WatchEvent},
+    burst::BurstDetector,
+    names::NameCache,
+    pids::{HitTracker, PidsCgroup},
+    snapshot::RefreshRequest,
+};
+use crate::kernel::{AuditKind, AuditRecord, KernelSnapshot, KernelSource};
+
+/// Most kernel records attributed in one go before the collector looks at its
+/// other inputs (a scrape waiting for a snapshot, above all).
+const RECORD_BATCH: usize = 256;
+/// How long the collector waits before looking again when the audit writer is
+/// behind (its channel full): records then wait in the kernel's ring buffer.
+const WRITER_BEHIND_RETRY: Duration = Duration::from_millis(20);
+/// Scrapes waiting for a snapshot at once; more get the last one published.
+const REFRESH_QUEUE: usize = 64;
+
+/// What the collector is told besides its inputs.
+#[derive(Debug, Clone)]
+pub struct CollectorConfig {
+    /// The pids hierarchy, if pids cgroups are read.
+    pub pids_mount: Option<PathBuf>,
+    /// The moat parent cgroup (relative).
+    pub moat_parent: String,
+    /// The Docker cgroupfs parent (relative).
+    pub docker_parent: String,
+    /// How often the pids cgroups and counters are read.
+    pub interval: Duration,
+    /// Forks per second above which a workload gets a `fork_burst` event.
+    pub fork_burst_threshold: u64,
+    /// `host.name` of audit events.
+    pub host_name: String,
+}
+
+/// The collector's inputs.
+pub struct CollectorInputs {
+    /// The kernel maps (or a test double).
+    pub kernel: Arc<dyn KernelSource>,
+    /// The kernel's audit records.
+    pub records: mpsc::Receiver<AuditRecord>,
+    /// Audit events out, to the audit writer.
+    pub events: mpsc::Sender<AuditEvent>,
+    /// Set to true to stop.
+    pub shutdown: watch::Receiver<bool>,
+}
+
+/// The collector, running on its thread.
+#[derive(Debug)]
+pub struct RunningCollector {
+    handle: JoinHandle<()>,
+}
+
+impl RunningCollector {
+    /// Waits for the thread (after the shutdown signal was sent).
+    pub fn join(self) {
+        if self.handle.join().is_err() {
+            log::warn!("the collector thread panicked");
+        }
+    }
+}
+
+/// See the module documentation.
+pub struct Collector {
+    config: CollectorConfig,
+    kernel: Arc<dyn KernelSource>,
+    attributor: Attributor,
+    names: NameCache,
+    hits: HitTracker,
+    bursts: BurstDetector,
+    pids_reading: Vec<PidsCgroup>,
+    seq: u64,
+    publish: watch::Sender<Arc<Snapshot>>,
+    events: mpsc::Sender<AuditEvent>,
+    /// Derived events waiting for room in the writer's queue.
+    pending: VecDeque<AuditEvent>,
+}
+
+impl Collector {
+    /// Starts the collector on its own thread; returns the reading end of what it
+    /// publishes. `attributor` is its attribution state; the cgroup watcher is
+    /// started for it here (without it, workloads that end between two scrapes
+    /// may be counted as host).
+    pub fn spawn(
+        config: CollectorConfig,
+        attributor: Attributor,
+        inputs: CollectorInputs,
+    ) -> std::io::Result<(SnapshotSource, RunningCollector)> {
+        let (watch_tx, watch_rx) = mpsc::unbounded_channel();
+        let watcher = match CgroupWatcher::spawn(
+            attributor.watched_dirs(),
+            config.pids_mount.is_some(),
+            watch_tx,
+        ) {
+            Ok(watcher) => Some(watcher),
+            Err(err) => {
+                log::warn!(
+                    "cannot watch for new cgroups ({err}): workloads that end between two \
+                     scrapes may be counted as host"
+                );
+                None
+            }
+        };
+        // Until the first reading, a scrape that gives up waiting fails rather
+        // than show every counter at zero.
+        let (publish, latest) = watch::channel(Arc::new(Snapshot {
+            kernel_error: Some("moatd has not read the kernel maps yet".to_owned()),
+            ..Snapshot::default()
+        }));
+        let (refresh_tx, refresh_rx) = mpsc::channel(REFRESH_QUEUE);
+        let mut collector = Collector {
+            bursts: BurstDetector::new(config.fork_burst_threshold),
+            config,
+            kernel: inputs.kernel,
+            attributor,
+            names: NameCache::default(),
+            hits: HitTracker::default(),
+            pids_reading: Vec::new(),
+            seq: 0,
+            publish,
+            events: inputs.events,
+            pending: VecDeque::new(),
+        };
+        let (records, shutdown) = (inputs.records, inputs.shutdown);
+        let handle = std::thread::Builder::new()
+            .name("moat-collect".to_owned())
+            .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_time()
+                    .build()
+                {
+                    Ok(runtime) => runtime,
+                    Err(err) => {
+                        log::error!("cannot start the collector's runtime: {err}");
+                        return;
+                    }
+                };
+                // The first walk and reading, on this thread so that the HTTP
+                // server starts meanwhile. A scrape already waiting gets the first
+                // snapshot from the loop; otherwise one is published now. Fork
+                // bursts are primed at the first tick, one interval later.
+                collector.attributor.refresh();
+                collector.poll_pids();
+                if refresh_rx.is_empty() {
+                    let reading = collector.read_kernel();
+                    collector.publish_snapshot(reading.as_ref());
+                }
+                runtime.block_on(collector.run(records, watch_rx, refresh_rx, shutdown));
+                drop(watcher);
+            })?;
+        Ok((
+            SnapshotSource::new(latest, refresh_tx),
+            RunningCollector { handle },
+        ))
+    }
+
+    async fn run(
+        mut self,
+        mut records: mpsc::Receiver<AuditRecord>,
+        mut watched: mpsc::UnboundedReceiver<WatchEvent>,
+        mut refresh: mpsc::Receiver<RefreshRequest>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let mut ticker = tokio::time::interval(self.config.interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticker.reset();
+        let mut records_open = true;
+        let mut watcher_open = true;
+        loop {
+            self.flush_pending();
+            let writer_has_room = self.pending.is_empty() && self.events.capacity() > 0;
+            tokio::select! {
+                biased;
+                _ = shutdown.changed() => break,
+                // New cgroups first: a record of a new workload must find it known.
+                event = watched.recv(), if watcher_open => match event {
+                    Some(event) => {
+                        let mut pids_changed = self.attributor.apply(event);
+                        while let Ok(event) = watched.try_recv() {
+                            pids_changed |= self.attributor.apply(event);
+                        }
+                        if pids_changed {
+                            self.poll_pids();
+                        }
+                    }
+                    None => watcher_open = false,
+                },
+                request = refresh.recv() => {
+                    let Some(request) = request else { break };
+                    let mut waiting = vec![request];
+                    while let Ok(request) = refresh.try_recv() {
+                        waiting.push(request);
+                    }
+                    let snapshot = self.publish_snapshot(self.read_kernel().as_ref());
+                    for request in waiting {
+                        let _ = request.send(snapshot.clone());
+                    }
+                }
+                _ = ticker.tick() => self.poll(Instant::now()),
+                record = records.recv(), if records_open && writer_has_room => match record {
+                    Some(record) => self.handle_records(record, &mut records),
+                    None => records_open = false,
+                },
+                () = tokio::time::sleep(WRITER_BEHIND_RETRY), if records_open && !writer_has_room => {}
+            }
+        }
+        // What was queued before the shutdown, and a last snapshot for the log.
+        self.flush_pending();
+        while self.pending.is_empty() && self.events.capacity() > 0 {
+            match records.try_recv() {
+                Ok(record) => self.handle_records(record, &mut records),
+                Err(_) => break,
+            }
+        }
+        self.publish_snapshot(self.read_kernel().as_ref());
+    }
+
+    /// Attributes `first` and the records queued behind it (at most
+    /// [`RECORD_BATCH`], and as many as the writer has room for).
+    fn handle_records(&mut self, first: AuditRecord, records: &mut mpsc::Receiver<AuditRecord>) {
+        let offset = events::realtime_minus_boottime();
+        let mut pids_changed = false;
+        let mut next = Some(first);
+        let mut handled = 0;
+        while let Some(record) = next.take() {
+            if let AuditKind::ForkFailed { errno } = record.kind {
+                // EAGAIN: a pids limit, most likely; read the pids cgroups before
+                // a short-lived workload's disappears.
+                pids_changed |= i32::from(errno) == libc::EAGAIN;
+            }
+            let attribution = self.attributor.attribute_task(record.pid, record.cgroup_id);
+            let event = events::from_record(&record, &self.config.host_name, &attribution, offset);
+            if self.events.try_send(event).is_err() {
+                log::debug!("the audit writer is gone; dropping an audit record");
+            }
+            handled += 1;
+            if handled < RECORD_BATCH && self.events.capacity() > 0 {
+                next = records.try_recv().ok();
+            }
+        }
+        if pids_changed {
+            self.poll_pids();
+        }
+    }
+
+    /// One poll: the pids cgroups, the counters; publishes, then looks for fork
+    /// bursts in what it published.
+    fn poll(&mut self, now: Instant) {
+        self.poll_pids();
+        let reading = self.read_kernel();
+        let snapshot = self.publish_snapshot(reading.as_ref());
+        if snapshot.kernel_error.is_none() {
+            self.detect_bursts(&snapshot, now);
+        }
+    }
+
+    fn read_kernel(&self) -> Result<KernelSnapshot, String> {
+        self.kernel.snapshot().map_err(|err| {
+            let message = error_chain(&err);
+            log::warn!("reading the kernel maps failed: {message}");
+            message
+        })
+    }
+
+    fn publish_snapshot(&mut self, reading: Result<&KernelSnapshot, &String>) -> Arc<Snapshot> {
+        self.seq += 1;
+        let snapshot = Arc::new(Snapshot::build(
+            self.seq,
+            reading.map_err(String::clone),
+            &mut self.attributor,
+            &mut self.names,
+            &self.pids_reading,
+        ));
+        self.publish.send_replace(snapshot.clone());
+        snapshot
+    }
+
+    /// Reads the pids cgroups; emits `pids_limit_reached` for hits since the last
+    /// reading.
+    fn poll_pids(&mut self) {
+        let Some(mount) = &self.config.pids_mount else {
+            return;
+        };
+        let reading = pids::scan(mount, &self.config.moat_parent, &self.config.docker_parent);
+        for (cgroup, new_hits) in self.hits.update(&reading) {
+            let workload = self.attributor.admit(&cgroup.workload);
+            self.emit(events::pids_limit_reached(
+                &self.config.host_name,
+                &workload,
+                cgroup,
+                new_hits,
+            ));
+        }
+        self.pids_reading = reading;
+    }
+
+    /// Reads only the snapshot's fork totals (already attributed).
+    fn detect_bursts(&mut self, snapshot: &Snapshot, now: Instant) {
+        let threshold = self.config.fork_burst_threshold;
+        for burst in self.bursts.update(&snapshot.fork_totals, now) {
+            log::info!(
+                "fork burst: workload {} forks {}/s (threshold {threshold}/s)",
+                burst.workload,
+                burst.rate,
+            );
+            let event = events::fork_burst(
+                &self.config.host_name,
+                &burst.workload,
+                burst.path.as_deref().map(str::to_owned),
+                burst.rate,
+                threshold,
+            );
+            self.emit(event);
+        }
+    }
+
+    /// Sends a derived event to the writer, or keeps it until the writer has room
+    /// (the collector never waits for the writer).
+    fn emit(&mut self, event: AuditEvent) {
+        self.pending.push_back(event);
+        self.flush_pending();
+    }
+
+    fn flush_pending(&mut self) {
+        while let Some(event) = self.pending.pop_front() {
+            match self.events.try_send(event) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(event)) => {
+                    self.pending.push_front(event);
+                    return;
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => {
+                    self.pending.clear();
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// An error and its sources, `: `-separated.
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut message = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    message
+}

@@ -1,0 +1,267 @@
+//! The metrics moatd serves on `/metrics`, rendered from the collector's last
+//! snapshot.
+//!
+//! [`MoatCollector`] is a custom `prometheus` collector that turns a
+//! [`Snapshot`] (the kernel counters and pids cgroups, already attributed by the
+//! collector) and the audit writer's counts into the `moat_*` families of
+//! [`moat_api::metrics::FAMILIES`]. The standard `process_*` metrics come from
+//! the `prometheus` crate's process collector. [`Metrics::render`] encodes
+//! everything in the Prometheus text format 0.0.4 or in OpenMetrics 1.0.0
+//! ([`Format`]). Rendering reads; it changes no attribution state.
+
+mod format;
+mod openmetrics;
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex, MutexGuard},
+};
+
+pub use format::Format;
+use moat_api::{
+    audit::AuditAction,
+    metrics::{self as spec, MetricKind, MetricSpec, DROP_REASONS},
+};
+pub use openmetrics::encode_openmetrics;
+use prometheus::{
+    core::{Collector, Desc},
+    proto::{self, MetricFamily, MetricType},
+    Encoder as _, Registry, TextEncoder,
+};
+
+use super::audit_log::AuditStats;
+use crate::collect::snapshot::{Labels, Series, Snapshot};
+
+/// Why a scrape could not be rendered.
+#[derive(Debug, thiserror::Error)]
+pub enum RenderError {
+    /// The collector could not read the kernel maps: counters silently missing
+    /// would read as resets, so the scrape fails.
+    #[error("reading the kernel maps failed: {reason}")]
+    KernelMaps {
+        /// Why, as the collector logged it.
+        reason: String,
+    },
+    /// The `prometheus` crate refused to encode the families.
+    #[error("encoding the metrics failed")]
+    Encode(#[source] prometheus::Error),
+    /// The text encoder produced something that is not UTF-8.
+    #[error("the encoded metrics are not UTF-8")]
+    NotUtf8(#[source] std::string::FromUtf8Error),
+}
+
+fn metric_type(kind: MetricKind) -> MetricType {
+    match kind {
+        MetricKind::Counter => MetricType::COUNTER,
+        MetricKind::Gauge => MetricType::GAUGE,
+    }
+}
+
+/// The family `spec` with the values of `series`.
+fn into_family(series: &Series, spec: &MetricSpec) -> MetricFamily {
+    let kind = metric_type(spec.kind);
+    let metrics = series
+        .0
+        .iter()
+        .map(|(values, value)| {
+            let mut metric = proto::Metric::default();
+            metric.set_label(
+                spec.labels
+                    .iter()
+                    .zip(values)
+                    .map(|(name, value)| {
+                        let mut pair = proto::LabelPair::default();
+                        pair.set_name((*name).to_owned());
+                        pair.set_value(value.to_string());
+                        pair
+                    })
+                    .collect(),
+            );
+            if kind == MetricType::COUNTER {
+                let mut counter = proto::Counter::default();
+                counter.set_value(*value);
+                metric.set_counter(counter);
+            } else {
+                let mut gauge = proto::Gauge::default();
+                gauge.set_value(*value);
+                metric.set_gauge(gauge);
+            }
+            metric
+        })
+        .collect();
+    let mut family = MetricFamily::default();
+    family.set_name(spec.name.to_owned());
+    family.set_help(spec.help.to_owned());
+    family.set_field_type(kind);
+    family.set_metric(metrics);
+    family
+}
+
+/// The custom collector of every `moat_*` metric.
+pub struct MoatCollector {
+    audit: Arc<AuditStats>,
+    descs: Vec<Desc>,
+    build_labels: Labels,
+    /// The snapshot the scrape in progress renders.
+    snapshot: Mutex<Arc<Snapshot>>,
+}
+
+impl std::fmt::Debug for MoatCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MoatCollector").finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl MoatCollector {
+    /// A collector of the audit writer's counts `audit` and the snapshots it is
+    /// given; `kernel_release` labels `moat_build_info`.
+    pub fn new(audit: Arc<AuditStats>, kernel_release: &str) -> prometheus::Result<Self> {
+        let descs = spec::FAMILIES
+            .iter()
+            .map(|spec| {
+                Desc::new(
+                    spec.name.to_owned(),
+                    spec.help.to_owned(),
+                    spec.labels.iter().map(|l| (*l).to_owned()).collect(),
+                    HashMap::new(),
+                )
+            })
+            .collect::<prometheus::Result<_>>()?;
+        Ok(Self {
+            audit,
+            descs,
+            build_labels: vec![
+                Arc::from(env!("CARGO_PKG_VERSION")),
+                Arc::from(kernel_release),
+            ],
+            snapshot: Mutex::new(Arc::new(Snapshot::default())),
+        })
+    }
+
+    fn collect_all(&self) -> Vec<MetricFamily> {
+        let snapshot = lock(&self.snapshot).clone();
+        let mut dropped = Series::default();
+        for reason in DROP_REASONS {
+            dropped.add(vec![Arc::from(reason)], 0.0);
+        }
+        dropped.add(
+            vec![Arc::from("write_failed")],
+            self.audit.write_failed() as f64,
+        );
+        for (labels, value) in &snapshot.kernel_dropped.0 {
+            dropped.add(labels.clone(), *value);
+        }
+        let mut audit = Series::default();
+        for action in AuditAction::ALL {
+            audit.add(
+                vec![Arc::from(action.as_str())],
+                self.audit.written(action) as f64,
+            );
+        }
+        let mut overflow = Series::default();
+        overflow.add(Vec::new(), snapshot.label_overflow as f64);
+        let mut build = Series::default();
+        build.add(self.build_labels.clone(), 1.0);
+
+        vec![
+            into_family(&snapshot.denials, &spec::SECCOMP_DENIALS),
+            into_family(&snapshot.forks, &spec::FORKS),
+            into_family(&snapshot.execs, &spec::EXECS),
+            into_family(&snapshot.exits, &spec::EXITS),
+            into_family(&snapshot.fork_failures, &spec::FORK_FAILURES),
+            into_family(&snapshot.userns, &spec::USERNS_CREATED),
+            into_family(&snapshot.pids_current, &spec::PIDS_CURRENT),
+            into_family(&snapshot.pids_limit, &spec::PIDS_LIMIT),
+            into_family(&snapshot.pids_hits, &spec::PIDS_LIMIT_HITS),
+            into_family(&audit, &spec::AUDIT_EVENTS),
+            into_family(&dropped, &spec::AUDIT_EVENTS_DROPPED),
+            into_family(&snapshot.map_full, &spec::EBPF_MAP_FULL),
+            into_family(&overflow, &spec::WORKLOAD_LABEL_OVERFLOW),
+            into_family(&build, &spec::BUILD_INFO),
+        ]
+    }
+}
+
+impl Collector for MoatCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        self.descs.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        self.collect_all()
+    }
+}
+
+/// The registry behind `/metrics`.
+pub struct Metrics {
+    registry: Registry,
+    collector: Arc<MoatCollector>,
+    /// One scrape at a time: the collector's snapshot slot belongs to one scrape.
+    scrape: Mutex<()>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+/// Forwards to a shared collector, so [`Metrics`] can hand it the snapshot.
+struct Shared(Arc<MoatCollector>);
+
+impl Collector for Shared {
+    fn desc(&self) -> Vec<&Desc> {
+        self.0.desc()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        self.0.collect()
+    }
+}
+
+impl Metrics {
+    /// The `moat_*` collector over the audit counts `audit`, and the process
+    /// collector.
+    pub fn new(audit: Arc<AuditStats>, kernel_release: &str) -> prometheus::Result<Self> {
+        let registry = Registry::new();
+        let collector = Arc::new(MoatCollector::new(audit, kernel_release)?);
+        registry.register(Box::new(Shared(collector.clone())))?;
+        registry.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))?;
+        Ok(Self {
+            registry,
+            collector,
+            scrape: Mutex::new(()),
+        })
+    }
+
+    /// Renders `snapshot` (and the audit counts and process metrics as they are
+    /// now). Fails when the snapshot says the kernel maps could not be read.
+    pub fn render(&self, snapshot: Arc<Snapshot>, format: Format) -> Result<String, RenderError> {
+        if let Some(reason) = &snapshot.kernel_error {
+            return Err(RenderError::KernelMaps {
+                reason: reason.clone(),
+            });
+        }
+        let _one_at_a_time = lock(&self.scrape);
+        *lock(&self.collector.snapshot) = snapshot;
+        let families = self.registry.gather();
+        match format {
+            Format::Text => {
+                let mut out = Vec::with_capacity(16 * 1024);
+                TextEncoder::new()
+                    .encode(&families, &mut out)
+                    .map_err(RenderError::Encode)?;
+                String::from_utf8(out).map_err(RenderError::NotUtf8)
+            }
+            Format::OpenMetrics => Ok(encode_openmetrics(&families)),
+        }
+    }
+}

@@ -1,0 +1,231 @@
+//! The kernel side's settings, fixed when the programs load, and their validation.
+
+use std::path::PathBuf;
+
+use moat_common::AUDIT_DISABLED;
+
+/// Settings of the kernel side, fixed at load time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KernelConfig {
+    /// Audit records per second and per cgroup once the burst is spent; 0 disables
+    /// audit records (every one is counted as `rate_limited`).
+    pub audit_rate_per_sec: u32,
+    /// Records a cgroup may emit at once before the rate applies (at least 1).
+    pub audit_burst: u32,
+    /// Size of the audit ring buffer in bytes: a power of two, a multiple of the
+    /// page size.
+    pub ring_buffer_bytes: u32,
+    /// Distinct (cgroup, arch, syscall, action, errno) denial keys.
+    pub denial_map_entries: u32,
+    /// Distinct (cgroup, kind, errno) process-event keys.
+    pub process_map_entries: u32,
+    /// Cgroups whose rate-limit state is remembered (least recently used evicted).
+    pub rate_map_entries: u32,
+    /// Capacity of the channel [`Kernel::audit_records`] returns. When it is full
+    /// the reader thread waits, the ring buffer fills, and further records are
+    /// counted as `buffer_full`: nothing is lost silently.
+    pub audit_channel_capacity: usize,
+    /// Where the cgroup hierarchies are mounted (as in `[workloads] cgroup_root`):
+    /// the v2 root's id and whether pids is on v1 come from there (see
+    /// [`CgroupRekey`]).
+    pub cgroup_root: PathBuf,
+}
+
+impl Default for KernelConfig {
+    fn default() -> Self {
+        KernelConfig {
+            audit_rate_per_sec: 100,
+            audit_burst: 200,
+            ring_buffer_bytes: 1 << 20,
+            denial_map_entries: 16_384,
+            process_map_entries: 16_384,
+            rate_map_entries: 4_096,
+            audit_channel_capacity: 4_096,
+            cgroup_root: PathBuf::from("/sys/fs/cgroup"),
+        }
+    }
+}
+
+/// A field of [`KernelConfig`], as named in [`InvalidSetting`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KernelField {
+    /// [`KernelConfig::audit_rate_per_sec`].
+    AuditRatePerSec,
+    /// [`KernelConfig::audit_burst`].
+    AuditBurst,
+    /// [`KernelConfig::ring_buffer_bytes`].
+    RingBufferBytes,
+    /// [`KernelConfig::denial_map_entries`].
+    DenialMapEntries,
+    /// [`KernelConfig::process_map_entries`].
+    ProcessMapEntries,
+    /// [`KernelConfig::rate_map_entries`].
+    RateMapEntries,
+    /// [`KernelConfig::audit_channel_capacity`].
+    AuditChannelCapacity,
+}
+
+impl KernelField {
+    /// The field's name in [`KernelConfig`].
+    pub fn name(self) -> &'static str {
+        match self {
+            KernelField::AuditRatePerSec => "audit_rate_per_sec",
+            KernelField::AuditBurst => "audit_burst",
+            KernelField::RingBufferBytes => "ring_buffer_bytes",
+            KernelField::DenialMapEntries => "denial_map_entries",
+            KernelField::ProcessMapEntries => "process_map_entries",
+            KernelField::RateMapEntries => "rate_map_entries",
+            KernelField::AuditChannelCapacity => "audit_channel_capacity",
+        }
+    }
+}
+
+/// A [`KernelConfig`] value out of range: the field, its value and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{} = {value}: {reason}", field.name())]
+pub struct InvalidSetting {
+    /// The field.
+    pub field: KernelField,
+    /// Its value, as text.
+    pub value: String,
+    /// What it must be.
+    pub reason: String,
+}
+
+impl InvalidSetting {
+    fn new(field: KernelField, value: impl ToString, reason: impl Into<String>) -> Self {
+        Self {
+            field,
+            value: value.to_string(),
+            reason: reason.into(),
+        }
+    }
+}
+
+impl KernelConfig {
+    /// Checks every value; the error names the field.
+    pub fn validate(&self) -> std::result::Result<(), InvalidSetting> {
+        let page = page_size();
+        let ring = self.ring_buffer_bytes;
+        if !ring.is_power_of_two()
+            || u64::from(ring) < page
+            || !u64::from(ring).is_multiple_of(page)
+        {
+            return Err(InvalidSetting::new(
+                KernelField::RingBufferBytes,
+                ring,
+                format!("must be a power of two and a multiple of the page size ({page})"),
+            ));
+        }
+        for (field, value) in [
+            (KernelField::DenialMapEntries, self.denial_map_entries),
+            (KernelField::ProcessMapEntries, self.process_map_entries),
+            (KernelField::RateMapEntries, self.rate_map_entries),
+        ] {
+            if value == 0 {
+                return Err(InvalidSetting::new(field, 0, "must be at least 1"));
+            }
+        }
+        if self.audit_rate_per_sec > 1_000_000_000 {
+            return Err(InvalidSetting::new(
+                KernelField::AuditRatePerSec,
+                self.audit_rate_per_sec,
+                "at most 1000000000",
+            ));
+        }
+        if self.audit_rate_per_sec > 0 && self.audit_burst == 0 {
+            return Err(InvalidSetting::new(
+                KernelField::AuditBurst,
+                0,
+                "must be at least 1 when audit records are enabled",
+            ));
+        }
+        if self.audit_channel_capacity == 0 {
+            return Err(InvalidSetting::new(
+                KernelField::AuditChannelCapacity,
+                0,
+                "must be at least 1",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The rate limit as the programs apply it: (interval, tolerance) in ns.
+    pub(super) fn rate_params(&self) -> (u64, u64) {
+        if self.audit_rate_per_sec == 0 {
+            return (AUDIT_DISABLED, 0);
+        }
+        let interval = (1_000_000_000 / u64::from(self.audit_rate_per_sec)).max(1);
+        let tolerance = interval.saturating_mul(u64::from(self.audit_burst.max(1) - 1));
+        (interval, tolerance)
+    }
+}
+
+fn page_size() -> u64 {
+    nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
+        .ok()
+        .flatten()
+        .and_then(|size| u64::try_from(size).ok())
+        .unwrap_or(4096)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_config_is_valid() {
+        KernelConfig::default().validate().unwrap();
+        let (interval, tolerance) = KernelConfig::default().rate_params();
+        assert_eq!(interval, 10_000_000);
+        assert_eq!(tolerance, 199 * 10_000_000);
+    }
+
+    #[test]
+    fn bad_config_is_refused_with_the_field() {
+        let bad = |config: KernelConfig, field: &str| {
+            let err = config.validate().unwrap_err();
+            assert_eq!(err.field.name(), field);
+            assert!(err.to_string().starts_with(field), "{err}");
+        };
+        bad(
+            KernelConfig {
+                ring_buffer_bytes: 3 * 4096,
+                ..KernelConfig::default()
+            },
+            "ring_buffer_bytes",
+        );
+        bad(
+            KernelConfig {
+                ring_buffer_bytes: 1024,
+                ..KernelConfig::default()
+            },
+            "ring_buffer_bytes",
+        );
+        bad(
+            KernelConfig {
+                denial_map_entries: 0,
+                ..KernelConfig::default()
+            },
+            "denial_map_entries",
+        );
+        bad(
+            KernelConfig {
+                audit_burst: 0,
+                ..KernelConfig::default()
+            },
+            "audit_burst",
+        );
+    }
+
+    #[test]
+    fn rate_zero_disables_audit() {
+        let config = KernelConfig {
+            audit_rate_per_sec: 0,
+            audit_burst: 0,
+            ..KernelConfig::default()
+        };
+        config.validate().unwrap();
+        assert_eq!(config.rate_params(), (AUDIT_DISABLED, 0));
+    }
+}

@@ -1,0 +1,194 @@
+//! Loading the embedded eBPF object and attaching its programs: [`Kernel`] owns
+//! the programs, their links and the maps the agent reads.
+
+use std::sync::atomic::Ordering;
+
+use aya::{
+    maps::{MapData, PerCpuArray, PerCpuHashMap, RingBuf},
+    programs::RawTracePoint,
+    Ebpf, EbpfLoader,
+};
+use moat_common::{
+    Counter, DenialKey, Params, ProcessKey, AUDIT_DROPS_MAP, AUDIT_EVENTS_MAP, AUDIT_RATE_MAP,
+    DENIALS_MAP, IGNORED_EXITS_MAP, KERNEL_PROGRAMS, MAP_FULL_MAP, PARAMS_GLOBAL,
+    PROCESS_EVENTS_MAP, THREAD_STATE_MAP,
+};
+
+use super::{
+    btf::Btf,
+    config::KernelConfig,
+    error::{Error, Result},
+    memlock,
+    params::{read_pid_max, resolve_params, CgroupRekey},
+};
+
+/// moat's node-wide programs, loaded and attached.
+///
+/// Dropping it stops the audit reader thread (if any), then detaches every program
+/// and frees the maps.
+pub struct Kernel {
+    // Stopped (in Drop) before anything else is dropped.
+    pub(super) reader: Option<ReaderThread>,
+    pub(super) denials: PerCpuHashMap<MapData, DenialKey, Counter>,
+    pub(super) process_events: PerCpuHashMap<MapData, ProcessKey, Counter>,
+    pub(super) map_full: PerCpuArray<MapData, Counter>,
+    pub(super) audit_drops: PerCpuArray<MapData, Counter>,
+    pub(super) ignored_exits: PerCpuArray<MapData, Counter>,
+    pub(super) ring: Option<RingBuf<MapData>>,
+    pub(super) params: Params,
+    pub(super) config: KernelConfig,
+    // Owns the programs and their links: dropped last, which detaches them.
+    pub(super) ebpf: Ebpf,
+}
+
+impl std::fmt::Debug for Kernel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Kernel")
+            .field("params", &self.params)
+            .field("config", &self.config)
+            .field("audit_reader_running", &self.reader.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Kernel {
+    /// Loads the embedded object with offsets from `/sys/kernel/btf/vmlinux` and
+    /// maps sized from `config` and `pid_max`, and attaches every program.
+    pub fn load(config: KernelConfig) -> Result<Kernel> {
+        Self::load_object(ebpf_object(), config)
+    }
+
+    /// Like [`Kernel::load`], from an object other than the embedded one.
+    pub fn load_object(object: &[u8], config: KernelConfig) -> Result<Kernel> {
+        if object.is_empty() {
+            return Err(Error::NoEmbeddedObject);
+        }
+        config.validate()?;
+        let btf = Btf::from_sys_fs()?;
+        let pid_max = read_pid_max()?;
+        let cgroups = CgroupRekey::detect(&config.cgroup_root);
+        log::debug!("cgroups for the kernel-side keys: {cgroups:?}");
+        let params = resolve_params(&btf, &config, pid_max, cgroups)?;
+        log::debug!("kernel-side parameters: {params:?}");
+        memlock::raise_memlock_rlimit();
+
+        let mut ebpf = EbpfLoader::new()
+            .override_global(PARAMS_GLOBAL, &params, true)
+            .map_max_entries(THREAD_STATE_MAP, pid_max)
+            .map_max_entries(DENIALS_MAP, config.denial_map_entries)
+            .map_max_entries(PROCESS_EVENTS_MAP, config.process_map_entries)
+            .map_max_entries(AUDIT_RATE_MAP, config.rate_map_entries)
+            .map_max_entries(AUDIT_EVENTS_MAP, config.ring_buffer_bytes)
+            .load(object)
+            .map_err(|source| Error::LoadObject {
+                size: object.len(),
+                source,
+            })?;
+
+        let denials = take_map(&mut ebpf, DENIALS_MAP, PerCpuHashMap::try_from)?;
+        let process_events = take_map(&mut ebpf, PROCESS_EVENTS_MAP, PerCpuHashMap::try_from)?;
+        let map_full = take_map(&mut ebpf, MAP_FULL_MAP, PerCpuArray::try_from)?;
+        let audit_drops = take_map(&mut ebpf, AUDIT_DROPS_MAP, PerCpuArray::try_from)?;
+        let ignored_exits = take_map(&mut ebpf, IGNORED_EXITS_MAP, PerCpuArray::try_from)?;
+        let ring = take_map(&mut ebpf, AUDIT_EVENTS_MAP, RingBuf::try_from)?;
+
+        // In order: the scheduler programs (which mark new tasks and follow exec)
+        // before sys_enter, and sys_enter before sys_exit, so that sys_exit never
+        // meets a slot the others could not have written yet.
+        for (name, tracepoint) in KERNEL_PROGRAMS {
+            attach(&mut ebpf, name, tracepoint)?;
+        }
+        Ok(Kernel {
+            reader: None,
+            denials,
+            process_events,
+            map_full,
+            audit_drops,
+            ignored_exits,
+            ring: Some(ring),
+            params,
+            config,
+            ebpf,
+        })
+    }
+
+    /// The parameters passed to the programs (offsets, rate limit, `pid_max`).
+    pub fn params(&self) -> &Params {
+        &self.params
+    }
+
+    /// The configuration this was loaded with.
+    pub fn config(&self) -> &KernelConfig {
+        &self.config
+    }
+
+    /// The kernel's ids of the attached programs, in attach order (as `bpftool prog`
+    /// shows them).
+    pub fn program_ids(&self) -> Vec<u32> {
+        KERNEL_PROGRAMS
+            .iter()
+            .filter_map(|(name, _)| self.ebpf.program(name)?.info().ok())
+            .map(|info| info.id())
+            .collect()
+    }
+}
+
+impl Drop for Kernel {
+    fn drop(&mut self) {
+        if let Some(reader) = self.reader.take() {
+            reader.stop.store(true, Ordering::Relaxed);
+            // Wakes within READER_POLL, or as soon as a blocked send is unblocked
+            // by the receiver going away.
+            if reader.handle.join().is_err() {
+                log::warn!("the audit ring buffer reader thread panicked");
+            }
+        }
+        // The maps and then `ebpf` (programs and links) drop after this.
+    }
+}
+
+fn take_map<M>(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+    convert: impl FnOnce(aya::maps::Map) -> std::result::Result<M, aya::maps::MapError>,
+) -> Result<M> {
+    let map = ebpf.take_map(name).ok_or(Error::MissingMap { name })?;
+    convert(map).map_err(|source| Error::MapType { name, source })
+}
+
+fn attach(ebpf: &mut Ebpf, name: &'static str, tracepoint: &'static str) -> Result<()> {
+    let program: &mut RawTracePoint = ebpf
+        .program_mut(name)
+        .ok_or(Error::MissingProgram { name })?
+        .try_into()
+        .map_err(|source| Error::ProgramType {
+            name,
+            expected: "raw tracepoint",
+            source,
+        })?;
+    program
+        .load()
+        .map_err(|source| Error::LoadProgram { name, source })?;
+    // The link is owned by the program, so it lives as long as the `Ebpf`.
+    program.attach(tracepoint).map_err(|source| Error::Attach {
+        name,
+        tracepoint,
+        source,
+    })?;
+    log::debug!("attached eBPF program {name} to raw tracepoint {tracepoint}");
+    Ok(())
+}
+
+/// The eBPF object built from `ebpf/moat-ebpf` by `build.rs`.
+///
+/// Empty when the agent was built with `AYA_BUILD_SKIP`.
+pub fn ebpf_object() -> &'static [u8] {
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/moat-ebpf"))
+}
+
+/// The audit reader thread started by `Kernel::audit_records`, stopped when the
+/// [`Kernel`] is dropped.
+pub(super) struct ReaderThread {
+    pub(super) stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    pub(super) handle: std::thread::JoinHandle<()>,
+}

@@ -1,0 +1,133 @@
+//! The map reader: sums the programs' per-CPU counter maps into a
+//! [`KernelSnapshot`]. Only the collector calls it (see `crate::collect`).
+
+use aya::maps::{MapData, PerCpuArray};
+use moat_common::{
+    action, audit_drop, ignored_exit, map_full, process_kind, Counter, AUDIT_DROPS_MAP,
+    DENIALS_MAP, IGNORED_EXITS_MAP, MAP_FULL_MAP, PROCESS_EVENTS_MAP,
+};
+
+use super::{
+    error::{Error, Result},
+    loader::Kernel,
+    records::{
+        DenialAction, DenialCount, KernelSnapshot, KernelSource, ProcessEventCount,
+        ProcessEventKind,
+    },
+};
+
+impl KernelSource for Kernel {
+    fn snapshot(&self) -> Result<KernelSnapshot> {
+        let mut denials = Vec::new();
+        for item in self.denials.iter() {
+            let (key, values) = item.map_err(|source| Error::ReadHashMap {
+                name: DENIALS_MAP,
+                source,
+            })?;
+            let Some(action) = denial_action(key.action) else {
+                continue;
+            };
+            denials.push(DenialCount {
+                cgroup_id: key.cgroup_id,
+                arch: key.arch,
+                syscall_nr: key.syscall_nr,
+                action,
+                errno: clamp_errno(key.errno),
+                count: sum_cpus(values.iter().copied()),
+            });
+        }
+        let mut process_events = Vec::new();
+        for item in self.process_events.iter() {
+            let (key, values) = item.map_err(|source| Error::ReadHashMap {
+                name: PROCESS_EVENTS_MAP,
+                source,
+            })?;
+            let Some(kind) = process_event_kind(key.kind) else {
+                continue;
+            };
+            process_events.push(ProcessEventCount {
+                cgroup_id: key.cgroup_id,
+                kind,
+                errno: clamp_errno(key.errno),
+                count: sum_cpus(values.iter().copied()),
+            });
+        }
+        Ok(KernelSnapshot {
+            denials,
+            process_events,
+            map_full: read_array(&self.map_full, MAP_FULL_MAP, &map_full::NAMES)?,
+            audit_dropped: read_array(&self.audit_drops, AUDIT_DROPS_MAP, &audit_drop::NAMES)?,
+        })
+    }
+}
+
+pub(super) fn denial_action(value: u32) -> Option<DenialAction> {
+    match value {
+        action::ERRNO => Some(DenialAction::Errno),
+        action::TRAP => Some(DenialAction::Trap),
+        action::KILL => Some(DenialAction::Kill),
+        _ => None,
+    }
+}
+
+fn process_event_kind(value: u32) -> Option<ProcessEventKind> {
+    match value {
+        process_kind::FORK_PROCESS => Some(ProcessEventKind::ForkProcess),
+        process_kind::FORK_THREAD => Some(ProcessEventKind::ForkThread),
+        process_kind::EXEC => Some(ProcessEventKind::Exec),
+        process_kind::EXIT => Some(ProcessEventKind::Exit),
+        process_kind::FORK_FAILED => Some(ProcessEventKind::ForkFailed),
+        process_kind::USERNS_CREATED => Some(ProcessEventKind::UsernsCreated),
+        _ => None,
+    }
+}
+
+/// errnos are at most 4095 (`MAX_ERRNO`), well within u16.
+pub(super) fn clamp_errno(errno: u32) -> u16 {
+    u16::try_from(errno).unwrap_or(u16::MAX)
+}
+
+pub(super) fn read_array(
+    map: &PerCpuArray<MapData, Counter>,
+    name: &'static str,
+    names: &[&'static str],
+) -> Result<Vec<(&'static str, u64)>> {
+    names
+        .iter()
+        .zip(0u32..)
+        .map(|(&label, index)| {
+            let values = map.get(&index, 0).map_err(|source| Error::ReadMap {
+                name,
+                index,
+                source,
+            })?;
+            Ok((label, sum_cpus(values.iter().copied())))
+        })
+        .collect()
+}
+
+/// Sums one slot's per-CPU values.
+///
+/// Wrapping, like the eBPF side's increments, so a wrapped CPU cannot panic the agent.
+fn sum_cpus(per_cpu: impl IntoIterator<Item = Counter>) -> Counter {
+    per_cpu.into_iter().fold(0, Counter::wrapping_add)
+}
+
+impl Kernel {
+    /// Unpaired syscall exits deliberately not counted as denials, by reason.
+    pub fn ignored_exits(&self) -> Result<Vec<(&'static str, u64)>> {
+        read_array(&self.ignored_exits, IGNORED_EXITS_MAP, &ignored_exit::NAMES)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn per_cpu_sums_wrap() {
+        assert_eq!(sum_cpus([1, 2, 3]), 6);
+        assert_eq!(sum_cpus([Counter::MAX, 2]), 1);
+        assert_eq!(sum_cpus([]), 0);
+    }
+}
