@@ -24,7 +24,7 @@ pub mod gojson;
 pub mod load;
 pub mod model;
 pub mod run;
-mod suggest;
+pub mod suggest;
 pub mod wire;
 
 pub use eval::{evaluate, evaluate_inspect, evaluate_run, evaluate_wire, Decision, InspectJson};

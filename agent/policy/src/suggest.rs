@@ -1,5 +1,5 @@
-//! "Did you mean" suggestions for misspelt names in policy files (the same
-//! rule as `moat_runtime::suggest`, which this crate cannot depend on).
+//! "Did you mean" suggestions for misspelt names in user input (policy
+//! files here; `moat_runtime::suggest` re-exports it for profiles and flags).
 
 /// Returns the candidate closest to `input` by edit distance, when it is
 /// close enough to be a plausible typo (at most a third of the length).

@@ -205,9 +205,22 @@ pub fn exec_body(root: &Obj, out: &mut Vec<Finding>) -> Result<(), DecodeError> 
 /// `GET /containers/{id}/json`: the resolved configuration. Besides its
 /// HostConfig, the resolved `Mounts` (binds with their host `Source`) and
 /// `AppArmorProfile` are read.
+///
+/// The daemon adds `label=disable` itself for privileged containers and
+/// for host pid or ipc namespaces, and sets `AppArmorProfile` to
+/// `unconfined` for privileged ones: those are judged by the rules on
+/// privileged mode and namespaces (so that an exception to them holds at
+/// start too), not as SELinux or AppArmor findings of their own.
 pub fn inspect(root: &Obj, out: &mut Vec<Finding>) -> Result<(), DecodeError> {
+    let mut privileged = false;
     if let Some(hc) = root.ptr_obj("HostConfig")? {
-        host_config(&hc, HostConfigMode::Inspect, out)?;
+        privileged = hc.bool("Privileged")?;
+        let shares = |f| hc.string(f).map(|m| m.eq_ignore_ascii_case("host"));
+        let daemon_label = privileged || shares("PidMode")? || shares("IpcMode")?;
+        let mut found = Vec::new();
+        host_config(&hc, HostConfigMode::Inspect, &mut found)?;
+        found.retain(|f| !(daemon_label && f.kind == Kind::SelinuxDisabled));
+        out.extend(found);
     }
     for m in root.objs("Mounts")?.unwrap_or_default() {
         if m.string("Type")? == "bind" {
@@ -220,7 +233,7 @@ pub fn inspect(root: &Obj, out: &mut Vec<Finding>) -> Result<(), DecodeError> {
             ));
         }
     }
-    if root.string("AppArmorProfile")? == "unconfined" {
+    if !privileged && root.string("AppArmorProfile")? == "unconfined" {
         out.push(Finding::new(
             Kind::ApparmorUnconfined,
             "AppArmorProfile",
@@ -299,6 +312,26 @@ mod tests {
         assert!(out.is_empty());
         update_body(&root, false, &mut out).unwrap();
         assert_eq!(out[0].kind, Kind::PidsUnlimited);
+    }
+
+    #[test]
+    fn inspect_leaves_the_daemons_own_consequences_of_privileged_to_that_rule() {
+        let v = parse(
+            br#"{"HostConfig":{"Privileged":true,"SecurityOpt":["label=disable"]},
+            "AppArmorProfile":"unconfined"}"#,
+        )
+        .unwrap();
+        let mut out = Vec::new();
+        inspect(&Obj::root(&v).unwrap(), &mut out).unwrap();
+        let kinds: Vec<&Kind> = out.iter().map(|f| &f.kind).collect();
+        assert_eq!(kinds, [&Kind::Privileged]);
+        let v = parse(
+            br#"{"HostConfig":{"SecurityOpt":["label=disable"]},"AppArmorProfile":"unconfined"}"#,
+        )
+        .unwrap();
+        let mut out = Vec::new();
+        inspect(&Obj::root(&v).unwrap(), &mut out).unwrap();
+        assert_eq!(out.len(), 2);
     }
 
     #[test]
