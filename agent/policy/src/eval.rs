@@ -12,7 +12,7 @@ use crate::findings::{self, Finding, Kind, Namespace};
 use crate::gojson::{self, Obj};
 use crate::model::{BodyKind, Policy};
 use crate::run::RunIntent;
-use crate::wire::AuthzRequest;
+use crate::wire::{AuthzRequest, AuthzResponse};
 
 /// The rule name reported when the request target cannot be parsed.
 pub const RULE_REQUEST_URI: &str = "request-uri";
@@ -62,6 +62,26 @@ impl Decision {
     /// The endpoint's metric label (`moat run` for run decisions).
     pub fn endpoint_label(&self) -> &'static str {
         self.endpoint.map_or("moat run", Endpoint::label)
+    }
+
+    /// The plugin's reply. A denial's message names the rule; dockerd shows
+    /// it as `authorization denied by plugin NAME: MESSAGE [rule: RULE]`.
+    pub fn to_response(&self) -> AuthzResponse {
+        if self.allow {
+            return AuthzResponse {
+                allow: true,
+                ..Default::default()
+            };
+        }
+        AuthzResponse {
+            allow: false,
+            msg: format!(
+                "{} [rule: {}]",
+                self.message,
+                self.rule.as_deref().unwrap_or("-")
+            ),
+            err: String::new(),
+        }
     }
 }
 

@@ -14,12 +14,24 @@
 //!   configuration, and for `moat run` ([`run::RunIntent`]).
 //!
 //! The crate does no I/O beyond reading policy files.
+//!
+//! For the plugin server: load with [`load_or_baseline`] (a missing file is
+//! the baseline; any other failure is an error, and a running server keeps
+//! its policy); answer `AuthZReq` with [`evaluate_wire`] and
+//! [`Decision::to_response`], and `AuthZRes` with an allow (the handler has
+//! run); at `containers/{id}/start` ([`endpoint::Endpoint::ContainerStart`])
+//! also inspect the container and deny if [`evaluate_inspect`] does: the
+//! request's own body (API < 1.24) is judged by `evaluate_wire`, the stored
+//! configuration by `evaluate_inspect`. Metric labels are bounded by
+//! [`endpoint::Endpoint::ALL`].
 
 mod base64;
 pub mod caps;
 pub mod endpoint;
 pub mod eval;
 pub mod findings;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod gojson;
 pub mod load;
 pub mod model;

@@ -17,9 +17,10 @@ use super::{Member, Value};
 pub const MAX_DEPTH: usize = 128;
 
 /// Most values (of any kind) one document may hold. A container create
-/// body has a few hundred; this bounds memory at a few tens of MiB for the
-/// largest request accepted.
-pub const MAX_NODES: usize = 500_000;
+/// body from the CLI has about 100; a 1 MiB body can hold 350,000. The cap
+/// bounds the tree and everything derived from it (under 100 MiB for the
+/// worst shape measured).
+pub const MAX_NODES: usize = 200_000;
 
 /// Why a document could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -13,6 +13,8 @@
 //! | [`Obj::str_slice`] | `strslice.StrSlice` | resets to nil | replaced (its `UnmarshalJSON`) |
 //! | [`Obj::string_map`] | `map[string]string` | resets to nil | entries merge, by exact key |
 
+use std::collections::BTreeMap;
+
 use super::{field_matches, Member, Value};
 use crate::base64;
 
@@ -95,7 +97,7 @@ impl<'a> Obj<'a> {
     pub fn string(&self, name: &'static str) -> Result<String, DecodeError> {
         let mut out = String::new();
         for v in self.values(name) {
-            scalar_string(&mut out, v, &self.field_path(name))?;
+            scalar_string(&mut out, v, &|| self.field_path(name))?;
         }
         Ok(out)
     }
@@ -170,10 +172,15 @@ impl<'a> Obj<'a> {
         let parts = self.slice(name, |e: &mut Vec<&'a [Member]>, v, p| match v {
             Value::Null => Ok(()),
             Value::Object(m) => {
+                // Most elements get one object: no spare capacity for the
+                // first (later ones grow the usual way, not one by one).
+                if e.is_empty() {
+                    e.reserve_exact(1);
+                }
                 e.push(m);
                 Ok(())
             }
-            other => Err(type_error(p, "an object", other)),
+            other => Err(type_error(&p(), "an object", other)),
         })?;
         Ok(parts.map(|elems| {
             elems
@@ -223,7 +230,7 @@ impl<'a> Obj<'a> {
                         .enumerate()
                         .map(|(i, item)| {
                             let mut s = String::new();
-                            scalar_string(&mut s, item, &format!("{path}[{i}]")).map(|()| s)
+                            scalar_string(&mut s, item, &|| format!("{path}[{i}]")).map(|()| s)
                         })
                         .collect::<Result<Vec<_>, _>>()?,
                 ),
@@ -233,33 +240,31 @@ impl<'a> Obj<'a> {
         Ok(out)
     }
 
-    /// A `map[string]string` field, entries in first-insertion order.
+    /// A `map[string]string` field, entries sorted by key. (A map, not a
+    /// list: a body with many distinct keys must not cost quadratic time.)
     pub fn string_map(
         &self,
         name: &'static str,
     ) -> Result<Option<Vec<(String, String)>>, DecodeError> {
         let path = self.field_path(name);
-        let mut out: Option<Vec<(String, String)>> = None;
+        let mut out: Option<BTreeMap<&str, String>> = None;
         for v in self.values(name) {
             match v {
                 Value::Null => out = None,
                 Value::Object(members) => {
-                    let map = out.get_or_insert_with(Vec::new);
+                    let map = out.get_or_insert_with(BTreeMap::new);
                     for m in members {
                         // Go decodes each entry into a zeroed element: null
                         // stores "".
                         let mut s = String::new();
-                        scalar_string(&mut s, &m.value, &format!("{path}.{}", m.key))?;
-                        match map.iter_mut().find(|(k, _)| **k == *m.key) {
-                            Some(entry) => entry.1 = s,
-                            None => map.push((m.key.to_string(), s)),
-                        }
+                        scalar_string(&mut s, &m.value, &|| format!("{path}.{}", m.key))?;
+                        map.insert(&m.key, s);
                     }
                 }
                 other => return Err(type_error(&path, "an object", other)),
             }
         }
-        Ok(out)
+        Ok(out.map(|m| m.into_iter().map(|(k, v)| (k.to_string(), v)).collect()))
     }
 
     /// Go's decoding of every occurrence of a slice field: `null` makes it
@@ -270,7 +275,7 @@ impl<'a> Obj<'a> {
     fn slice<E: Clone + Default>(
         &self,
         name: &'static str,
-        elem: impl Fn(&mut E, &'a Value, &str) -> Result<(), DecodeError>,
+        elem: impl Fn(&mut E, &'a Value, &dyn Fn() -> String) -> Result<(), DecodeError>,
     ) -> Result<Option<Vec<E>>, DecodeError> {
         let path = self.field_path(name);
         let mut backing: Vec<E> = Vec::new(); // its length is the Go capacity
@@ -287,13 +292,14 @@ impl<'a> Obj<'a> {
                     non_nil = true;
                     for (i, item) in items.iter().enumerate() {
                         if i >= backing.len() {
+                            // Go copies the first len elements to a new,
+                            // zeroed array; nothing else refers to the old one.
                             let cap = backing.len();
-                            let mut grown = backing[..len].to_vec();
-                            grown.resize((cap + cap / 2).max(4), E::default());
-                            backing = grown;
+                            backing.truncate(len);
+                            backing.resize((cap + cap / 2).max(4), E::default());
                         }
                         len = len.max(i + 1);
-                        elem(&mut backing[i], item, &format!("{path}[{i}]"))?;
+                        elem(&mut backing[i], item, &|| format!("{path}[{i}]"))?;
                     }
                     len = len.min(items.len());
                     if items.is_empty() {
@@ -308,14 +314,20 @@ impl<'a> Obj<'a> {
     }
 }
 
-fn scalar_string(out: &mut String, v: &Value, path: &str) -> Result<(), DecodeError> {
+/// Decodes a string into `out` (null leaves it); `path` is built only for
+/// an error, since this runs for every element of large arrays and maps.
+fn scalar_string(
+    out: &mut String,
+    v: &Value,
+    path: &dyn Fn() -> String,
+) -> Result<(), DecodeError> {
     match v {
         Value::Null => Ok(()),
         Value::String(s) => {
             *out = s.to_string();
             Ok(())
         }
-        other => Err(type_error(path, "a string", other)),
+        other => Err(type_error(&path(), "a string", other)),
     }
 }
 
@@ -463,9 +475,9 @@ mod tests {
                 |o| o.string_map("O").unwrap()
             ),
             Some(vec![
-                ("o".into(), String::new()),
+                ("O".into(), "x".into()),
                 ("device".into(), "/etc".into()),
-                ("O".into(), "x".into())
+                ("o".into(), String::new()),
             ])
         );
     }
