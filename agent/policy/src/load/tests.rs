@@ -227,3 +227,11 @@ fn missing_file_means_baseline_only_for_load_or_baseline() {
     assert_eq!(load_or_baseline(&f).unwrap().rules.len(), 13);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn the_example_policy_file_parses() {
+    let p = ok(include_str!("../../../policy.example.toml"));
+    assert_eq!(p.rules.len(), 14);
+    assert_eq!(p.rules[13].name, "no-secrets-mounts");
+    assert_eq!(p.exceptions.len(), 3);
+}
