@@ -293,11 +293,21 @@ fn moat_run_is_refused_with_125_and_the_rule_name() {
         "echo ran > \"$0\"",
         marker.to_str().unwrap(),
     ];
+    let allow_all = write(
+        &env.dir,
+        "allow.json",
+        r#"{"defaultAction":"SCMP_ACT_ALLOW"}"#,
+    );
     for (flags, rule, what) in [
         (
             &["--seccomp-profile", "unconfined"][..],
             "no-unconfined",
             "--seccomp-profile",
+        ),
+        (
+            &["--seccomp-profile", allow_all.to_str().unwrap()][..],
+            "no-unconfined",
+            "a profile that allows by default",
         ),
         (
             &["--cap-add", "SYS_ADMIN"][..],
