@@ -193,7 +193,10 @@ fn ordinary_requests_are_allowed() {
     }
     let d = evaluate(&policy, &recorded("create-plain"));
     assert_eq!(d.endpoint_label(), "containers/create");
-    assert_eq!(serde_json::to_string(&d.to_response()).unwrap(), r#"{"Allow":true}"#);
+    assert_eq!(
+        serde_json::to_string(&d.to_response()).unwrap(),
+        r#"{"Allow":true}"#
+    );
     let d = evaluate(&policy, &recorded("create-privileged"));
     assert_eq!(
         serde_json::to_string(&d.to_response()).unwrap(),
