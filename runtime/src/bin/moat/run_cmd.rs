@@ -22,6 +22,8 @@ pub const EXIT_MOAT_FAILED: u8 = 125;
 EXIT STATUS:
   the command's own exit code, or 128+N if signal N killed it;
   125 if moat failed before the command started (nothing is left behind),
+      including a refusal by the node policy (/etc/moat/policy.toml, see
+      `moat policy check`; without that file nothing is refused),
   126 if the command cannot be executed, 127 if it was not found.
 
 EXAMPLES:
@@ -97,6 +99,11 @@ pub fn run(args: RunArgs) -> ExitCode {
             return ExitCode::from(EXIT_MOAT_FAILED);
         }
     };
+    // The node policy (/etc/moat/policy.toml), before anything exists.
+    if let Err(e) = crate::policy_cmd::check_run(&req) {
+        eprintln!("moat: error: {e:#}");
+        return ExitCode::from(EXIT_MOAT_FAILED);
+    }
     match launch::run(&req) {
         Ok(outcome) => ExitCode::from(outcome.exit_code().clamp(0, 255) as u8),
         Err(e) => {
