@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::fs::{clear_faults, inject, Fault};
+use super::kill::sigkill_members;
 use super::*;
 
 /// A temporary directory removed on drop.
