@@ -2,9 +2,11 @@
 //! is cleared first, and a failure undoes every directory made.
 
 use std::fs::{File, OpenOptions};
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::fcntl::{Flock, FlockArg};
 
 use super::config::{CgroupConfig, PidsLimit};
 use super::error::{CgroupError, Operation};
@@ -55,22 +57,20 @@ impl Undo {
 /// `Ok(None)` when another open file holds it. `flock` (not `fcntl` locks)
 /// because it belongs to the open file: a second `create` in the same
 /// process conflicts too, and closing the file releases it even on a crash.
-pub(super) fn try_lock(dir: &Path) -> Result<Option<File>, CgroupError> {
+pub(super) fn try_lock(dir: &Path) -> Result<Option<Flock<File>>, CgroupError> {
     let file = OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_DIRECTORY)
         .open(dir)
         .map_err(|e| CgroupError::io(Operation::Open, dir, e))?;
-    // SAFETY: flock on a descriptor this function owns.
-    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    if rc == 0 {
-        return Ok(Some(file));
-    }
-    let e = std::io::Error::last_os_error();
-    if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
-        Ok(None)
-    } else {
-        Err(CgroupError::io(Operation::Lock, dir, e))
+    match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        Ok(locked) => Ok(Some(locked)),
+        Err((_, Errno::EWOULDBLOCK)) => Ok(None),
+        Err((_, errno)) => Err(CgroupError::io(
+            Operation::Lock,
+            dir,
+            std::io::Error::from(errno),
+        )),
     }
 }
 

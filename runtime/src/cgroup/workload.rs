@@ -7,6 +7,8 @@ use std::os::fd::OwnedFd;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
+use nix::fcntl::Flock;
+
 use super::config::CgroupConfig;
 use super::controller::{PidsController, Version};
 use super::error::{CgroupError, Operation};
@@ -28,7 +30,7 @@ pub struct WorkloadCgroups {
     pub(super) controller: Box<dyn PidsController>,
     pub(super) pids_dir: PathBuf,
     pub(super) v2_dir: PathBuf,
-    pub(super) _lock: Option<File>,
+    pub(super) _lock: Option<Flock<File>>,
 }
 
 impl WorkloadCgroups {

@@ -2,6 +2,8 @@
 
 use std::fs::File;
 
+use nix::fcntl::Flock;
+
 use super::error::StateError;
 use super::file::{read_record, remove_if_exists, write_atomic};
 use super::name::validate_name;
@@ -12,7 +14,7 @@ use super::{sort_by_start, StateDir};
 #[derive(Debug)]
 pub struct StateLock<'a> {
     pub(super) dir: &'a StateDir,
-    pub(super) _file: File,
+    pub(super) _file: Flock<File>,
 }
 
 impl StateLock<'_> {

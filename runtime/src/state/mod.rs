@@ -25,9 +25,11 @@ mod tests;
 
 use std::fs::{self, DirBuilder, OpenOptions};
 use std::io;
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::fcntl::{Flock, FlockArg};
 
 pub use error::StateError;
 pub use lock::StateLock;
@@ -99,21 +101,20 @@ impl StateDir {
                 op: "open lock file",
                 error,
             })?;
-        loop {
-            // SAFETY: flock on a file descriptor we own; no memory involved.
-            let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
-            if rc == 0 {
-                break;
+        let mut file = file;
+        let file = loop {
+            match Flock::lock(file, FlockArg::LockExclusive) {
+                Ok(locked) => break locked,
+                Err((f, Errno::EINTR)) => file = f,
+                Err((_, errno)) => {
+                    return Err(StateError::Io {
+                        path,
+                        op: "lock",
+                        error: io::Error::from(errno),
+                    })
+                }
             }
-            let error = io::Error::last_os_error();
-            if error.kind() != io::ErrorKind::Interrupted {
-                return Err(StateError::Io {
-                    path,
-                    op: "lock",
-                    error,
-                });
-            }
-        }
+        };
         // The lock belongs to this open file description and is released
         // when the guard closes it, also if the process dies.
         Ok(StateLock {
