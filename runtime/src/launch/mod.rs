@@ -117,9 +117,11 @@ pub fn run(req: &RunRequest) -> Result<Outcome, LaunchError> {
     let layout = cgroup::detect(&req.cgroup)?;
     let mut record = {
         let lock = state.lock()?;
+        lock.remove_temporaries()?;
         let (running, stale) = lock.running()?;
         for old in stale {
             cleanup_stale(&layout, &req.cgroup, &old);
+            lock.remove(&old.name)?;
         }
         let ns = match &req.userns {
             UsernsSpec::Host => None,
@@ -137,7 +139,7 @@ pub fn run(req: &RunRequest) -> Result<Outcome, LaunchError> {
             name: req.name.clone(),
             supervisor: ProcessRef::of(std::process::id() as i32)?,
             pid: None,
-            command: req.command.clone(),
+            command: WorkloadRecord::command_for_record(&req.command),
             seccomp_profile: profile_label(&req.profile),
             userns: ns,
             userns_auto: matches!(req.userns, UsernsSpec::Auto),

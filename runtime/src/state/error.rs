@@ -17,6 +17,28 @@ pub enum StateError {
         /// The underlying I/O error.
         error: io::Error,
     },
+    /// A directory or file of the state is not what moat puts there, or
+    /// someone other than root could change it, so moat does not use it.
+    #[error("{}: {reason}", path.display())]
+    Untrusted {
+        /// The directory or file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A stale record still holds the name (what it names could not be
+    /// reclaimed), so a new workload cannot take it.
+    #[error(
+        "a stale record of workload {name:?} is still there ({}): what it names could not be \
+         cleaned up; see the warning above, or choose another --name",
+        file.display()
+    )]
+    StaleName {
+        /// The name.
+        name: String,
+        /// The record.
+        file: PathBuf,
+    },
     /// A record file cannot be parsed.
     #[error("{}: corrupt state record: {reason}", file.display())]
     Corrupt {

@@ -60,18 +60,23 @@ pub fn generate_name(command: &str) -> String {
     if name.is_empty() {
         name.push_str("workload");
     }
-    let mut bytes = [0u8; 3];
-    random_bytes(&mut bytes);
     name.push('-');
-    for b in bytes {
-        name.push_str(&format!("{b:02x}"));
-    }
+    name.push_str(&random_hex(3));
     name
 }
 
+/// `n` random bytes as 2n lowercase hex digits.
+pub(super) fn random_hex(n: usize) -> String {
+    let mut bytes = vec![0u8; n];
+    random_bytes(&mut bytes);
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// Fills `buf` from the kernel's random source. Names need to be unlikely
-/// to collide, not secret, so a last resort of time and pid is acceptable
-/// where neither `getrandom` nor `/dev/urandom` works.
+/// to collide, not secret (temporary files are created with `O_EXCL` and
+/// `O_NOFOLLOW`, which is what protects them), so a last resort of time
+/// and pid is acceptable where neither `getrandom` nor `/dev/urandom`
+/// works.
 fn random_bytes(buf: &mut [u8]) {
     let mut filled = 0;
     while filled < buf.len() {

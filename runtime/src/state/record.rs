@@ -18,7 +18,8 @@ pub struct WorkloadRecord {
     pub supervisor: ProcessRef,
     /// The workload, once started.
     pub pid: Option<ProcessRef>,
-    /// The command and its arguments.
+    /// The command and its arguments, cut to [`MAX_COMMAND_BYTES`] (see
+    /// [`WorkloadRecord::command_for_record`]).
     pub command: Vec<String>,
     /// `default`, `unconfined` or a path.
     pub seccomp_profile: String,
@@ -38,7 +39,39 @@ pub struct WorkloadRecord {
     pub started_at_unix_ms: u64,
 }
 
+/// How much of a command line a record keeps: enough to recognise it,
+/// and small enough that a record stays below
+/// [`MAX_RECORD_BYTES`](super::MAX_RECORD_BYTES) whatever the command.
+pub const MAX_COMMAND_BYTES: usize = 16 * 1024;
+
 impl WorkloadRecord {
+    /// `command` as a record keeps it: whole if its arguments together
+    /// hold at most [`MAX_COMMAND_BYTES`], otherwise cut there, with a
+    /// last element saying how much was left out.
+    pub fn command_for_record(command: &[String]) -> Vec<String> {
+        let mut kept = Vec::new();
+        let mut budget = MAX_COMMAND_BYTES;
+        for (i, arg) in command.iter().enumerate() {
+            if arg.len() <= budget {
+                budget -= arg.len();
+                kept.push(arg.clone());
+                continue;
+            }
+            let mut cut = budget;
+            while !arg.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            if cut > 0 {
+                kept.push(arg[..cut].to_owned());
+            }
+            let rest: usize =
+                arg.len() - cut + command[i + 1..].iter().map(String::len).sum::<usize>();
+            kept.push(format!("[{rest} more bytes not recorded]"));
+            break;
+        }
+        kept
+    }
+
     /// Whether the supervisor or the workload still runs. A SIGKILLed
     /// supervisor leaves the workload running, and while it runs its user
     /// namespace range must stay reserved.

@@ -64,6 +64,15 @@ pub enum UsernsError {
         /// The underlying I/O error.
         error: std::io::Error,
     },
+    /// A subordinate-id file is not a regular file, is too large, or
+    /// someone other than root could have written it.
+    #[error("{}: refusing to read it: {reason}", file.display())]
+    Untrusted {
+        /// The file.
+        file: PathBuf,
+        /// Why.
+        reason: String,
+    },
     /// A line of a subordinate-id file is malformed.
     #[error("{}:{line}: {field}: {reason} (expected NAME_OR_UID:START:COUNT)", file.display())]
     SubIdLine {

@@ -1,9 +1,13 @@
 //! Unit tests of the state directory, on temporary directories.
 
+mod untrusted;
+
 use super::process::{parse_stat, read_stat};
 use super::*;
 use crate::userns::UserNamespace;
+use std::fs;
 use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
 use std::process::{Child, Command};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -295,7 +299,7 @@ fn live_workload_keeps_a_record_alive_without_its_supervisor() {
 }
 
 #[test]
-fn running_removes_and_returns_stale_records() {
+fn running_returns_stale_records_and_removes_nothing() {
     let t = TempRoot::new("stale");
     let dir = StateDir::open(&t.0).unwrap();
     let sup = Sleeper::new();
@@ -322,14 +326,21 @@ fn running_removes_and_returns_stale_records() {
     let (running, mut stale) = lock.running().unwrap();
     assert_eq!(running, vec![live.clone()]);
     stale.sort_by(|a, b| a.name.cmp(&b.name));
-    assert_eq!(stale, vec![dead, reused]);
+    assert_eq!(stale, vec![dead.clone(), reused.clone()]);
+    // Still there until the caller, having reclaimed what they name,
+    // removes them.
+    assert_eq!(dir.list().unwrap().len(), 3);
+    let (_, again) = lock.running().unwrap();
+    assert_eq!(again.len(), 2);
+    lock.remove(&dead.name).unwrap();
+    lock.remove(&reused.name).unwrap();
     assert_eq!(dir.list().unwrap(), vec![live]);
     let (_, stale) = lock.running().unwrap();
     assert!(stale.is_empty());
 }
 
 #[test]
-fn corrupt_records_do_not_crash_anything() {
+fn corrupt_records_are_reported_by_name_and_refused_under_the_lock() {
     let t = TempRoot::new("corrupt");
     let dir = StateDir::open(&t.0).unwrap();
     let good = record("good", me());
@@ -362,19 +373,25 @@ fn corrupt_records_do_not_crash_anything() {
     assert!(msgs[3].contains("\"impostor\""), "{}", msgs[3]);
     assert!(matches!(dir.record("bad"), Err(StateError::Corrupt { .. })));
 
-    // Under the lock they are treated as stale and removed.
+    // Under the lock they are errors: a record moat cannot read may stand
+    // for a running workload whose ids must not be handed out again.
     let lock = dir.lock().unwrap();
-    let (running, stale) = lock.running().unwrap();
-    assert_eq!(running, vec![good]);
-    assert!(stale.is_empty());
-    for f in ["bad.json", "empty.json", "other.json", "bad name.json"] {
-        assert!(!w.join(f).exists(), "{f}");
+    let e = lock.running().unwrap_err().to_string();
+    assert!(e.starts_with(&w.display().to_string()), "{e}");
+    assert!(e.contains("corrupt state record"), "{e}");
+    for f in [
+        "bad.json",
+        "empty.json",
+        "other.json",
+        "bad name.json",
+        "README",
+    ] {
+        assert!(w.join(f).exists(), "{f}");
     }
-    assert!(w.join("README").exists());
 }
 
 #[test]
-fn insert_refuses_a_live_name_and_replaces_a_stale_or_corrupt_one() {
+fn insert_refuses_a_live_a_stale_or_a_corrupt_name() {
     let t = TempRoot::new("taken");
     let dir = StateDir::open(&t.0).unwrap();
     let lock = dir.lock().unwrap();
@@ -398,16 +415,26 @@ fn insert_refuses_a_live_name_and_replaces_a_stale_or_corrupt_one() {
     assert!(e.to_string().contains("already running"), "{e}");
     assert_eq!(dir.record("web").unwrap(), Some(first));
 
+    // A stale record names what may still exist: it is not overwritten.
     let stale = record("api", dead_ref());
     lock.insert(&stale).unwrap();
     let fresh = record("api", me());
+    let e = lock.insert(&fresh).unwrap_err();
+    assert!(matches!(e, StateError::StaleName { .. }), "{e:?}");
+    assert!(e.to_string().contains("api.json"), "{e}");
+    assert_eq!(dir.record("api").unwrap(), Some(stale));
+    lock.remove("api").unwrap();
     lock.insert(&fresh).unwrap();
     assert_eq!(dir.record("api").unwrap(), Some(fresh));
 
     fs::write(t.0.join("workloads/db.json"), "garbage").unwrap();
     let db = record("db", me());
-    lock.insert(&db).unwrap();
-    assert_eq!(dir.record("db").unwrap(), Some(db));
+    let e = lock.insert(&db).unwrap_err();
+    assert!(matches!(e, StateError::Corrupt { .. }), "{e:?}");
+    assert_eq!(
+        fs::read_to_string(t.0.join("workloads/db.json")).unwrap(),
+        "garbage"
+    );
 }
 
 #[test]
