@@ -22,6 +22,16 @@ pub enum LaunchError {
     /// The cgroups could not be set up.
     #[error("{0}")]
     Cgroup(#[from] crate::cgroup::CgroupError),
+    /// The uid or gid asked for is not one the workload can have.
+    #[error("invalid --user {uid}:{gid}: {reason}")]
+    InvalidUser {
+        /// The uid asked for.
+        uid: u32,
+        /// The gid asked for.
+        gid: u32,
+        /// Why it is refused.
+        reason: String,
+    },
     /// The request uses a feature moat run does not offer.
     #[error("{what}")]
     Unsupported {

@@ -16,6 +16,7 @@
 pub mod child;
 pub mod clone;
 mod error;
+pub mod ids;
 pub mod supervise;
 
 use std::ffi::CString;
@@ -75,6 +76,15 @@ pub struct RunRequest {
 
 /// Launches the workload, waits for it and cleans up after it.
 pub fn run(req: &RunRequest) -> Result<Outcome, LaunchError> {
+    // 0. The ids, as far as they can be checked without the state: an
+    // `auto` map is only known once allocated, under the lock.
+    match &req.userns {
+        UsernsSpec::Host => ids::check(req.uid, req.gid, None)?,
+        UsernsSpec::Maps(m) => {
+            ids::check(req.uid, req.gid, Some(&UserNamespace::from_maps(m.clone())))?
+        }
+        UsernsSpec::Auto => ids::check(req.uid, req.gid, None)?,
+    }
     // 1. Compile the filter first: no state to undo if the profile is bad.
     let seccomp = match req.profile.load()? {
         None => None,
@@ -132,7 +142,9 @@ pub fn run(req: &RunRequest) -> Result<Outcome, LaunchError> {
             UsernsSpec::Auto => {
                 let in_use: Vec<UserNamespace> =
                     running.iter().filter_map(|r| r.userns.clone()).collect();
-                Some(userns::allocate(&req.subuid, &req.subgid, &in_use)?)
+                let ns = userns::allocate(&req.subuid, &req.subgid, &in_use)?;
+                ids::check(req.uid, req.gid, Some(&ns))?;
+                Some(ns)
             }
         };
         let record = WorkloadRecord {
