@@ -27,34 +27,44 @@ impl WorkloadCgroups {
     /// until their parent reaps them; orphans are reaped by the nearest
     /// subreaper or PID 1.
     pub fn kill_all(&self) -> Result<(), CgroupError> {
-        let start = Instant::now();
-        let kill_file = self.v2_dir.join("cgroup.kill");
+        kill_dirs(&self.dirs())
+    }
+}
+
+/// [`WorkloadCgroups::kill_all`] for the cgroup directories `dirs` (pids
+/// first, then identity): `cgroup.kill` is written where a directory has
+/// one, then members are SIGKILLed until every `cgroup.procs` is empty or
+/// [`KILL_TIMEOUT`] has passed.
+pub(super) fn kill_dirs(dirs: &[&Path]) -> Result<(), CgroupError> {
+    let start = Instant::now();
+    for dir in dirs {
+        let kill_file = dir.join("cgroup.kill");
         if kill_file.exists() {
             fs::write(&kill_file, "1")?;
         }
-        let mut pause = Duration::from_millis(1);
-        loop {
-            let mut alive: Option<(&Path, Vec<i32>)> = None;
-            for dir in self.dirs() {
-                let procs = fs::read_procs(dir)?;
-                if !procs.is_empty() {
-                    sigkill_members(dir, &procs)?;
-                    alive.get_or_insert((dir, procs));
-                }
+    }
+    let mut pause = Duration::from_millis(1);
+    loop {
+        let mut alive: Option<(&Path, Vec<i32>)> = None;
+        for dir in dirs {
+            let procs = fs::read_procs(dir)?;
+            if !procs.is_empty() {
+                sigkill_members(dir, &procs)?;
+                alive.get_or_insert((dir, procs));
             }
-            let Some((dir, remaining)) = alive else {
-                return Ok(());
-            };
-            if start.elapsed() >= KILL_TIMEOUT {
-                return Err(CgroupError::KillTimeout {
-                    path: dir.to_owned(),
-                    waited: start.elapsed(),
-                    remaining,
-                });
-            }
-            thread::sleep(pause);
-            pause = (pause * 2).min(Duration::from_millis(50));
         }
+        let Some((dir, remaining)) = alive else {
+            return Ok(());
+        };
+        if start.elapsed() >= KILL_TIMEOUT {
+            return Err(CgroupError::KillTimeout {
+                path: dir.to_owned(),
+                waited: start.elapsed(),
+                remaining,
+            });
+        }
+        thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(50));
     }
 }
 

@@ -39,7 +39,7 @@ impl Drop for TempTree {
 
 /// A fake hybrid host: v1 pids at `<root>/pids`, cgroup2 at
 /// `<root>/unified` without pids.
-fn fake_v1(label: &str) -> (TempTree, Layout, CgroupConfig) {
+pub(super) fn fake_v1(label: &str) -> (TempTree, Layout, CgroupConfig) {
     let t = TempTree::new(label);
     let root = t.path().to_owned();
     fs::create_dir(root.join("pids")).unwrap();
@@ -57,7 +57,7 @@ fn fake_v1(label: &str) -> (TempTree, Layout, CgroupConfig) {
 }
 
 /// A fake host with pids on cgroup2 at `<root>/unified`.
-fn fake_v2(label: &str) -> (TempTree, Layout, CgroupConfig) {
+pub(super) fn fake_v2(label: &str) -> (TempTree, Layout, CgroupConfig) {
     let t = TempTree::new(label);
     let root = t.path().to_owned();
     fake_v2_root(&root.join("unified"), "hugetlb pids");

@@ -54,6 +54,19 @@ impl WorkloadCgroups {
         Ok((wl, parent))
     }
 
+    /// Where [`WorkloadCgroups::create`] would make the cgroups of workload
+    /// `name`: its pids cgroup and its identity cgroup (the same directory
+    /// when pids is on v2). Nothing is touched on disk; moat records these
+    /// before it creates them.
+    pub fn paths(
+        layout: &Layout,
+        cfg: &CgroupConfig,
+        name: &str,
+    ) -> Result<(PathBuf, PathBuf), CgroupError> {
+        let (wl, _) = WorkloadCgroups::at(layout, cfg, name)?;
+        Ok((wl.pids_dir, wl.v2_dir))
+    }
+
     /// Re-opens an existing workload's cgroups (for `moat ps` and stale
     /// cleanup). Errors with [`CgroupError::NotFound`] if either directory
     /// is missing. Takes no lock.

@@ -1,0 +1,109 @@
+//! The state record of a launch: written before anything it names exists,
+//! removed only once all of that is gone.
+//!
+//! Under the state lock, [`reserve`] first reclaims what stale records name
+//! (their `moat run` and workload are both gone), then decides the user
+//! namespace, checks the ids, and writes the new record with the cgroup
+//! paths the launch is about to create. Whatever point a crash hits, the
+//! record names everything that may exist; the next launch reclaims it, and
+//! `moat ps` shows it meanwhile.
+
+use std::path::PathBuf;
+
+use super::{ids, profile_label, LaunchError, RunRequest};
+use crate::cgroup::{self, Layout, PidsLimit};
+use crate::state::{now_unix_ms, ProcessRef, StateDir, StateLock, WorkloadRecord};
+use crate::userns::{self, UserNamespace, UsernsSpec};
+
+/// Reserves the workload's name, user namespace and cgroup paths: returns
+/// the record written.
+pub(super) fn reserve(
+    req: &RunRequest,
+    state: &StateDir,
+    layout: &Layout,
+    cgroup_dirs: (PathBuf, PathBuf),
+) -> Result<WorkloadRecord, LaunchError> {
+    let lock = state.lock()?;
+    lock.remove_temporaries()?;
+    let (running, stale) = lock.running()?;
+    // Records that could not be reclaimed still stand for what they name:
+    // their ids stay taken, like a running workload's.
+    let kept = reclaim_stale(&lock, layout, stale);
+    let in_use: Vec<&WorkloadRecord> = running.iter().chain(&kept).collect();
+    let ns = match &req.userns {
+        UsernsSpec::Host => None,
+        UsernsSpec::Maps(m) => Some(UserNamespace::from_maps(m.clone())),
+        UsernsSpec::Auto => {
+            let taken: Vec<UserNamespace> =
+                in_use.iter().filter_map(|r| r.userns.clone()).collect();
+            let ns = userns::allocate(&req.subuid, &req.subgid, &taken)?;
+            ids::check(req.uid, req.gid, Some(&ns))?;
+            Some(ns)
+        }
+    };
+    let (cgroup_pids, cgroup_v2) = cgroup_dirs;
+    let record = WorkloadRecord {
+        name: req.name.clone(),
+        supervisor: ProcessRef::of(std::process::id() as i32)?,
+        pid: None,
+        command: WorkloadRecord::command_for_record(&req.command),
+        seccomp_profile: profile_label(&req.profile),
+        userns: ns,
+        userns_auto: matches!(req.userns, UsernsSpec::Auto),
+        pids_limit: match req.pids_limit {
+            PidsLimit::Max(n) => Some(n),
+            _ => None,
+        },
+        pids_limit_text: req.pids_limit_text.clone(),
+        cgroup_pids,
+        cgroup_v2,
+        started_at_unix_ms: now_unix_ms(),
+    };
+    lock.insert(&record)?;
+    Ok(record)
+}
+
+/// Reclaims what each stale record names and removes the record; returns
+/// the records that could not be reclaimed, which stay (each with a
+/// warning saying why) so that the next launch tries again.
+fn reclaim_stale(
+    lock: &StateLock<'_>,
+    layout: &Layout,
+    stale: Vec<WorkloadRecord>,
+) -> Vec<WorkloadRecord> {
+    let mut kept = Vec::new();
+    for rec in stale {
+        let reclaimed = cgroup::reclaim(layout, &rec.name, &rec.cgroup_pids, &rec.cgroup_v2)
+            .map_err(|e| e.to_string())
+            .and_then(|()| lock.remove(&rec.name).map_err(|e| e.to_string()));
+        match reclaimed {
+            Ok(()) => log::info!("reclaimed stale workload {}", rec.name),
+            Err(why) => {
+                log::warn!(
+                    "stale workload {:?} (its moat run is gone) could not be cleaned up: {why}; \
+                     its record is kept and the next moat run tries again",
+                    rec.name
+                );
+                kept.push(rec);
+            }
+        }
+    }
+    kept
+}
+
+/// Ends a reservation whose launch failed or whose workload ended: the
+/// record goes if `all_gone` (nothing it names is left), and stays, with a
+/// warning, otherwise, so that the next launch reclaims what is left.
+pub(super) fn release(state: &StateDir, name: &str, all_gone: bool) {
+    if !all_gone {
+        log::warn!(
+            "the record of workload {name:?} is kept because its cgroups could not be \
+             removed; the next moat run reclaims them"
+        );
+        return;
+    }
+    let removed = state.lock().and_then(|lock| lock.remove(name));
+    if let Err(e) = removed {
+        log::warn!("could not remove the record of workload {name:?}: {e}");
+    }
+}
