@@ -67,6 +67,8 @@ fn register(root: &Path, supervisor: ProcessRef) -> WorkloadRecord {
         seccomp_profile: "default".into(),
         userns: Some(ns),
         userns_auto: true,
+        uid: 0,
+        gid: 0,
         pids_limit: None,
         pids_limit_text: "inherit".into(),
         cgroup_pids: PathBuf::new(),

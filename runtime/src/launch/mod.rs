@@ -82,6 +82,7 @@ pub fn run(req: &RunRequest) -> Result<Outcome, LaunchError> {
     match &req.userns {
         UsernsSpec::Host => ids::check(req.uid, req.gid, None)?,
         UsernsSpec::Maps(m) => {
+            userns::validate_maps(m)?;
             ids::check(req.uid, req.gid, Some(&UserNamespace::from_maps(m.clone())))?
         }
         UsernsSpec::Auto => ids::check(req.uid, req.gid, None)?,

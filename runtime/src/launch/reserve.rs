@@ -3,8 +3,9 @@
 //!
 //! Under the state lock, [`reserve`] first reclaims what stale records name
 //! (their `moat run` and workload are both gone), then decides the user
-//! namespace, checks the ids, and writes the new record with the cgroup
-//! paths the launch is about to create. Whatever point a crash hits, the
+//! namespace against the running workloads' host ids
+//! ([`crate::userns::overlap`]), checks the ids, and writes the new record
+//! with the cgroup paths the launch is about to create. Whatever point a crash hits, the
 //! record names everything that may exist; the next launch reclaims it, and
 //! `moat ps` shows it meanwhile.
 
@@ -13,7 +14,7 @@ use std::path::PathBuf;
 use super::{ids, profile_label, LaunchError, RunRequest};
 use crate::cgroup::{self, Layout, PidsLimit};
 use crate::state::{now_unix_ms, ProcessRef, StateDir, StateLock, WorkloadRecord};
-use crate::userns::{self, UserNamespace, UsernsSpec};
+use crate::userns::{self, overlap, Holder, UserNamespace, UsernsSpec};
 
 /// Reserves the workload's name, user namespace and cgroup paths: returns
 /// the record written.
@@ -29,13 +30,29 @@ pub(super) fn reserve(
     // Records that could not be reclaimed still stand for what they name:
     // their ids stay taken, like a running workload's.
     let kept = reclaim_stale(&lock, layout, stale);
-    let in_use: Vec<&WorkloadRecord> = running.iter().chain(&kept).collect();
+    let holders: Vec<Holder<'_>> = running
+        .iter()
+        .chain(&kept)
+        .map(|r| Holder {
+            name: &r.name,
+            ns: r.userns.as_ref(),
+            auto: r.userns_auto,
+            uid: r.uid,
+            gid: r.gid,
+        })
+        .collect();
     let ns = match &req.userns {
-        UsernsSpec::Host => None,
-        UsernsSpec::Maps(m) => Some(UserNamespace::from_maps(m.clone())),
+        UsernsSpec::Host => {
+            overlap::check_host_ids(req.uid, req.gid, &holders)?;
+            None
+        }
+        UsernsSpec::Maps(m) => {
+            let ns = UserNamespace::from_maps(m.clone());
+            overlap::check_explicit(&ns, &holders)?;
+            Some(ns)
+        }
         UsernsSpec::Auto => {
-            let taken: Vec<UserNamespace> =
-                in_use.iter().filter_map(|r| r.userns.clone()).collect();
+            let taken = overlap::taken(&holders);
             let ns = userns::allocate(&req.subuid, &req.subgid, &taken)?;
             ids::check(req.uid, req.gid, Some(&ns))?;
             Some(ns)
@@ -50,6 +67,8 @@ pub(super) fn reserve(
         seccomp_profile: profile_label(&req.profile),
         userns: ns,
         userns_auto: matches!(req.userns, UsernsSpec::Auto),
+        uid: req.uid,
+        gid: req.gid,
         pids_limit: match req.pids_limit {
             PidsLimit::Max(n) => Some(n),
             _ => None,

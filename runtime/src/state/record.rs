@@ -27,6 +27,13 @@ pub struct WorkloadRecord {
     pub userns: Option<UserNamespace>,
     /// Whether the user namespace was allocated by `--userns auto`.
     pub userns_auto: bool,
+    /// The uid the workload runs as (inside its user namespace, if any).
+    /// Records of older moat versions lack it and read as 0.
+    #[serde(default)]
+    pub uid: u32,
+    /// The gid the workload runs as.
+    #[serde(default)]
+    pub gid: u32,
     /// The workload's own pids limit; `None` for no own limit or unlimited.
     pub pids_limit: Option<u64>,
     /// The pids limit as given: `64`, `unlimited`, `inherit`.

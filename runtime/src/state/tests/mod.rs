@@ -77,6 +77,8 @@ fn record(name: &str, supervisor: ProcessRef) -> WorkloadRecord {
             size: 65536,
         }])),
         userns_auto: true,
+        uid: 0,
+        gid: 0,
         pids_limit: Some(64),
         pids_limit_text: "64".to_string(),
         cgroup_pids: PathBuf::from("/sys/fs/cgroup/pids/moat/x"),
@@ -155,6 +157,24 @@ fn record_round_trip() {
     lock.remove("web").unwrap();
     lock.remove("web").unwrap(); // idempotent
     assert!(dir.list().unwrap().is_empty());
+}
+
+#[test]
+fn records_of_older_versions_read_without_uid_and_gid() {
+    let t = TempRoot::new("old");
+    let dir = StateDir::open(&t.0).unwrap();
+    let mut v = serde_json::to_value(record("old", me())).unwrap();
+    let obj = v.as_object_mut().unwrap();
+    obj.remove("uid");
+    obj.remove("gid");
+    fs::write(
+        t.0.join("workloads/old.json"),
+        serde_json::to_vec(&v).unwrap(),
+    )
+    .unwrap();
+    let back = dir.record("old").unwrap().unwrap();
+    assert_eq!((back.uid, back.gid), (0, 0));
+    assert_eq!(back, record("old", me()));
 }
 
 #[test]
