@@ -168,27 +168,38 @@ impl Drop for RunEnv {
     }
 }
 
-/// Kills every process in the cgroups below `parent` (both hierarchies),
-/// so that the parent can be removed.
+/// Kills every process in the cgroups below `parent` (both hierarchies)
+/// and removes those cgroups, deepest first, so that the parent can be
+/// removed.
 pub fn kill_cgroups_under(parent: &str) {
-    for root in [Path::new(PIDS_V1), Path::new(V2)] {
-        let Ok(entries) = std::fs::read_dir(root.join(parent)) else {
-            continue;
-        };
-        for e in entries.flatten().filter(|e| e.path().is_dir()) {
-            let _ = std::fs::write(e.path().join("cgroup.kill"), "1");
-            let procs = std::fs::read_to_string(e.path().join("cgroup.procs")).unwrap_or_default();
-            for pid in procs
-                .split_whitespace()
-                .filter_map(|p| p.parse::<i32>().ok())
-            {
-                // SAFETY: kill(2) with a pid and a signal number.
-                unsafe { libc::kill(pid, libc::SIGKILL) };
+    fn below(dir: &Path, out: &mut Vec<PathBuf>) {
+        if let Ok(entries) = std::fs::read_dir(dir) {
+            for e in entries.flatten().filter(|e| e.path().is_dir()) {
+                out.push(e.path());
+                below(&e.path(), out);
             }
+        }
+    }
+    let mut dirs = Vec::new();
+    for root in [Path::new(PIDS_V1), Path::new(V2)] {
+        below(&root.join(parent), &mut dirs);
+    }
+    for d in &dirs {
+        let _ = std::fs::write(d.join("cgroup.kill"), "1");
+        let procs = std::fs::read_to_string(d.join("cgroup.procs")).unwrap_or_default();
+        for pid in procs
+            .split_whitespace()
+            .filter_map(|p| p.parse::<i32>().ok())
+        {
+            // SAFETY: kill(2) with a pid and a signal number.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
         }
     }
     // Killed processes leave their cgroups once reaped.
     std::thread::sleep(Duration::from_millis(100));
+    for d in dirs.iter().rev() {
+        let _ = std::fs::remove_dir(d);
+    }
 }
 
 /// How a command ended when run by [`run_bounded`].

@@ -282,3 +282,55 @@ fn sigkill_during_launch_leaves_nothing_invisible_and_the_next_run_reclaims_it()
     assert_eq!(env.record_files(), Vec::<String>::new());
     assert!(env.ps_json().is_empty());
 }
+
+/// A cgroup below the workload's own (made by the workload where it may
+/// write cgroupfs, or by anyone else) holds a process: at exit moat kills
+/// it and removes the whole subtree, or keeps the record; it used to leave
+/// both cgroups behind and drop the record.
+#[test]
+fn cgroups_below_the_workloads_are_killed_and_removed_too() {
+    let _g = moat_tests::cgroup_layout_lock(false);
+    let Some(env) = RunEnv::new("stale-sub") else {
+        return;
+    };
+    let mut moat = env
+        .run_cmd(&[
+            "--name",
+            "sub",
+            "--",
+            "sh",
+            "-c",
+            "sleep 60 & echo $!; wait",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(moat.stdout.as_mut().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let sleep: i32 = line.trim().parse().unwrap();
+    let mut inner = Vec::new();
+    for d in env.cgroups_of(&env.parent.0, "sub") {
+        let below = d.join("inner");
+        if !inner.contains(&below) {
+            std::fs::create_dir(&below).unwrap();
+            std::fs::write(below.join("cgroup.procs"), sleep.to_string()).unwrap();
+            inner.push(below);
+        }
+    }
+    // SAFETY: signalling our own child (moat), which forwards it.
+    unsafe { libc::kill(moat.id() as i32, libc::SIGTERM) };
+    let status = moat.wait().unwrap();
+    assert_eq!(status.code(), Some(143));
+    wait_gone(sleep);
+    assert_eq!(
+        env.cgroups_under_parent(),
+        Vec::<String>::new(),
+        "left behind"
+    );
+    assert_eq!(env.record_files(), Vec::<String>::new());
+}

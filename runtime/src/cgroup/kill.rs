@@ -32,9 +32,11 @@ impl WorkloadCgroups {
 }
 
 /// [`WorkloadCgroups::kill_all`] for the cgroup directories `dirs` (pids
-/// first, then identity): `cgroup.kill` is written where a directory has
-/// one, then members are SIGKILLed until every `cgroup.procs` is empty or
-/// [`KILL_TIMEOUT`] has passed.
+/// first, then identity) and any cgroups below them: `cgroup.kill` (which
+/// covers the subtree) is written where a directory has one, then members
+/// are SIGKILLed until every `cgroup.procs` of the subtrees is empty or
+/// [`KILL_TIMEOUT`] has passed. A v1 cgroup lists only its own members,
+/// hence the walk.
 pub(super) fn kill_dirs(dirs: &[&Path]) -> Result<(), CgroupError> {
     let start = Instant::now();
     for dir in dirs {
@@ -45,12 +47,14 @@ pub(super) fn kill_dirs(dirs: &[&Path]) -> Result<(), CgroupError> {
     }
     let mut pause = Duration::from_millis(1);
     loop {
-        let mut alive: Option<(&Path, Vec<i32>)> = None;
-        for dir in dirs {
-            let procs = fs::read_procs(dir)?;
-            if !procs.is_empty() {
-                sigkill_members(dir, &procs)?;
-                alive.get_or_insert((dir, procs));
+        let mut alive: Option<(std::path::PathBuf, Vec<i32>)> = None;
+        for top in dirs {
+            for dir in fs::subtree(top)? {
+                let procs = fs::read_procs(&dir)?;
+                if !procs.is_empty() {
+                    sigkill_members(&dir, &procs)?;
+                    alive.get_or_insert((dir, procs));
+                }
             }
         }
         let Some((dir, remaining)) = alive else {
@@ -58,7 +62,7 @@ pub(super) fn kill_dirs(dirs: &[&Path]) -> Result<(), CgroupError> {
         };
         if start.elapsed() >= KILL_TIMEOUT {
             return Err(CgroupError::KillTimeout {
-                path: dir.to_owned(),
+                path: dir,
                 waited: start.elapsed(),
                 remaining,
             });

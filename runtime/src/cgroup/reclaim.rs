@@ -126,8 +126,8 @@ pub fn reclaim(
     kill_dirs(&existing)?;
     let mut first = None;
     for dir in existing {
-        if let Err(e) = fs::remove_dir(dir) {
-            first.get_or_insert(CgroupError::io(Operation::RemoveDir, dir, e));
+        if let Err(e) = fs::remove_tree(dir) {
+            first.get_or_insert(e);
         } else {
             log::info!("removed cgroup {} of stale workload {name}", dir.display());
         }

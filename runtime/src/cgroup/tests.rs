@@ -789,3 +789,49 @@ fn remove_tolerates_missing_dirs_and_keeps_the_parent() {
         "{e:?}"
     );
 }
+
+#[test]
+fn remove_takes_cgroups_made_below_the_workloads_with_it() {
+    let (t, layout, cfg) = fake_v1("remove-below");
+    let wl = WorkloadCgroups::create(&layout, &cfg, "web", PidsLimit::Inherit).unwrap();
+    for d in [wl.pids_dir().to_owned(), wl.v2_dir().to_owned()] {
+        fs::create_dir_all(d.join("a/b")).unwrap();
+        for sub in ["a", "a/b"] {
+            fs::write(d.join(sub).join("cgroup.procs"), "").unwrap();
+        }
+    }
+    wl.kill_all().unwrap();
+    wl.remove().unwrap();
+    assert!(!t.path().join("pids/moat/web").exists());
+    assert!(!t.path().join("unified/moat/web").exists());
+    assert!(t.path().join("pids/moat").is_dir());
+}
+
+#[test]
+fn kill_all_reaches_members_of_cgroups_below() {
+    use std::os::unix::process::ExitStatusExt;
+    let (_t, layout, cfg) = fake_v1("kill-below");
+    let wl = WorkloadCgroups::create(&layout, &cfg, "web", PidsLimit::Inherit).unwrap();
+    let mut child = std::process::Command::new("sleep")
+        .arg("30")
+        .spawn()
+        .unwrap();
+    let below = wl.pids_dir().join("inner");
+    fs::create_dir(&below).unwrap();
+    fs::write(below.join("cgroup.procs"), format!("{}\n", child.id())).unwrap();
+    // The fake cgroupfs does not drop a killed process from cgroup.procs:
+    // empty it once the child is dead, as the kernel would.
+    let dir = below.clone();
+    let pid = child.id();
+    let watcher = std::thread::spawn(move || loop {
+        let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        if stat.is_empty() || stat.contains(") Z") {
+            fs::write(dir.join("cgroup.procs"), "").unwrap();
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    });
+    wl.kill_all().unwrap();
+    watcher.join().unwrap();
+    assert_eq!(child.wait().unwrap().signal(), Some(libc::SIGKILL));
+}

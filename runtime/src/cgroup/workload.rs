@@ -181,14 +181,15 @@ impl WorkloadCgroups {
     }
 
     /// Removes the workload's cgroup directories (`rmdir`, retried for a
-    /// moment on `EBUSY`). Never removes the parent. A directory already
-    /// gone counts as removed; every directory is attempted even if one
-    /// fails, and the first failure is returned.
+    /// moment on `EBUSY`), with any cgroups made below them, children
+    /// first. Never removes the parent. A directory already gone counts as
+    /// removed; every directory is attempted even if one fails, and the
+    /// first failure is returned.
     pub fn remove(self) -> Result<(), CgroupError> {
         let mut first = None;
         for dir in self.dirs() {
-            if let Err(e) = fs::remove_dir(dir) {
-                first.get_or_insert(CgroupError::io(Operation::RemoveDir, dir, e));
+            if let Err(e) = fs::remove_tree(dir) {
+                first.get_or_insert(e);
             }
         }
         first.map_or(Ok(()), Err)
