@@ -334,3 +334,43 @@ fn cgroups_below_the_workloads_are_killed_and_removed_too() {
     );
     assert_eq!(env.record_files(), Vec::<String>::new());
 }
+
+/// A `moat run` killed while its workload runs leaves the workload
+/// running: it stays listed (as running, with its pid) and its id range
+/// stays taken until it ends; then the next run reclaims it.
+#[test]
+fn an_orphaned_workload_stays_visible_and_keeps_its_ids() {
+    let _g = moat_tests::cgroup_layout_lock(false);
+    let Some(env) = RunEnv::new("stale-orphan") else {
+        return;
+    };
+    let mut moat = env
+        .run_cmd(&["--name", "orphan", "--userns", "auto", "--", "sleep", "60"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = env.wait_started("orphan")["pid"].as_i64().unwrap() as i32;
+    moat.kill().unwrap();
+    moat.wait().unwrap();
+    let rows = env.ps_json();
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0]["state"], "running");
+    assert_eq!(rows[0]["pid"], pid);
+    let taken = rows[0]["userns"].as_str().unwrap().to_owned();
+    let o = env.run(&["--userns", "auto", "--", "cat", "/proc/self/uid_map"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let got = stdout(&o).split_whitespace().nth(1).unwrap().to_owned();
+    assert_ne!(
+        format!("0:{got}:65536"),
+        taken,
+        "the orphan's range was handed out again"
+    );
+    // SAFETY: kill(2) with a pid and a signal number.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    wait_gone(pid);
+    let o = env.run(&["--", "true"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(env.cgroups_under_parent(), Vec::<String>::new());
+    assert_eq!(env.record_files(), Vec::<String>::new());
+}
