@@ -137,7 +137,7 @@ pub fn run(req: &RunRequest) -> Result<Outcome, LaunchError> {
         Ok(c) => c,
         Err(e) => {
             let all_gone = !matches!(e, cgroup::CgroupError::RollbackIncomplete { .. });
-            reserve::release(&state, &req.name, all_gone);
+            reserve::release(&state, &req.name, all_gone, None);
             return Err(e.into());
         }
     };
@@ -162,7 +162,7 @@ pub fn run(req: &RunRequest) -> Result<Outcome, LaunchError> {
         Err(e) => {
             let _ = cgroups.kill_all();
             let all_gone = cgroups.remove().is_ok();
-            reserve::release(&state, &req.name, all_gone);
+            reserve::release(&state, &req.name, all_gone, None);
             return Err(e);
         }
     };
@@ -194,15 +194,7 @@ pub fn run(req: &RunRequest) -> Result<Outcome, LaunchError> {
         ended_at_unix_ms: now_ms(),
         error: outcome.as_ref().err().map(|e| e.to_string()),
     };
-    match state.lock() {
-        Ok(lock) => {
-            if let Err(e) = lock.write_exit(&exit) {
-                log::warn!("could not record the exit: {e}");
-            }
-        }
-        Err(e) => log::warn!("could not record the exit: {e}"),
-    }
-    reserve::release(&state, &req.name, removed.is_ok());
+    reserve::release(&state, &req.name, removed.is_ok(), Some(&exit));
     outcome
 }
 

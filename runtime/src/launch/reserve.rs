@@ -13,7 +13,7 @@ use std::path::PathBuf;
 
 use super::{ids, profile_label, LaunchError, RunRequest};
 use crate::cgroup::{self, Layout, PidsLimit};
-use crate::state::{now_unix_ms, ProcessRef, StateDir, StateLock, WorkloadRecord};
+use crate::state::{now_unix_ms, ExitRecord, ProcessRef, StateDir, StateLock, WorkloadRecord};
 use crate::userns::{self, overlap, Holder, UserNamespace, UsernsSpec};
 
 /// Reserves the workload's name, user namespace and cgroup paths: returns
@@ -110,19 +110,29 @@ fn reclaim_stale(
     kept
 }
 
-/// Ends a reservation whose launch failed or whose workload ended: the
-/// record goes if `all_gone` (nothing it names is left), and stays, with a
-/// warning, otherwise, so that the next launch reclaims what is left.
-pub(super) fn release(state: &StateDir, name: &str, all_gone: bool) {
+/// Ends a reservation whose launch failed or whose workload ended, under
+/// one lock: writes the exit record if there is one, then removes the
+/// record if `all_gone` (nothing it names is left), or keeps it, with a
+/// warning, so that the next launch reclaims what is left.
+pub(super) fn release(state: &StateDir, name: &str, all_gone: bool, exit: Option<&ExitRecord>) {
+    let lock = match state.lock() {
+        Ok(lock) => lock,
+        Err(e) => {
+            log::warn!("could not record the end of workload {name:?}: {e}");
+            return;
+        }
+    };
+    if let Some(exit) = exit {
+        if let Err(e) = lock.write_exit(exit) {
+            log::warn!("could not record the exit: {e}");
+        }
+    }
     if !all_gone {
         log::warn!(
             "the record of workload {name:?} is kept because its cgroups could not be \
              removed; the next moat run reclaims them"
         );
-        return;
-    }
-    let removed = state.lock().and_then(|lock| lock.remove(name));
-    if let Err(e) = removed {
+    } else if let Err(e) = lock.remove(name) {
         log::warn!("could not remove the record of workload {name:?}: {e}");
     }
 }
