@@ -261,22 +261,25 @@ impl WorkloadCgroups {
         } else {
             None
         };
+        // Processes anywhere below count: a v1 cgroup lists only its own.
         for dir in &existing {
-            let procs = fs::read_procs(dir)?;
-            if !procs.is_empty() {
-                return Err(CgroupError::AlreadyExists {
-                    path: dir.to_path_buf(),
-                    reason: format!(
-                        "a leftover that still has {} process(es) {:?}; kill them or \
-                         choose another name",
-                        procs.len(),
-                        procs
-                    ),
-                });
+            for d in fs::subtree(dir)? {
+                let procs = fs::read_procs(&d)?;
+                if !procs.is_empty() {
+                    return Err(CgroupError::AlreadyExists {
+                        path: d,
+                        reason: format!(
+                            "a leftover that still has {} process(es) {:?}; kill them or \
+                             choose another name",
+                            procs.len(),
+                            procs
+                        ),
+                    });
+                }
             }
         }
         for dir in existing {
-            fs::remove_dir(dir).map_err(|e| CgroupError::io(Operation::RemoveDir, dir, e))?;
+            fs::remove_tree(dir)?;
             log::info!("removed leftover cgroup {}", dir.display());
         }
         Ok(())

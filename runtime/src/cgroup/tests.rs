@@ -489,6 +489,26 @@ fn leftover_with_processes_is_an_error() {
 }
 
 #[test]
+fn a_leftover_with_cgroups_below_goes_whole_unless_they_hold_processes() {
+    let (_t, layout, cfg) = fake_v1("leftover-below");
+    let first = WorkloadCgroups::create(&layout, &cfg, "web", PidsLimit::Max(64)).unwrap();
+    let below = first.v2_dir().join("inner");
+    drop(first);
+    fs::create_dir(&below).unwrap();
+    fs::write(below.join("cgroup.procs"), "4242\n").unwrap();
+    let e = WorkloadCgroups::create(&layout, &cfg, "web", PidsLimit::Max(8)).unwrap_err();
+    assert!(
+        e.to_string().starts_with(&below.display().to_string()),
+        "{e}"
+    );
+    assert!(e.to_string().contains("[4242]"), "{e}");
+    fs::write(below.join("cgroup.procs"), "").unwrap();
+    let wl = WorkloadCgroups::create(&layout, &cfg, "web", PidsLimit::Max(8)).unwrap();
+    assert!(!below.exists());
+    assert_eq!(read(wl.pids_dir().join("pids.max")), "8");
+}
+
+#[test]
 fn an_interface_file_with_the_name_is_not_a_leftover() {
     let (t, layout, cfg) = fake_v1("name-is-file");
     let wl = WorkloadCgroups::create(&layout, &cfg, "a", PidsLimit::Inherit).unwrap();
