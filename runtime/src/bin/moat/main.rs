@@ -29,7 +29,8 @@ enum Command {
     /// Run a command under seccomp, a user namespace and a pids limit
     /// (as root).
     Run(run_cmd::RunArgs),
-    /// List running workloads.
+    /// List workloads: running, starting, and stale ones a killed `moat
+    /// run` left behind.
     Ps(ps_cmd::PsArgs),
     // No doc comments on these two: they would replace the long help their
     // argument structs define.

@@ -12,6 +12,15 @@ use moat_runtime::state::{StateDir, WorkloadRecord, DEFAULT_STATE_DIR};
 use moat_runtime::userns::IdMap;
 
 #[derive(Debug, Args)]
+#[command(after_long_help = "\
+STATE:
+  running   the workload runs (its moat run may have been killed: it is still shown)
+  starting  moat run is setting it up
+  stale     its moat run and its workload are gone; the cgroups and id range its record
+            names are reclaimed by the next `moat run` (moat ps itself changes nothing)
+
+An entry of the state directory moat cannot use (not a regular file, too large, not a
+record) is reported on stderr by name and left out.")]
 pub struct PsArgs {
     /// Print a JSON array instead of a table.
     #[arg(long)]
