@@ -46,15 +46,23 @@ pub(super) fn kill_dirs(dirs: &[&Path]) -> Result<(), CgroupError> {
         }
     }
     let mut pause = Duration::from_millis(1);
+    let walk = || -> Result<Vec<std::path::PathBuf>, CgroupError> {
+        let mut all = Vec::new();
+        for top in dirs {
+            all.extend(fs::subtree(top)?);
+        }
+        Ok(all)
+    };
+    // Listed again after each round in which something was still alive: a
+    // dying process may have made a cgroup meanwhile.
+    let mut all = walk()?;
     loop {
         let mut alive: Option<(std::path::PathBuf, Vec<i32>)> = None;
-        for top in dirs {
-            for dir in fs::subtree(top)? {
-                let procs = fs::read_procs(&dir)?;
-                if !procs.is_empty() {
-                    sigkill_members(&dir, &procs)?;
-                    alive.get_or_insert((dir, procs));
-                }
+        for dir in &all {
+            let procs = fs::read_procs(dir)?;
+            if !procs.is_empty() {
+                sigkill_members(dir, &procs)?;
+                alive.get_or_insert((dir.clone(), procs));
             }
         }
         let Some((dir, remaining)) = alive else {
@@ -69,6 +77,7 @@ pub(super) fn kill_dirs(dirs: &[&Path]) -> Result<(), CgroupError> {
         }
         thread::sleep(pause);
         pause = (pause * 2).min(Duration::from_millis(50));
+        all = walk()?;
     }
 }
 
