@@ -4,7 +4,9 @@ use super::child::{Failure, Step};
 
 /// A launch failed before the workload's command ran. Nothing is left
 /// behind when this is returned: no cgroup, no state record, no user
-/// namespace allocation, no process.
+/// namespace allocation, no process. (If a cgroup could not be removed, a
+/// warning says so and its state record is kept, so that the next launch
+/// reclaims it rather than nothing naming it.)
 #[derive(Debug, thiserror::Error)]
 pub enum LaunchError {
     /// The seccomp profile could not be read.
