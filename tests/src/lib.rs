@@ -9,6 +9,7 @@ pub mod moatd;
 pub mod oci;
 pub mod quick;
 pub mod results;
+pub mod runenv;
 
 /// The workspace root.
 pub fn workspace_root() -> PathBuf {

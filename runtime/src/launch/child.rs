@@ -204,6 +204,12 @@ pub fn run(plan: &ChildPlan, go: OwnedFd, report: OwnedFd) -> ! {
             fail(Step::Setuid, errno());
         }
     }
+    // Checked, not trusted: -1 means "unchanged" to these calls, and with
+    // the filter already in (--allow-new-privileges) a profile can make
+    // them return 0 without doing anything.
+    if let Err(step) = ids_are(plan.uid, plan.gid) {
+        fail(step, libc::EPERM);
+    }
     // A non-root user lost every capability at setresuid, as under Docker;
     // the bounding set above still limits what setuid binaries can gain.
     if let Err(e) = set_caps(if plan.uid == 0 { plan.caps } else { 0 }) {
@@ -233,6 +239,36 @@ pub fn run(plan: &ChildPlan, go: OwnedFd, report: OwnedFd) -> ! {
         }
     }
     fail(Step::Exec, last)
+}
+
+/// Whether the process now has exactly the real, effective and saved
+/// `uid` and `gid` and no supplementary groups; the step whose result is
+/// wrong otherwise. The out-values start as -1, which they must not end as,
+/// so a call that "succeeds" without writing them fails the check too.
+fn ids_are(uid: u32, gid: u32) -> Result<(), Step> {
+    // -1 is never a real id (the parent refuses it before the clone).
+    if gid == u32::MAX {
+        return Err(Step::Setgid);
+    }
+    if uid == u32::MAX {
+        return Err(Step::Setuid);
+    }
+    let (mut r, mut e, mut s) = (u32::MAX, u32::MAX, u32::MAX);
+    // SAFETY: getresgid/getresuid write three ids to valid pointers;
+    // getgroups(0, NULL) only counts.
+    unsafe {
+        if libc::getgroups(0, std::ptr::null_mut()) != 0 {
+            return Err(Step::Setgroups);
+        }
+        if libc::getresgid(&mut r, &mut e, &mut s) != 0 || [r, e, s] != [gid; 3] {
+            return Err(Step::Setgid);
+        }
+        (r, e, s) = (u32::MAX, u32::MAX, u32::MAX);
+        if libc::getresuid(&mut r, &mut e, &mut s) != 0 || [r, e, s] != [uid; 3] {
+            return Err(Step::Setuid);
+        }
+    }
+    Ok(())
 }
 
 fn ptrs(v: &[CString]) -> Vec<*const c_char> {

@@ -16,6 +16,8 @@
 pub mod child;
 pub mod clone;
 mod error;
+pub mod ids;
+mod reserve;
 pub mod supervise;
 
 use std::ffi::CString;
@@ -31,7 +33,7 @@ use crate::caps::CapSet;
 use crate::cgroup::{self, CgroupConfig, PidsLimit, WorkloadCgroups};
 use crate::seccomp::profile::Action;
 use crate::seccomp::{self, compile, ProfileRef};
-use crate::state::{self, ExitRecord, ProcessRef, StateDir, WorkloadRecord};
+use crate::state::{self, ExitRecord, ProcessRef, StateDir};
 use crate::userns::{self, UserNamespace, UsernsSpec};
 
 /// Everything `moat run` was asked to do.
@@ -75,6 +77,16 @@ pub struct RunRequest {
 
 /// Launches the workload, waits for it and cleans up after it.
 pub fn run(req: &RunRequest) -> Result<Outcome, LaunchError> {
+    // 0. The ids, as far as they can be checked without the state: an
+    // `auto` map is only known once allocated, under the lock.
+    match &req.userns {
+        UsernsSpec::Host => ids::check(req.uid, req.gid, None)?,
+        UsernsSpec::Maps(m) => {
+            userns::validate_maps(m)?;
+            ids::check(req.uid, req.gid, Some(&UserNamespace::from_maps(m.clone())))?
+        }
+        UsernsSpec::Auto => ids::check(req.uid, req.gid, None)?,
+    }
     // 1. Compile the filter first: no state to undo if the profile is bad.
     let seccomp = match req.profile.load()? {
         None => None,
@@ -112,63 +124,23 @@ pub fn run(req: &RunRequest) -> Result<Outcome, LaunchError> {
     };
     let plan_base = prepare_exec(req)?;
 
-    // 2. Reserve the name and the id range under the state lock.
+    // 2. Reserve the name, the id range and the cgroup paths under the
+    // state lock: the record names everything before any of it exists.
     let state = StateDir::open(&req.state_dir)?;
     let layout = cgroup::detect(&req.cgroup)?;
-    let mut record = {
-        let lock = state.lock()?;
-        let (running, stale) = lock.running()?;
-        for old in stale {
-            cleanup_stale(&layout, &req.cgroup, &old);
-        }
-        let ns = match &req.userns {
-            UsernsSpec::Host => None,
-            UsernsSpec::Maps(m) => Some(UserNamespace {
-                uid_map: m.clone(),
-                gid_map: m.clone(),
-            }),
-            UsernsSpec::Auto => {
-                let in_use: Vec<UserNamespace> =
-                    running.iter().filter_map(|r| r.userns.clone()).collect();
-                Some(userns::allocate(&req.subuid, &req.subgid, &in_use)?)
-            }
-        };
-        let record = WorkloadRecord {
-            name: req.name.clone(),
-            supervisor: ProcessRef::of(std::process::id() as i32)?,
-            pid: None,
-            command: req.command.clone(),
-            seccomp_profile: profile_label(&req.profile),
-            userns: ns,
-            userns_auto: matches!(req.userns, UsernsSpec::Auto),
-            pids_limit: match req.pids_limit {
-                PidsLimit::Max(n) => Some(n),
-                _ => None,
-            },
-            pids_limit_text: req.pids_limit_text.clone(),
-            cgroup_pids: PathBuf::new(),
-            cgroup_v2: PathBuf::new(),
-            started_at_unix_ms: now_ms(),
-        };
-        lock.insert(&record)?;
-        record
-    };
-    let unreserve = |state: &StateDir| {
-        if let Ok(lock) = state.lock() {
-            let _ = lock.remove(&req.name);
-        }
-    };
+    let cgroup_dirs = WorkloadCgroups::paths(&layout, &req.cgroup, &req.name)?;
+    let mut record = reserve::reserve(req, &state, &layout, cgroup_dirs)?;
 
-    // 3. Cgroups.
+    // 3. Cgroups. A failed create removes what it made, unless it says
+    // otherwise; what it found there already is not ours.
     let cgroups = match WorkloadCgroups::create(&layout, &req.cgroup, &req.name, req.pids_limit) {
         Ok(c) => c,
         Err(e) => {
-            unreserve(&state);
+            let all_gone = !matches!(e, cgroup::CgroupError::RollbackIncomplete { .. });
+            reserve::release(&state, &req.name, all_gone, None);
             return Err(e.into());
         }
     };
-    record.cgroup_pids = cgroups.pids_dir().to_path_buf();
-    record.cgroup_v2 = cgroups.v2_dir().to_path_buf();
 
     let plan = child::ChildPlan {
         seccomp,
@@ -177,22 +149,24 @@ pub fn run(req: &RunRequest) -> Result<Outcome, LaunchError> {
     if let Err(e) = supervise::become_subreaper() {
         log::warn!("cannot become the workload's subreaper ({e}); its orphans go to init");
     }
-    let started = match spawn(req, &plan, &cgroups, record.userns.as_ref()) {
+    // The workload's pid is recorded before it is released: once it runs,
+    // a killed `moat run` must leave it visible (and its ids taken).
+    let ns = record.userns.clone();
+    let mut record_pid = |pid: i32| -> Result<(), LaunchError> {
+        record.pid = Some(ProcessRef::of(pid)?);
+        state.lock()?.update(&record)?;
+        Ok(())
+    };
+    let started = match spawn(req, &plan, &cgroups, ns.as_ref(), &mut record_pid) {
         Ok(s) => s,
         Err(e) => {
             let _ = cgroups.kill_all();
-            let _ = cgroups.remove();
-            unreserve(&state);
+            let all_gone = cgroups.remove().is_ok();
+            reserve::release(&state, &req.name, all_gone, None);
             return Err(e);
         }
     };
     let (pid, old_mask) = started;
-    record.pid = ProcessRef::of(pid).ok();
-    if let Ok(lock) = state.lock() {
-        if let Err(e) = lock.update(&record) {
-            log::warn!("could not record the workload's pid: {e}");
-        }
-    }
 
     // 4. Supervise until the workload ends, then clean up.
     let outcome =
@@ -203,7 +177,8 @@ pub fn run(req: &RunRequest) -> Result<Outcome, LaunchError> {
         log::warn!("could not stop the workload's remaining processes: {e}");
     }
     supervise::reap_orphans(std::time::Duration::from_secs(2));
-    if let Err(e) = cgroups.remove() {
+    let removed = cgroups.remove();
+    if let Err(e) = &removed {
         log::warn!("could not remove the workload's cgroups: {e}");
     }
     let exit = ExitRecord {
@@ -219,14 +194,7 @@ pub fn run(req: &RunRequest) -> Result<Outcome, LaunchError> {
         ended_at_unix_ms: now_ms(),
         error: outcome.as_ref().err().map(|e| e.to_string()),
     };
-    match state.lock() {
-        Ok(lock) => {
-            if let Err(e) = lock.write_exit(&exit).and_then(|_| lock.remove(&req.name)) {
-                log::warn!("could not record the exit: {e}");
-            }
-        }
-        Err(e) => log::warn!("could not record the exit: {e}"),
-    }
+    reserve::release(&state, &req.name, removed.is_ok(), Some(&exit));
     outcome
 }
 
@@ -237,6 +205,7 @@ fn spawn(
     plan: &child::ChildPlan,
     cgroups: &WorkloadCgroups,
     ns: Option<&UserNamespace>,
+    before_release: &mut dyn FnMut(i32) -> Result<(), LaunchError>,
 ) -> Result<(i32, libc::sigset_t), LaunchError> {
     let (go_r, go_w) = pipe().map_err(|e| LaunchError::os("creating a pipe", e))?;
     let (rep_r, rep_w) = pipe().map_err(|e| LaunchError::os("creating a pipe", e))?;
@@ -296,6 +265,9 @@ fn spawn(
         if let Err(e) = write_id_maps(pid, ns) {
             return Err(abort(e));
         }
+    }
+    if let Err(e) = before_release(pid) {
+        return Err(abort(e));
     }
     // Release the child.
     // SAFETY: writing one byte to our pipe.
@@ -438,14 +410,6 @@ fn profile_label(p: &ProfileRef) -> String {
         ProfileRef::Default => "default".into(),
         ProfileRef::Unconfined => "unconfined".into(),
         ProfileRef::File(f) => f.display().to_string(),
-    }
-}
-
-fn cleanup_stale(layout: &cgroup::Layout, cfg: &CgroupConfig, rec: &WorkloadRecord) {
-    log::info!("cleaning up stale workload {}", rec.name);
-    if let Ok(cg) = WorkloadCgroups::open(layout, cfg, &rec.name) {
-        let _ = cg.kill_all();
-        let _ = cg.remove();
     }
 }
 

@@ -33,7 +33,8 @@ enum Command {
     /// Docker authorization requests.
     #[command(subcommand)]
     Policy(policy_cmd::PolicyCommand),
-    /// List running workloads.
+    /// List workloads: running, starting, and stale ones a killed `moat
+    /// run` left behind.
     Ps(ps_cmd::PsArgs),
     // No doc comments on these two: they would replace the long help their
     // argument structs define.

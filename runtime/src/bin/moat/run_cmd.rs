@@ -57,7 +57,9 @@ pub struct RunArgs {
     /// workloads), or CONTAINER_ID:HOST_ID:SIZE[,...].
     #[arg(long, value_name = "host|auto|MAP[,MAP...]", default_value = "host")]
     userns: String,
-    /// User and group inside the workload (numeric; GID defaults to UID).
+    /// User and group inside the workload, as decimal numbers (GID
+    /// defaults to UID). 4294967295 ((uid_t)-1) is refused, and with a user
+    /// namespace both must be mapped by it (`auto` maps 0-65535).
     #[arg(long, value_name = "UID[:GID]")]
     user: Option<String>,
     /// Add a capability to Docker's default set (e.g. NET_ADMIN; ALL).
@@ -182,10 +184,23 @@ fn request(a: RunArgs) -> Result<RunRequest> {
     })
 }
 
+/// Parses `UID[:GID]`: decimal numbers only (no sign, no spaces), GID
+/// defaulting to UID. Which ids are usable (not -1, mapped in the user
+/// namespace) the launcher checks.
 fn parse_user(s: &str) -> Result<(u32, u32)> {
     let num = |p: &str| {
-        p.parse::<u32>()
-            .map_err(|_| anyhow!("invalid --user {s:?}: expected numeric UID[:GID]"))
+        if p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(anyhow!(
+                "invalid --user {s:?}: {p:?} is not a decimal number \
+                 (expected UID[:GID], e.g. 1000 or 1000:1000)"
+            ));
+        }
+        p.parse::<u32>().map_err(|_| {
+            anyhow!(
+                "invalid --user {s:?}: {p} does not fit in a 32-bit id (at most {})",
+                u32::MAX - 1
+            )
+        })
     };
     match s.split_once(':') {
         Some((u, g)) => Ok((num(u)?, num(g)?)),
