@@ -195,6 +195,11 @@ pub struct WorkloadRecord {
     pub cgroup_v2: PathBuf,
     /// When the workload was started, in ms after the Unix epoch.
     pub started_at_unix_ms: u64,
+    /// The namespaces the workload has of its own, as `/proc/PID/ns` names
+    /// them (`cgroup`, `ipc`, `mnt`, `pid`, `user`); empty in records
+    /// written before moat recorded them.
+    #[serde(default)]
+    pub namespaces: Vec<String>,
 }
 
 impl WorkloadRecord {
@@ -752,6 +757,7 @@ mod tests {
             cgroup_pids: PathBuf::from("/sys/fs/cgroup/pids/moat/x"),
             cgroup_v2: PathBuf::from("/sys/fs/cgroup/moat/x"),
             started_at_unix_ms: 1_700_000_000_000,
+            namespaces: Vec::new(),
         }
     }
 

@@ -1,6 +1,6 @@
 //! Why a launch failed, and the exit code each failure maps to.
 
-use super::child::{Failure, Step};
+use super::failure::{Failure, Step};
 
 /// A launch failed before the workload's command ran. Nothing is left
 /// behind when this is returned: no cgroup, no state record, no user
@@ -32,6 +32,15 @@ pub enum LaunchError {
     #[error("{what}: {error}")]
     Os {
         /// What moat was doing.
+        what: String,
+        /// The error.
+        error: std::io::Error,
+    },
+    /// moat's init could not give the workload the isolation asked for
+    /// (its mounts, its id maps).
+    #[error("{what} failed: {error}")]
+    Isolation {
+        /// What was being done.
         what: String,
         /// The error.
         error: std::io::Error,
@@ -68,20 +77,7 @@ impl LaunchError {
     /// not executable, 125 anything else (as `docker run`).
     pub fn exit_code(&self) -> i32 {
         match self {
-            LaunchError::Child {
-                failure:
-                    Failure {
-                        step: Step::Exec,
-                        errno,
-                    },
-                ..
-            } => {
-                if *errno == libc::ENOENT {
-                    127
-                } else {
-                    126
-                }
-            }
+            LaunchError::Child { failure, .. } => failure.exit_code(),
             _ => 125,
         }
     }

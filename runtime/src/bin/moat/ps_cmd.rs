@@ -47,6 +47,7 @@ pub fn run(args: PsArgs) -> Result<ExitCode> {
                 let maps: Vec<String> = ns.uid_map.iter().map(IdMap::to_string).collect();
                 maps.join(",")
             }),
+            namespaces: r.namespaces.clone(),
         })
         .collect();
     if args.json {
@@ -57,6 +58,7 @@ pub fn run(args: PsArgs) -> Result<ExitCode> {
                     "name": r.name, "pid": r.pid, "uptime_seconds": r.uptime_s,
                     "pids_current": r.pids_current, "pids_limit": r.pids_limit,
                     "seccomp_profile": r.seccomp, "userns": r.userns,
+                    "namespaces": r.namespaces,
                 })
             })
             .collect();
@@ -64,12 +66,12 @@ pub fn run(args: PsArgs) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     println!(
-        "{:<24} {:>8} {:>8} {:>6} {:>9} {:<12} USERNS",
-        "NAME", "PID", "UPTIME", "PIDS", "LIMIT", "SECCOMP"
+        "{:<24} {:>8} {:>8} {:>6} {:>9} {:<12} {:<24} NAMESPACES",
+        "NAME", "PID", "UPTIME", "PIDS", "LIMIT", "SECCOMP", "USERNS"
     );
     for r in rows {
         println!(
-            "{:<24} {:>8} {:>8} {:>6} {:>9} {:<12} {}",
+            "{:<24} {:>8} {:>8} {:>6} {:>9} {:<12} {:<24} {}",
             r.name,
             r.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
             human_duration(r.uptime_s),
@@ -78,7 +80,12 @@ pub fn run(args: PsArgs) -> Result<ExitCode> {
                 .unwrap_or_else(|| "-".into()),
             r.pids_limit.unwrap_or_else(|| "-".into()),
             r.seccomp,
-            r.userns.unwrap_or_else(|| "host".into())
+            r.userns.unwrap_or_else(|| "host".into()),
+            if r.namespaces.is_empty() {
+                "-".to_string()
+            } else {
+                r.namespaces.join(",")
+            }
         );
     }
     Ok(ExitCode::SUCCESS)
@@ -92,6 +99,7 @@ struct Row {
     pids_limit: Option<String>,
     seccomp: String,
     userns: Option<String>,
+    namespaces: Vec<String>,
 }
 
 fn read_u64(dir: &Path, file: &str) -> Option<u64> {
