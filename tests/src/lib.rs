@@ -8,8 +8,10 @@ pub mod bench;
 pub mod fork;
 pub mod moatd;
 pub mod oci;
+pub mod pty;
 pub mod quick;
 pub mod results;
+pub mod runenv;
 
 /// The workspace root.
 pub fn workspace_root() -> PathBuf {
