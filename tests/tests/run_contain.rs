@@ -486,3 +486,47 @@ fn ps_shows_the_namespaces() {
         assert_eq!(c.wait().unwrap().code(), Some(128 + libc::SIGTERM));
     }
 }
+
+#[test]
+fn the_hosts_shared_memory_is_out_of_reach() {
+    let _g = moat_tests::cgroup_layout_lock(false);
+    let Some(env) = RunEnv::new("ipc") else {
+        return;
+    };
+    // A host process's POSIX shared memory (a file in /dev/shm) and System V
+    // segment.
+    let shm = format!("/dev/shm/moat-test-{}", std::process::id());
+    std::fs::write(&shm, "host secret").unwrap();
+    struct Remove(String);
+    impl Drop for Remove {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+    let _r = Remove(shm.clone());
+    // SAFETY: creating a private segment, removed below.
+    let id = unsafe { libc::shmget(libc::IPC_PRIVATE, 4096, libc::IPC_CREAT | 0o600) };
+    assert!(id >= 0, "{}", std::io::Error::last_os_error());
+    struct Segment(i32);
+    impl Drop for Segment {
+        fn drop(&mut self) {
+            // SAFETY: removing our own segment.
+            unsafe { libc::shmctl(self.0, libc::IPC_RMID, std::ptr::null_mut()) };
+        }
+    }
+    let _s = Segment(id);
+    let script = format!(
+        "cat {shm} 2>/dev/null && echo; echo overwritten > {shm} 2>/dev/null; ipcs -m | grep -qw {id} && echo segment-visible; exit 0"
+    );
+    let o = env.run(&["--", "sh", "-c", &script]);
+    assert!(o.status.success(), "{}", err(&o));
+    assert_eq!(out(&o), "", "the workload reached the host's shared memory");
+    assert_eq!(std::fs::read_to_string(&shm).unwrap(), "host secret");
+    // --ipc host shares them.
+    let o = env.run(&["--ipc", "host", "--", "sh", "-c", &script]);
+    assert!(
+        out(&o).contains("host secret") && out(&o).contains("segment-visible"),
+        "{}",
+        out(&o)
+    );
+}

@@ -7,9 +7,11 @@
 //! In order: every mount becomes a slave of the host's (host mounts still
 //! appear, nothing made inside propagates out); a fresh `proc` for the new
 //! PID namespace goes on `/proc`, and `proc` file systems mounted elsewhere
-//! (which would show the host's processes) are hidden; `/sys` and every
-//! `sysfs` and cgroup file system become read-only (recursively); then
-//! Docker's read-only and masked paths.
+//! (which would show the host's processes) are hidden; with a new IPC
+//! namespace, a new tmpfs on `/dev/shm` (POSIX shared memory is files there,
+//! outside the IPC namespace's reach) and a new `mqueue` over any mounted
+//! one; `/sys` and every `sysfs` and cgroup file system become read-only
+//! (recursively); then Docker's read-only and masked paths.
 //!
 //! The plan is built before the clone (it allocates); [`MountPlan::apply`]
 //! runs in the child and reports the index of the operation that failed, so
@@ -68,6 +70,10 @@ enum Op {
     Proc,
     /// `proc` file systems elsewhere, hidden under an empty tmpfs.
     HideOtherProcs,
+    /// A new tmpfs on `/dev/shm`.
+    PrivateShm,
+    /// A new `mqueue` (of the new IPC namespace) over every `mqueue` mount.
+    PrivateMqueue,
     /// `/sys` and everything under it read-only.
     ReadOnlySys,
     /// `sysfs`, `cgroup` and `cgroup2` mounts outside `/sys` read-only.
@@ -103,6 +109,10 @@ impl MountPlan {
         if isolation.pid == Share::Private || isolation.system_paths == SystemPaths::Masked {
             ops.push(Op::HideOtherProcs);
         }
+        if isolation.ipc == Share::Private {
+            ops.push(Op::PrivateShm);
+            ops.push(Op::PrivateMqueue);
+        }
         if isolation.sysfs == Sysfs::ReadOnly {
             ops.push(Op::ReadOnlySys);
             ops.push(Op::ReadOnlyKernelFs);
@@ -121,6 +131,8 @@ impl MountPlan {
             Some(Op::SlaveAll) => "making every mount a slave of the host's".into(),
             Some(Op::Proc) => "mounting a new proc on /proc".into(),
             Some(Op::HideOtherProcs) => "hiding other proc mounts".into(),
+            Some(Op::PrivateShm) => "mounting a new tmpfs on /dev/shm".into(),
+            Some(Op::PrivateMqueue) => "mounting a new mqueue over the host's".into(),
             Some(Op::ReadOnlySys) => "making /sys read-only".into(),
             Some(Op::ReadOnlyKernelFs) => {
                 "making sysfs and cgroup mounts outside /sys read-only".into()
@@ -142,7 +154,7 @@ impl MountPlan {
             };
             let needs_table = matches!(
                 op,
-                Op::HideOtherProcs | Op::ReadOnlySys | Op::ReadOnlyKernelFs
+                Op::HideOtherProcs | Op::PrivateMqueue | Op::ReadOnlySys | Op::ReadOnlyKernelFs
             );
             if needs_table && table.is_none() {
                 let text = std::fs::read_to_string("/proc/self/mountinfo")
@@ -160,6 +172,8 @@ impl MountPlan {
                     None,
                 ),
                 Op::HideOtherProcs => hide_other_procs(mounts),
+                Op::PrivateShm => private_shm(),
+                Op::PrivateMqueue => private_mqueue(mounts),
                 Op::ReadOnlySys => read_only_sys(mounts),
                 Op::ReadOnlyKernelFs => read_only_kernel_fs(mounts),
                 Op::ReadOnly(p) => read_only_path(p),
@@ -202,6 +216,36 @@ fn hide_other_procs(mounts: &[mountinfo::Mount]) -> Result<(), i32> {
         if m.fs_type == "proc" && !is_under(&m.mount_point, "/proc") {
             empty_dir_over(&cpath(&m.mount_point)?)?;
         }
+    }
+    Ok(())
+}
+
+/// A new tmpfs on `/dev/shm` (if the host has that directory), as the
+/// host's is: world-writable and sticky, never executable.
+fn private_shm() -> Result<(), i32> {
+    if exists(c"/dev/shm")? != Some(true) {
+        return Ok(());
+    }
+    mount(
+        Some(c"shm"),
+        c"/dev/shm",
+        Some(c"tmpfs"),
+        libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+        Some(c"mode=1777"),
+    )
+}
+
+/// A new `mqueue` instance, which shows the mounting process's IPC
+/// namespace, over every `mqueue` mount.
+fn private_mqueue(mounts: &[mountinfo::Mount]) -> Result<(), i32> {
+    for m in mounts.iter().filter(|m| m.fs_type == "mqueue") {
+        mount(
+            Some(c"mqueue"),
+            &cpath(&m.mount_point)?,
+            Some(c"mqueue"),
+            libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+            None,
+        )?;
     }
     Ok(())
 }
@@ -353,11 +397,12 @@ mod tests {
         assert_eq!(plan.ops[1], Op::Proc);
         assert_eq!(
             plan.ops.len(),
-            5 + READONLY_PATHS.len() + MASKED_PATHS.len()
+            7 + READONLY_PATHS.len() + MASKED_PATHS.len()
         );
         assert_eq!(plan.describe(1), "mounting a new proc on /proc");
-        assert_eq!(plan.describe(8), "making /proc/sys read-only");
-        assert_eq!(plan.describe(5 + 5 + 3), "masking /proc/kcore");
+        assert_eq!(plan.describe(3), "mounting a new tmpfs on /dev/shm");
+        assert_eq!(plan.describe(10), "making /proc/sys read-only");
+        assert_eq!(plan.describe(7 + 5 + 3), "masking /proc/kcore");
         assert_eq!(plan.describe(999), "mount operation 999");
     }
 
@@ -379,5 +424,12 @@ mod tests {
         assert!(!ops.contains(&Op::Proc));
         assert!(ops.contains(&Op::HideOtherProcs), "{ops:?}");
         assert!(ops.contains(&Op::ReadOnlySys));
+        assert!(ops.contains(&Op::PrivateShm));
+        let ipc_host = Isolation {
+            ipc: Share::Host,
+            ..Isolation::default()
+        };
+        let ops = MountPlan::new(&ipc_host).ops;
+        assert!(!ops.contains(&Op::PrivateShm) && !ops.contains(&Op::PrivateMqueue));
     }
 }

@@ -116,8 +116,8 @@ pub struct RunArgs {
     /// Cgroup namespace: `private` (its own cgroups are its root) or `host`.
     #[arg(long, value_name = "private|host", default_value = "private")]
     cgroupns: Share,
-    /// IPC namespace (System V IPC, POSIX message queues): `private` or
-    /// `host`.
+    /// IPC namespace (System V IPC, POSIX message queues) and /dev/shm:
+    /// `private` (new ones) or `host`.
     #[arg(long, value_name = "private|host", default_value = "private")]
     ipc: Share,
     /// Docker's masked paths (/proc/kcore, /proc/keys, /proc/timer_list,
