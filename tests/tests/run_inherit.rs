@@ -246,3 +246,25 @@ fn a_killed_supervisor_leaves_no_workload_running() {
         );
     }
 }
+
+#[test]
+fn the_working_directory_is_moats_by_path_or_the_root() {
+    let _g = moat_tests::cgroup_layout_lock(false);
+    let Some(env) = RunEnv::new("cwd") else {
+        return;
+    };
+    let private = env.dir.join("private");
+    std::fs::create_dir(&private).unwrap();
+    std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let pwd = |args: &[&str]| {
+        let o = env.run_cmd(args).current_dir(&private).output().unwrap();
+        assert!(o.status.success(), "{args:?}: {}", err(&o));
+        out(&o)
+    };
+    assert_eq!(pwd(&["--", "pwd"]), format!("{}\n", private.display()));
+    // A user who cannot reach moat's directory starts in /.
+    assert_eq!(
+        pwd(&["--userns", "auto", "--user", "1000", "--", "pwd"]),
+        "/\n"
+    );
+}

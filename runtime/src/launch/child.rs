@@ -38,6 +38,9 @@ pub struct ChildPlan {
     pub env: Vec<CString>,
     /// Working directory.
     pub workdir: Option<CString>,
+    /// When changing to `workdir` fails, use `/` instead (for moat's own
+    /// working directory, which the command's user may not reach).
+    pub workdir_fallback: bool,
     /// User and group ids inside.
     pub uid: u32,
     /// Group id inside.
@@ -130,8 +133,12 @@ pub fn run(plan: &ChildPlan, go: OwnedFd, report: RawFd) -> ! {
         fail(Step::Capset, e);
     }
     if let Some(dir) = &plan.workdir {
-        // SAFETY: a valid C string.
-        if unsafe { libc::chdir(dir.as_ptr()) } != 0 {
+        // SAFETY: valid C strings.
+        let moved = unsafe {
+            libc::chdir(dir.as_ptr()) == 0
+                || (plan.workdir_fallback && libc::chdir(c"/".as_ptr()) == 0)
+        };
+        if !moved {
             fail(Step::Chdir, errno());
         }
     }

@@ -10,7 +10,9 @@
 //!
 //! The working directory is given by path, also when it is moat's own: the
 //! command resolves it in its own mount namespace, so a directory under
-//! `/proc` or `/sys` is the protected one, not the host's.
+//! `/proc` or `/sys` is the protected one, not the host's. Should the
+//! command's user not reach moat's own directory, it starts in `/` (as
+//! bubblewrap does); a `--workdir` it cannot reach is an error.
 
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
@@ -131,6 +133,7 @@ pub fn prepare_exec(req: &RunRequest) -> Result<ChildPlan, LaunchError> {
             workdir.as_os_str().as_bytes(),
             "the working directory",
         )?),
+        workdir_fallback: req.workdir.is_none(),
         uid: req.uid,
         gid: req.gid,
         caps: req.caps.mask(),
