@@ -9,7 +9,7 @@ const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
 
 /// The first descriptor after the preserved ones.
 pub fn first_closed(preserve: u32) -> libc::c_uint {
-    3 + preserve
+    preserve.saturating_add(3)
 }
 
 /// Checks that the descriptors `--preserve-fds` names are open in moat, so
@@ -32,7 +32,7 @@ fn not_open(preserve: u32, fd: u32, errno: i32) -> LaunchError {
     LaunchError::os(
         format!(
             "--preserve-fds {preserve}: descriptor {fd} is not open in moat (pass exactly the descriptors 3 to {} that moat inherits)",
-            2 + preserve
+            u64::from(preserve) + 2
         ),
         std::io::Error::from_raw_os_error(errno),
     )
@@ -107,5 +107,22 @@ fn close_range(first: libc::c_uint, last: libc::c_uint) {
             // SAFETY: closing descriptor numbers we do not use any more.
             unsafe { libc::close(fd as libc::c_int) };
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn preserved_ranges_never_overflow() {
+        assert_eq!(first_closed(0), 3);
+        assert_eq!(first_closed(2), 5);
+        assert_eq!(first_closed(u32::MAX), u32::MAX);
+        assert!(check_preserved(0).is_ok());
+        let e = check_preserved(u32::MAX).err().map(|e| e.to_string());
+        // The first descriptor that is not open is named (the test
+        // harness has some open, never all).
+        assert!(e.is_some_and(|m| m.contains("is not open in moat")));
     }
 }
