@@ -74,6 +74,7 @@ fn register(root: &Path, supervisor: ProcessRef) -> WorkloadRecord {
         cgroup_pids: PathBuf::new(),
         cgroup_v2: PathBuf::new(),
         started_at_unix_ms: now_unix_ms(),
+        namespaces: Vec::new(),
     };
     lock.insert(&rec).unwrap();
     rec

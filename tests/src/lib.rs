@@ -7,6 +7,7 @@ pub mod bench;
 pub mod fork;
 pub mod moatd;
 pub mod oci;
+pub mod pty;
 pub mod quick;
 pub mod results;
 pub mod runenv;

@@ -148,6 +148,18 @@ impl RunEnv {
         names
     }
 
+    /// The exit record of workload `name`.
+    pub fn exit_record(&self, name: &str) -> serde_json::Value {
+        let p = self.exit_record_path(name);
+        let text = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+        serde_json::from_str(&text).unwrap()
+    }
+
+    /// Where the exit record of `name` is.
+    pub fn exit_record_path(&self, name: &str) -> PathBuf {
+        self.state().join("exits").join(format!("{name}.json"))
+    }
+
     /// The workload records in the state directory (file names).
     pub fn record_files(&self) -> Vec<String> {
         let mut names: Vec<String> = std::fs::read_dir(self.state().join("workloads"))
@@ -276,4 +288,14 @@ pub fn stdout(o: &Output) -> String {
 /// A child's standard error, as text.
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// A command's stdout as text (short name for the containment tests).
+pub fn out(o: &Output) -> String {
+    stdout(o)
+}
+
+/// A command's stderr as text (short name for the containment tests).
+pub fn err(o: &Output) -> String {
+    stderr(o)
 }

@@ -181,7 +181,12 @@ fn ps_shows_stale_workloads_and_the_next_run_reclaims_them() {
         .find(|l| l.starts_with("gone "))
         .map(str::to_owned)
         .unwrap_or_else(|| panic!("{}", stdout(&table)));
-    assert_eq!(line.split_whitespace().last(), Some("stale"), "{line}");
+    // NAME PID UPTIME PIDS LIMIT SECCOMP USERNS STATE NAMESPACES
+    assert_eq!(
+        line.split_whitespace().rev().nth(1),
+        Some("stale"),
+        "{line}"
+    );
     assert!(
         stderr(&table).contains("the next `moat run` reclaims"),
         "{}",
@@ -293,10 +298,14 @@ fn cgroups_below_the_workloads_are_killed_and_removed_too() {
     let Some(env) = RunEnv::new("stale-sub") else {
         return;
     };
+    // `--pid host`: the pid the workload prints must be the host's, since
+    // the test moves it between cgroups.
     let mut moat = env
         .run_cmd(&[
             "--name",
             "sub",
+            "--pid",
+            "host",
             "--",
             "sh",
             "-c",
@@ -313,6 +322,12 @@ fn cgroups_below_the_workloads_are_killed_and_removed_too() {
     )
     .unwrap();
     let sleep: i32 = line.trim().parse().unwrap();
+    // Never move anything but the workload's own process.
+    let cg = std::fs::read_to_string(format!("/proc/{sleep}/cgroup")).unwrap_or_default();
+    assert!(
+        cg.contains(&format!("/{}/sub\n", env.parent.0)),
+        "pid {sleep} is not the workload's: {cg}"
+    );
     let mut inner = Vec::new();
     for d in env.cgroups_of(&env.parent.0, "sub") {
         let below = d.join("inner");
@@ -335,42 +350,90 @@ fn cgroups_below_the_workloads_are_killed_and_removed_too() {
     assert_eq!(env.record_files(), Vec::<String>::new());
 }
 
-/// A `moat run` killed while its workload runs leaves the workload
-/// running: it stays listed (as running, with its pid) and its id range
-/// stays taken until it ends; then the next run reclaims it.
+/// A `moat run` killed while its workload runs takes the workload with it
+/// (moat's init dies with its supervisor, and the workload's PID namespace
+/// with the init). A process that outlives it anyway (`--pid host`, a
+/// grandchild that has no parent-death signal) is listed as stale and keeps
+/// its id range: the next `moat run` kills it before the range is handed
+/// out again.
 #[test]
-fn an_orphaned_workload_stays_visible_and_keeps_its_ids() {
+fn a_killed_moat_run_leaves_no_process_holding_ids_that_are_handed_out() {
     let _g = moat_tests::cgroup_layout_lock(false);
     let Some(env) = RunEnv::new("stale-orphan") else {
         return;
     };
+    // Default namespaces: nothing survives.
     let mut moat = env
         .run_cmd(&["--name", "orphan", "--userns", "auto", "--", "sleep", "60"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let pid = env.wait_started("orphan")["pid"].as_i64().unwrap() as i32;
+    let init = env.wait_started("orphan")["pid"].as_i64().unwrap() as i32;
     moat.kill().unwrap();
     moat.wait().unwrap();
+    wait_gone(init);
+    let [pids_dir, _] = env.cgroups_of(&env.parent.0, "orphan");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !std::fs::read_to_string(pids_dir.join("cgroup.procs"))
+        .unwrap_or_default()
+        .trim()
+        .is_empty()
+    {
+        assert!(Instant::now() < deadline, "the workload outlived moat run");
+        std::thread::sleep(Duration::from_millis(10));
+    }
     let rows = env.ps_json();
     assert_eq!(rows.len(), 1, "{rows:?}");
-    assert_eq!(rows[0]["state"], "running");
-    assert_eq!(rows[0]["pid"], pid);
-    let taken = rows[0]["userns"].as_str().unwrap().to_owned();
+    assert_eq!(rows[0]["state"], "stale");
+
+    // A grandchild in the host's PID namespace outlives it.
+    let mut moat = env
+        .run_cmd(&[
+            "--name",
+            "orphan2",
+            "--pid",
+            "host",
+            "--userns",
+            "auto",
+            "--",
+            "sh",
+            "-c",
+            "sleep 60 & echo $!; wait",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(moat.stdout.as_mut().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let grandchild: i32 = line.trim().parse().unwrap();
+    let row = env.wait_started("orphan2");
+    let taken = row["userns"].as_str().unwrap().to_owned();
+    moat.kill().unwrap();
+    moat.wait().unwrap();
+    wait_gone(row["pid"].as_i64().unwrap() as i32);
+    assert!(
+        !is_gone(grandchild),
+        "the grandchild was expected to outlive moat run"
+    );
+    let row = env
+        .ps_json()
+        .into_iter()
+        .find(|r| r["name"] == "orphan2")
+        .unwrap();
+    assert_eq!(row["state"], "stale");
+    // The next run reclaims both records, killing the grandchild first.
     let o = env.run(&["--userns", "auto", "--", "cat", "/proc/self/uid_map"]);
     assert!(o.status.success(), "{}", stderr(&o));
-    let got = stdout(&o).split_whitespace().nth(1).unwrap().to_owned();
-    assert_ne!(
-        format!("0:{got}:65536"),
-        taken,
-        "the orphan's range was handed out again"
+    assert!(
+        is_gone(grandchild),
+        "range {taken} was reclaimed while a process of it still runs"
     );
-    // SAFETY: kill(2) with a pid and a signal number.
-    unsafe { libc::kill(pid, libc::SIGKILL) };
-    wait_gone(pid);
-    let o = env.run(&["--", "true"]);
-    assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(env.cgroups_under_parent(), Vec::<String>::new());
     assert_eq!(env.record_files(), Vec::<String>::new());
 }

@@ -553,8 +553,8 @@ fn fork_bomb_is_contained_on_cgroup_v2() {
     );
 }
 
-/// Under a terminal (`script` allocates a pty), the workload's stdin is
-/// still that terminal: moat does not put pipes in between.
+/// Under a terminal (`script` allocates a pty), the workload's standard
+/// streams are a terminal too: the pty moat gives it, never moat's own.
 #[test]
 fn a_tty_stays_a_tty() {
     let _g = moat_tests::cgroup_layout_lock(false);
@@ -569,12 +569,23 @@ fn a_tty_stays_a_tty() {
         binary("moat").display(),
         env.parent.0
     );
-    let o = Command::new("script")
+    // script's stdin stays open: at its end of file, script would type an
+    // EOF character into the terminal, which moat passes on.
+    let mut c = Command::new("script")
         .args(["-qec", &inner, "/dev/null"])
-        .output()
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .unwrap();
-    assert!(o.status.success(), "{}{}", out(&o), err(&o));
-    assert!(out(&o).trim().starts_with("/dev/pts/"), "{}", out(&o));
+    let stdin = c.stdin.take();
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut c.stdout.take().unwrap(), &mut text).unwrap();
+    let status = c.wait().unwrap();
+    drop(stdin);
+    assert!(status.success(), "{text}");
+    let lines: Vec<&str> = text.lines().map(str::trim).collect();
+    assert!(lines[0].starts_with("/dev/pts/"), "{text}");
 }
 
 #[test]
@@ -597,7 +608,12 @@ fn ps_shows_a_running_workload() {
     let table = loop {
         let o = env.cmd().arg("ps").output().unwrap();
         let t = out(&o);
-        if t.contains("pstest") || Instant::now() > deadline {
+        // The record exists from the reservation on; wait until the
+        // workload has started (its PID is shown).
+        let started = t
+            .lines()
+            .any(|l| l.starts_with("pstest") && l.split_whitespace().nth(1) != Some("-"));
+        if started || Instant::now() > deadline {
             break t;
         }
         std::thread::sleep(Duration::from_millis(50));

@@ -1,6 +1,6 @@
 //! Why a launch failed, and the exit code each failure maps to.
 
-use super::child::{Failure, Step};
+use super::failure::{Failure, Step};
 
 /// A launch failed before the workload's command ran. Nothing is left
 /// behind when this is returned: no cgroup, no state record, no user
@@ -48,6 +48,15 @@ pub enum LaunchError {
         /// The error.
         error: std::io::Error,
     },
+    /// moat's init could not give the workload the isolation asked for
+    /// (its mounts, its id maps).
+    #[error("{what} failed: {error}")]
+    Isolation {
+        /// What was being done.
+        what: String,
+        /// The error.
+        error: std::io::Error,
+    },
     /// The child failed a set-up step, or could not execute the command.
     #[error("{}", describe_failure(.command, .failure))]
     Child {
@@ -80,20 +89,7 @@ impl LaunchError {
     /// not executable, 125 anything else (as `docker run`).
     pub fn exit_code(&self) -> i32 {
         match self {
-            LaunchError::Child {
-                failure:
-                    Failure {
-                        step: Step::Exec,
-                        errno,
-                    },
-                ..
-            } => {
-                if *errno == libc::ENOENT {
-                    127
-                } else {
-                    126
-                }
-            }
+            LaunchError::Child { failure, .. } => failure.exit_code(),
             _ => 125,
         }
     }

@@ -77,6 +77,9 @@ pub(super) fn reserve(
         cgroup_pids,
         cgroup_v2,
         started_at_unix_ms: now_unix_ms(),
+        namespaces: req
+            .isolation
+            .namespace_names(!matches!(req.userns, UsernsSpec::Host)),
     };
     lock.insert(&record)?;
     Ok(record)

@@ -44,6 +44,11 @@ pub struct WorkloadRecord {
     pub cgroup_v2: PathBuf,
     /// When the workload was started, in ms after the Unix epoch.
     pub started_at_unix_ms: u64,
+    /// The namespaces the workload has of its own, as `/proc/PID/ns` names
+    /// them (`cgroup`, `ipc`, `mnt`, `pid`, `user`); empty in records
+    /// written before moat recorded them.
+    #[serde(default)]
+    pub namespaces: Vec<String>,
 }
 
 /// How much of a command line a record keeps: enough to recognise it,

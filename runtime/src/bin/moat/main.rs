@@ -26,8 +26,8 @@ enum Command {
     /// Validate, compile and show seccomp profiles (Docker and OCI format).
     #[command(subcommand)]
     Profile(profile_cmd::ProfileCommand),
-    /// Run a command under seccomp, a user namespace and a pids limit
-    /// (as root).
+    /// Run a command under seccomp, a user namespace, a pids limit and
+    /// namespaces of its own (as root).
     Run(run_cmd::RunArgs),
     /// Check the node policy (/etc/moat/policy.toml) and try it on recorded
     /// Docker authorization requests.

@@ -66,6 +66,7 @@ pub fn run(args: PsArgs) -> Result<ExitCode> {
                     maps.join(",")
                 }),
                 cgroups: [r.cgroup_pids.clone(), r.cgroup_v2.clone()],
+                namespaces: r.namespaces.clone(),
             }
         })
         .collect();
@@ -86,6 +87,7 @@ pub fn run(args: PsArgs) -> Result<ExitCode> {
                     "pids_current": r.pids_current, "pids_limit": r.pids_limit,
                     "seccomp_profile": r.seccomp, "userns": r.userns,
                     "cgroup_pids": r.cgroups[0], "cgroup_v2": r.cgroups[1],
+                    "namespaces": r.namespaces,
                 })
             })
             .collect();
@@ -93,12 +95,12 @@ pub fn run(args: PsArgs) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     println!(
-        "{:<24} {:>8} {:>8} {:>6} {:>9} {:<12} {:<20} STATE",
-        "NAME", "PID", "UPTIME", "PIDS", "LIMIT", "SECCOMP", "USERNS"
+        "{:<24} {:>8} {:>8} {:>6} {:>9} {:<12} {:<20} {:<8} NAMESPACES",
+        "NAME", "PID", "UPTIME", "PIDS", "LIMIT", "SECCOMP", "USERNS", "STATE"
     );
     for r in rows {
         println!(
-            "{:<24} {:>8} {:>8} {:>6} {:>9} {:<12} {:<20} {}",
+            "{:<24} {:>8} {:>8} {:>6} {:>9} {:<12} {:<20} {:<8} {}",
             r.name,
             r.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
             human_duration(r.uptime_s),
@@ -109,6 +111,11 @@ pub fn run(args: PsArgs) -> Result<ExitCode> {
             r.seccomp,
             r.userns.unwrap_or_else(|| "host".into()),
             r.state,
+            if r.namespaces.is_empty() {
+                "-".to_string()
+            } else {
+                r.namespaces.join(",")
+            }
         );
     }
     Ok(ExitCode::SUCCESS)
@@ -137,6 +144,7 @@ struct Row {
     seccomp: String,
     userns: Option<String>,
     cgroups: [PathBuf; 2],
+    namespaces: Vec<String>,
 }
 
 fn read_u64(dir: &Path, file: &str) -> Option<u64> {
