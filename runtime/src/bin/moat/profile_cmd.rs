@@ -21,8 +21,9 @@ pub enum ProfileCommand {
     /// Exits non-zero, naming the file, field and reason, if the profile is
     /// invalid.
     Check {
-        /// Profile file (Docker or OCI format, or an OCI config.json), or
-        /// `default` for the built-in profile.
+        /// Profile file (Docker or OCI format, or an OCI config.json),
+        /// `default` for the built-in profile, or `-` for standard input.
+        /// A file must be a regular file of at most 16 MiB.
         profile: String,
         #[command(flatten)]
         opts: CompileArgs,
@@ -35,7 +36,8 @@ pub enum ProfileCommand {
     /// The output is an array of `struct sock_filter` in native byte order,
     /// the format `bwrap --seccomp FD` and `seccomp(2)` take.
     Compile {
-        /// Profile file, or `default` for the built-in profile.
+        /// Profile file (a regular file of at most 16 MiB), `default` for
+        /// the built-in profile, or `-` for standard input.
         profile: String,
         /// Where to write the program (`-` for standard output).
         #[arg(long, short)]
@@ -115,6 +117,9 @@ pub fn run(cmd: ProfileCommand) -> Result<ExitCode> {
 }
 
 fn load(profile: &str) -> Result<(seccomp::profile::Profile, seccomp::Source)> {
+    if profile == "-" {
+        return Ok((seccomp::parse::from_stdin()?, seccomp::Source::Stdin));
+    }
     match ProfileRef::parse(profile).load()? {
         Some(p) => Ok(p),
         None => bail!("`unconfined` means no filter; there is nothing to check or compile"),
