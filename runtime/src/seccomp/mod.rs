@@ -7,14 +7,19 @@
 //! libseccomp (backend). [`load`] installs it; [`bpf`] can also run it.
 
 pub mod arch;
+pub mod args;
 pub mod bpf;
 pub mod builtin;
 pub mod compile;
+mod ctx;
 pub mod error;
+mod fixup;
 pub mod input;
 pub mod json;
 pub mod load;
+pub mod mux;
 pub mod parse;
+mod plan;
 pub mod profile;
 pub mod resolve;
 pub mod summary;

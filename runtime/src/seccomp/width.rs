@@ -63,9 +63,9 @@ pub fn kind(syscall: &str, index: u32) -> Option<Kind> {
         return Some(k);
     }
     let pos = TABLE.binary_search_by(|(n, _)| (*n).cmp(syscall)).ok()?;
-    // An argument past the prototype's end is not read at all; comparing
-    // it is meaningless but harmless, so it keeps its 64 bits.
-    TABLE[pos].1.get(i).copied().or(Some(Kind::W64))
+    // An argument past the prototype's end is not read at all: comparing
+    // it is meaningless, and it is left as written.
+    TABLE[pos].1.get(i).copied()
 }
 
 /// The architectures whose prototypes the table describes: the x86 family
