@@ -6,6 +6,7 @@ use std::sync::Mutex;
 
 pub mod bench;
 pub mod fork;
+pub mod fuzz;
 pub mod moatd;
 pub mod oci;
 pub mod quick;
