@@ -16,8 +16,13 @@ pub enum ProfileCommand {
     ///
     /// Prints the default action, the architectures, how many of this
     /// architecture's syscalls are allowed and denied, the syscalls whose
-    /// verdict depends on their arguments, and warnings (such as syscall
-    /// names libseccomp does not know, which are skipped as Docker does).
+    /// verdict depends on their arguments, and warnings: syscall names
+    /// libseccomp does not know (skipped, as Docker does), conditions whose
+    /// value has bits the kernel never reads (a 32-bit argument compared
+    /// with a value above 32 bits never or always holds), comparisons of
+    /// pointers, and 64-bit arguments on x32. Notes say which multiplexed
+    /// calls (i386 socketcall) are refused because their arguments are
+    /// filtered.
     /// Exits non-zero, naming the file, field and reason, if the profile is
     /// invalid.
     Check {
@@ -176,6 +181,9 @@ fn check(profile: &str, opts: &CompileArgs, verbose: bool) -> Result<ExitCode> {
     writeln!(out, "warnings:           {}", compiled.warnings.len())?;
     for w in &compiled.warnings {
         writeln!(out, "  warning: {w}")?;
+    }
+    for n in compiled.notes() {
+        writeln!(out, "  note: {n}")?;
     }
     if verbose {
         writeln!(out, "allowed: {}", s.allowed.join(" "))?;
