@@ -36,7 +36,7 @@ fi
 # The configuration target links the agent library; its eBPF object is not
 # needed to parse a configuration.
 export AYA_BUILD_SKIP=1
-export CARGO_TARGET_DIR=$root/target/fuzz
+export CARGO_TARGET_DIR=${MOAT_FUZZ_TARGET_DIR:-$root/target/fuzz}
 
 seed() {
     local target=$1 dir=$2

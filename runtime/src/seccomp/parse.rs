@@ -104,13 +104,14 @@ fn json_reason(e: &serde_json::Error) -> String {
     }
 }
 
-fn unwrap_oci_config(value: Value, source: &Source) -> Result<(Value, String), ProfileError> {
+fn unwrap_oci_config(mut value: Value, source: &Source) -> Result<(Value, String), ProfileError> {
     let is_oci = value.get("ociVersion").is_some();
     if !is_oci {
         return Ok((value, String::new()));
     }
-    match value.get("linux").and_then(|l| l.get("seccomp")) {
-        Some(s) => Ok((s.clone(), "linux.seccomp".to_string())),
+    // Taken, not cloned: a profile may be large.
+    match value.get_mut("linux").and_then(|l| l.get_mut("seccomp")) {
+        Some(s) => Ok((s.take(), "linux.seccomp".to_string())),
         None => Err(ProfileError::Field {
             source_name: source.clone(),
             field: "linux.seccomp".to_string(),
