@@ -377,3 +377,52 @@ fn i386_socketcall_is_refused_for_the_filtered_socket_call_only() {
     };
     assert_eq!(Verdict::from_ret(moat.program.evaluate(&d).unwrap()), EPERM);
 }
+
+/// i386's `mmap` (number 90, old_mmap) takes a pointer to its arguments:
+/// a rule on mmap's `prot` compared that pointer, which the caller picks.
+/// With the rule filtering mmap's arguments it is refused with ENOSYS
+/// (glibc maps memory through mmap2); x86_64's mmap is filtered as written.
+#[test]
+fn i386_old_mmap_is_refused_when_mmap_is_filtered_by_argument() {
+    let json = r#"{"defaultAction": "SCMP_ACT_ALLOW",
+        "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86"],
+        "syscalls": [{"names": ["mmap"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1,
+          "args": [{"index": 2, "value": 4, "valueTwo": 4, "op": "SCMP_CMP_MASKED_EQ"}]}]}"#;
+    let t = target("amd64", Arch::X86_64);
+    let (moat, libseccomp) = (build(json, &t, false), build(json, &t, true));
+    let i386 = |c: &Compiled, nr, args| {
+        let d = SeccompData {
+            nr,
+            arch: Arch::X86.audit_arch().unwrap(),
+            instruction_pointer: 0,
+            args,
+        };
+        Verdict::from_ret(c.program.evaluate(&d).unwrap())
+    };
+    // old_mmap(ptr): arg 2 is whatever the caller left in edx.
+    assert_eq!(i386(&libseccomp, 90, [0x1000, 0, 0, 0, 0, 0]), ALLOW);
+    assert_eq!(
+        i386(&moat, 90, [0x1000, 0, 0, 0, 0, 0]),
+        Verdict::Errno(libc::ENOSYS as u16)
+    );
+    assert_eq!(
+        i386(&moat, 192, [0, 4096, 4, 0, 0, 0]),
+        ALLOW,
+        "mmap2 is another syscall"
+    );
+    let x = |prot| {
+        verdict(
+            &moat.program,
+            Arch::X86_64,
+            ScmpArch::X8664,
+            "mmap",
+            [0, 4096, prot, 0x22, 0, 0],
+        )
+    };
+    assert_eq!(x(7), EPERM);
+    assert_eq!(x(3), ALLOW);
+    assert!(moat
+        .notes()
+        .iter()
+        .any(|n| n.starts_with("on SCMP_ARCH_X86, mmap(2) is refused with ENOSYS")));
+}

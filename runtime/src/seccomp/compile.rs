@@ -89,6 +89,12 @@ impl Compiled {
     pub fn notes(&self) -> Vec<String> {
         let mut out = Vec::new();
         for r in &self.refused_multiplexed {
+            for name in &r.indirect {
+                out.push(format!(
+                    "on {}, {name}(2) is refused with ENOSYS: it takes its arguments behind a pointer there, and the profile filters them",
+                    r.arch.name()
+                ));
+            }
             for (mux, calls) in [("socketcall", &r.socket), ("ipc", &r.ipc)] {
                 if !calls.is_empty() {
                     out.push(format!(

@@ -13,7 +13,8 @@
 //! by argument, with ENOSYS: the workload cannot reach what the profile
 //! refuses on x86_64, and a program told that the multiplexer is missing
 //! can use the direct syscall, which the filter checks. Calls without
-//! argument conditions keep libseccomp's translation.
+//! argument conditions keep libseccomp's translation. The same goes for
+//! i386's old `mmap` and `select`, which take a pointer to their arguments.
 
 use std::collections::BTreeSet;
 
@@ -64,6 +65,12 @@ const IPC_CALLS: &[(&str, u32)] = &[
     ("shmctl", 24),
 ];
 
+/// i386 syscalls that take a pointer to their arguments instead of the
+/// arguments: `mmap` (90, old_mmap) and `select` (82, old_select). A rule
+/// on their arguments compares that pointer, which the caller chooses, so
+/// such a rule is worthless there; glibc uses `mmap2` and `_newselect`.
+const INDIRECT: &[(Arch, &str)] = &[(Arch::X86, "mmap"), (Arch::X86, "select")];
+
 /// The errno of a refused multiplexed call.
 pub const REFUSED_ERRNO: u32 = libc::ENOSYS as u32;
 
@@ -76,6 +83,8 @@ pub struct Refusal {
     pub socket: Vec<&'static str>,
     /// Refused `ipc` calls, by name.
     pub ipc: Vec<&'static str>,
+    /// Refused syscalls that take their arguments behind a pointer.
+    pub indirect: Vec<&'static str>,
 }
 
 struct Mux {
@@ -84,13 +93,17 @@ struct Mux {
     call_mask: u32,
 }
 
-fn refused(plan: &Plan, table: &'static [(&'static str, u32)]) -> (Vec<&'static str>, Vec<u32>) {
-    let filtered: BTreeSet<&str> = plan
-        .rules
+/// Names of the syscalls the plan filters by argument.
+fn filtered(plan: &Plan) -> BTreeSet<&str> {
+    plan.rules
         .iter()
         .filter(|r| r.conditional)
         .map(|r| r.name.as_str())
-        .collect();
+        .collect()
+}
+
+fn refused(plan: &Plan, table: &'static [(&'static str, u32)]) -> (Vec<&'static str>, Vec<u32>) {
+    let filtered = filtered(plan);
     table
         .iter()
         .filter(|(n, _)| filtered.contains(n))
@@ -112,6 +125,12 @@ pub(super) fn prefix(plans: &[(Arch, ScmpArch, &Plan)]) -> Result<(Program, Vec<
     const END: usize = 1;
     for &(arch, scmp, plan) in plans {
         let mut muxes = Vec::new();
+        let filtered = filtered(plan);
+        let indirect: Vec<(&'static str, u32)> = INDIRECT
+            .iter()
+            .filter(|(a, n)| *a == arch && filtered.contains(n))
+            .filter_map(|&(_, n)| Some((n, syscall_nr(n, scmp)?)))
+            .collect();
         let (socket, socket_calls) = refused(plan, SOCKET_CALLS);
         let (ipc, ipc_calls) = refused(plan, IPC_CALLS);
         for (mux, calls, mask) in [
@@ -126,7 +145,7 @@ pub(super) fn prefix(plans: &[(Arch, ScmpArch, &Plan)]) -> Result<(Program, Vec<
                 });
             }
         }
-        if muxes.is_empty() {
+        if muxes.is_empty() && indirect.is_empty() {
             continue;
         }
         let audit = arch.audit_arch().ok_or_else(|| {
@@ -135,14 +154,26 @@ pub(super) fn prefix(plans: &[(Arch, ScmpArch, &Plan)]) -> Result<(Program, Vec<
                 arch.name()
             )
         })?;
-        refusals.push(Refusal { arch, socket, ipc });
+        refusals.push(Refusal {
+            arch,
+            socket,
+            ipc,
+            indirect: indirect.iter().map(|(n, _)| *n).collect(),
+        });
         let next_arch = asm.label();
         asm.load(4);
         asm.jeq(audit, None, Some(next_arch));
+        asm.load(0);
+        for (_, nr) in &indirect {
+            asm.jeq(*nr, Some(RET), None);
+        }
+        if muxes.is_empty() {
+            asm.ja(END);
+        }
         let count = muxes.len();
         for (i, m) in muxes.into_iter().enumerate() {
             let next_mux = if i + 1 < count { asm.label() } else { END };
-            asm.load(0);
+            // A holds the syscall number here (see above, or the jump).
             asm.jeq(m.nr, None, Some(next_mux));
             asm.load(16);
             if m.call_mask != u32::MAX {
