@@ -22,6 +22,17 @@ scripts/check-module-cycles.py
 step "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+# Every fuzz target for a bounded time (MOAT_FUZZ_SECONDS each, 20 by
+# default; 0 skips), before the tests so that their summary ends the log;
+# a crash fails the run and keeps its input as a regression, which the
+# tests below replay (tests/fuzz/README.md).
+fuzz_status=0
+fuzz_seconds=${MOAT_FUZZ_SECONDS:-20}
+if ((fuzz_seconds > 0)); then
+    step "fuzz (${fuzz_seconds}s per target)"
+    scripts/fuzz.sh --seconds "$fuzz_seconds" || fuzz_status=1
+fi
+
 step "cargo test"
 # --show-output keeps what passing tests print, so that a privileged test
 # that skipped says why in the CI log; the reasons are summed up at the end.
@@ -35,5 +46,10 @@ if grep -q "SKIP" "$log"; then
     grep -h "SKIP" "$log" | sed 's/^[[:space:]]*//' | sort | uniq -c
 else
     echo "none: every privileged test ran"
+fi
+
+if ((fuzz_status != 0)); then
+    echo "fuzzing found a crash: see the fuzz step above"
+    status=1
 fi
 exit "$status"

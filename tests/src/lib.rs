@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 pub mod bench;
 pub mod fork;
+pub mod fuzz;
 pub mod moatd;
 pub mod oci;
 pub mod pty;
