@@ -28,7 +28,10 @@ pub fn fixtures_dir() -> Option<PathBuf> {
 
 /// Path of a binary built from this workspace (`moat`, `moatd`), in the
 /// same profile as the tests. The first call in a test process runs
-/// `cargo build` for it, so a test never drives a stale binary.
+/// `cargo build` for it, so a test never drives a stale binary, unless
+/// `MOAT_TEST_PREBUILT=1` says the caller built them and there is no cargo
+/// to run: the kernel lab (`scripts/test-kernels.sh`), whose guests have
+/// the binaries but no toolchain.
 pub fn binary(name: &str) -> PathBuf {
     static BUILT: Mutex<Vec<String>> = Mutex::new(Vec::new());
     let exe = std::env::current_exe().expect("current exe");
@@ -38,7 +41,8 @@ pub fn binary(name: &str) -> PathBuf {
         .and_then(|d| d.parent())
         .expect("test binary lives in target/<profile>/deps");
     let mut built = BUILT.lock().unwrap_or_else(|p| p.into_inner());
-    if !built.iter().any(|b| b == name) {
+    let prebuilt = std::env::var_os("MOAT_TEST_PREBUILT").is_some_and(|v| v == "1");
+    if !prebuilt && !built.iter().any(|b| b == name) {
         let mut cmd = std::process::Command::new(env!("CARGO"));
         cmd.args(["build", "--quiet", "--bin", name])
             .current_dir(workspace_root());
