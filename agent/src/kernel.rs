@@ -38,8 +38,9 @@
 //!   bit 30.
 //! - **Process events** per (cgroup, kind, errno): forks (process when the child's
 //!   pid equals its tgid, thread otherwise; attributed to the parent's cgroup),
-//!   execs, process exits (the last thread: `group_dead`, or `signal->live == 0` on
-//!   kernels before 6.16), failed fork/vfork/clone/clone3 (paired `sys_exit` with an
+//!   execs, process exits (the last thread: `group_dead`, or on kernels before 6.16
+//!   `signal->live == 0`, counted once per thread group even when the last threads
+//!   exit together), failed fork/vfork/clone/clone3 (paired `sys_exit` with an
 //!   errno below 512: the kernel-internal restart codes never reach user space), and
 //!   user namespaces created by clone/clone3 (parent's successful return) and unshare
 //!   whose flags had `CLONE_NEWUSER` (clone3's from `struct clone_args` in user
