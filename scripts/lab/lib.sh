@@ -118,6 +118,21 @@ lab_kernel() {
     return 2
 }
 
+# rm -rf for the lab's trees, which refuses to delete anything while a file
+# system is mounted below (debootstrap and chroots mount the host's /proc,
+# /sys and /dev there; an interrupted run can leave them).
+lab_rm() {
+    local d
+    for d in "$@"; do
+        [[ -e $d ]] || continue
+        d=$(readlink -f "$d")
+        if awk -v d="$d/" 'index($2 "/", d) == 1 {found = 1} END {exit !found}' /proc/self/mounts; then
+            lab_die "something is mounted below $d (see /proc/self/mounts); unmount it before the lab deletes it"
+        fi
+        rm -rf "$d"
+    done
+}
+
 # Copies files of the host into root tree $1 at the same paths, following
 # the host's merged /usr (so /bin/sh lands in usr/bin). Reads paths on stdin;
 # directories and missing paths are ignored, symlinks are copied as symlinks
@@ -175,20 +190,28 @@ lab_skeleton() {
 # /dev/nvme0n1 is not always the first one): root=PARTUUID=$LAB_ROOT_PARTUUID.
 LAB_ROOT_PARTUUID=6d6f6174-6c61-4200-8000-000000000001
 
-# Builds disk image $2 (of at least $3 MiB, grown with the tree) from tree
-# $1: a GPT with one partition (LAB_ROOT_PARTUUID) holding an ext4 file
-# system labelled $4, made with mkfs.ext4 -d, so nothing is mounted.
+# Builds disk image $2 from tree $1, with $3 MiB free: a GPT with one
+# partition (LAB_ROOT_PARTUUID) holding an ext4 file system labelled $4,
+# made with mkfs.ext4 -d, so nothing is mounted. The file is sparse.
 lab_mkfs() {
-    local tree=$1 img=$2 min=$3 label=$4 mib
+    local tree=$1 img=$2 free=$3 label=$4 mib
     mib=$(du -sm "$tree" | awk '{print $1}')
-    mib=$((mib * 5 / 4 + 64))
-    ((mib < min)) && mib=$min
+    mib=$((mib * 5 / 4 + free))
     rm -f "$img"
     truncate -s $((mib + 2))M "$img"
     printf 'label: gpt\nstart=2048, size=%d, type=0FC63DAF-8483-4772-8E79-3D69D8477DE4, uuid=%s\n' \
         $((mib * 2048)) "$LAB_ROOT_PARTUUID" | sfdisk -q "$img" >/dev/null
     mkfs.ext4 -q -F -L "$label" -b 4096 -O ^has_journal -E root_owner=0:0,offset=1048576 \
         -d "$tree" "$img" "${mib}M" >/dev/null
+}
+
+# Builds a data disk (ext4 labelled $3, no partition table) from tree $1 into $2.
+lab_mkfs_data() {
+    local tree=$1 img=$2 label=$3 mib
+    mib=$(du -sm "$tree" | awk '{print $1}')
+    rm -f "$img"
+    mkfs.ext4 -q -F -L "$label" -b 4096 -O ^has_journal -E root_owner=0:0 \
+        -d "$tree" "$img" "$((mib * 5 / 4 + 32))M" >/dev/null
 }
 
 # Boots kernel directory $1 and waits for the guest to power off, or for $2
