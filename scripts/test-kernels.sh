@@ -174,7 +174,7 @@ fi
 # ---- the guest's root disk ---------------------------------------------
 lab_say "building the root disk"
 root=$LAB_OUT/root
-rm -rf "$root"
+lab_rm "$root"
 lab_skeleton "$root"
 # The tools the tests run, from this host's own Debian packages, so that they
 # behave as on the host (dash as /bin/sh forks where the tests count forks;
@@ -227,7 +227,7 @@ cp scripts/lab/guest-init.sh "$root/lab/init"
 chmod 755 "$root/lab/init"
 cp "$LAB_OUT/suites.run" "$root/lab/suites.run"
 echo $((limit - 60)) >"$root/lab/suite-timeout"
-lab_mkfs "$root" "$LAB_OUT/root.img" 256 moat-lab
+lab_mkfs "$root" "$LAB_OUT/root.img" 512 moat-lab
 lab_say "root disk: $(du -sm "$root" | cut -f1) MiB in $LAB_OUT/root.img ($((SECONDS - started)) s so far)"
 
 # ---- boot each kernel ---------------------------------------------------
