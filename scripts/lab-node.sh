@@ -13,6 +13,8 @@
 #                    scenario (default scripts/lab/install/binaries.sh: the
 #                    release binaries, the unit file, user moat and its subids)
 #   --file PATH      put PATH on the lab disk, in $LAB_FILES (repeatable)
+#   --debug          install the debug binaries (what `cargo test` builds,
+#                    so no release build is needed) instead of release ones
 #   --timeout SECS   limit for the whole boot (default 1200)
 #   --verbose        show the whole node console, not only the lab's lines
 #   --list           list the scenarios and exit
@@ -36,6 +38,7 @@ scenario=""
 kernel=6.12
 install=scripts/lab/install/binaries.sh
 files=()
+profile=release
 limit=1200
 LAB_VERBOSE=0
 while (($#)); do
@@ -55,6 +58,10 @@ while (($#)); do
     --timeout)
         limit=${2:?--timeout needs a value}
         shift 2
+        ;;
+    --debug)
+        profile=debug
+        shift
         ;;
     --verbose)
         LAB_VERBOSE=1
@@ -101,9 +108,13 @@ read -ra packages <<<"$(sed -n 's/^# lab-packages:[[:space:]]*//p' "$script" | h
 lab_node_layer "${packages[@]}" || unavailable "$LAB_NODE_WHY"
 image_ready=$SECONDS
 
-lab_say "cargo build --release (moat, moatd)"
+lab_say "cargo build ($profile: moat, moatd)"
 target_dir=$(cargo metadata --format-version 1 --no-deps --locked | jq -r .target_directory)
-cargo build --release --locked --bin moat --bin moatd
+if [[ $profile == release ]]; then
+    cargo build --release --locked --bin moat --bin moatd
+else
+    cargo build --locked --bin moat --bin moatd
+fi
 out=$target_dir/lab/node-$scenario-$kernel
 lab_rm "$out"
 mkdir -p "$out/disk/files"
@@ -113,7 +124,7 @@ cp scripts/lab/scenario-lib.sh "$disk/scenario-lib.sh"
 cp "$script" "$disk/scenario.sh"
 echo "$scenario" >"$disk/scenario.name"
 cp "$install" "$disk/install.sh"
-for bin in moat moatd; do objcopy --strip-debug "$target_dir/release/$bin" "$disk/files/$bin"; done
+for bin in moat moatd; do objcopy --strip-debug "$target_dir/$profile/$bin" "$disk/files/$bin"; done
 cp agent/systemd/moatd.service agent/moatd.example.toml "$disk/files/"
 for f in "${files[@]}"; do cp -r "$f" "$disk/files/"; done
 lab_mkfs_data "$disk" "$out/lab.img" moat-lab
