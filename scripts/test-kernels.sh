@@ -17,6 +17,8 @@
 #   --filter NAME    only tests whose name contains NAME (libtest filter);
 #                    suites with no such test are left out
 #   --suite NAME     only this suite (a target name in tests/lab/suites); repeatable
+#   --env KEY=VALUE  set KEY for every suite in the guest (repeatable), e.g. to
+#                    force one of moatd's tracing mechanisms for a run
 #   --timeout SECS   limit for one kernel, boot to power-off (default 2400)
 #   --skip-if-unavailable
 #                    when a prerequisite is truly absent (no kernel package can
@@ -37,6 +39,7 @@ source scripts/lab/lib.sh
 kernels=()
 filter=""
 only_suites=()
+guest_env=()
 limit=2400
 skip_if_unavailable=0
 list_only=0
@@ -58,6 +61,11 @@ while (($#)); do
         ;;
     --timeout)
         limit=${2:?--timeout needs a value}
+        shift 2
+        ;;
+    --env)
+        [[ ${2:-} =~ ^[A-Za-z_][A-Za-z0-9_]*= ]] || lab_die "--env needs KEY=VALUE, not '${2:-}'"
+        guest_env+=("$2")
         shift 2
         ;;
     --skip-if-unavailable)
@@ -159,7 +167,7 @@ while read -r first rest; do
 done <tests/lab/suites
 if ((${#only_suites[@]})); then
     for s in "${only_suites[@]}"; do
-        [[ -n ${suite_tests[$s]:-} ]] || lab_die "--suite $s: no such suite in tests/lab/suites${filter:+ with a test matching '$filter'}"
+        [[ -n ${suite_tests[$s]:-} ]] || lab_die "--suite $s: no such suite in tests/lab/suites${filter:+ with a test matching \"$filter\"}"
     done
 fi
 ((${#suite_names[@]})) || lab_die "no suite has a test matching '$filter'"
@@ -226,6 +234,7 @@ mkdir -p "$root/lab"
 cp scripts/lab/guest-init.sh "$root/lab/init"
 chmod 755 "$root/lab/init"
 cp "$LAB_OUT/suites.run" "$root/lab/suites.run"
+for kv in "${guest_env[@]}"; do printf 'export %q\n' "$kv"; done >"$root/lab/env"
 echo $((limit - 60)) >"$root/lab/suite-timeout"
 lab_mkfs "$root" "$LAB_OUT/root.img" 512 moat-lab
 lab_say "root disk: $(du -sm "$root" | cut -f1) MiB in $LAB_OUT/root.img ($((SECONDS - started)) s so far)"
@@ -254,9 +263,10 @@ summarize() {
                     if ($(i+1) ~ /^ignored/) g = $i
                 }
             }
+            { last = $0 }
             END {
                 if (res) print "RESULT", suite, p + 0, f + 0, g + 0, rc
-                else print "NORESULT", suite, "exit " rc
+                else print "NORESULT", suite, "exit " rc ": " last
             }' "$dir/$name.out"
     done
 }
@@ -287,7 +297,7 @@ for k in "${kernels[@]}"; do
         $(lab_disks "$LAB_OUT/root.img:snapshot" "$LAB_OUT/results-$k.img") || boot_rc=$?
     secs=$((SECONDS - t0))
     if ! lab_read_results "$LAB_OUT/results-$k.img" "$kout"; then
-        summary+=("$k: NO RESULTS (QEMU exit $boot_rc after ${secs} s; console: $LAB_CONSOLE)")
+        summary+=("FAILED: $k: no results (QEMU exit $boot_rc after ${secs} s; console: $LAB_CONSOLE)")
         tail -n 30 "$LAB_CONSOLE" | sed "s/^/[$k] /" >&2
         status=1
         continue
@@ -323,7 +333,9 @@ for k in "${kernels[@]}"; do
     done < <(grep -E 'WARNING: CPU|BUG: |Oops|general protection fault|Kernel panic' "$kout/dmesg" 2>/dev/null | head -n 5 || true)
     ((boot_rc == 0)) || problems+=("QEMU exit status $boot_rc (124: the ${limit} s limit)")
     ((unexpected == 0 && ${#problems[@]} == 0)) || status=1
-    line="$kernel | $layout | passed $passed, failed $failed, skipped $nskip ($unexpected unexpected), ignored $ignored | ${secs} s boot to result"
+    verdict=ok
+    ((unexpected == 0 && ${#problems[@]} == 0)) || verdict=FAILED
+    line="$verdict: $kernel | $layout | passed $passed, failed $failed, skipped $nskip ($unexpected unexpected), ignored $ignored | ${secs} s boot to result"
     summary+=("$line")
     for p in "${problems[@]}" "${skips[@]}"; do summary+=("    $p"); done
     {
@@ -333,7 +345,7 @@ for k in "${kernels[@]}"; do
 done
 
 echo
-echo "==> kernel lab: ${#suite_names[@]} suites ($(printf '%s ' "${suite_names[@]}"))"
+echo "==> kernel lab: ${#suite_names[@]} suites ($(printf '%s ' "${suite_names[@]}"))${guest_env[*]:+, with ${guest_env[*]}}"
 while read -r line; do echo "    not in the minimal lab: $line"; done <"$LAB_OUT/excluded"
 printf '%s\n' "${summary[@]}"
 echo "lab: $((SECONDS - started)) s in all; logs and results in $LAB_OUT"

@@ -14,6 +14,9 @@ export HOME=/root TERM=dumb RUST_BACKTRACE=1
 # The test executables look for moat and moatd next to them; they were built
 # before the image was made, and there is no cargo in here.
 export MOAT_TEST_PREBUILT=1
+# What --env asked for (export lines).
+# shellcheck disable=SC1091
+[ -f /lab/env ] && . /lab/env
 
 say() { echo "lab: $*" >/dev/console; }
 
@@ -23,7 +26,8 @@ mount -t devtmpfs devtmpfs /dev
 mkdir -p /dev/pts /dev/shm
 mount -t devpts -o gid=5,mode=620,ptmxmode=666 devpts /dev/pts
 mount -t tmpfs -o mode=1777 tmpfs /dev/shm
-mount -t tmpfs -o mode=1777 tmpfs /tmp
+# /tmp stays on the root disk (as on Debian): the repository may live under
+# /tmp (CI clones there), and a tmpfs would hide it.
 mount -t tmpfs -o mode=755 tmpfs /run
 # Pure cgroup v2, mounted as systemd mounts it, with the pids controller
 # enabled for children of the root as systemd does.

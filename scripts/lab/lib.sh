@@ -1,3 +1,5 @@
+# shellcheck shell=bash
+# shellcheck disable=SC2034 # LAB_* results are read by the scripts that source this
 # Shared by the kernel lab's scripts (scripts/test-kernels.sh, scripts/lab-node.sh):
 # the cache, Debian's kernel packages, root file systems as ext4 images, and
 # booting them in QEMU. Sourced, not run; every function is prefixed `lab_`.
@@ -13,7 +15,6 @@
 # the root is found by its partition's UUID, other disks by namespace id.
 
 LAB_CACHE=${MOAT_LAB_CACHE:-/var/cache/moat-lab}
-LAB_REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 
 # Debian packages the lab needs on the host, by what needs them:
 #   qemu-system-x86  boots the kernels (software emulation unless MOAT_LAB_ACCEL=kvm)
@@ -108,7 +109,7 @@ lab_kernel() {
         rm -rf "$tmp"
     fi
     # Offline: the newest cached build that matches.
-    pkg=$(ls "$LAB_CACHE/kernels" 2>/dev/null | grep -E "$pattern" | sort -V | tail -n 1 || true)
+    pkg=$(for d in "$LAB_CACHE"/kernels/*/; do basename "$d"; done | grep -E "$pattern" | sort -V | tail -n 1 || true)
     if [[ -n $pkg && -f $LAB_CACHE/kernels/$pkg/vmlinuz ]]; then
         lab_say "using the cached $pkg (the package archive cannot be reached)"
         LAB_KERNEL_DIR=$LAB_CACHE/kernels/$pkg

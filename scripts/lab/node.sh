@@ -1,3 +1,5 @@
+# shellcheck shell=bash
+# shellcheck disable=SC2034 # LAB_NODE_* results are read by scripts/lab-node.sh
 # The kernel lab's node image (scripts/lab-node.sh): a Debian 12 root file
 # system with systemd as PID 1, cached as disk images. Sourced after lib.sh.
 #

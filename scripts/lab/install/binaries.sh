@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # moat from the lab disk's release binaries, installed as a package would.
 # The install step of scripts/lab-node.sh (the default; --install picks
 # another, e.g. one that runs `dpkg -i` on a .deb given with --file).
