@@ -154,13 +154,18 @@ while read -r first rest; do
     line=$(awk -v p="$pkg" -v t="$target" '$1 == "test" && $2 == p && $3 == t' "$LAB_OUT/artifacts")
     [[ -n $line ]] || lab_die "tests/lab/suites: cargo built no test target '$target' in package '$pkg'"
     read -r _ _ _ exe dir <<<"$line"
-    [[ -n $filter ]] && args="${args:+$args }$filter"
+    # The suite's tests, as the executable lists them.
     # shellcheck disable=SC2086 # libtest arguments, split on purpose
-    n=$("$exe" --list --format terse $args 2>/dev/null | grep -c ': test$' || true)
-    if ((n == 0)); then
-        [[ -n $filter ]] && continue
-        lab_die "tests/lab/suites: '$pkg $target${args:+ $args}' selects no test"
+    mapfile -t tests < <("$exe" --list --format terse $args 2>/dev/null | sed -n 's/: test$//p')
+    ((${#tests[@]})) || lab_die "tests/lab/suites: '$pkg $target${args:+ $args}' selects no test"
+    if [[ -n $filter ]]; then
+        # --filter narrows the suite's own selection (libtest ORs its filters):
+        # the tests chosen by name.
+        mapfile -t tests < <(printf '%s\n' "${tests[@]}" | grep -F -- "$filter" || true)
+        ((${#tests[@]})) || continue
+        args="--exact ${tests[*]}"
     fi
+    n=${#tests[@]}
     suite_names+=("$target")
     suite_tests[$target]=$n
     printf '%s\t%s\t%s\t%s\n' "$target" "$dir" "$exe" "--show-output${args:+ $args}" >>"$LAB_OUT/suites.run"
