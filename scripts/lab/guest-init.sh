@@ -1,4 +1,5 @@
 #!/bin/busybox sh
+# shellcheck shell=dash
 # PID 1 of the kernel lab's guest (scripts/test-kernels.sh puts it at /lab/init
 # of the root image). Sets up a pure cgroup v2 host as a distribution's init
 # would, runs each suite listed in /lab/suites.run, and writes the results as
