@@ -30,7 +30,7 @@ use crate::{
     config::Config,
     export::{
         audit_log::{self, AuditLog, AuditStats},
-        http,
+        http::{self, HttpLimits, HttpStats},
         metrics::Metrics,
     },
     kernel::{AuditRecord, KernelSource},
@@ -38,18 +38,55 @@ use crate::{
 
 /// How long [`Running::shutdown`] waits for the tasks before abandoning them.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
+/// Connections the kernel queues for `accept(2)`: a burst of connections waits
+/// there rather than being dropped (std's default is 128; the kernel caps it at
+/// `net.core.somaxconn`).
+const LISTEN_BACKLOG: i32 = 1024;
 /// Audit events queued between the collector and the writer.
 const EVENT_QUEUE: usize = 1024;
 
 /// Binds the HTTP listener of `config` (before the programs load).
 pub fn bind(config: &Config) -> anyhow::Result<std::net::TcpListener> {
+    use socket2::{Domain, Socket, Type};
     let listen = config.http.listen;
-    let listener = std::net::TcpListener::bind(listen)
-        .with_context(|| format!("cannot listen on {listen} (http.listen / --listen)"))?;
-    listener
+    let context = || format!("cannot listen on {listen} (http.listen / --listen)");
+    let socket =
+        Socket::new(Domain::for_address(listen), Type::STREAM, None).with_context(context)?;
+    socket.set_reuse_address(true).with_context(context)?;
+    socket.bind(&listen.into()).with_context(context)?;
+    socket.listen(LISTEN_BACKLOG).with_context(context)?;
+    socket
         .set_nonblocking(true)
         .context("making the listener non-blocking")?;
-    Ok(listener)
+    Ok(socket.into())
+}
+
+/// The soft `RLIMIT_NOFILE`, which the HTTP connection cap must leave room in.
+fn nofile_limit() -> u64 {
+    nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .map(|(soft, _)| soft)
+        .unwrap_or(1024)
+}
+
+/// The HTTP server's bounds from `config`, the connection cap fitted to the
+/// descriptor limit (with a warning when that lowers it).
+pub fn http_limits(config: &Config) -> HttpLimits {
+    let configured = u64::from(config.http.max_connections);
+    let nofile = nofile_limit();
+    let cap = http::connection_cap(configured, nofile);
+    if cap < configured {
+        log::warn!(
+            "http.max_connections = {configured} does not fit RLIMIT_NOFILE {nofile} with \
+             {} descriptors kept for the rest of moatd: serving at most {cap} connections",
+            http::limits::FD_RESERVE
+        );
+    }
+    HttpLimits {
+        max_connections: usize::try_from(cap).unwrap_or(usize::MAX),
+        max_header_bytes: config.http.max_header_bytes as usize,
+        header_timeout: Duration::from_millis(config.http.header_timeout_ms),
+        connection_timeout: Duration::from_millis(config.http.connection_timeout_ms),
+    }
 }
 
 /// The agent's tasks, running.
@@ -62,6 +99,7 @@ pub struct Running {
     collector: Option<RunningCollector>,
     source: SnapshotSource,
     stats: Arc<AuditStats>,
+    http_stats: Arc<HttpStats>,
 }
 
 impl Running {
@@ -83,6 +121,11 @@ impl Running {
     /// The audit counts.
     pub fn audit_stats(&self) -> &Arc<AuditStats> {
         &self.stats
+    }
+
+    /// The HTTP server's counts.
+    pub fn http_stats(&self) -> &Arc<HttpStats> {
+        &self.http_stats
     }
 
     /// Stops serving, writes out queued audit events and waits for the tasks (at
@@ -130,8 +173,10 @@ pub fn start(
         )
     })?;
     let stats = Arc::new(AuditStats::default());
+    let http_stats = Arc::new(HttpStats::default());
     let metrics = Arc::new(
-        Metrics::new(stats.clone(), &kernel_release()).context("registering the metrics")?,
+        Metrics::new(stats.clone(), http_stats.clone(), &kernel_release())
+            .context("registering the metrics")?,
     );
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -161,6 +206,8 @@ pub fn start(
         listener,
         metrics,
         source.clone(),
+        http_limits(config),
+        http_stats.clone(),
         shutdown_rx.clone(),
     ));
     tasks.spawn(audit_log::run(
@@ -179,6 +226,7 @@ pub fn start(
         collector: Some(collector),
         source,
         stats,
+        http_stats,
     })
 }
 

@@ -124,8 +124,23 @@ pub const BUILD_INFO: MetricSpec = MetricSpec {
     labels: &["version", "kernel"],
 };
 
+/// `moat_http_connections_open`.
+pub const HTTP_CONNECTIONS_OPEN: MetricSpec = MetricSpec {
+    name: "moat_http_connections_open",
+    help: "HTTP connections open to moatd now (at most http.max_connections).",
+    kind: MetricKind::Gauge,
+    labels: &[],
+};
+/// `moat_http_connections_rejected_total`.
+pub const HTTP_CONNECTIONS_REJECTED: MetricSpec = MetricSpec {
+    name: "moat_http_connections_rejected_total",
+    help: "HTTP connections moatd refused or closed before their request was answered, by reason (see the reason label's values in moat_api::metrics::http_reject_reason).",
+    kind: MetricKind::Counter,
+    labels: &["reason"],
+};
+
 /// Every `moat_*` family, in the order moatd serves them.
-pub const FAMILIES: [&MetricSpec; 14] = [
+pub const FAMILIES: [&MetricSpec; 16] = [
     &SECCOMP_DENIALS,
     &FORKS,
     &EXECS,
@@ -139,6 +154,8 @@ pub const FAMILIES: [&MetricSpec; 14] = [
     &AUDIT_EVENTS_DROPPED,
     &EBPF_MAP_FULL,
     &WORKLOAD_LABEL_OVERFLOW,
+    &HTTP_CONNECTIONS_OPEN,
+    &HTTP_CONNECTIONS_REJECTED,
     &BUILD_INFO,
 ];
 
@@ -173,6 +190,40 @@ pub mod fork_kind {
 /// Values of the `reason` label of `moat_audit_events_dropped_total`, all
 /// present (at 0 until something is dropped).
 pub const DROP_REASONS: [&str; 3] = ["rate_limited", "buffer_full", "write_failed"];
+
+/// Values of the `reason` label of `moat_http_connections_rejected_total`.
+pub mod http_reject_reason {
+    /// A new connection was refused: every connection slot was serving a
+    /// request.
+    pub const LIMIT: &str = "limit";
+    /// An idle connection (waiting for a request) was closed to make room for
+    /// a new one at the connection cap.
+    pub const EVICTED: &str = "evicted";
+    /// A request's headers did not arrive within `http.header_timeout_ms` (of
+    /// the connection's start, or of the previous response on a kept-alive
+    /// connection).
+    pub const HEADER_TIMEOUT: &str = "header_timeout";
+    /// A request's headers were larger than `http.max_header_bytes` (answered
+    /// 431, then closed).
+    pub const HEADER_TOO_LARGE: &str = "header_too_large";
+    /// The connection reached `http.connection_timeout_ms` (a request in
+    /// progress is finished first, for at most a second).
+    pub const CONNECTION_TIMEOUT: &str = "connection_timeout";
+    /// `accept(2)` failed (out of descriptors or memory): the connection waits
+    /// in the kernel's queue.
+    pub const ACCEPT_FAILED: &str = "accept_failed";
+}
+
+/// Every value of the `reason` label of `moat_http_connections_rejected_total`,
+/// all present (at 0 until it happens).
+pub const HTTP_REJECT_REASONS: [&str; 6] = [
+    http_reject_reason::LIMIT,
+    http_reject_reason::EVICTED,
+    http_reject_reason::HEADER_TIMEOUT,
+    http_reject_reason::HEADER_TOO_LARGE,
+    http_reject_reason::CONNECTION_TIMEOUT,
+    http_reject_reason::ACCEPT_FAILED,
+];
 
 /// The family named `name`, if moatd serves it.
 pub fn family(name: &str) -> Option<&'static MetricSpec> {

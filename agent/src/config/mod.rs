@@ -54,12 +54,31 @@ pub struct Config {
 pub struct HttpConfig {
     /// Address and port `/metrics` and `/` are served on.
     pub listen: SocketAddr,
+    /// Connections open at once. At the cap, a new connection closes the
+    /// oldest one that is waiting for a request (or is refused when every one
+    /// is being served). Lowered at start to leave descriptors for the rest of
+    /// moatd when `RLIMIT_NOFILE` is small.
+    pub max_connections: u32,
+    /// The largest request head (request line and headers) read, in bytes; a
+    /// larger one is answered 431 and the connection closed.
+    pub max_header_bytes: u32,
+    /// How long a request's head may take to arrive, in milliseconds, from the
+    /// connection's start or the end of the previous response: an idle or
+    /// trickling connection is closed after it.
+    pub header_timeout_ms: u64,
+    /// How long a connection may stay open, in milliseconds; a request in
+    /// progress then gets at most one more second.
+    pub connection_timeout_ms: u64,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
         Self {
             listen: DEFAULT_LISTEN.parse().expect("valid default address"),
+            max_connections: 256,
+            max_header_bytes: 16 * 1024,
+            header_timeout_ms: 5_000,
+            connection_timeout_ms: 60_000,
         }
     }
 }
@@ -291,6 +310,32 @@ impl Config {
 
     /// Checks what types alone cannot: returns the offending key and why.
     pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        let http = &self.http;
+        in_range(
+            "http.max_connections",
+            u64::from(http.max_connections),
+            1,
+            1 << 20,
+        )?;
+        // hyper refuses (panics on) a read buffer below 8 KiB.
+        in_range(
+            "http.max_header_bytes",
+            u64::from(http.max_header_bytes),
+            8192,
+            1 << 20,
+        )?;
+        in_range(
+            "http.header_timeout_ms",
+            http.header_timeout_ms,
+            100,
+            600_000,
+        )?;
+        in_range(
+            "http.connection_timeout_ms",
+            http.connection_timeout_ms,
+            1_000,
+            86_400_000,
+        )?;
         check_cgroup_relative(&self.workloads.moat_parent)
             .map_err(|reason| ("workloads.moat_parent", reason))?;
         check_cgroup_relative(&self.workloads.docker_parent)
@@ -356,6 +401,23 @@ impl Config {
     /// Applies `--audit-log`.
     pub fn override_audit_log(&mut self, target: AuditTarget) {
         self.audit.log = target;
+    }
+}
+
+/// `Ok` when `min <= value <= max`, else the key and why.
+fn in_range(
+    key: &'static str,
+    value: u64,
+    min: u64,
+    max: u64,
+) -> Result<(), (&'static str, String)> {
+    if (min..=max).contains(&value) {
+        Ok(())
+    } else {
+        Err((
+            key,
+            format!("{value} is out of range: expected {min} to {max}"),
+        ))
     }
 }
 

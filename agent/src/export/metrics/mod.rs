@@ -29,7 +29,7 @@ use prometheus::{
     Encoder as _, Registry, TextEncoder,
 };
 
-use super::audit_log::AuditStats;
+use super::{audit_log::AuditStats, http::HttpStats};
 use crate::collect::snapshot::{Labels, Series, Snapshot};
 
 /// Why a scrape could not be rendered.
@@ -100,6 +100,7 @@ fn into_family(series: &Series, spec: &MetricSpec) -> MetricFamily {
 /// The custom collector of every `moat_*` metric.
 pub struct MoatCollector {
     audit: Arc<AuditStats>,
+    http: Arc<HttpStats>,
     descs: Vec<Desc>,
     build_labels: Labels,
     /// The snapshot the scrape in progress renders.
@@ -119,9 +120,14 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl MoatCollector {
-    /// A collector of the audit writer's counts `audit` and the snapshots it is
-    /// given; `kernel_release` labels `moat_build_info`.
-    pub fn new(audit: Arc<AuditStats>, kernel_release: &str) -> prometheus::Result<Self> {
+    /// A collector of the audit writer's counts `audit`, the HTTP server's
+    /// `http` and the snapshots it is given; `kernel_release` labels
+    /// `moat_build_info`.
+    pub fn new(
+        audit: Arc<AuditStats>,
+        http: Arc<HttpStats>,
+        kernel_release: &str,
+    ) -> prometheus::Result<Self> {
         let descs = spec::FAMILIES
             .iter()
             .map(|spec| {
@@ -135,6 +141,7 @@ impl MoatCollector {
             .collect::<prometheus::Result<_>>()?;
         Ok(Self {
             audit,
+            http,
             descs,
             build_labels: vec![
                 Arc::from(env!("CARGO_PKG_VERSION")),
@@ -168,6 +175,12 @@ impl MoatCollector {
         overflow.add(Vec::new(), snapshot.label_overflow as f64);
         let mut build = Series::default();
         build.add(self.build_labels.clone(), 1.0);
+        let mut http_open = Series::default();
+        http_open.add(Vec::new(), self.http.open() as f64);
+        let mut http_rejected = Series::default();
+        for (reason, count) in self.http.rejected_all() {
+            http_rejected.add(vec![Arc::from(reason)], count as f64);
+        }
 
         vec![
             into_family(&snapshot.denials, &spec::SECCOMP_DENIALS),
@@ -183,6 +196,8 @@ impl MoatCollector {
             into_family(&dropped, &spec::AUDIT_EVENTS_DROPPED),
             into_family(&snapshot.map_full, &spec::EBPF_MAP_FULL),
             into_family(&overflow, &spec::WORKLOAD_LABEL_OVERFLOW),
+            into_family(&http_open, &spec::HTTP_CONNECTIONS_OPEN),
+            into_family(&http_rejected, &spec::HTTP_CONNECTIONS_REJECTED),
             into_family(&build, &spec::BUILD_INFO),
         ]
     }
@@ -226,11 +241,15 @@ impl Collector for Shared {
 }
 
 impl Metrics {
-    /// The `moat_*` collector over the audit counts `audit`, and the process
-    /// collector.
-    pub fn new(audit: Arc<AuditStats>, kernel_release: &str) -> prometheus::Result<Self> {
+    /// The `moat_*` collector over the audit counts `audit` and the HTTP
+    /// server's `http`, and the process collector.
+    pub fn new(
+        audit: Arc<AuditStats>,
+        http: Arc<HttpStats>,
+        kernel_release: &str,
+    ) -> prometheus::Result<Self> {
         let registry = Registry::new();
-        let collector = Arc::new(MoatCollector::new(audit, kernel_release)?);
+        let collector = Arc::new(MoatCollector::new(audit, http, kernel_release)?);
         registry.register(Box::new(Shared(collector.clone())))?;
         registry.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
