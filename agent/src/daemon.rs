@@ -96,6 +96,9 @@ pub struct Running {
     shutdown: watch::Sender<bool>,
     reopen: Arc<Notify>,
     tasks: JoinSet<()>,
+    /// The audit writer's thread: waited for at most [`SHUTDOWN_GRACE`], and
+    /// left behind if its log blocks (the process exits around it).
+    writer: Option<std::thread::JoinHandle<()>>,
     collector: Option<RunningCollector>,
     source: SnapshotSource,
     stats: Arc<AuditStats>,
@@ -132,10 +135,24 @@ impl Running {
     /// most [`SHUTDOWN_GRACE`]); returns the collector's last snapshot.
     pub async fn shutdown(mut self) -> Arc<Snapshot> {
         let _ = self.shutdown.send(true);
+        let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
         if let Some(collector) = self.collector.take() {
-            let joined = tokio::task::spawn_blocking(move || collector.join());
-            if tokio::time::timeout(SHUTDOWN_GRACE, joined).await.is_err() {
-                log::warn!("the collector still runs {SHUTDOWN_GRACE:?} after shutdown");
+            if finished_by(deadline, || collector.is_finished()).await {
+                collector.join();
+            } else {
+                log::warn!(
+                    "the collector still runs {SHUTDOWN_GRACE:?} after shutdown; leaving it"
+                );
+            }
+        }
+        if let Some(writer) = self.writer.take() {
+            if finished_by(deadline, || writer.is_finished()).await {
+                let _ = writer.join();
+            } else {
+                log::warn!(
+                    "the audit writer still writes {SHUTDOWN_GRACE:?} after shutdown (its log \
+                     blocks?); leaving it"
+                );
             }
         }
         let all_done = async { while self.tasks.join_next().await.is_some() {} };
@@ -166,12 +183,8 @@ pub fn start(
         .local_addr()
         .context("reading the listen address")?;
 
-    let log = AuditLog::open(config.audit.log.clone()).with_context(|| {
-        format!(
-            "cannot open the audit log {} (audit.log / --audit-log)",
-            config.audit.log
-        )
-    })?;
+    let log = AuditLog::open(config.audit.log.clone())
+        .context("cannot use the audit log (audit.log / --audit-log)")?;
     let stats = Arc::new(AuditStats::default());
     let http_stats = Arc::new(HttpStats::default());
     let metrics = Arc::new(
@@ -210,24 +223,34 @@ pub fn start(
         http_stats.clone(),
         shutdown_rx.clone(),
     ));
-    tasks.spawn(audit_log::run(
-        log,
-        events_rx,
-        reopen.clone(),
-        shutdown_rx,
-        stats.clone(),
-    ));
+    let writer = audit_log::spawn(log, events_rx, reopen.clone(), shutdown_rx, stats.clone())
+        .context("starting the audit writer")?;
 
     Ok(Running {
         local_addr,
         shutdown: shutdown_tx,
         reopen,
         tasks,
+        writer: Some(writer),
         collector: Some(collector),
         source,
         stats,
         http_stats,
     })
+}
+
+/// Polls `finished` until it is true or `deadline` passes; returns the last
+/// answer. A thread that may never end (a writer stuck in `write(2)`) is
+/// polled rather than joined, so that nothing waits for it past the deadline:
+/// not even the runtime's blocking pool at exit.
+async fn finished_by(deadline: tokio::time::Instant, finished: impl Fn() -> bool) -> bool {
+    while !finished() {
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    true
 }
 
 /// The running kernel's release (`uname -r`).

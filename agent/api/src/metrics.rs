@@ -91,14 +91,14 @@ pub const PIDS_LIMIT_HITS: MetricSpec = MetricSpec {
 /// `moat_audit_events_total`.
 pub const AUDIT_EVENTS: MetricSpec = MetricSpec {
     name: "moat_audit_events_total",
-    help: "Audit events written to the audit log, by action.",
+    help: "Audit events whose whole line is in the audit log, by action.",
     kind: MetricKind::Counter,
     labels: &["action"],
 };
 /// `moat_audit_events_dropped_total`.
 pub const AUDIT_EVENTS_DROPPED: MetricSpec = MetricSpec {
     name: "moat_audit_events_dropped_total",
-    help: "Audit events not written, by reason (rate_limited and buffer_full in the kernel, write_failed in moatd).",
+    help: "Audit events not written, each counted once, by reason: rate_limited and buffer_full in the kernel; queue_full, write_failed and log_unavailable in moatd.",
     kind: MetricKind::Counter,
     labels: &["reason"],
 };
@@ -187,9 +187,32 @@ pub mod fork_kind {
     pub const THREAD: &str = "thread";
 }
 
-/// Values of the `reason` label of `moat_audit_events_dropped_total`, all
+/// Values of the `reason` label of `moat_audit_events_dropped_total`.
+pub mod drop_reason {
+    /// The kernel's per-cgroup rate limit refused the record.
+    pub const RATE_LIMITED: &str = "rate_limited";
+    /// The kernel's ring buffer was full.
+    pub const BUFFER_FULL: &str = "buffer_full";
+    /// moatd's derived events (pids_limit_reached, fork_burst) waited for the
+    /// audit writer longer than its queue holds.
+    pub const QUEUE_FULL: &str = "queue_full";
+    /// Writing the line failed (a full disk, an I/O error); the log holds no
+    /// part of it.
+    pub const WRITE_FAILED: &str = "write_failed";
+    /// There was no audit log to write to: its path cannot be opened, or is not
+    /// a regular file of moatd's.
+    pub const LOG_UNAVAILABLE: &str = "log_unavailable";
+}
+
+/// Every value of the `reason` label of `moat_audit_events_dropped_total`, all
 /// present (at 0 until something is dropped).
-pub const DROP_REASONS: [&str; 3] = ["rate_limited", "buffer_full", "write_failed"];
+pub const DROP_REASONS: [&str; 5] = [
+    drop_reason::RATE_LIMITED,
+    drop_reason::BUFFER_FULL,
+    drop_reason::QUEUE_FULL,
+    drop_reason::WRITE_FAILED,
+    drop_reason::LOG_UNAVAILABLE,
+];
 
 /// Values of the `reason` label of `moat_http_connections_rejected_total`.
 pub mod http_reject_reason {

@@ -54,6 +54,10 @@ const RECORD_BATCH: usize = 256;
 const WRITER_BEHIND_RETRY: Duration = Duration::from_millis(20);
 /// Scrapes waiting for a snapshot at once; more get the last one published.
 const REFRESH_QUEUE: usize = 64;
+/// Derived events kept while the audit writer's queue is full; beyond, they
+/// are dropped and counted (`queue_full`), so a stuck writer cannot grow the
+/// collector without bound.
+const MAX_PENDING: usize = 4096;
 
 /// What the collector is told besides its inputs.
 #[derive(Debug, Clone)]
@@ -97,6 +101,12 @@ impl RunningCollector {
             log::warn!("the collector thread panicked");
         }
     }
+
+    /// Whether the thread has ended (so [`RunningCollector::join`] returns at
+    /// once).
+    pub fn is_finished(&self) -> bool {
+        self.handle.is_finished()
+    }
 }
 
 /// See the module documentation.
@@ -113,6 +123,8 @@ pub struct Collector {
     events: mpsc::Sender<AuditEvent>,
     /// Derived events waiting for room in the writer's queue.
     pending: VecDeque<AuditEvent>,
+    /// Derived events dropped because `pending` was full.
+    pending_dropped: u64,
 }
 
 impl Collector {
@@ -159,6 +171,7 @@ impl Collector {
             publish,
             events: inputs.events,
             pending: VecDeque::new(),
+            pending_dropped: 0,
         };
         let (records, shutdown) = (inputs.records, inputs.shutdown);
         let handle = std::thread::Builder::new()
@@ -309,6 +322,7 @@ impl Collector {
             &mut self.attributor,
             &mut self.names,
             &self.pids_reading,
+            self.pending_dropped,
         ));
         self.publish.send_replace(snapshot.clone());
         snapshot
@@ -356,6 +370,17 @@ impl Collector {
     /// Sends a derived event to the writer, or keeps it until the writer has room
     /// (the collector never waits for the writer).
     fn emit(&mut self, event: AuditEvent) {
+        self.flush_pending();
+        if self.pending.len() >= MAX_PENDING {
+            if self.pending_dropped == 0 {
+                log::warn!(
+                    "the audit writer has been behind for {MAX_PENDING} derived events; \
+                     dropping them (counted as queue_full)"
+                );
+            }
+            self.pending_dropped += 1;
+            return;
+        }
         self.pending.push_back(event);
         self.flush_pending();
     }

@@ -57,6 +57,9 @@ pub struct Snapshot {
     pub pids_hits: Series,
     /// `moat_workload_label_overflow_total`.
     pub label_overflow: u64,
+    /// Derived audit events (pids_limit_reached, fork_burst) dropped because
+    /// the writer's queue stayed full (`reason="queue_full"`).
+    pub audit_queue_dropped: u64,
     /// Forks (processes and threads) per cgroup, attributed: what the fork
     /// burst detector reads.
     pub fork_totals: Vec<ForkTotal>,
@@ -77,9 +80,11 @@ impl Snapshot {
         attributor: &mut Attributor,
         names: &mut NameCache,
         pids: &[PidsCgroup],
+        audit_queue_dropped: u64,
     ) -> Snapshot {
         let mut out = Snapshot {
             seq,
+            audit_queue_dropped,
             ..Snapshot::default()
         };
         match reading {

@@ -20,7 +20,7 @@ use std::{
 pub use format::Format;
 use moat_api::{
     audit::AuditAction,
-    metrics::{self as spec, MetricKind, MetricSpec, DROP_REASONS},
+    metrics::{self as spec, drop_reason, MetricKind, MetricSpec, DROP_REASONS},
 };
 pub use openmetrics::encode_openmetrics;
 use prometheus::{
@@ -29,7 +29,10 @@ use prometheus::{
     Encoder as _, Registry, TextEncoder,
 };
 
-use super::{audit_log::AuditStats, http::HttpStats};
+use super::{
+    audit_log::{AuditStats, DropReason},
+    http::HttpStats,
+};
 use crate::collect::snapshot::{Labels, Series, Snapshot};
 
 /// Why a scrape could not be rendered.
@@ -157,9 +160,15 @@ impl MoatCollector {
         for reason in DROP_REASONS {
             dropped.add(vec![Arc::from(reason)], 0.0);
         }
+        for reason in DropReason::ALL {
+            dropped.add(
+                vec![Arc::from(reason.as_str())],
+                self.audit.dropped(reason) as f64,
+            );
+        }
         dropped.add(
-            vec![Arc::from("write_failed")],
-            self.audit.write_failed() as f64,
+            vec![Arc::from(drop_reason::QUEUE_FULL)],
+            snapshot.audit_queue_dropped as f64,
         );
         for (labels, value) in &snapshot.kernel_dropped.0 {
             dropped.add(labels.clone(), *value);
