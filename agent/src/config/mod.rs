@@ -34,6 +34,10 @@ pub const DEFAULT_LISTEN: &str = moat_api::defaults::LISTEN;
 /// Default audit log.
 pub const DEFAULT_AUDIT_LOG: &str = moat_api::defaults::AUDIT_LOG;
 
+/// The most workload labels `workloads.max_labels` may allow: each is a set of
+/// series in every scrape, and a cap is what keeps them bounded.
+pub const MAX_LABELS: u64 = 100_000;
+
 /// The whole configuration.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
@@ -358,6 +362,12 @@ impl Config {
                 ),
             ));
         }
+        in_range(
+            "workloads.max_labels",
+            self.workloads.max_labels as u64,
+            1,
+            MAX_LABELS,
+        )?;
         if self.audit.fork_burst_threshold == 0 {
             return Err((
                 "audit.fork_burst_threshold",
