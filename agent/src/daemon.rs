@@ -24,7 +24,7 @@ use tokio::{
 
 use crate::{
     collect::{
-        attribution::{Attributor, CgroupLayout},
+        attribution::{Attributor, CgroupLayout, CgroupParents},
         Collector, CollectorConfig, CollectorInputs, RunningCollector, Snapshot, SnapshotSource,
     },
     config::Config,
@@ -197,8 +197,7 @@ pub fn start(
     let (source, collector) = Collector::spawn(
         CollectorConfig {
             pids_mount: layout.pids_mount.clone(),
-            moat_parent: config.workloads.moat_parent.clone(),
-            docker_parent: config.workloads.docker_parent.clone(),
+            parents: CgroupParents::from_config(&config.workloads),
             interval: Duration::from_millis(config.workloads.poll_interval_ms),
             fork_burst_threshold: config.audit.fork_burst_threshold,
             host_name: host_name(),

@@ -73,8 +73,13 @@ fn newer_source(name: &str, built: std::time::SystemTime) -> Option<PathBuf> {
         ],
         _ => &[],
     };
+    // moatd links the runtime library, not the `moat` binary's own sources.
+    let skip = (name == "moatd").then(|| root.join("runtime/src/bin"));
     let mut stack: Vec<PathBuf> = dirs.iter().map(|d| root.join(d)).collect();
     while let Some(path) = stack.pop() {
+        if skip.as_ref() == Some(&path) {
+            continue;
+        }
         let Ok(meta) = std::fs::symlink_metadata(&path) else {
             continue;
         };

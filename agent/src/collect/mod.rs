@@ -38,7 +38,7 @@ use tokio::sync::{mpsc, watch};
 
 pub use self::snapshot::{Snapshot, SnapshotSource};
 use self::{
-    attribution::{Attributor, CgroupWatcher, WatchEvent},
+    attribution::{Attributor, CgroupParents, CgroupWatcher, WatchEvent},
     burst::BurstDetector,
     names::NameCache,
     pids::{HitTracker, PidsCgroup},
@@ -64,10 +64,8 @@ const MAX_PENDING: usize = 4096;
 pub struct CollectorConfig {
     /// The pids hierarchy, if pids cgroups are read.
     pub pids_mount: Option<PathBuf>,
-    /// The moat parent cgroup (relative).
-    pub moat_parent: String,
-    /// The Docker cgroupfs parent (relative).
-    pub docker_parent: String,
+    /// Where workloads' cgroups are.
+    pub parents: CgroupParents,
     /// How often the pids cgroups and counters are read.
     pub interval: Duration,
     /// Forks per second above which a workload gets a `fork_burst` event.
@@ -334,7 +332,7 @@ impl Collector {
         let Some(mount) = &self.config.pids_mount else {
             return;
         };
-        let reading = pids::scan(mount, &self.config.moat_parent, &self.config.docker_parent);
+        let reading = pids::scan(mount, &self.config.parents);
         for (cgroup, new_hits) in self.hits.update(&reading) {
             let workload = self.attributor.admit(&cgroup.workload);
             self.emit(events::pids_limit_reached(

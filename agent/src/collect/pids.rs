@@ -1,6 +1,7 @@
 //! The pids cgroups of workloads: moat workloads (`<pids mount>/<moat parent>/<name>`)
 //! and Docker containers (`<pids mount>/<docker parent>/<id>` for the cgroupfs
-//! driver, `docker-<id>.scope` under `system.slice` for the systemd driver).
+//! driver, `docker-<id>.scope` under a scope parent, `system.slice` by default,
+//! for the systemd driver).
 //!
 //! Read every poll interval by the daemon, which serves the last reading as
 //! `moat_pids_current`, `moat_pids_limit` and `moat_pids_limit_hits_total`, and
@@ -9,7 +10,7 @@
 
 use std::{collections::HashMap, fs, path::Path};
 
-use crate::collect::attribution::{classify, is_container_id};
+use crate::collect::attribution::{classify, is_container_id, CgroupParents};
 
 /// One pids cgroup, as read.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,13 +31,20 @@ pub struct PidsCgroup {
 /// Reads the workload pids cgroups of the hierarchy mounted at `mount`.
 ///
 /// A cgroup removed while being read is skipped.
-pub fn scan(mount: &Path, moat_parent: &str, docker_parent: &str) -> Vec<PidsCgroup> {
+pub fn scan(mount: &Path, parents: &CgroupParents) -> Vec<PidsCgroup> {
     let mut found = Vec::new();
-    for (parent, want) in [
-        (moat_parent, Kind::Moat),
-        (docker_parent, Kind::DockerCgroupfs),
-        ("system.slice", Kind::DockerSystemd),
-    ] {
+    let places = [
+        (parents.moat.as_str(), Kind::Moat),
+        (parents.docker.as_str(), Kind::DockerCgroupfs),
+    ]
+    .into_iter()
+    .chain(
+        parents
+            .docker_scopes
+            .iter()
+            .map(|slice| (slice.as_str(), Kind::DockerSystemd)),
+    );
+    for (parent, want) in places {
         let dir = mount.join(parent);
         let Ok(entries) = fs::read_dir(&dir) else {
             continue;
@@ -60,7 +68,7 @@ pub fn scan(mount: &Path, moat_parent: &str, docker_parent: &str) -> Vec<PidsCgr
                 continue;
             }
             let rel = format!("/{parent}/{name}");
-            if let Some(cgroup) = read_one(&entry.path(), &rel, moat_parent, docker_parent) {
+            if let Some(cgroup) = read_one(&entry.path(), &rel, parents) {
                 found.push(cgroup);
             }
         }
@@ -75,7 +83,7 @@ enum Kind {
     DockerSystemd,
 }
 
-fn read_one(dir: &Path, rel: &str, moat_parent: &str, docker_parent: &str) -> Option<PidsCgroup> {
+fn read_one(dir: &Path, rel: &str, parents: &CgroupParents) -> Option<PidsCgroup> {
     let current = read_trimmed(&dir.join("pids.current"))?.parse().ok()?;
     let limit = match read_trimmed(&dir.join("pids.max"))?.as_str() {
         "max" => None,
@@ -85,7 +93,7 @@ fn read_one(dir: &Path, rel: &str, moat_parent: &str, docker_parent: &str) -> Op
         .map(|text| parse_events_max(&text))
         .unwrap_or(0);
     Some(PidsCgroup {
-        workload: classify(rel, moat_parent, docker_parent),
+        workload: classify(rel, parents),
         path: rel.to_owned(),
         current,
         limit,
@@ -167,7 +175,7 @@ mod tests {
             fs::write(d.join("pids.events"), format!("max {hits}\n")).unwrap();
         }
         fs::create_dir_all(root.join("docker/notacontainer")).unwrap();
-        let mut found = scan(root, "moat", "docker");
+        let mut found = scan(root, &CgroupParents::defaults());
         found.sort_by(|a, b| a.path.cmp(&b.path));
         assert_eq!(found.len(), 2, "{found:?}");
         assert_eq!(found[0].workload, "docker:abababababab");
@@ -178,7 +186,7 @@ mod tests {
         let mut tracker = HitTracker::default();
         assert!(tracker.update(&found).is_empty());
         fs::write(root.join("moat/w1/pids.events"), "max 4\n").unwrap();
-        let found = scan(root, "moat", "docker");
+        let found = scan(root, &CgroupParents::defaults());
         let grown = tracker.update(&found);
         assert_eq!(grown.len(), 1);
         assert_eq!(grown[0].0.workload, "w1");

@@ -75,6 +75,7 @@ pub(super) const SECTION_KEYS: &[(&str, &[&str])] = &[
             "max_labels",
             "moat_parent",
             "docker_parent",
+            "docker_scope_parents",
             "cgroup_root",
             "poll_interval_ms",
         ],

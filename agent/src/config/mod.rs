@@ -168,6 +168,9 @@ pub struct WorkloadsConfig {
     pub moat_parent: String,
     /// The cgroup Docker's cgroupfs driver places containers under.
     pub docker_parent: String,
+    /// The slices Docker's systemd driver places containers' scopes
+    /// (`docker-<id>.scope`) under.
+    pub docker_scope_parents: Vec<String>,
     /// Where the cgroup file systems are mounted.
     pub cgroup_root: PathBuf,
     /// How often pids cgroups and fork rates are read, in milliseconds.
@@ -180,6 +183,7 @@ impl Default for WorkloadsConfig {
             max_labels: 500,
             moat_parent: moat_api::defaults::CGROUP_PARENT.to_owned(),
             docker_parent: moat_api::defaults::DOCKER_PARENT.to_owned(),
+            docker_scope_parents: vec![moat_api::defaults::DOCKER_SCOPE_PARENT.to_owned()],
             cgroup_root: PathBuf::from("/sys/fs/cgroup"),
             poll_interval_ms: 1000,
         }
@@ -344,6 +348,19 @@ impl Config {
             .map_err(|reason| ("workloads.moat_parent", reason))?;
         check_cgroup_relative(&self.workloads.docker_parent)
             .map_err(|reason| ("workloads.docker_parent", reason))?;
+        if self.workloads.docker_scope_parents.len() > 64 {
+            return Err((
+                "workloads.docker_scope_parents",
+                format!(
+                    "{} parents: at most 64",
+                    self.workloads.docker_scope_parents.len()
+                ),
+            ));
+        }
+        for parent in &self.workloads.docker_scope_parents {
+            check_cgroup_relative(parent)
+                .map_err(|reason| ("workloads.docker_scope_parents", reason))?;
+        }
         if !self.workloads.cgroup_root.is_absolute() {
             return Err((
                 "workloads.cgroup_root",

@@ -268,8 +268,11 @@ impl Writer<'_> {
         let mut buf = Vec::with_capacity(batch.len() * 512);
         let mut ends = Vec::with_capacity(batch.len());
         for event in batch {
-            // Serialising plain strings and numbers cannot fail.
-            let _ = serde_json::to_writer(&mut buf, event);
+            // Serialising plain strings and numbers cannot fail. Workload and
+            // process names are the workload's choice: no character that could
+            // act on a terminal is left raw, even in the raw lines.
+            let line = serde_json::to_string(event).unwrap_or_default();
+            buf.extend_from_slice(moat_api::text::escape_unsafe_in_json(&line).as_bytes());
             buf.push(b'\n');
             ends.push(buf.len());
         }

@@ -12,6 +12,7 @@ use anyhow::{anyhow, Context as _, Result};
 use clap::Args;
 
 use crate::events_cmd::{install_stop_handler, sleep_unless_stopped, stop_requested};
+use crate::term::escape;
 use moat_api::{
     client::{self, ClientError, HttpUrl},
     defaults::AGENT_URL as DEFAULT_AGENT_URL,
@@ -254,9 +255,11 @@ fn rows(before: &Scrape, after: &Scrape) -> Vec<Row> {
 }
 
 fn render(rows: &[Row]) -> String {
-    let width = rows
+    // Workload names come from cgroup names: escaped like every field printed.
+    let names: Vec<String> = rows.iter().map(|r| escape(&r.name).into_owned()).collect();
+    let width = names
         .iter()
-        .map(|r| r.name.chars().count())
+        .map(|name| name.chars().count())
         .max()
         .unwrap_or(0)
         .max(20);
@@ -266,7 +269,7 @@ fn render(rows: &[Row]) -> String {
         "{:<width$}  {:>8}  {:>8}  {:>10}  {:>10}",
         "NAME", "PIDS", "LIMIT", "FORKS/S", "DENIALS/S"
     );
-    for row in rows {
+    for (row, name) in rows.iter().zip(&names) {
         let pids = row
             .pids
             .map_or_else(|| "-".to_owned(), |p| format!("{p:.0}"));
@@ -279,7 +282,7 @@ fn render(rows: &[Row]) -> String {
         let _ = writeln!(
             out,
             "{:<width$}  {:>8}  {:>8}  {:>10.1}  {:>10.1}",
-            row.name, pids, limit, row.forks_per_s, row.denials_per_s
+            name, pids, limit, row.forks_per_s, row.denials_per_s
         );
     }
     out
