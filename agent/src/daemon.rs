@@ -197,6 +197,10 @@ pub fn start(
     let (source, collector) = Collector::spawn(
         CollectorConfig {
             pids_mount: layout.pids_mount.clone(),
+            pids_on_v1: layout
+                .pids_mount
+                .as_ref()
+                .is_some_and(|mount| *mount != layout.v2_mount),
             parents: CgroupParents::from_config(&config.workloads),
             interval: Duration::from_millis(config.workloads.poll_interval_ms),
             fork_burst_threshold: config.audit.fork_burst_threshold,

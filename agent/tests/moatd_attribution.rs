@@ -222,6 +222,7 @@ fn containers_only_in_v1_pids_cgroups_are_attributed_by_pid_and_by_pids_id() {
     let reading = pids::scan(
         &pids_mount,
         &moat_agent::collect::attribution::CgroupParents::from_config(&config),
+        V1_PIDS_ID_FLAG,
     );
     let found = reading
         .iter()
@@ -230,4 +231,5 @@ fn containers_only_in_v1_pids_cgroups_are_attributed_by_pid_and_by_pids_id() {
     assert_eq!(found.current, 1);
     assert_eq!(found.limit, Some(7));
     assert_eq!(found.limit_hits, 0);
+    assert_eq!(found.id, V1_PIDS_ID_FLAG | pids_id);
 }

@@ -110,6 +110,8 @@ pub struct Options {
     /// moatd's standard output is a pipe that nobody reads (instead of
     /// /dev/null): with `audit_log` `-`, a writer that blocks.
     pub stdout_unread: bool,
+    /// `workloads.poll_interval_ms` [default: 100].
+    pub poll_interval_ms: Option<u64>,
 }
 
 impl Moatd {
@@ -167,8 +169,10 @@ impl Moatd {
         std::fs::write(
             &config,
             format!(
-                "[workloads]\nmoat_parent = \"{}\"\npoll_interval_ms = 100\n{}",
-                parent.0, options.config
+                "[workloads]\nmoat_parent = \"{}\"\npoll_interval_ms = {}\n{}",
+                parent.0,
+                options.poll_interval_ms.unwrap_or(100),
+                options.config
             ),
         )
         .unwrap();

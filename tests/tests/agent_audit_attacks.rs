@@ -534,6 +534,7 @@ fn a_blocked_audit_writer_does_not_hold_up_sigterm() {
             config: UNTHROTTLED.to_owned(),
             audit_log: Some(PathBuf::from("-")),
             stdout_unread: true,
+            ..Options::default()
         },
     );
     let profiles = TempDir::new("audit-blocked-profiles");

@@ -84,7 +84,7 @@ pub const PIDS_LIMIT: MetricSpec = MetricSpec {
 /// `moat_pids_limit_hits_total`.
 pub const PIDS_LIMIT_HITS: MetricSpec = MetricSpec {
     name: "moat_pids_limit_hits_total",
-    help: "Forks refused by the workload's pids limit (the max count of pids.events).",
+    help: "Forks refused by the workload's pids limit (the max count of pids.events), its removed pids cgroups' final counts included.",
     kind: MetricKind::Counter,
     labels: &["workload"],
 };

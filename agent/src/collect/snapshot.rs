@@ -80,6 +80,7 @@ impl Snapshot {
         attributor: &mut Attributor,
         names: &mut NameCache,
         pids: &[PidsCgroup],
+        pids_retired_hits: &BTreeMap<Arc<str>, u64>,
         audit_queue_dropped: u64,
     ) -> Snapshot {
         let mut out = Snapshot {
@@ -99,6 +100,11 @@ impl Snapshot {
                 out.pids_limit.add(vec![workload.clone()], limit as f64);
             }
             out.pids_hits.add(vec![workload], cgroup.limit_hits as f64);
+        }
+        // Removed cgroups' final counts: a workload's counter never goes down
+        // when its cgroup goes away.
+        for (workload, hits) in pids_retired_hits {
+            out.pids_hits.add(vec![workload.clone()], *hits as f64);
         }
         out.label_overflow = attributor.label_overflow_total();
         out

@@ -175,6 +175,12 @@ impl Attributor {
         None
     }
 
+    /// The path of a cgroup id (relative to its hierarchy's root), if known
+    /// or found by a walk.
+    pub fn cgroup_path(&mut self, id: u64) -> Option<Arc<str>> {
+        self.resolve(id).map(|(path, _)| path)
+    }
+
     /// Attributes an aggregated counter keyed by a cgroup id.
     pub fn attribute_id(&mut self, id: u64) -> Attribution {
         match self.resolve(id) {
