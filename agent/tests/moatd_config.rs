@@ -69,6 +69,23 @@ fn unknown_keys_are_refused_with_a_suggestion() {
     );
 }
 
+/// A repeated key or table would silently override the first (a typo or an
+/// attack in a daemon's policy): the toml crate refuses both, with the line.
+#[test]
+fn duplicate_keys_and_tables_are_refused() {
+    assert_eq!(
+        refused("dupkey", "[audit]\nrate_limit = 5\nrate_limit = 6\n"),
+        "moatd: FILE:3:1: duplicate key"
+    );
+    assert_eq!(
+        refused(
+            "duptable",
+            "[audit]\nrate_limit = 5\n[audit]\nrate_burst = 6\n"
+        ),
+        "moatd: FILE:3:2: duplicate key"
+    );
+}
+
 #[test]
 fn invalid_values_are_refused() {
     assert_eq!(

@@ -10,4 +10,5 @@ pub mod launch;
 pub mod seccomp;
 pub mod state;
 pub mod suggest;
+mod trust;
 pub mod userns;

@@ -15,8 +15,18 @@ use crate::binary;
 
 /// The v1 pids hierarchy on hybrid hosts.
 pub const PIDS_V1: &str = "/sys/fs/cgroup/pids";
-/// The v2 hierarchy on hybrid hosts.
+/// The v2 hierarchy on hybrid hosts; [`v2_root`] finds it on any host.
 pub const V2: &str = "/sys/fs/cgroup/unified";
+
+/// The cgroup v2 hierarchy: [`V2`] on hybrid hosts, `/sys/fs/cgroup` itself
+/// on v2-only hosts (most distributions, and the kernel lab's guests).
+pub fn v2_root() -> &'static Path {
+    if Path::new(V2).join("cgroup.controllers").exists() {
+        Path::new(V2)
+    } else {
+        Path::new("/sys/fs/cgroup")
+    }
+}
 
 /// A v1 hierarchy has a `tasks` file in every cgroup, the root included.
 pub fn pids_on_v1() -> bool {
@@ -25,7 +35,7 @@ pub fn pids_on_v1() -> bool {
 
 /// Whether the pids controller is available in the v2 hierarchy.
 pub fn pids_on_v2() -> bool {
-    std::fs::read_to_string(Path::new(V2).join("cgroup.controllers"))
+    std::fs::read_to_string(v2_root().join("cgroup.controllers"))
         .map(|c| c.split_whitespace().any(|x| x == "pids"))
         .unwrap_or(false)
 }
@@ -63,7 +73,7 @@ pub struct CgroupParent(pub String);
 
 impl Drop for CgroupParent {
     fn drop(&mut self) {
-        for root in [Path::new(PIDS_V1), Path::new(V2)] {
+        for root in [Path::new(PIDS_V1), v2_root()] {
             let d = root.join(&self.0);
             if let Ok(entries) = std::fs::read_dir(&d) {
                 for e in entries.flatten() {

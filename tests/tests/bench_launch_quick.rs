@@ -71,14 +71,17 @@ fn quick_run_measures_moat() {
     }
     check_json(&run.results);
 
-    // moat makes a user namespace and nothing else.
+    // moat makes user, PID, mount, cgroup and IPC namespaces (no network
+    // or UTS one), and its cgroups are its cgroup namespace's root.
     let ns_row = stdout
         .lines()
         .find(|l| l.starts_with("| moat run | "))
         .unwrap_or_else(|| panic!("no namespace row for moat in:\n{stdout}"));
     if !ns_row.contains("not probed") {
         assert!(
-            ns_row.starts_with("| moat run | user | 0 100000 65536 |"),
+            ns_row.starts_with(
+                "| moat run | cgroup, ipc, mnt, pid, user | 0 100000 65536 | its own, the root of its cgroup namespace |"
+            ),
             "{ns_row}"
         );
     }

@@ -106,6 +106,18 @@ static AUDIT_EVENTS: RingBuf = RingBuf::with_byte_size(DEFAULT_RING_BYTES, 0);
 #[map]
 static PIDS_RETIRED: HashMap<u64, PidsRetired> = HashMap::with_max_entries(PIDS_RETIRED_ENTRIES, 0);
 
+/// Thread groups whose exit was counted, by `signal_struct` address, on kernels
+/// whose `sched_process_exit` has no `group_dead` (before 6.16): there the last
+/// threads of a process that exit together can all see `signal->live == 0`, each
+/// after its own decrement, and only the first may count the process. A process
+/// fork clears its entry (the address may be reused); LRU, so the entries of
+/// addresses never reused age out.
+#[map]
+static EXITED_GROUPS: LruHashMap<u64, u8> = LruHashMap::with_max_entries(EXITED_GROUP_ENTRIES, 0);
+
+/// Exits counted at the same time, at most: far more than enough.
+const EXITED_GROUP_ENTRIES: u32 = 4_096;
+
 /// Struct offsets and the audit rate limit, set by the loader (`override_global`).
 #[unsafe(no_mangle)]
 static PARAMS: Global<Params> = Global::new(Params::ZERO);
@@ -451,6 +463,11 @@ fn try_sched_fork(ctx: &RawTracePointContext) -> Result<(), Error> {
         None => increment(&MAP_FULL, map_full::THREAD_STATE)?,
     }
     let kind = if pid == tgid {
+        if param!(exit_has_group_dead) == 0 {
+            // A new thread group: an earlier group at the same address is gone.
+            let signal = read_kernel::<u64>(child, param!(task_signal))?;
+            let _ = EXITED_GROUPS.remove(&signal);
+        }
         process_kind::FORK_PROCESS
     } else {
         process_kind::FORK_THREAD
@@ -490,9 +507,14 @@ fn try_sched_exit(ctx: &RawTracePointContext) -> Result<(), Error> {
         let group_dead: u64 = ctx.arg(1);
         group_dead & 0xff != 0
     } else {
-        // Older kernels: do_exit decrements signal->live before the tracepoint.
-        let signal = read_kernel::<u64>(task, param!(task_signal))? as *const u8;
-        read_kernel::<i32>(signal, param!(signal_live))? == 0
+        // Older kernels: do_exit decrements signal->live before the tracepoint, so
+        // the last thread sees 0, and so may others still between their own
+        // decrement and the tracepoint: the first to record the group counts it.
+        let signal = read_kernel::<u64>(task, param!(task_signal))?;
+        read_kernel::<i32>(signal as *const u8, param!(signal_live))? == 0
+            && EXITED_GROUPS
+                .insert(&signal, &1, u64::from(BPF_NOEXIST))
+                .is_ok()
     };
     if group_dead {
         count_process_event(cgroup, process_kind::EXIT, 0)?;

@@ -2,6 +2,7 @@
 
 mod events_cmd;
 mod output_file;
+mod policy_cmd;
 mod profile_cmd;
 mod ps_cmd;
 mod run_cmd;
@@ -26,10 +27,15 @@ enum Command {
     /// Validate, compile and show seccomp profiles (Docker and OCI format).
     #[command(subcommand)]
     Profile(profile_cmd::ProfileCommand),
-    /// Run a command under seccomp, a user namespace and a pids limit
-    /// (as root).
+    /// Run a command under seccomp, a user namespace, a pids limit and
+    /// namespaces of its own (as root).
     Run(run_cmd::RunArgs),
-    /// List running workloads.
+    /// Check the node policy (/etc/moat/policy.toml) and try it on recorded
+    /// Docker authorization requests.
+    #[command(subcommand)]
+    Policy(policy_cmd::PolicyCommand),
+    /// List workloads: running, starting, and stale ones a killed `moat
+    /// run` left behind.
     Ps(ps_cmd::PsArgs),
     // No doc comments on these two: they would replace the long help their
     // argument structs define.
@@ -61,6 +67,7 @@ fn main() -> ExitCode {
         Command::Profile(cmd) => profile_cmd::run(cmd),
         // Exit codes of `run` are the workload's; it reports its own errors.
         Command::Run(args) => return run_cmd::run(args),
+        Command::Policy(cmd) => policy_cmd::run(cmd),
         Command::Ps(args) => ps_cmd::run(args),
         Command::Events(args) => events_cmd::run(args),
         Command::Stats(args) => stats_cmd::run(args),

@@ -30,8 +30,9 @@
 //!   0:100000:65536, `pids.limit` 100, cgroups under `moat-bench`, Docker's
 //!   default capabilities, `noNewPrivileges`, moat's built-in profile
 //!   resolved for this host in OCI form, checked by a round trip through
-//!   moat's parser). moat itself makes only a user namespace (and its
-//!   cgroups); which namespaces and cgroups each variant really got is
+//!   moat's parser). moat makes user, PID, mount, cgroup and IPC
+//!   namespaces (and its cgroups), but no network or UTS namespace and no
+//!   rootfs; which namespaces and cgroups each variant really got is
 //!   measured and reported (below).
 //! * `bwrap --unshare-user --uid 0 --gid 0 --ro-bind / / --seccomp 3 --
 //!   /bin/true`: bubblewrap with the same filter, as the raw cBPF program

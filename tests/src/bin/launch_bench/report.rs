@@ -123,7 +123,11 @@ fn write_namespaces(s: &mut String, variants: &[Variant]) {
     for v in variants.iter().filter(|v| v.kind != Kind::Floor) {
         match (&v.probe, &v.skipped) {
             (Some(p), _) => {
-                let cgroups = if p.cgroups.is_empty() {
+                let cgroups = if p.new_namespaces.contains(&"cgroup") {
+                    // Paths are relative to the namespace's root, which is
+                    // the workload's own cgroup.
+                    "its own, the root of its cgroup namespace".into()
+                } else if p.cgroups.is_empty() {
                     "the harness's".into()
                 } else {
                     p.cgroups

@@ -1,0 +1,141 @@
+//! The state record of a launch: written before anything it names exists,
+//! removed only once all of that is gone.
+//!
+//! Under the state lock, [`reserve`] first reclaims what stale records name
+//! (their `moat run` and workload are both gone), then decides the user
+//! namespace against the running workloads' host ids
+//! ([`crate::userns::overlap`]), checks the ids, and writes the new record
+//! with the cgroup paths the launch is about to create. Whatever point a crash hits, the
+//! record names everything that may exist; the next launch reclaims it, and
+//! `moat ps` shows it meanwhile.
+
+use std::path::PathBuf;
+
+use super::{ids, profile_label, LaunchError, RunRequest};
+use crate::cgroup::{self, Layout, PidsLimit};
+use crate::state::{now_unix_ms, ExitRecord, ProcessRef, StateDir, StateLock, WorkloadRecord};
+use crate::userns::{self, overlap, Holder, UserNamespace, UsernsSpec};
+
+/// Reserves the workload's name, user namespace and cgroup paths: returns
+/// the record written.
+pub(super) fn reserve(
+    req: &RunRequest,
+    state: &StateDir,
+    layout: &Layout,
+    cgroup_dirs: (PathBuf, PathBuf),
+) -> Result<WorkloadRecord, LaunchError> {
+    let lock = state.lock()?;
+    lock.remove_temporaries()?;
+    let (running, stale) = lock.running()?;
+    // Records that could not be reclaimed still stand for what they name:
+    // their ids stay taken, like a running workload's.
+    let kept = reclaim_stale(&lock, layout, stale);
+    let holders: Vec<Holder<'_>> = running
+        .iter()
+        .chain(&kept)
+        .map(|r| Holder {
+            name: &r.name,
+            ns: r.userns.as_ref(),
+            auto: r.userns_auto,
+            uid: r.uid,
+            gid: r.gid,
+        })
+        .collect();
+    let ns = match &req.userns {
+        UsernsSpec::Host => {
+            overlap::check_host_ids(req.uid, req.gid, &holders)?;
+            None
+        }
+        UsernsSpec::Maps(m) => {
+            let ns = UserNamespace::from_maps(m.clone());
+            overlap::check_explicit(&ns, &holders)?;
+            Some(ns)
+        }
+        UsernsSpec::Auto => {
+            let taken = overlap::taken(&holders);
+            let ns = userns::allocate(&req.subuid, &req.subgid, &taken)?;
+            ids::check(req.uid, req.gid, Some(&ns))?;
+            Some(ns)
+        }
+    };
+    let (cgroup_pids, cgroup_v2) = cgroup_dirs;
+    let record = WorkloadRecord {
+        name: req.name.clone(),
+        supervisor: ProcessRef::of(std::process::id() as i32)?,
+        pid: None,
+        command: WorkloadRecord::command_for_record(&req.command),
+        seccomp_profile: profile_label(&req.profile),
+        userns: ns,
+        userns_auto: matches!(req.userns, UsernsSpec::Auto),
+        uid: req.uid,
+        gid: req.gid,
+        pids_limit: match req.pids_limit {
+            PidsLimit::Max(n) => Some(n),
+            _ => None,
+        },
+        pids_limit_text: req.pids_limit_text.clone(),
+        cgroup_pids,
+        cgroup_v2,
+        started_at_unix_ms: now_unix_ms(),
+        namespaces: req
+            .isolation
+            .namespace_names(!matches!(req.userns, UsernsSpec::Host)),
+    };
+    lock.insert(&record)?;
+    Ok(record)
+}
+
+/// Reclaims what each stale record names and removes the record; returns
+/// the records that could not be reclaimed, which stay (each with a
+/// warning saying why) so that the next launch tries again.
+fn reclaim_stale(
+    lock: &StateLock<'_>,
+    layout: &Layout,
+    stale: Vec<WorkloadRecord>,
+) -> Vec<WorkloadRecord> {
+    let mut kept = Vec::new();
+    for rec in stale {
+        let reclaimed = cgroup::reclaim(layout, &rec.name, &rec.cgroup_pids, &rec.cgroup_v2)
+            .map_err(|e| e.to_string())
+            .and_then(|()| lock.remove(&rec.name).map_err(|e| e.to_string()));
+        match reclaimed {
+            Ok(()) => log::info!("reclaimed stale workload {}", rec.name),
+            Err(why) => {
+                log::warn!(
+                    "stale workload {:?} (its moat run is gone) could not be cleaned up: {why}; \
+                     its record is kept and the next moat run tries again",
+                    rec.name
+                );
+                kept.push(rec);
+            }
+        }
+    }
+    kept
+}
+
+/// Ends a reservation whose launch failed or whose workload ended, under
+/// one lock: writes the exit record if there is one, then removes the
+/// record if `all_gone` (nothing it names is left), or keeps it, with a
+/// warning, so that the next launch reclaims what is left.
+pub(super) fn release(state: &StateDir, name: &str, all_gone: bool, exit: Option<&ExitRecord>) {
+    let lock = match state.lock() {
+        Ok(lock) => lock,
+        Err(e) => {
+            log::warn!("could not record the end of workload {name:?}: {e}");
+            return;
+        }
+    };
+    if let Some(exit) = exit {
+        if let Err(e) = lock.write_exit(exit) {
+            log::warn!("could not record the exit: {e}");
+        }
+    }
+    if !all_gone {
+        log::warn!(
+            "the record of workload {name:?} is kept because its cgroups could not be \
+             removed; the next moat run reclaims them"
+        );
+    } else if let Err(e) = lock.remove(name) {
+        log::warn!("could not remove the record of workload {name:?}: {e}");
+    }
+}
