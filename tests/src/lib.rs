@@ -6,6 +6,7 @@ use std::path::PathBuf;
 pub mod bench;
 pub mod fork;
 pub mod fuzz;
+pub mod fuzz_api;
 pub mod moatd;
 pub mod oci;
 pub mod pty;

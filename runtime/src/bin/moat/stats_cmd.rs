@@ -161,11 +161,19 @@ fn scrape(url: &HttpUrl, shown: &str) -> Result<Scrape> {
             "cannot reach moatd at {shown}: {err}. Is moatd running? Start it (as root) \
              with `moatd`, or point --agent (or MOAT_AGENT) at its /metrics"
         ),
-        ClientError::Bad(err) => anyhow!("moatd at {shown} did not answer with metrics: {err}"),
+        // What the server said is the server's choice: escaped.
+        ClientError::Bad(err) => anyhow!(
+            "moatd at {shown} did not answer with metrics: {}",
+            escape(&err)
+        ),
     })?;
     let at = start + start.elapsed() / 2;
-    let exposition = Exposition::parse(&body)
-        .with_context(|| format!("{shown}: not a Prometheus text exposition"))?;
+    let exposition = Exposition::parse(&body).map_err(|err| {
+        anyhow!(
+            "{shown}: not a Prometheus text exposition: {}",
+            escape(&err.to_string())
+        )
+    })?;
     Ok(Scrape {
         at,
         workloads: by_workload(&exposition.samples),
