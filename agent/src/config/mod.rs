@@ -11,6 +11,7 @@
 use std::{
     fmt,
     net::SocketAddr,
+    os::unix::fs::OpenOptionsExt as _,
     path::{Path, PathBuf},
 };
 
@@ -33,6 +34,10 @@ pub const DEFAULT_LISTEN: &str = moat_api::defaults::LISTEN;
 
 /// Default audit log.
 pub const DEFAULT_AUDIT_LOG: &str = moat_api::defaults::AUDIT_LOG;
+
+/// The largest configuration file read (the example, every option commented,
+/// is a few KiB).
+pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
 
 /// The most workload labels `workloads.max_labels` may allow: each is a set of
 /// series in every scrape, and a cap is what keeps them bounded.
@@ -275,15 +280,42 @@ impl Config {
     }
 
     /// Reads and parses one file.
+    ///
+    /// Only a regular file of at most [`MAX_CONFIG_BYTES`] is read: a FIFO would
+    /// block the start, and `/dev/zero` would never end.
     pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|err| ConfigError::Read {
+        use std::io::Read as _;
+        let refuse = |reason: String| ConfigError::Read {
             file: path.to_owned(),
-            reason: if err.kind() == std::io::ErrorKind::NotFound {
-                "no such file".to_owned()
-            } else {
-                format!("cannot read: {err}")
-            },
-        })?;
+            reason,
+        };
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+            .open(path)
+            .map_err(|err| {
+                refuse(if err.kind() == std::io::ErrorKind::NotFound {
+                    "no such file".to_owned()
+                } else {
+                    format!("cannot read: {err}")
+                })
+            })?;
+        let meta = file
+            .metadata()
+            .map_err(|err| refuse(format!("cannot read: {err}")))?;
+        if !meta.is_file() {
+            return Err(refuse("not a regular file".to_owned()));
+        }
+        let mut data = Vec::new();
+        file.take(MAX_CONFIG_BYTES + 1)
+            .read_to_end(&mut data)
+            .map_err(|err| refuse(format!("cannot read: {err}")))?;
+        if data.len() as u64 > MAX_CONFIG_BYTES {
+            return Err(refuse(format!(
+                "larger than {MAX_CONFIG_BYTES} bytes: not a moatd configuration"
+            )));
+        }
+        let text = String::from_utf8(data).map_err(|_| refuse("not UTF-8 text".to_owned()))?;
         Self::parse(&text, path)
     }
 

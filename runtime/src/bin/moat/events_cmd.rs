@@ -19,6 +19,10 @@ use moat_api::{
     time::{local_time, system_zone},
 };
 
+/// The longest line read as an event (moatd's are well under 4 KiB); longer
+/// ones are skipped with a warning, without being held in memory.
+const MAX_LINE: usize = 1 << 20;
+
 /// How often `--follow` looks for new lines, rotation and truncation.
 const POLL_INTERVAL: Duration = Duration::from_millis(200);
 
@@ -99,6 +103,7 @@ pub fn run(args: EventsArgs) -> Result<ExitCode> {
         file,
         pos: 0,
         pending: Vec::new(),
+        overlong: false,
         line: 0,
         printer: Printer {
             out: BufWriter::new(stdout.lock()),
@@ -194,6 +199,8 @@ struct LogReader<'a, W: Write> {
     pos: u64,
     /// The start of a line whose newline has not been read yet.
     pending: Vec<u8>,
+    /// The line being read is longer than [`MAX_LINE`]: skipped to its end.
+    overlong: bool,
     /// Number of the last line handled, 1-based.
     line: u64,
     printer: Printer<W>,
@@ -236,7 +243,10 @@ impl<W: Write> LogReader<'_, W> {
             self.pos += n as u64;
             let mut chunk = &buf[..n];
             while let Some(newline) = chunk.iter().position(|&b| b == b'\n') {
-                if self.pending.is_empty() {
+                if self.overlong {
+                    self.overlong = false;
+                    self.skip_overlong_line()?;
+                } else if self.pending.is_empty() {
                     self.handle_line(&chunk[..newline])?;
                 } else {
                     self.pending.extend_from_slice(&chunk[..newline]);
@@ -245,11 +255,37 @@ impl<W: Write> LogReader<'_, W> {
                 }
                 chunk = &chunk[newline + 1..];
             }
+            self.keep_partial(chunk);
+        }
+    }
+
+    /// Keeps the start of a line whose newline has not been read yet, unless
+    /// the line is already longer than any audit event: then it is dropped as
+    /// it comes (a log of one endless line must not take all memory).
+    fn keep_partial(&mut self, chunk: &[u8]) {
+        if self.overlong || self.pending.len() + chunk.len() > MAX_LINE {
+            self.overlong = true;
+            self.pending = Vec::new();
+        } else {
             self.pending.extend_from_slice(chunk);
         }
     }
 
+    fn skip_overlong_line(&mut self) -> Result<(), ReadError> {
+        self.line += 1;
+        self.printer.flush().map_err(ReadError::Output)?;
+        eprintln!(
+            "moat: warning: {}: line {}: skipping a line longer than {MAX_LINE} bytes",
+            self.path.display(),
+            self.line
+        );
+        Ok(())
+    }
+
     fn finish_pending(&mut self) -> Result<(), ReadError> {
+        if std::mem::take(&mut self.overlong) {
+            return self.skip_overlong_line();
+        }
         if !self.pending.is_empty() {
             let line = std::mem::take(&mut self.pending);
             self.handle_line(&line)?;
@@ -302,6 +338,7 @@ impl<W: Write> LogReader<'_, W> {
             self.pos = 0;
             self.line = 0;
             self.pending.clear();
+            self.overlong = false;
             return self.read_available();
         }
         Ok(())
