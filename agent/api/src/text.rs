@@ -28,19 +28,36 @@ pub fn is_unsafe(c: char) -> bool {
         )
 }
 
-/// `line` (JSON text) with every character [`is_unsafe`] writes as a `\uXXXX`
-/// escape. Such characters can only be inside JSON strings (the syntax is
-/// ASCII), where the escape means the same character, so the line decodes to
-/// the same values. Characters below U+0020 are already escaped in valid JSON.
+/// `line` (JSON text) with no character [`is_unsafe`] left raw but newlines:
+/// inside strings each is written as a `\uXXXX` escape (the same character
+/// once decoded); between tokens, where JSON allows only white space, a tab or
+/// carriage return becomes a space (the same JSON). So the line decodes to the
+/// same values.
 pub fn escape_unsafe_in_json(line: &str) -> Cow<'_, str> {
-    if !line.chars().any(is_unsafe) {
+    if !line.chars().any(|c| c != '\n' && is_unsafe(c)) {
         return Cow::Borrowed(line);
     }
     let mut out = String::with_capacity(line.len() + 16);
+    let (mut in_string, mut escaped) = (false, false);
     for c in line.chars() {
-        if is_unsafe(c) && c != '\n' {
-            // All of them are in the Basic Multilingual Plane.
-            out.push_str(&format!("\\u{:04x}", u32::from(c)));
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == '"' {
+                in_string = false;
+            } else if is_unsafe(c) {
+                // All of them are in the Basic Multilingual Plane.
+                out.push_str(&format!("\\u{:04x}", u32::from(c)));
+                continue;
+            }
+            out.push(c);
+        } else if c == '"' {
+            in_string = true;
+            out.push(c);
+        } else if c != '\n' && is_unsafe(c) {
+            out.push(' ');
         } else {
             out.push(c);
         }
