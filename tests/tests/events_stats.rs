@@ -668,22 +668,41 @@ fn stats_survives_what_a_hostile_agent_says() {
     }
 }
 
-/// A log that is one endless line is read in bounded memory, skipped with a
-/// warning, and the events after it are printed.
+/// A log that is one endless line (320 MiB here) is read in bounded memory
+/// (moat runs with 256 MiB of address space), skipped with a warning, and the
+/// events after it are printed.
 #[test]
 fn events_skip_a_line_longer_than_any_event() {
+    use std::os::unix::process::CommandExt as _;
     let dir = TempDir::new("long");
     let log = dir.join("audit.jsonl");
-    let mut text = "x".repeat(3 << 20);
-    text.push('\n');
-    text.push_str(&denial("2026-05-20T10:11:12Z", "after", "mount", 1, "sh"));
-    text.push('\n');
-    std::fs::write(&log, text).unwrap();
-    let o = moat()
-        .args(["events", "--file"])
-        .arg(&log)
-        .output()
-        .unwrap();
+    {
+        let mut file = std::io::BufWriter::new(std::fs::File::create(&log).unwrap());
+        let block = vec![b'x'; 1 << 20];
+        for _ in 0..320 {
+            file.write_all(&block).unwrap();
+        }
+        file.write_all(b"\n").unwrap();
+        let after = denial("2026-05-20T10:11:12Z", "after", "mount", 1, "sh");
+        file.write_all(after.as_bytes()).unwrap();
+        file.write_all(b"\n").unwrap();
+    }
+    let mut command = moat();
+    command.args(["events", "--file"]).arg(&log);
+    // SAFETY: only setrlimit(2) between fork and exec.
+    unsafe {
+        command.pre_exec(|| {
+            let limit = libc::rlimit {
+                rlim_cur: 256 << 20,
+                rlim_max: 256 << 20,
+            };
+            if libc::setrlimit(libc::RLIMIT_AS, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let o = command.output().unwrap();
     assert!(o.status.success(), "{}", err(&o));
     assert!(
         err(&o).contains("line 1: skipping a line longer than 1048576 bytes"),
