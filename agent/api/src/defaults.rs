@@ -24,6 +24,10 @@ pub const CGROUP_PARENT: &str = "moat";
 /// The cgroup Docker's cgroupfs driver places containers under.
 pub const DOCKER_PARENT: &str = "docker";
 
+/// The slice Docker's systemd driver places containers' scopes
+/// (`docker-<id>.scope`) under.
+pub const DOCKER_SCOPE_PARENT: &str = "system.slice";
+
 #[cfg(test)]
 mod tests {
     use super::*;

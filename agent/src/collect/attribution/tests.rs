@@ -5,7 +5,15 @@ use super::*;
 const ID: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 
 fn label(path: &str) -> String {
-    classify(path, "moat", "docker")
+    classify(path, &CgroupParents::defaults())
+}
+
+fn parents(moat: &str, docker: &str, scopes: &[&str]) -> CgroupParents {
+    CgroupParents {
+        moat: moat.to_owned(),
+        docker: docker.to_owned(),
+        docker_scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
+    }
 }
 
 #[test]
@@ -30,11 +38,45 @@ fn classifies_paths() {
     assert_eq!(label("/"), HOST);
     assert_eq!(label("/process_api/f7883729d51b"), HOST);
     assert_eq!(label("/docker/notanid"), HOST);
-    assert_eq!(classify("/a/b/w1", "a/b", "docker"), "w1");
     assert_eq!(
-        classify(&format!("/ci/docker/{ID}"), "moat", "ci/docker"),
+        classify("/a/b/w1", &parents("a/b", "docker", &["system.slice"])),
+        "w1"
+    );
+    assert_eq!(
+        classify(
+            &format!("/ci/docker/{ID}"),
+            &parents("moat", "ci/docker", &["system.slice"])
+        ),
         "docker:0123456789ab"
     );
+    assert_eq!(
+        classify(
+            &format!("/custom.slice/docker-{ID}.scope/init"),
+            &parents("moat", "docker", &["custom.slice"])
+        ),
+        "docker:0123456789ab"
+    );
+}
+
+#[test]
+fn only_dockers_parents_name_containers() {
+    // Anyone who may create a cgroup can name it like a container: only the
+    // places Docker uses count, anchored at the root.
+    for spoof in [
+        format!("/evil/docker-{ID}.scope"),
+        format!("/user.slice/user-1000.slice/docker-{ID}.scope"),
+        format!("/evil/docker/{ID}"),
+        format!("/moat/w/docker/{ID}"),
+        format!("/docker-{ID}.scope"),
+        format!("/system.slice/evil/docker-{ID}.scope"),
+    ] {
+        assert!(
+            !label(&spoof).starts_with("docker:"),
+            "{spoof} labelled {}",
+            label(&spoof)
+        );
+    }
+    assert_eq!(label(&format!("/moat/w/docker/{ID}")), "w");
 }
 
 #[test]
@@ -47,11 +89,11 @@ fn proc_cgroup_prefers_pids() {
         <procfs::ProcessCGroups as procfs::FromBufRead>::from_buf_read(text.as_bytes()).unwrap()
     };
     assert_eq!(
-        classify_proc_cgroup(&parse(&text), "moat", "docker"),
+        classify_proc_cgroup(&parse(&text), &CgroupParents::defaults()),
         Some(("docker:0123456789ab".to_owned(), format!("/docker/{ID}")))
     );
     assert_eq!(
-        classify_proc_cgroup(&parse("8:pids:/\n0::/\n"), "moat", "docker"),
+        classify_proc_cgroup(&parse("8:pids:/\n0::/\n"), &CgroupParents::defaults()),
         None
     );
 }

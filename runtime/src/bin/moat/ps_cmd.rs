@@ -7,6 +7,7 @@ use anyhow::Result;
 use clap::Args;
 use serde_json::json;
 
+use crate::term::escape;
 use moat_runtime::cgroup::{check_recorded_dirs, detect, CgroupConfig};
 use moat_runtime::state::{StateDir, WorkloadRecord, DEFAULT_STATE_DIR};
 use moat_runtime::userns::IdMap;
@@ -91,7 +92,8 @@ pub fn run(args: PsArgs) -> Result<ExitCode> {
                 })
             })
             .collect();
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        let text = serde_json::to_string_pretty(&v)?;
+        println!("{}", moat_api::text::escape_unsafe_in_json(&text));
         return Ok(ExitCode::SUCCESS);
     }
     println!(
@@ -101,15 +103,15 @@ pub fn run(args: PsArgs) -> Result<ExitCode> {
     for r in rows {
         println!(
             "{:<24} {:>8} {:>8} {:>6} {:>9} {:<12} {:<20} {:<8} {}",
-            r.name,
+            escape(&r.name),
             r.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
             human_duration(r.uptime_s),
             r.pids_current
                 .map(|p| p.to_string())
                 .unwrap_or_else(|| "-".into()),
             r.pids_limit.unwrap_or_else(|| "-".into()),
-            r.seccomp,
-            r.userns.unwrap_or_else(|| "host".into()),
+            escape(&r.seccomp),
+            escape(&r.userns.unwrap_or_else(|| "host".into())),
             r.state,
             if r.namespaces.is_empty() {
                 "-".to_string()
