@@ -8,8 +8,8 @@
 //! 2. `clone3` starts moat's init in new PID, mount and IPC namespaces
 //!    ([`init`]); it builds the workload's mounts ([`mounts`]) and forks the
 //!    command's process straight into its v2 cgroup (and a new user
-//!    namespace), which waits while the init joins it to the pids cgroup and
-//!    writes its id maps;
+//!    namespace), which joins the v1 pids cgroup itself and waits while the
+//!    init writes its id maps;
 //! 3. the command's process takes its cgroup namespace, session and
 //!    terminal, sets ids, capabilities, `no_new_privs`, and installs the
 //!    seccomp filter as the last step before `execve` ([`child`]).
