@@ -75,11 +75,12 @@ pub fn run(plan: &ChildPlan, go: OwnedFd, report: RawFd, join: Option<RawFd>) ->
 
     // The pids limit applies before anything else runs here. Writing `0`
     // to `tasks` moves the calling thread alone, which the kernel does
-    // without its global cgroup_threadgroup_rwsem (since Linux 6.0): a
-    // write of a pid to `cgroup.procs` takes that lock for writing, which
-    // after an idle period waits for an RCU grace period (10-22 ms on this
-    // kind of host). This process has a single thread, so the thread is
-    // the whole process. Older kernels take the lock either way.
+    // without its global cgroup_threadgroup_rwsem (commit 9a3284fad42f,
+    // "cgroup: Optimize single thread migration", Linux 5.5): a write of a
+    // pid to `cgroup.procs` takes that lock for writing, which after an
+    // idle period waits for an RCU grace period (7-22 ms on this kind of
+    // host). This process has a single thread, so the thread is the whole
+    // process. Older kernels take the lock either way.
     if let Some(fd) = join {
         // SAFETY: writing one byte of a static string to our descriptor.
         let n = unsafe { libc::write(fd, b"0".as_ptr().cast(), 1) };
