@@ -8,8 +8,8 @@
 //! 2. `clone3` starts moat's init in new PID, mount and IPC namespaces
 //!    ([`init`]); it builds the workload's mounts ([`mounts`]) and forks the
 //!    command's process straight into its v2 cgroup (and a new user
-//!    namespace), which waits while the init joins it to the pids cgroup and
-//!    writes its id maps;
+//!    namespace), which joins the v1 pids cgroup itself and waits while the
+//!    init writes its id maps;
 //! 3. the command's process takes its cgroup namespace, session and
 //!    terminal, sets ids, capabilities, `no_new_privs`, and installs the
 //!    seccomp filter as the last step before `execve` ([`child`]).
@@ -46,7 +46,7 @@ pub use supervise::Outcome;
 use crate::caps::CapSet;
 use crate::cgroup::{self, CgroupConfig, PidsLimit, WorkloadCgroups};
 use crate::seccomp::profile::Action;
-use crate::seccomp::{self, compile, ProfileRef};
+use crate::seccomp::{self, cache, compile, ProfileRef};
 use crate::state::{self, ExitRecord, ProcessRef, StateDir};
 use crate::userns::{self, UserNamespace, UsernsSpec};
 pub use namespaces::Isolation;
@@ -91,6 +91,9 @@ pub struct RunRequest {
     pub workdir: Option<PathBuf>,
     /// The state directory.
     pub state_dir: PathBuf,
+    /// Where compiled seccomp filters are cached ([`cache`]); `None`
+    /// compiles without a cache (`--no-cache`).
+    pub seccomp_cache: Option<PathBuf>,
     /// `/etc/subuid` (for `--userns auto`).
     pub subuid: PathBuf,
     /// `/etc/subgid`.
@@ -116,12 +119,7 @@ pub fn run(req: &RunRequest) -> Result<Outcome, LaunchError> {
     let seccomp = match req.profile.load()? {
         None => None,
         Some((profile, source)) => {
-            let (resolved, compiled) = seccomp::compile_for_host(
-                &profile,
-                source.clone(),
-                &req.caps,
-                compile::Options::default(),
-            )?;
+            let (resolved, host) = seccomp::resolve_for_host(&profile, source.clone(), &req.caps)?;
             // Without a listener the kernel fails notified syscalls with
             // ENOSYS: refuse rather than run with a policy nobody enforces.
             let notifies = resolved.default_action.action == Action::Notify
@@ -136,15 +134,20 @@ pub fn run(req: &RunRequest) -> Result<Outcome, LaunchError> {
                     ),
                 });
             }
-            for w in &compiled.warnings {
-                log::debug!("seccomp: {w}");
-            }
             let log_flag = if req.log_denials {
                 libc::SECCOMP_FILTER_FLAG_LOG as u32
             } else {
                 0
             };
-            Some((compiled.program, compiled.flags | log_flag))
+            let (filter, _) = cache::compile_cached(
+                &resolved,
+                &req.caps,
+                &host,
+                compile::Options::default(),
+                log_flag,
+                req.seccomp_cache.as_deref(),
+            )?;
+            Some((filter.program, filter.flags))
         }
     };
     let plan_base = plan::prepare_exec(req)?;

@@ -184,6 +184,7 @@ mod tests {
             preserve_fds: 0,
             workdir: None,
             state_dir: PathBuf::new(),
+            seccomp_cache: None,
             subuid: PathBuf::new(),
             subgid: PathBuf::new(),
         }

@@ -11,7 +11,7 @@ use moat_runtime::caps::CapSet;
 use moat_runtime::cgroup::{CgroupConfig, PidsLimit};
 use moat_runtime::launch::namespaces::{Isolation, Share, Sysfs, SystemPaths};
 use moat_runtime::launch::{self, RunRequest};
-use moat_runtime::seccomp::ProfileRef;
+use moat_runtime::seccomp::{cache, ProfileRef};
 use moat_runtime::state;
 use moat_runtime::userns::UsernsSpec;
 
@@ -135,6 +135,14 @@ pub struct RunArgs {
     /// them (then a root command can leave its cgroups).
     #[arg(long, value_name = "ro|rw", default_value = "ro")]
     sysfs: Sysfs,
+    /// Compile the seccomp profile even if the cache holds it, and do not
+    /// store it there. The cache (MOAT_CACHE_DIR, default
+    /// <state dir>/cache/seccomp, i.e. /run/moat/cache/seccomp) keeps
+    /// compiled filters by a digest of everything that decides them
+    /// (resolved profile, capabilities, kernel, libseccomp, moat's build),
+    /// root-only, and checks each entry before use.
+    #[arg(long)]
+    no_cache: bool,
     /// Working directory of the command [default: moat's, resolved by path
     /// in the command's mount namespace].
     #[arg(long, short, value_name = "DIR")]
@@ -204,6 +212,14 @@ fn request(a: RunArgs) -> Result<RunRequest> {
         })
         .collect::<Result<Vec<_>>>()?;
     let (state_dir, subuid, subgid) = launch::default_paths();
+    let state_dir = std::env::var_os("MOAT_STATE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or(state_dir);
+    let seccomp_cache = (!a.no_cache).then(|| {
+        std::env::var_os("MOAT_CACHE_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| cache::default_dir(&state_dir))
+    });
     Ok(RunRequest {
         name,
         profile: ProfileRef::parse(&a.seccomp_profile),
@@ -231,9 +247,8 @@ fn request(a: RunArgs) -> Result<RunRequest> {
         },
         preserve_fds: a.preserve_fds,
         workdir: a.workdir,
-        state_dir: std::env::var_os("MOAT_STATE_DIR")
-            .map(PathBuf::from)
-            .unwrap_or(state_dir),
+        state_dir,
+        seccomp_cache,
         subuid: std::env::var_os("MOAT_SUBUID_FILE")
             .map(PathBuf::from)
             .unwrap_or(subuid),

@@ -1,5 +1,6 @@
 //! Unit tests of the state directory, on temporary directories.
 
+mod boot;
 mod untrusted;
 
 use super::process::{parse_stat, read_stat};
