@@ -30,6 +30,8 @@ pub mod init;
 pub mod init_filter;
 pub mod mounts;
 pub mod namespaces;
+pub mod pidmsg;
+mod placement;
 pub mod plan;
 pub mod relay;
 mod reserve;
@@ -44,12 +46,13 @@ pub use error::LaunchError;
 pub use supervise::Outcome;
 
 use crate::caps::CapSet;
-use crate::cgroup::{self, CgroupConfig, PidsLimit, WorkloadCgroups};
+use crate::cgroup::{self, CgroupConfig, CgroupManager, PidsLimit, WorkloadCgroups};
 use crate::seccomp::profile::Action;
 use crate::seccomp::{self, compile, ProfileRef};
 use crate::state::{self, ExitRecord, ProcessRef, StateDir};
 use crate::userns::{self, UserNamespace, UsernsSpec};
 pub use namespaces::Isolation;
+use placement::Plan;
 
 /// Everything `moat run` was asked to do.
 #[derive(Debug, Clone)]
@@ -76,8 +79,13 @@ pub struct RunRequest {
     pub caps: CapSet,
     /// Set `no_new_privs` before the filter.
     pub no_new_privs: bool,
-    /// Where the cgroups go.
+    /// Where the cgroups go with the cgroupfs manager.
     pub cgroup: CgroupConfig,
+    /// `--cgroup-manager`; `None` chooses (systemd where it is PID 1).
+    pub cgroup_manager: Option<CgroupManager>,
+    /// `--cgroup-parent` as given: the parent cgroup (cgroupfs) or the
+    /// slice (systemd, default `moat.slice`).
+    pub cgroup_parent: Option<String>,
     /// Extra environment variables.
     pub env: Vec<(String, String)>,
     /// Pass moat's whole environment (`--env-host`), not only PATH, HOME
@@ -153,17 +161,33 @@ pub fn run(req: &RunRequest) -> Result<Outcome, LaunchError> {
     // state lock: the record names everything before any of it exists.
     let state = StateDir::open(&req.state_dir)?;
     let layout = cgroup::detect(&req.cgroup)?;
-    let cgroup_dirs = WorkloadCgroups::paths(&layout, &req.cgroup, &req.name)?;
-    let mut record = reserve::reserve(req, &state, &layout, cgroup_dirs)?;
+    let plan = placement::decide(req, &layout)?;
+    let (cgroup_dirs, unit) = match &plan {
+        Plan::Cgroupfs(cfg) => (WorkloadCgroups::paths(&layout, cfg, &req.name)?, None),
+        Plan::Scope(s) => ((s.dir.clone(), s.dir.clone()), Some(s.unit.clone())),
+    };
+    let mut record = reserve::reserve(req, &state, &layout, cgroup_dirs, unit)?;
 
     // 3. Cgroups. A failed create removes what it made, unless it says
-    // otherwise; what it found there already is not ours.
-    let cgroups = match WorkloadCgroups::create(&layout, &req.cgroup, &req.name, req.pids_limit) {
-        Ok(c) => c,
-        Err(e) => {
-            let all_gone = !matches!(e, cgroup::CgroupError::RollbackIncomplete { .. });
-            reserve::release(&state, &req.name, all_gone, None);
-            return Err(e.into());
+    // otherwise; what it found there already is not ours. A scope is made
+    // once the command exists (below); its slice now.
+    let (fs_cgroups, mut scope) = match plan {
+        Plan::Cgroupfs(cfg) => {
+            match WorkloadCgroups::create(&layout, &cfg, &req.name, req.pids_limit) {
+                Ok(c) => (Some(c), None),
+                Err(e) => {
+                    let all_gone = !matches!(e, cgroup::CgroupError::RollbackIncomplete { .. });
+                    reserve::release(&state, &req.name, all_gone, None);
+                    return Err(e.into());
+                }
+            }
+        }
+        Plan::Scope(mut s) => {
+            if let Err(e) = s.ensure_slice() {
+                reserve::release(&state, &req.name, true, None);
+                return Err(e);
+            }
+            (None, Some(s))
         }
     };
 
@@ -178,8 +202,11 @@ pub fn run(req: &RunRequest) -> Result<Outcome, LaunchError> {
     // it runs, a killed `moat run` must leave it visible (and its ids taken).
     let command = req.command.first().cloned().unwrap_or_default();
     let ns = record.userns.clone();
-    let mut record_pid = |pid: i32| -> Result<(), LaunchError> {
-        record.pid = Some(ProcessRef::of(pid)?);
+    let mut before_release = |init: i32, placed: Option<i32>| -> Result<(), LaunchError> {
+        if let (Some(s), Some(pid)) = (scope.as_mut(), placed) {
+            s.place(pid)?;
+        }
+        record.pid = Some(ProcessRef::of(init)?);
         state.lock()?.update(&record)?;
         Ok(())
     };
@@ -187,15 +214,25 @@ pub fn run(req: &RunRequest) -> Result<Outcome, LaunchError> {
         &command,
         &req.isolation,
         plan,
-        &cgroups,
+        fs_cgroups.as_ref(),
         ns.as_ref(),
-        &mut record_pid,
+        &mut before_release,
     );
-    let mut started = match started {
-        Ok(s) => s,
-        Err(e) => {
-            let _ = cgroups.kill_all();
-            let all_gone = cgroups.remove().is_ok();
+    let (mut started, cgroups) = match (started, fs_cgroups, scope.as_mut().and_then(|s| s.take()))
+    {
+        (Ok(s), Some(c), _) | (Ok(s), None, Some(c)) => (s, c),
+        (Ok(_), None, None) => unreachable!("a started workload is in its cgroups"),
+        (Err(e), fs_cgroups, placed) => {
+            let all_gone = match (fs_cgroups, placed) {
+                (Some(c), _) => {
+                    let _ = c.kill_all();
+                    c.remove().is_ok()
+                }
+                (None, placed) => {
+                    drop(placed);
+                    scope.take().is_none_or(|s| s.abandon())
+                }
+            };
             reserve::release(&state, &req.name, all_gone, None);
             return Err(e);
         }
@@ -223,14 +260,24 @@ pub fn run(req: &RunRequest) -> Result<Outcome, LaunchError> {
     });
     let hits = cgroups.limit_hits().unwrap_or(0);
     if let Err(e) = cgroups.kill_all() {
-        log::warn!("could not stop the workload's remaining processes: {e}");
+        // systemd removes an emptied scope at once: then nothing is left.
+        if scope.is_none() || cgroups.v2_dir().exists() {
+            log::warn!("could not stop the workload's remaining processes: {e}");
+        }
     }
     if let Some(relay) = started.relay.as_mut() {
         relay.drain(std::time::Duration::from_secs(1));
     }
     drop(started.raw.take());
     supervise::reap_orphans(std::time::Duration::from_secs(2));
-    let removed = cgroups.remove();
+    let removed = match &scope {
+        None => cgroups.remove().map_err(|e| e.to_string()),
+        Some(s) => {
+            let (unit, dir) = (s.unit.clone(), s.dir.clone());
+            drop(cgroups);
+            placement::end_scope(&mut None, &unit, &dir)
+        }
+    };
     if let Err(e) = &removed {
         log::warn!("could not remove the workload's cgroups: {e}");
     }

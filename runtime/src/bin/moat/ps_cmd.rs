@@ -7,7 +7,7 @@ use anyhow::Result;
 use clap::Args;
 use serde_json::json;
 
-use moat_runtime::cgroup::{check_recorded_dirs, detect, CgroupConfig};
+use moat_runtime::cgroup::{check_recorded_dirs, check_recorded_scope, detect, CgroupConfig};
 use moat_runtime::state::{StateDir, WorkloadRecord, DEFAULT_STATE_DIR};
 use moat_runtime::userns::IdMap;
 
@@ -18,6 +18,9 @@ STATE:
   starting  moat run is setting it up
   stale     its moat run and its workload are gone; the cgroups and id range its record
             names are reclaimed by the next `moat run` (moat ps itself changes nothing)
+
+`--json` also names each workload's cgroups and, with the systemd cgroup manager, its scope
+unit (\"unit\": \"moat-NAME.scope\").
 
 An entry of the state directory moat cannot use (not a regular file, too large, not a
 record) is reported on stderr by name and left out.")]
@@ -48,8 +51,11 @@ pub fn run(args: PsArgs) -> Result<ExitCode> {
         .iter()
         .map(|r| {
             let counted = layout.as_ref().is_some_and(|l| {
-                check_recorded_dirs(l, &r.name, &r.cgroup_pids, &r.cgroup_v2).is_ok()
-                    && !r.cgroup_pids.as_os_str().is_empty()
+                let valid = match &r.unit {
+                    Some(unit) => check_recorded_scope(l, &r.name, unit, &r.cgroup_v2).is_ok(),
+                    None => check_recorded_dirs(l, &r.name, &r.cgroup_pids, &r.cgroup_v2).is_ok(),
+                };
+                valid && !r.cgroup_pids.as_os_str().is_empty()
             });
             Row {
                 name: r.name.clone(),
@@ -66,6 +72,7 @@ pub fn run(args: PsArgs) -> Result<ExitCode> {
                     maps.join(",")
                 }),
                 cgroups: [r.cgroup_pids.clone(), r.cgroup_v2.clone()],
+                unit: r.unit.clone(),
                 namespaces: r.namespaces.clone(),
             }
         })
@@ -87,6 +94,7 @@ pub fn run(args: PsArgs) -> Result<ExitCode> {
                     "pids_current": r.pids_current, "pids_limit": r.pids_limit,
                     "seccomp_profile": r.seccomp, "userns": r.userns,
                     "cgroup_pids": r.cgroups[0], "cgroup_v2": r.cgroups[1],
+                    "unit": r.unit,
                     "namespaces": r.namespaces,
                 })
             })
@@ -144,6 +152,8 @@ struct Row {
     seccomp: String,
     userns: Option<String>,
     cgroups: [PathBuf; 2],
+    /// The systemd scope, with the systemd cgroup manager.
+    unit: Option<String>,
     namespaces: Vec<String>,
 }
 
