@@ -1,4 +1,5 @@
-//! The pids cgroups of workloads: moat workloads (`<pids mount>/<moat parent>/<name>`)
+//! The pids cgroups of workloads: moat workloads (`<pids mount>/<moat parent>/<name>`,
+//! or `moat.slice/moat-<name>.scope` with `moat run`'s systemd cgroup manager)
 //! and Docker containers (`<pids mount>/<docker parent>/<id>` for the cgroupfs
 //! driver, `docker-<id>.scope` under `system.slice` for the systemd driver).
 //!
@@ -36,6 +37,7 @@ pub fn scan(mount: &Path, moat_parent: &str, docker_parent: &str) -> Vec<PidsCgr
         (moat_parent, Kind::Moat),
         (docker_parent, Kind::DockerCgroupfs),
         ("system.slice", Kind::DockerSystemd),
+        (moat_api::defaults::MOAT_SLICE, Kind::MoatScope),
     ] {
         let dir = mount.join(parent);
         let Ok(entries) = fs::read_dir(&dir) else {
@@ -55,6 +57,10 @@ pub fn scan(mount: &Path, moat_parent: &str, docker_parent: &str) -> Vec<PidsCgr
                     .strip_prefix("docker-")
                     .and_then(|n| n.strip_suffix(".scope"))
                     .is_some_and(is_container_id),
+                Kind::MoatScope => {
+                    name.starts_with(moat_api::defaults::MOAT_SCOPE_PREFIX)
+                        && name.ends_with(".scope")
+                }
             };
             if !wanted {
                 continue;
@@ -73,6 +79,7 @@ enum Kind {
     Moat,
     DockerCgroupfs,
     DockerSystemd,
+    MoatScope,
 }
 
 fn read_one(dir: &Path, rel: &str, moat_parent: &str, docker_parent: &str) -> Option<PidsCgroup> {
@@ -183,5 +190,26 @@ mod tests {
         assert_eq!(grown.len(), 1);
         assert_eq!(grown[0].0.workload, "w1");
         assert_eq!(grown[0].1, 4);
+    }
+
+    #[test]
+    fn moat_scopes_in_moat_slice_are_scanned() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        for dir in ["moat.slice/moat-web.scope", "moat.slice/other.scope"] {
+            let d = root.join(dir);
+            fs::create_dir_all(&d).unwrap();
+            fs::write(d.join("pids.current"), "2\n").unwrap();
+            fs::write(d.join("pids.max"), "32\n").unwrap();
+            fs::write(d.join("pids.events"), "max 5\n").unwrap();
+        }
+        let found = scan(root, "moat", "docker");
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].workload, "web");
+        assert_eq!(found[0].path, "/moat.slice/moat-web.scope");
+        assert_eq!(
+            (found[0].current, found[0].limit, found[0].limit_hits),
+            (2, Some(32), 5)
+        );
     }
 }

@@ -22,6 +22,9 @@ pub fn classify(path: &str, moat_parent: &str, docker_parent: &str) -> String {
             return docker_label(part);
         }
     }
+    if let Some(name) = moat_scope(&parts) {
+        return name.to_owned();
+    }
     let parent: Vec<&str> = moat_parent.split('/').filter(|p| !p.is_empty()).collect();
     if parts.len() > parent.len() && parts[..parent.len()] == parent[..] {
         return parts[parent.len()].to_owned();
@@ -34,6 +37,38 @@ pub fn classify(path: &str, moat_parent: &str, docker_parent: &str) -> String {
         return (*unit).to_owned();
     }
     HOST.to_owned()
+}
+
+/// The workload of `/moat.slice[/moat-<x>.slice...]/moat-<name>.scope[/...]`,
+/// where `moat run`'s systemd cgroup manager puts workload `<name>` (see
+/// `moat run --cgroup-parent`). Anchored at the root: only the system
+/// manager makes cgroups there, so a scope of that name that anyone else
+/// may make (in a user's own manager, in a delegated subtree) is not taken
+/// for a workload.
+fn moat_scope<'a>(parts: &[&'a str]) -> Option<&'a str> {
+    use moat_api::defaults::{MOAT_SCOPE_PREFIX, MOAT_SLICE};
+    let (first, rest) = parts.split_first()?;
+    let mut slice = first
+        .strip_suffix(".slice")
+        .filter(|_| *first == MOAT_SLICE)?;
+    for part in rest {
+        if let Some(name) = part
+            .strip_prefix(MOAT_SCOPE_PREFIX)
+            .and_then(|p| p.strip_suffix(".scope"))
+            .filter(|n| {
+                !n.is_empty()
+                    && n.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
+            })
+        {
+            return Some(name);
+        }
+        // A nested slice extends its parent's name: moat-ci.slice.
+        slice = part
+            .strip_suffix(".slice")
+            .filter(|p| p.strip_prefix(slice).is_some_and(|r| r.starts_with('-')))?;
+    }
+    None
 }
 
 /// Whether `text` is a full Docker container id (64 hex digits).

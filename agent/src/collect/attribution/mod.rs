@@ -10,6 +10,7 @@
 //! | --- | --- |
 //! | a component `docker-<64 hex>.scope` (systemd driver)      | `docker:<first 12 hex>`|
 //! | components `<docker parent>/<64 hex>` (cgroupfs driver)   | `docker:<first 12 hex>`|
+//! | `/moat.slice[/moat-<x>.slice...]/moat-<name>.scope[/...]` | `<name>`               |
 //! | `/<moat parent>/<name>[/...]`                             | `<name>`               |
 //! | deepest component ending in `.service` or `.scope`        | that component         |
 //! | anything else, the root, an id that no longer resolves    | `host`                 |
@@ -238,7 +239,8 @@ impl Attributor {
     }
 
     /// The directories whose new children are workloads: the moat and Docker
-    /// parents in each hierarchy, with whether they are in the pids one, and their
+    /// parents and `moat.slice` (the scopes of `moat run`'s systemd cgroup
+    /// manager) in each hierarchy, with whether they are in the pids one, and their
     /// path relative to the hierarchy's root.
     pub fn watched_dirs(&self) -> Vec<WatchedDir> {
         let mut dirs = Vec::new();
@@ -246,7 +248,8 @@ impl Attributor {
             .chain(self.pids.iter().map(|h| (true, &h.mount)))
             .filter(|(pids, mount)| !*pids || **mount != self.v2.mount);
         for (pids, mount) in hierarchies {
-            for parent in [&self.moat_parent, &self.docker_parent] {
+            let slice = moat_api::defaults::MOAT_SLICE;
+            for parent in [self.moat_parent.as_str(), &self.docker_parent, slice] {
                 dirs.push(WatchedDir {
                     pids,
                     dir: mount.join(parent),

@@ -134,3 +134,32 @@ fn resolves_a_fake_hierarchy_by_inode() {
     assert_eq!(attributor.v2_root_id(), Some(root_id));
     assert_eq!(&*attributor.attribute_id(root_id).workload, HOST);
 }
+
+#[test]
+fn moat_scopes_in_moat_slice_are_their_workload() {
+    // `moat run`'s systemd cgroup manager: moat.slice/moat-NAME.scope.
+    assert_eq!(label("/moat.slice/moat-web.scope"), "web");
+    assert_eq!(label("/moat.slice/moat-web.1.scope/sub"), "web.1");
+    assert_eq!(label("/moat.slice/moat-ci.slice/moat-job-7.scope"), "job-7");
+    // The slice itself, and what else is in it, are not workloads.
+    assert_eq!(label("/moat.slice"), HOST);
+    assert_eq!(label("/moat.slice/other.scope"), "other.scope");
+    // Anchored at the root: a scope of that name made elsewhere (a user's
+    // manager, a delegated subtree) is labelled by its unit, not taken for
+    // workload "web".
+    assert_eq!(
+        label("/user.slice/user-1000.slice/user@1000.service/app.slice/moat-web.scope"),
+        "moat-web.scope"
+    );
+    assert_eq!(
+        label("/system.slice/moat.slice/moat-web.scope"),
+        "moat-web.scope"
+    );
+    assert_eq!(
+        label("/moat.slice/x.slice/moat-web.scope"),
+        "moat-web.scope"
+    );
+    assert_eq!(label("/moat.slice/moat-.scope"), "moat-.scope");
+    // Units stay units.
+    assert_eq!(label("/system.slice/web.service"), "web.service");
+}
