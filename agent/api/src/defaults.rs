@@ -29,6 +29,10 @@ pub const MOAT_SLICE: &str = "moat.slice";
 /// The prefix of a workload's scope unit: `moat-<name>.scope`.
 pub const MOAT_SCOPE_PREFIX: &str = "moat-";
 
+/// The workload's own cgroup in its scope (`moat-<name>.scope/payload`);
+/// the scope's other leaf, `supervisor`, holds moat's keeper.
+pub const MOAT_SCOPE_PAYLOAD: &str = "payload";
+
 /// The cgroup Docker's cgroupfs driver places containers under.
 pub const DOCKER_PARENT: &str = "docker";
 

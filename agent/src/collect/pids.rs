@@ -1,5 +1,5 @@
 //! The pids cgroups of workloads: moat workloads (`<pids mount>/<moat parent>/<name>`,
-//! or `moat.slice/moat-<name>.scope` with `moat run`'s systemd cgroup manager)
+//! or `moat.slice/moat-<name>.scope/payload` with `moat run`'s systemd cgroup manager)
 //! and Docker containers (`<pids mount>/<docker parent>/<id>` for the cgroupfs
 //! driver, `docker-<id>.scope` under `system.slice` for the systemd driver).
 //!
@@ -11,6 +11,7 @@
 use std::{collections::HashMap, fs, path::Path};
 
 use crate::collect::attribution::{classify, is_container_id};
+use moat_api::defaults::MOAT_SCOPE_PAYLOAD as SCOPE_PAYLOAD;
 
 /// One pids cgroup, as read.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,8 +66,16 @@ pub fn scan(mount: &Path, moat_parent: &str, docker_parent: &str) -> Vec<PidsCgr
             if !wanted {
                 continue;
             }
-            let rel = format!("/{parent}/{name}");
-            if let Some(cgroup) = read_one(&entry.path(), &rel, moat_parent, docker_parent) {
+            let (dir, rel) = match want {
+                // The workload's own cgroup in its scope (the scope also
+                // holds moat's keeper).
+                Kind::MoatScope => (
+                    entry.path().join(SCOPE_PAYLOAD),
+                    format!("/{parent}/{name}/{SCOPE_PAYLOAD}"),
+                ),
+                _ => (entry.path(), format!("/{parent}/{name}")),
+            };
+            if let Some(cgroup) = read_one(&dir, &rel, moat_parent, docker_parent) {
                 found.push(cgroup);
             }
         }
@@ -196,7 +205,10 @@ mod tests {
     fn moat_scopes_in_moat_slice_are_scanned() {
         let tmp = tempfile::tempdir().unwrap();
         let root = tmp.path();
-        for dir in ["moat.slice/moat-web.scope", "moat.slice/other.scope"] {
+        for dir in [
+            "moat.slice/moat-web.scope/payload",
+            "moat.slice/other.scope/payload",
+        ] {
             let d = root.join(dir);
             fs::create_dir_all(&d).unwrap();
             fs::write(d.join("pids.current"), "2\n").unwrap();
@@ -206,7 +218,7 @@ mod tests {
         let found = scan(root, "moat", "docker");
         assert_eq!(found.len(), 1, "{found:?}");
         assert_eq!(found[0].workload, "web");
-        assert_eq!(found[0].path, "/moat.slice/moat-web.scope");
+        assert_eq!(found[0].path, "/moat.slice/moat-web.scope/payload");
         assert_eq!(
             (found[0].current, found[0].limit, found[0].limit_hits),
             (2, Some(32), 5)

@@ -46,5 +46,5 @@ pub use error::{CgroupError, Operation};
 pub use kill::KILL_TIMEOUT;
 pub use layout::{detect, detect_from, Layout, PidsLocation};
 pub use reclaim::{check_recorded_dirs, reclaim};
-pub use scope::{check_recorded_scope, scope_dir, scope_in_use};
+pub use scope::{check_recorded_scope, remove_empty_scope, scope_dir, scope_in_use, SCOPE_PAYLOAD};
 pub use workload::WorkloadCgroups;

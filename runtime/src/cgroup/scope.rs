@@ -1,19 +1,21 @@
-//! A workload whose cgroup systemd owns: the transient scope
-//! `moat-<name>.scope` in a slice (`moat.slice` by default), on the
-//! unified hierarchy. systemd creates and removes the directory; moat reads
-//! its counters, holds its ownership lock and kills what is left in it,
-//! like a cgroup of its own (the scope has `Delegate=yes`).
+//! A workload in a systemd scope: the transient unit `moat-<name>.scope`
+//! in a slice (`moat.slice` by default), on the unified hierarchy. systemd
+//! makes and removes the scope's cgroup; the scope delegates it
+//! (`Delegate=yes`), and moat makes the workload's own cgroup
+//! [`SCOPE_PAYLOAD`] in it, next to the leaf where moat's keeper holds the
+//! scope open.
 
 use std::path::{Component, Path, PathBuf};
 
-use super::controller::PidsController;
 use super::create::try_lock;
 use super::error::CgroupError;
+use super::fs;
 use super::layout::{Layout, PidsLocation};
 use super::names::validate_name;
-use super::v2::V2Pids;
-use super::workload::WorkloadCgroups;
 use crate::systemd;
+
+/// The workload's own cgroup in its scope: the identity and pids cgroup.
+pub const SCOPE_PAYLOAD: &str = moat_api::defaults::MOAT_SCOPE_PAYLOAD;
 
 /// The scope's cgroup directory: `<v2 mount>/<slice path>/moat-<name>.scope`.
 /// Refused unless pids is on the unified hierarchy: systemd then manages a
@@ -39,9 +41,10 @@ pub fn scope_dir(layout: &Layout, slice: &str, name: &str) -> Result<PathBuf, Cg
     Ok(layout.v2_mount.join(rel).join(systemd::scope_name(name)))
 }
 
-/// Checks that `dir`, recorded as the scope `unit` of workload `name`, is
-/// one: `unit` is `moat-<name>.scope`, and `dir` is that unit inside the
-/// unified mount, below slices only, without `..`.
+/// Checks that `dir`, recorded as the cgroup of workload `name` in its
+/// scope `unit`, is one: `unit` is `moat-<name>.scope`, and `dir` is
+/// [`SCOPE_PAYLOAD`] of that unit's cgroup inside the unified mount, below
+/// slices only, without `..`.
 pub fn check_recorded_scope(
     layout: &Layout,
     name: &str,
@@ -74,47 +77,27 @@ pub fn check_recorded_scope(
         .components()
         .map(|c| c.as_os_str().to_str().unwrap_or("\u{fffd}"))
         .collect();
-    let Some((last, slices)) = parts.split_last() else {
-        return Err(refuse("it is the root of the hierarchy".to_owned()));
-    };
-    if *last != unit {
-        return Err(refuse(format!("it is not the cgroup of {unit}")));
-    }
-    let Some(slice) = slices.last() else {
-        return Err(refuse("it is not inside a slice".to_owned()));
-    };
-    match systemd::slice_path(slice) {
-        Ok(path) if path == slices.join("/") => Ok(()),
+    match parts.as_slice() {
+        [slices @ .., scope, payload] if *scope == unit && *payload == SCOPE_PAYLOAD => {
+            let Some(slice) = slices.last() else {
+                return Err(refuse("it is not inside a slice".to_owned()));
+            };
+            match systemd::slice_path(slice) {
+                Ok(path) if path == slices.join("/") => Ok(()),
+                _ => Err(refuse(format!(
+                    "{} is not the cgroup of slice {slice}",
+                    slices.join("/")
+                ))),
+            }
+        }
         _ => Err(refuse(format!(
-            "{} is not the cgroup of slice {slice}",
-            slices.join("/")
+            "it is not the cgroup {SCOPE_PAYLOAD} of {unit}"
         ))),
     }
 }
 
-impl WorkloadCgroups {
-    /// The cgroups of workload `name` in the scope directory `dir` that
-    /// systemd made (pids and identity are that one directory), with the
-    /// ownership lock taken, as [`WorkloadCgroups::create`] takes it.
-    pub fn adopt_scope(layout: &Layout, name: &str, dir: &Path) -> Result<Self, CgroupError> {
-        validate_name(name)?;
-        let controller: Box<dyn PidsController> = Box::new(V2Pids::new(layout.v2_mount.clone()));
-        let lock = try_lock(dir)?.ok_or_else(|| CgroupError::AlreadyExists {
-            path: dir.to_owned(),
-            reason: "another moat process holds its lock".to_owned(),
-        })?;
-        Ok(WorkloadCgroups {
-            name: name.to_owned(),
-            controller,
-            pids_dir: dir.to_owned(),
-            v2_dir: dir.to_owned(),
-            _lock: Some(lock),
-        })
-    }
-}
-
-/// Whether a live moat process holds the ownership lock of the scope
-/// directory `dir` (`Ok(false)` also when `dir` is gone). The lock is held
+/// Whether a live moat process holds the ownership lock of the workload
+/// cgroup `dir` (`Ok(false)` also when `dir` is gone). The lock is held
 /// while the probe runs, then released.
 pub fn scope_in_use(dir: &Path) -> Result<bool, CgroupError> {
     if !dir.is_dir() {
@@ -127,6 +110,21 @@ pub fn scope_in_use(dir: &Path) -> Result<bool, CgroupError> {
         }
         Err(e) => Err(e),
     }
+}
+
+/// Removes the cgroup `dir` of a scope systemd no longer knows, if no
+/// process is left anywhere in it (an error naming one otherwise).
+pub fn remove_empty_scope(dir: &Path) -> Result<(), CgroupError> {
+    for d in fs::subtree(dir)? {
+        let procs = fs::read_procs(&d)?;
+        if !procs.is_empty() {
+            return Err(CgroupError::AlreadyExists {
+                path: d,
+                reason: format!("its unit is gone but it still has processes {procs:?}"),
+            });
+        }
+    }
+    fs::remove_tree(dir)
 }
 
 #[cfg(test)]
@@ -171,13 +169,13 @@ mod tests {
     #[test]
     fn a_record_can_only_name_its_own_scope_below_slices() {
         let layout = v2(Path::new("/sys/fs/cgroup"));
-        let ok = Path::new("/sys/fs/cgroup/moat.slice/moat-web.scope");
+        let ok = Path::new("/sys/fs/cgroup/moat.slice/moat-web.scope/payload");
         check_recorded_scope(&layout, "web", "moat-web.scope", ok).unwrap();
         check_recorded_scope(
             &layout,
             "web",
             "moat-web.scope",
-            Path::new("/sys/fs/cgroup/moat.slice/moat-ci.slice/moat-web.scope"),
+            Path::new("/sys/fs/cgroup/moat.slice/moat-ci.slice/moat-web.scope/payload"),
         )
         .unwrap();
         for (unit, dir, why) in [
@@ -193,27 +191,37 @@ mod tests {
             ),
             (
                 "moat-web.scope",
-                "/sys/fs/cgroup/system.slice/sshd.service",
-                "not the cgroup of moat-web.scope",
+                "/sys/fs/cgroup/moat.slice/moat-web.scope",
+                "not the cgroup payload of moat-web.scope",
             ),
             (
                 "moat-web.scope",
-                "/sys/fs/cgroup/moat-web.scope",
+                "/sys/fs/cgroup/moat.slice/moat-web.scope/supervisor",
+                "not the cgroup payload of moat-web.scope",
+            ),
+            (
+                "moat-web.scope",
+                "/sys/fs/cgroup/system.slice/sshd.service/payload",
+                "not the cgroup payload of moat-web.scope",
+            ),
+            (
+                "moat-web.scope",
+                "/sys/fs/cgroup/moat-web.scope/payload",
                 "not inside a slice",
             ),
             (
                 "moat-web.scope",
-                "/sys/fs/cgroup/moat.slice/../moat-web.scope",
+                "/sys/fs/cgroup/moat.slice/../moat-web.scope/payload",
                 "\"..\"",
             ),
             (
                 "moat-web.scope",
-                "/sys/fs/cgroup/x/moat-ci.slice/moat-web.scope",
+                "/sys/fs/cgroup/x/moat-ci.slice/moat-web.scope/payload",
                 "not the cgroup of slice moat-ci.slice",
             ),
             (
                 "moat-web.scope",
-                "/elsewhere/moat.slice/moat-web.scope",
+                "/elsewhere/moat.slice/moat-web.scope/payload",
                 "not inside the cgroup mount",
             ),
         ] {
@@ -225,18 +233,14 @@ mod tests {
     }
 
     #[test]
-    fn an_adopted_scope_is_locked_against_reclaim() {
+    fn a_locked_workload_cgroup_is_in_use() {
         let t = tempfile::tempdir().unwrap();
-        let layout = v2(t.path());
-        let dir = t.path().join("moat.slice/moat-web.scope");
+        let dir = t.path().join("moat.slice/moat-web.scope/payload");
         std::fs::create_dir_all(&dir).unwrap();
         assert!(!scope_in_use(&dir).unwrap());
-        let wl = WorkloadCgroups::adopt_scope(&layout, "web", &dir).unwrap();
+        let lock = try_lock(&dir).unwrap().unwrap();
         assert!(scope_in_use(&dir).unwrap());
-        assert_eq!(wl.v2_dir(), dir);
-        assert_eq!(wl.pids_dir(), dir);
-        assert!(wl.pids_on_v2());
-        drop(wl);
+        drop(lock);
         assert!(!scope_in_use(&dir).unwrap());
         assert!(!scope_in_use(&t.path().join("gone")).unwrap());
     }

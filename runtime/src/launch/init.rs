@@ -64,19 +64,13 @@ pub struct InitFds {
     /// Read end of a pipe only the supervisor writes: hung up once the
     /// supervisor is gone.
     pub life: OwnedFd,
-    /// `O_PATH` descriptor of the identity (v2) cgroup; `None` when the
-    /// supervisor places the command itself (a systemd scope, which only
-    /// exists once the command does).
-    pub cgroup_dir: Option<OwnedFd>,
+    /// `O_PATH` descriptor of the identity (v2) cgroup.
+    pub cgroup_dir: OwnedFd,
     /// `cgroup.procs` of the v2 cgroup, opened for writing (used when the
     /// kernel lacks `CLONE_INTO_CGROUP`).
-    pub v2_procs: Option<OwnedFd>,
+    pub v2_procs: OwnedFd,
     /// `cgroup.procs` of the v1 pids cgroup, when pids is on v1.
     pub pids_procs: Option<OwnedFd>,
-    /// With `cgroup_dir` `None`: where the command's pid goes (see
-    /// [`super::pidmsg`]), so that the supervisor can place it before
-    /// releasing it.
-    pub placement: Option<OwnedFd>,
 }
 
 /// `CAP_KILL`: the only capability the init keeps, to forward signals to a
@@ -134,11 +128,9 @@ pub fn run(plan: &InitPlan, fds: InitFds) -> ! {
     } else {
         0
     };
-    let into = fds.cgroup_dir.as_ref().map(|d| d.as_fd());
     // SAFETY: the init is single-threaded (a fork of the single-threaded
     // supervisor).
-    let forked = match unsafe { clone::clone3(flags, into) } {
-        // Without a cgroup to be born in, the supervisor places it.
+    let forked = match unsafe { clone::clone3(flags, Some(fds.cgroup_dir.as_fd())) } {
         Ok(f) => Ok((f, true)),
         // Kernels before 5.7 lack CLONE_INTO_CGROUP: join before release.
         Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::E2BIG)) => {
@@ -166,10 +158,9 @@ pub fn run(plan: &InitPlan, fds: InitFds) -> ! {
     };
 
     // The pids limit applies before the command runs anything.
-    let procs = fds
-        .pids_procs
-        .iter()
-        .chain(fds.v2_procs.iter().filter(|_| !in_v2));
+    let procs = std::iter::once(&fds.pids_procs)
+        .flatten()
+        .chain((!in_v2).then_some(&fds.v2_procs));
     for file in procs {
         if let Err(e) = write_all(file.as_raw_fd(), pid.to_string().as_bytes()) {
             abort(Failure::new(Step::CgroupJoin, e));
@@ -184,14 +175,6 @@ pub fn run(plan: &InitPlan, fds: InitFds) -> ! {
                     detail: i as u32,
                 });
             }
-        }
-    }
-
-    // The supervisor places the command in its systemd scope now (it
-    // waits in moat's cgroup until then), so it needs its pid.
-    if let Some(sock) = &fds.placement {
-        if let Err(e) = super::pidmsg::send_pid(sock.as_raw_fd(), pid) {
-            abort(Failure::new(Step::CgroupJoin, e));
         }
     }
 

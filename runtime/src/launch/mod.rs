@@ -28,9 +28,9 @@ pub mod fds;
 pub mod ids;
 pub mod init;
 pub mod init_filter;
+mod keeper;
 pub mod mounts;
 pub mod namespaces;
-pub mod pidmsg;
 mod placement;
 pub mod plan;
 pub mod relay;
@@ -164,17 +164,17 @@ pub fn run(req: &RunRequest) -> Result<Outcome, LaunchError> {
     let plan = placement::decide(req, &layout)?;
     let (cgroup_dirs, unit) = match &plan {
         Plan::Cgroupfs(cfg) => (WorkloadCgroups::paths(&layout, cfg, &req.name)?, None),
-        Plan::Scope(s) => ((s.dir.clone(), s.dir.clone()), Some(s.unit.clone())),
+        Plan::Scope(s) => ((s.payload(), s.payload()), Some(s.unit.clone())),
     };
     let mut record = reserve::reserve(req, &state, &layout, cgroup_dirs, unit)?;
 
     // 3. Cgroups. A failed create removes what it made, unless it says
-    // otherwise; what it found there already is not ours. A scope is made
-    // once the command exists (below); its slice now.
-    let (fs_cgroups, mut scope) = match plan {
+    // otherwise; what it found there already is not ours. With systemd,
+    // the scope and the workload's cgroup in it.
+    let (cgroups, mut scope) = match plan {
         Plan::Cgroupfs(cfg) => {
             match WorkloadCgroups::create(&layout, &cfg, &req.name, req.pids_limit) {
-                Ok(c) => (Some(c), None),
+                Ok(c) => (c, None),
                 Err(e) => {
                     let all_gone = !matches!(e, cgroup::CgroupError::RollbackIncomplete { .. });
                     reserve::release(&state, &req.name, all_gone, None);
@@ -182,13 +182,14 @@ pub fn run(req: &RunRequest) -> Result<Outcome, LaunchError> {
                 }
             }
         }
-        Plan::Scope(mut s) => {
-            if let Err(e) = s.ensure_slice() {
-                reserve::release(&state, &req.name, true, None);
+        Plan::Scope(s) => match s.start() {
+            Ok((c, scope)) => (c, Some(scope)),
+            Err(failed) => {
+                let (e, all_gone) = *failed;
+                reserve::release(&state, &req.name, all_gone, None);
                 return Err(e);
             }
-            (None, Some(s))
-        }
+        },
     };
 
     let plan = child::ChildPlan {
@@ -202,11 +203,8 @@ pub fn run(req: &RunRequest) -> Result<Outcome, LaunchError> {
     // it runs, a killed `moat run` must leave it visible (and its ids taken).
     let command = req.command.first().cloned().unwrap_or_default();
     let ns = record.userns.clone();
-    let mut before_release = |init: i32, placed: Option<i32>| -> Result<(), LaunchError> {
-        if let (Some(s), Some(pid)) = (scope.as_mut(), placed) {
-            s.place(pid)?;
-        }
-        record.pid = Some(ProcessRef::of(init)?);
+    let mut record_pid = |pid: i32| -> Result<(), LaunchError> {
+        record.pid = Some(ProcessRef::of(pid)?);
         state.lock()?.update(&record)?;
         Ok(())
     };
@@ -214,25 +212,18 @@ pub fn run(req: &RunRequest) -> Result<Outcome, LaunchError> {
         &command,
         &req.isolation,
         plan,
-        fs_cgroups.as_ref(),
+        &cgroups,
         ns.as_ref(),
-        &mut before_release,
+        &mut record_pid,
     );
-    let (mut started, cgroups) = match (started, fs_cgroups, scope.as_mut().and_then(|s| s.take()))
-    {
-        (Ok(s), Some(c), _) | (Ok(s), None, Some(c)) => (s, c),
-        (Ok(_), None, None) => unreachable!("a started workload is in its cgroups"),
-        (Err(e), fs_cgroups, placed) => {
-            let all_gone = match (fs_cgroups, placed) {
-                (Some(c), _) => {
-                    let _ = c.kill_all();
-                    c.remove().is_ok()
-                }
-                (None, placed) => {
-                    drop(placed);
-                    scope.take().is_none_or(|s| s.abandon())
-                }
-            };
+    let mut started = match started {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = cgroups.kill_all();
+            let mut all_gone = cgroups.remove().is_ok();
+            if let Some(scope) = scope.take() {
+                all_gone &= scope.end().map_err(|e| log::warn!("{e}")).is_ok();
+            }
             reserve::release(&state, &req.name, all_gone, None);
             return Err(e);
         }
@@ -260,24 +251,21 @@ pub fn run(req: &RunRequest) -> Result<Outcome, LaunchError> {
     });
     let hits = cgroups.limit_hits().unwrap_or(0);
     if let Err(e) = cgroups.kill_all() {
-        // systemd removes an emptied scope at once: then nothing is left.
-        if scope.is_none() || cgroups.v2_dir().exists() {
-            log::warn!("could not stop the workload's remaining processes: {e}");
-        }
+        log::warn!("could not stop the workload's remaining processes: {e}");
+    }
+    // The counters are read: the scope may go once the workload has.
+    if let Some(scope) = scope.as_mut() {
+        scope.release_keeper();
     }
     if let Some(relay) = started.relay.as_mut() {
         relay.drain(std::time::Duration::from_secs(1));
     }
     drop(started.raw.take());
     supervise::reap_orphans(std::time::Duration::from_secs(2));
-    let removed = match &scope {
-        None => cgroups.remove().map_err(|e| e.to_string()),
-        Some(s) => {
-            let (unit, dir) = (s.unit.clone(), s.dir.clone());
-            drop(cgroups);
-            placement::end_scope(&mut None, &unit, &dir)
-        }
-    };
+    let mut removed = cgroups.remove().map_err(|e| e.to_string());
+    if let Some(scope) = scope {
+        removed = removed.and(scope.end());
+    }
     if let Err(e) = &removed {
         log::warn!("could not remove the workload's cgroups: {e}");
     }

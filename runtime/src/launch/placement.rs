@@ -3,15 +3,19 @@
 //! `moat-<name>.scope` in `moat.slice` (`systemd`, the default where
 //! systemd is PID 1, as podman chooses).
 //!
-//! With systemd the scope only exists once a process is in it, so the
-//! command is forked first, waiting in moat's own cgroup; the supervisor
-//! then asks systemd (`StartTransientUnit` with the command's pid,
-//! `TasksMax`, `Delegate=yes`), waits for the job, checks that the command
-//! is in the scope and that the scope's `pids.max` is the limit asked for,
-//! takes the scope's ownership lock, records the workload and only then
-//! releases the command. So the limit holds before the command runs
-//! anything, and whatever fails, killing the init ends the command, the
-//! scope empties and systemd removes it.
+//! A scope needs a process to exist and systemd removes its cgroup as soon
+//! as the last one leaves, so moat forks a keeper ([`super::keeper`]) and
+//! asks systemd for the scope with it (`StartTransientUnit`: the keeper's
+//! pid, `Delegate=yes`, `TasksMax`), waits for the job, checks that the
+//! keeper is in the scope, moves it to the scope's leaf `supervisor`, and
+//! makes the workload's own cgroup `payload` next to it with the pids
+//! limit, as with cgroupfs (the layout systemd-nspawn and podman's split
+//! mode use). From there the launch is the cgroupfs one: the command is
+//! born in `payload` (`CLONE_INTO_CGROUP`), limited before it runs
+//! anything; its counters are read after it ends, while the keeper still
+//! holds the scope; then moat removes `payload`, releases the keeper and
+//! systemd removes the scope. Whatever fails, killing the keeper empties
+//! the scope and systemd removes it.
 //!
 //! `moat run` started by a unit that delegates its cgroup (`Delegate=yes`)
 //! keeps its workloads inside that unit instead: its own processes move
@@ -21,6 +25,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use super::keeper::Keeper;
 use super::{LaunchError, RunRequest};
 use crate::cgroup::{
     self, CgroupConfig, CgroupError, CgroupManager, Layout, PidsLimit, PidsLocation,
@@ -139,22 +144,26 @@ fn delegated_unit(sd: &mut Systemd) -> Result<Option<String>, LaunchError> {
     Ok(None)
 }
 
-/// Puts a forked, waiting command into its systemd scope.
+/// Makes a workload's systemd scope and its cgroup in it.
 pub(super) struct ScopePlacer {
     sd: Systemd,
-    name: String,
     description: String,
     slice: String,
     /// `moat-<name>.scope`.
     pub(super) unit: String,
-    /// Its cgroup.
+    /// The scope's cgroup.
     pub(super) dir: PathBuf,
     limit: PidsLimit,
     parent_pids_max: u64,
     layout: Layout,
-    /// Whether systemd made the scope (so that a failure must see it gone).
-    started: bool,
-    placed: Option<WorkloadCgroups>,
+}
+
+/// A started scope: its keeper holds it until [`Scope::end`].
+pub(super) struct Scope {
+    sd: Option<Systemd>,
+    unit: String,
+    dir: PathBuf,
+    keeper: Option<Keeper>,
 }
 
 impl ScopePlacer {
@@ -175,7 +184,6 @@ impl ScopePlacer {
         }
         Ok(ScopePlacer {
             sd,
-            name: req.name.clone(),
             description,
             slice,
             unit: systemd::scope_name(&req.name),
@@ -183,16 +191,19 @@ impl ScopePlacer {
             limit: req.pids_limit,
             parent_pids_max: req.cgroup.parent_pids_max,
             layout: layout.clone(),
-            started: false,
-            placed: None,
         })
+    }
+
+    /// The workload's own cgroup in the scope (recorded before it exists).
+    pub(super) fn payload(&self) -> PathBuf {
+        self.dir.join(cgroup::SCOPE_PAYLOAD)
     }
 
     /// Makes the slice a transient unit carrying `TasksMax` =
     /// `--parent-pids-max` when it is not there yet; an existing slice (a
     /// unit file of the administrator's, or one made by an earlier run)
     /// keeps its settings.
-    pub(super) fn ensure_slice(&mut self) -> Result<(), LaunchError> {
+    fn ensure_slice(&mut self) -> Result<(), LaunchError> {
         if self.parent_pids_max == 0 {
             return Err(CgroupError::InvalidConfig {
                 field: "parent_pids_max",
@@ -211,13 +222,19 @@ impl ScopePlacer {
         }
     }
 
-    /// Starts the scope with the command `pid` in it and checks the
-    /// result: the command in the scope's cgroup, the scope's `pids.max`
-    /// the limit asked for, and the ownership lock taken.
-    pub(super) fn place(&mut self, pid: i32) -> Result<(), LaunchError> {
+    /// Starts the scope with a keeper in it, moves the keeper to the
+    /// scope's leaf `supervisor` and makes the workload's cgroup
+    /// `payload` with its pids limit, as [`WorkloadCgroups::create`] makes
+    /// a cgroupfs workload's. On failure, returns whether nothing is left.
+    pub(super) fn start(mut self) -> Result<(WorkloadCgroups, Scope), Box<(LaunchError, bool)>> {
+        self.ensure_slice().map_err(|e| Box::new((e, true)))?;
+        let keeper = Keeper::spawn()
+            .map_err(|e| Box::new((LaunchError::os("forking the scope's keeper", e), true)))?;
         let tasks_max = match self.limit {
-            PidsLimit::Max(n) => n,
-            // No limit of the scope's own, as with cgroupfs (systemd would
+            // The workload's limit is its own cgroup's; the scope's allows
+            // for the keeper as well.
+            PidsLimit::Max(n) => n.saturating_add(1),
+            // As with cgroupfs, no limit of the scope's own (systemd would
             // otherwise apply its DefaultTasksMax): the slice's applies.
             PidsLimit::Inherit | PidsLimit::Unlimited => u64::MAX,
         };
@@ -226,90 +243,104 @@ impl ScopePlacer {
             ("Slice", Value::Str(self.slice.clone())),
             (
                 "PIDs",
-                Value::Array("u".into(), vec![Value::U32(pid as u32)]),
+                Value::Array("u".into(), vec![Value::U32(keeper.pid as u32)]),
             ),
             ("Delegate", Value::Bool(true)),
             ("TasksMax", Value::U64(tasks_max)),
             ("CollectMode", Value::Str("inactive-or-failed".into())),
         ];
-        match self.sd.start_transient(&self.unit, props) {
-            Ok(()) => self.started = true,
-            Err(e) => {
-                // A refused call made nothing (e.g. a unit of that name
-                // exists: it is not ours to touch); a failed job did.
-                self.started = e.remote_name().is_none();
-                let hint = match e.remote_name() {
-                    Some("org.freedesktop.systemd1.UnitExists") => {
-                        " (a unit of that name exists and is not this workload's: choose \
-                         another --name)"
-                    }
-                    _ => "",
-                };
-                return Err(systemd_error(
-                    format!("starting the workload's scope {}{hint}", self.unit),
-                    e,
-                ));
-            }
-        }
-        let want = format!(
-            "/{}",
-            self.dir
-                .strip_prefix(&self.layout.v2_mount)
-                .unwrap_or(&self.dir)
-                .display()
-        );
-        let got = v2_cgroup_of(&pid.to_string())
-            .map_err(|e| LaunchError::os(format!("reading /proc/{pid}/cgroup"), e))?;
-        if got != want {
-            return Err(LaunchError::Unsupported {
-                what: format!(
-                    "systemd started {} but the command (pid {pid}) is in {got}, not in {want}",
-                    self.unit
-                ),
-            });
-        }
-        let max_file = self.dir.join("pids.max");
-        let max = std::fs::read_to_string(&max_file)
-            .map_err(|e| CgroupError::io(cgroup::Operation::Read, &max_file, e))?;
-        let max = max.trim();
-        let expected = match self.limit {
-            PidsLimit::Max(n) => n.to_string(),
-            _ => "max".to_owned(),
+        let mut scope = Scope {
+            sd: None,
+            unit: self.unit.clone(),
+            dir: self.dir.clone(),
+            keeper: Some(keeper),
         };
-        if max != expected {
-            return Err(LaunchError::Unsupported {
-                what: format!(
-                    "{} has pids.max {max:?}, not the limit asked for ({expected}); \
-                     the workload is not started without it",
-                    max_file.display()
-                ),
-            });
+        if let Err(e) = self.sd.start_transient(&self.unit, props) {
+            // A refused call made nothing (e.g. a unit of that name exists:
+            // it is not ours to touch); a failed job did.
+            let made = e.remote_name().is_none();
+            let hint = match e.remote_name() {
+                Some("org.freedesktop.systemd1.UnitExists") => {
+                    " (a unit of that name exists and is not this workload's: choose another \
+                     --name)"
+                }
+                _ => "",
+            };
+            let error = systemd_error(
+                format!("starting the workload's scope {}{hint}", self.unit),
+                e,
+            );
+            scope.sd = Some(self.sd);
+            return Err(Box::new((error, scope.abandon(made))));
         }
-        self.placed = Some(WorkloadCgroups::adopt_scope(
-            &self.layout,
-            &self.name,
-            &self.dir,
-        )?);
-        Ok(())
+        scope.sd = Some(self.sd);
+        match place(&self.layout, &self.dir, self.limit, scope.keeper_pid()) {
+            Ok(cgroups) => Ok((cgroups, scope)),
+            Err(e) => Err(Box::new((e, scope.abandon(true)))),
+        }
+    }
+}
+
+/// The steps after systemd started the scope: the keeper in the scope,
+/// moved to the leaf; the workload's cgroup made.
+fn place(
+    layout: &Layout,
+    dir: &Path,
+    limit: PidsLimit,
+    keeper: i32,
+) -> Result<WorkloadCgroups, LaunchError> {
+    let rel = dir.strip_prefix(&layout.v2_mount).unwrap_or(dir);
+    let want = format!("/{}", rel.display());
+    let got = v2_cgroup_of(&keeper.to_string())
+        .map_err(|e| LaunchError::os(format!("reading /proc/{keeper}/cgroup"), e))?;
+    if got != want {
+        return Err(LaunchError::Unsupported {
+            what: format!(
+                "systemd started the scope, but its keeper (pid {keeper}) is in {got}, not {want}"
+            ),
+        });
+    }
+    cgroup::move_into_leaf(dir)?;
+    let cfg = CgroupConfig {
+        parent: rel.display().to_string(),
+        ..CgroupConfig::default()
+    };
+    Ok(WorkloadCgroups::create(
+        layout,
+        &cfg,
+        cgroup::SCOPE_PAYLOAD,
+        limit,
+    )?)
+}
+
+impl Scope {
+    fn keeper_pid(&self) -> i32 {
+        self.keeper.as_ref().map_or(0, |k| k.pid)
     }
 
-    /// The placed scope's cgroups, once [`ScopePlacer::place`] succeeded.
-    pub(super) fn take(&mut self) -> Option<WorkloadCgroups> {
-        self.placed.take()
+    /// After a failed start: kills the keeper and, if systemd `made` the
+    /// scope, waits for it to be gone. Returns whether nothing is left.
+    fn abandon(mut self, made: bool) -> bool {
+        if let Some(k) = self.keeper.take() {
+            k.kill();
+        }
+        !made || self.end().map_err(|e| log::warn!("{e}")).is_ok()
     }
 
-    /// After a failed launch: makes sure the scope systemd made (if it made
-    /// one) is gone. Its command was killed with moat's init, so the scope
-    /// empties and systemd removes it; if not, it is stopped. Returns
-    /// whether nothing is left.
-    pub(super) fn abandon(mut self) -> bool {
-        self.placed = None;
-        if !self.started {
-            return true;
+    /// Lets the keeper go, once the workload's counters are read: the
+    /// scope empties when the workload has, and systemd removes it.
+    pub(super) fn release_keeper(&mut self) {
+        if let Some(k) = self.keeper.take() {
+            k.release();
         }
-        end_scope(&mut Some(self.sd), &self.unit, &self.dir)
-            .map_err(|e| log::warn!("{e}"))
-            .is_ok()
+    }
+
+    /// Releases the keeper if it still runs and waits until systemd has
+    /// removed the scope; after [`cgroup::KILL_TIMEOUT`], stops the unit
+    /// and waits again.
+    pub(super) fn end(mut self) -> Result<(), String> {
+        self.release_keeper();
+        end_scope(&mut self.sd, &self.unit, &self.dir)
     }
 }
 
@@ -330,17 +361,28 @@ pub(super) fn end_scope(sd: &mut Option<Systemd>, unit: &str, dir: &Path) -> Res
         Some(sd) => sd,
         None => sd.insert(Systemd::connect().map_err(|e| systemd::error_chain(&e))?),
     };
-    sd.stop_unit(unit).map_err(|e| systemd::error_chain(&e))?;
+    stop_and_check(sd, unit, dir)
+}
+
+/// Stops `unit` (killing what is in it), forgets its failed state and
+/// waits for its cgroup `dir` to be gone. A unit systemd no longer knows
+/// whose empty cgroup is left (systemd could not remove it while a process
+/// was still being reaped) is cleared by moat.
+fn stop_and_check(sd: &mut Systemd, unit: &str, dir: &Path) -> Result<(), String> {
+    let loaded = sd.stop_unit(unit).map_err(|e| systemd::error_chain(&e))?;
     sd.reset_failed(unit)
         .map_err(|e| systemd::error_chain(&e))?;
     if wait_gone(dir, cgroup::KILL_TIMEOUT) {
-        Ok(())
-    } else {
-        Err(format!(
-            "{} is still there after stopping {unit}",
-            dir.display()
-        ))
+        return Ok(());
     }
+    if !loaded {
+        cgroup::remove_empty_scope(dir).map_err(|e| e.to_string())?;
+        return Ok(());
+    }
+    Err(format!(
+        "{} is still there after stopping {unit}",
+        dir.display()
+    ))
 }
 
 fn wait_gone(dir: &Path, timeout: Duration) -> bool {
@@ -356,37 +398,31 @@ fn wait_gone(dir: &Path, timeout: Duration) -> bool {
     true
 }
 
-/// Reclaims the scope a stale record names: refused (touching nothing)
-/// unless it is the record's own scope ([`cgroup::check_recorded_scope`])
-/// and no live moat process holds its lock; then the unit is stopped and
-/// its failed state reset, and the cgroup must be gone.
+/// Reclaims the scope a stale record names (its workload cgroup
+/// `payload` is recorded): refused (touching nothing) unless it is the
+/// record's own scope ([`cgroup::check_recorded_scope`]) and no live moat
+/// process holds the workload cgroup's lock; then the unit is stopped
+/// (which kills what is left in it) and its failed state reset, and its
+/// cgroup must be gone.
 pub(super) fn reclaim_scope(
     layout: &Layout,
     name: &str,
     unit: &str,
-    dir: &Path,
+    payload: &Path,
 ) -> Result<(), String> {
-    cgroup::check_recorded_scope(layout, name, unit, dir).map_err(|e| e.to_string())?;
-    if cgroup::scope_in_use(dir).map_err(|e| e.to_string())? {
+    cgroup::check_recorded_scope(layout, name, unit, payload).map_err(|e| e.to_string())?;
+    if cgroup::scope_in_use(payload).map_err(|e| e.to_string())? {
         return Err(format!(
             "{}: it belongs to a running workload (a moat process holds its lock)",
-            dir.display()
+            payload.display()
         ));
     }
+    let dir = payload.parent().unwrap_or(payload);
     if !dir.exists() {
         return Ok(());
     }
     let mut sd = Systemd::connect().map_err(|e| systemd::error_chain(&e))?;
-    sd.stop_unit(unit).map_err(|e| systemd::error_chain(&e))?;
-    sd.reset_failed(unit)
-        .map_err(|e| systemd::error_chain(&e))?;
-    if wait_gone(dir, cgroup::KILL_TIMEOUT) {
-        log::info!("stopped {unit} of stale workload {name}");
-        Ok(())
-    } else {
-        Err(format!(
-            "{} is still there after stopping {unit}",
-            dir.display()
-        ))
-    }
+    stop_and_check(&mut sd, unit, dir)?;
+    log::info!("stopped {unit} of stale workload {name}");
+    Ok(())
 }

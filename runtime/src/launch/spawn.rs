@@ -37,16 +37,14 @@ pub struct Started {
     pub _life: OwnedFd,
 }
 
-/// Starts moat's init, which starts the command: born in `cgroups`, or,
-/// without them, in moat's own cgroup, to be placed by `before_release`
-/// (which then gets the command's pid as well as the init's).
+/// Starts moat's init, which starts the command.
 pub fn spawn(
     command: &str,
     isolation: &Isolation,
     mut child: ChildPlan,
-    cgroups: Option<&WorkloadCgroups>,
+    cgroups: &WorkloadCgroups,
     ns: Option<&UserNamespace>,
-    before_release: &mut dyn FnMut(i32, Option<i32>) -> Result<(), LaunchError>,
+    before_release: &mut dyn FnMut(i32) -> Result<(), LaunchError>,
 ) -> Result<Started, LaunchError> {
     let ttys = StdioTtys::detect();
     let pty = match ttys.reference() {
@@ -77,25 +75,17 @@ pub fn spawn(
     let (rep_r, rep_w) = pipe()?;
     let (status_r, status_w) = pipe()?;
     let (life_r, life_w) = pipe()?;
-    let (placement_r, placement_w) = match cgroups {
-        Some(_) => (None, None),
-        None => {
-            let (r, w) = super::pidmsg::pair()
-                .map_err(|e| LaunchError::os("creating the placement socket", e))?;
-            (Some(r), Some(w))
-        }
-    };
     let fds = InitFds {
         report: rep_w,
         status: status_w,
         life: life_r,
-        cgroup_dir: cgroups.map(WorkloadCgroups::v2_fd).transpose()?,
-        v2_procs: cgroups.map(|c| open_procs(c.v2_dir())).transpose()?,
-        pids_procs: match cgroups {
-            Some(c) if !c.pids_on_v2() => Some(open_procs(c.pids_dir())?),
-            _ => None,
+        cgroup_dir: cgroups.v2_fd()?,
+        v2_procs: open_procs(cgroups.v2_dir())?,
+        pids_procs: if cgroups.pids_on_v2() {
+            None
+        } else {
+            Some(open_procs(cgroups.pids_dir())?)
         },
-        placement: placement_w,
     };
 
     // Blocked before the clone so a signal cannot slip between clone and
@@ -124,28 +114,9 @@ pub fn spawn(
     };
     drop(slave);
 
-    // Without cgroups to be born in, the command waits in moat's cgroup
-    // until placed; the init sends its pid once it is forked.
-    let placed = match &placement_r {
-        None => None,
-        Some(sock) => match super::pidmsg::recv_pid(sock) {
-            Ok(Some(pid)) => Some(pid),
-            // The init ended first: its report says why.
-            Ok(None) => return Err(init_failed(command, init, &rep_r, &old_mask, &plan, ns)),
-            Err(e) => {
-                // SAFETY: killing and reaping our own child.
-                unsafe { libc::kill(init, libc::SIGKILL) };
-                let _ = supervise::wait_blocking(init);
-                supervise::restore(&old_mask);
-                return Err(LaunchError::os("receiving the command's pid", e));
-            }
-        },
-    };
-    drop(placement_r);
-
     // The init releases the command only after a byte on the life pipe:
     // whatever must be recorded about a running workload is, first.
-    if let Err(e) = before_release(init, placed) {
+    if let Err(e) = before_release(init) {
         // SAFETY: killing and reaping our own child.
         unsafe { libc::kill(init, libc::SIGKILL) };
         let _ = supervise::wait_blocking(init);
@@ -190,24 +161,6 @@ pub fn spawn(
         raw,
         _life: life_w,
     })
-}
-
-/// The init ended before the command was released: reaps it and returns
-/// the failure it reported.
-fn init_failed(
-    command: &str,
-    init: i32,
-    report: &OwnedFd,
-    old_mask: &libc::sigset_t,
-    plan: &InitPlan,
-    ns: Option<&UserNamespace>,
-) -> LaunchError {
-    let mut buf = [0u8; Failure::SIZE];
-    let n = read_full(report, &mut buf);
-    let _ = supervise::wait_blocking(init);
-    supervise::restore(old_mask);
-    let failure = Failure::decode(&buf[..n]).unwrap_or(Failure::new(Step::Sync, libc::EIO));
-    describe(command, failure, plan, ns)
 }
 
 /// The error for a failure the init or the command reported.

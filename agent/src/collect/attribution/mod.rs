@@ -254,6 +254,7 @@ impl Attributor {
                     pids,
                     dir: mount.join(parent),
                     rel: format!("/{parent}"),
+                    nested: parent == slice,
                 });
             }
         }

@@ -163,3 +163,38 @@ fn moat_scopes_in_moat_slice_are_their_workload() {
     // Units stay units.
     assert_eq!(label("/system.slice/web.service"), "web.service");
 }
+
+#[test]
+fn the_watcher_learns_a_scopes_payload_made_right_after_the_scope() {
+    // systemd makes moat-NAME.scope; moat makes payload in it at once. The
+    // payload is where the workload runs (its cgroup id), and may be gone
+    // before anything looks its id up.
+    let (_root, v2, layout) = fake_v2("watch-scope", "moat.slice");
+    let mut attributor = Attributor::new(&layout, &WorkloadsConfig::default());
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let watcher = CgroupWatcher::spawn(attributor.watched_dirs(), false, tx).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let mut ids = Vec::new();
+    for name in ["quick", "slow"] {
+        let scope = v2.join(format!("moat.slice/moat-{name}.scope"));
+        fs::create_dir(&scope).unwrap();
+        if name == "slow" {
+            // Made after the watcher watches the scope.
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        fs::create_dir(scope.join("payload")).unwrap();
+        ids.push(fs::metadata(scope.join("payload")).unwrap().ino());
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    for name in ["quick", "slow"] {
+        let scope = v2.join(format!("moat.slice/moat-{name}.scope"));
+        fs::remove_dir(scope.join("payload")).unwrap();
+        fs::remove_dir(scope).unwrap();
+    }
+    while let Ok(event) = rx.try_recv() {
+        attributor.apply(event);
+    }
+    assert_eq!(&*attributor.attribute_id(ids[0]).workload, "quick");
+    assert_eq!(&*attributor.attribute_id(ids[1]).workload, "slow");
+    watcher.stop();
+}

@@ -147,7 +147,13 @@ impl Bus {
             .bytes()
             .map(|b| format!("{b:02x}"))
             .collect();
-        let hello = format!("\0AUTH EXTERNAL {hex}\r\n");
+        // BEGIN goes in the same write as AUTH, as sd-bus's own clients
+        // send it: a server reads both at once and is running before the
+        // first message comes. Sent apart, BEGIN and the first message can
+        // arrive in one read, and systemd 252's private socket then leaves
+        // the message unprocessed until the next event on the connection
+        // (seen in the kernel lab as calls unanswered for 25 s).
+        let hello = format!("\0AUTH EXTERNAL {hex}\r\nBEGIN\r\n");
         self.write_all(hello.as_bytes(), "writing the authentication")?;
         let line = self.read_line()?;
         if !line.starts_with("OK ") {
@@ -157,7 +163,7 @@ impl Bus {
                 answer: line,
             });
         }
-        self.write_all(b"BEGIN\r\n", "writing the authentication")
+        Ok(())
     }
 
     fn read_line(&mut self) -> Result<String, BusError> {
@@ -268,15 +274,26 @@ impl Bus {
         let dest = self.daemon.then_some(destination);
         let serial = self.send(&Message::call(dest, path, interface, member, body))?;
         let method = format!("{interface}.{member}");
-        let deadline = (Instant::now() + CALL_TIMEOUT, CALL_TIMEOUT);
+        let started = Instant::now();
+        let deadline = (started + CALL_TIMEOUT, CALL_TIMEOUT);
+        log::debug!(
+            "D-Bus {}: calling {method} (serial {serial})",
+            self.path.display()
+        );
         loop {
             let m = self.read_message(deadline, &method)?;
             if m.reply_serial != Some(serial) || !matches!(m.kind, Kind::Return | Kind::Error) {
+                log::debug!("D-Bus: while waiting for {method}: {m}");
                 if m.kind == Kind::Signal {
                     self.queued.push_back(m);
                 }
                 continue;
             }
+            log::debug!(
+                "D-Bus: {method} answered ({:?}) after {:?}",
+                m.kind,
+                started.elapsed()
+            );
             if m.kind == Kind::Error {
                 return Err(BusError::Remote {
                     method,
