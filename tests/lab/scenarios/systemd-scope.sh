@@ -133,6 +133,19 @@ lab_check "the next moat run works" moat run --name after -- true
 lab_wait "the stale record's scope is stopped" 10 gone ghost
 lab_check "the stale record is gone" test ! -e /run/moat/workloads/ghost.json
 
+# A killed moat run: its keeper and init die with it (PR_SET_PDEATHSIG),
+# the workload with its init, the scope empties and systemd removes it; the
+# record left behind is stale, and the next moat run drops it.
+moat run --name killed -- sleep 300 >/dev/null 2>&1 </dev/null &
+killed=$!
+lab_wait "moat-killed.scope is active" 30 systemctl is-active -q moat-killed.scope
+kill -9 "$killed"
+wait "$killed" 2>/dev/null
+lab_wait "a killed moat run's scope is gone" 10 gone killed
+lab_check "moat ps shows the killed workload stale" bash -c 'moat ps 2>&1 | grep -q "^killed .*stale"'
+lab_check "the next moat run works" moat run --name after2 -- true
+lab_check "the stale record is dropped" test ! -e /run/moat/workloads/killed.json
+
 # moat run as a service's ExecStart (output to files: --pipe and --wait
 # need a bus daemon, which this node does not have).
 cat >/tmp/svc.sh <<'EOF'

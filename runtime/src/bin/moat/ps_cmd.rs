@@ -165,17 +165,26 @@ fn read_u64(dir: &Path, file: &str) -> Option<u64> {
         .ok()
 }
 
-/// pids.max, or "max" followed by the limit inherited from the parent.
+/// pids.max, or the nearest ancestor's limit followed by `*` (the parent's
+/// cap with cgroupfs; with systemd, past the scope, the slice's).
 fn read_limit(dir: &Path) -> Option<String> {
     let own = std::fs::read_to_string(dir.join("pids.max")).ok()?;
     let own = own.trim();
     if own != "max" {
         return Some(own.to_string());
     }
-    match dir.parent().and_then(|p| read_u64(p, "pids.max")) {
-        Some(parent) => Some(format!("{parent}*")),
-        None => Some("unlimited".into()),
+    // Up to the hierarchy's root, which has no pids.max.
+    let mut up = dir.parent();
+    while let Some(d) = up {
+        match std::fs::read_to_string(d.join("pids.max")) {
+            Ok(limit) if limit.trim() != "max" => {
+                return Some(format!("{}*", limit.trim()));
+            }
+            Ok(_) => up = d.parent(),
+            Err(_) => break,
+        }
     }
+    Some("unlimited".into())
 }
 
 fn human_duration(s: u64) -> String {
