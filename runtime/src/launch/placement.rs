@@ -49,44 +49,65 @@ fn systemd_error(what: impl Into<String>, error: SystemdError) -> LaunchError {
     }
 }
 
+/// Which manager the facts of this machine call for, before asking
+/// systemd anything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Choice {
+    /// moat makes the cgroups.
+    Cgroupfs,
+    /// A systemd scope, as asked.
+    Systemd,
+    /// The default under systemd: a scope, unless moat runs in a unit
+    /// that delegates its cgroup.
+    SystemdUnlessDelegated,
+}
+
+/// The choice for `requested` (`--cgroup-manager`), whether systemd is PID
+/// 1 and whether pids is on the unified hierarchy: `systemd` asked for
+/// without systemd is an error; the default is systemd's where it can be.
+fn choose(
+    requested: Option<CgroupManager>,
+    booted: bool,
+    pids_on_v2: bool,
+) -> Result<Choice, LaunchError> {
+    match (requested, booted) {
+        (Some(CgroupManager::Cgroupfs), _) => Ok(Choice::Cgroupfs),
+        (Some(CgroupManager::Systemd), false) => Err(LaunchError::Unsupported {
+            what: "--cgroup-manager systemd: systemd is not running as PID 1 here \
+                   (/run/systemd/system does not exist); use --cgroup-manager cgroupfs"
+                .into(),
+        }),
+        (Some(CgroupManager::Systemd), true) => Ok(Choice::Systemd),
+        (None, false) => Ok(Choice::Cgroupfs),
+        (None, true) if !pids_on_v2 => {
+            log::info!(
+                "systemd runs on a hybrid cgroup layout (pids on cgroup v1): moat makes its \
+                 cgroups itself"
+            );
+            Ok(Choice::Cgroupfs)
+        }
+        (None, true) => Ok(Choice::SystemdUnlessDelegated),
+    }
+}
+
 /// Decides where the workload's cgroups go (see the module documentation).
 pub(super) fn decide(req: &RunRequest, layout: &Layout) -> Result<Plan, LaunchError> {
-    match req.cgroup_manager {
-        Some(CgroupManager::Cgroupfs) => Ok(Plan::Cgroupfs(req.cgroup.clone())),
-        Some(CgroupManager::Systemd) => {
-            if !systemd::booted() {
-                return Err(LaunchError::Unsupported {
-                    what: "--cgroup-manager systemd: systemd is not running as PID 1 here \
-                           (/run/systemd/system does not exist); use --cgroup-manager cgroupfs"
-                        .into(),
-                });
-            }
-            let sd = connect()?;
-            ScopePlacer::new(req, layout, sd).map(|s| Plan::Scope(Box::new(s)))
-        }
-        None => {
-            if !systemd::booted() {
-                return Ok(Plan::Cgroupfs(req.cgroup.clone()));
-            }
-            if !matches!(layout.pids, PidsLocation::V2 { .. }) {
-                log::info!(
-                    "systemd runs on a hybrid cgroup layout (pids on cgroup v1): moat makes \
-                     its cgroups itself"
-                );
-                return Ok(Plan::Cgroupfs(req.cgroup.clone()));
-            }
-            let mut sd = connect()?;
-            if let Some(rel) = delegated_unit(&mut sd)? {
-                let unit_dir = layout.v2_mount.join(&rel);
-                cgroup::move_into_leaf(&unit_dir)?;
-                return Ok(Plan::Cgroupfs(CgroupConfig {
-                    parent: format!("{rel}/{}", req.cgroup.parent),
-                    ..req.cgroup.clone()
-                }));
-            }
-            ScopePlacer::new(req, layout, sd).map(|s| Plan::Scope(Box::new(s)))
+    let pids_on_v2 = matches!(layout.pids, PidsLocation::V2 { .. });
+    let choice = choose(req.cgroup_manager, systemd::booted(), pids_on_v2)?;
+    if choice == Choice::Cgroupfs {
+        return Ok(Plan::Cgroupfs(req.cgroup.clone()));
+    }
+    let mut sd = connect()?;
+    if choice == Choice::SystemdUnlessDelegated {
+        if let Some(rel) = delegated_unit(&mut sd)? {
+            cgroup::move_into_leaf(&layout.v2_mount.join(&rel))?;
+            return Ok(Plan::Cgroupfs(CgroupConfig {
+                parent: format!("{rel}/{}", req.cgroup.parent),
+                ..req.cgroup.clone()
+            }));
         }
     }
+    ScopePlacer::new(req, layout, sd).map(|s| Plan::Scope(Box::new(s)))
 }
 
 fn connect() -> Result<Systemd, LaunchError> {
@@ -103,27 +124,36 @@ fn v2_cgroup_of(pid: &str) -> std::io::Result<String> {
         .ok_or_else(|| std::io::Error::other(format!("/proc/{pid}/cgroup has no cgroup v2 line")))
 }
 
-/// When moat runs at the top of a unit that delegates its cgroup (or in
-/// the leaf it moves to there), the unit's cgroup relative to the root.
-fn delegated_unit(sd: &mut Systemd) -> Result<Option<String>, LaunchError> {
-    let own = v2_cgroup_of("self").map_err(|e| LaunchError::os("reading /proc/self/cgroup", e))?;
+/// The unit a v2 cgroup path `own` belongs to, when that path is the
+/// unit's own cgroup or the leaf moat moves to in it: the unit's name and
+/// its cgroup (relative, without the leading `/`). Below the unit's top,
+/// the subtree is whoever made it, so nothing else counts.
+fn unit_of(own: &str) -> Option<(&str, String)> {
     let parts: Vec<&str> = own.split('/').filter(|p| !p.is_empty()).collect();
     let slices = parts.iter().take_while(|p| p.ends_with(".slice")).count();
-    let (Some(unit), rest) = (parts.get(slices), parts.get(slices + 1..).unwrap_or(&[])) else {
+    let unit = *parts.get(slices)?;
+    if !(unit.ends_with(".service") || unit.ends_with(".scope")) {
+        return None;
+    }
+    let rest = &parts[slices + 1..];
+    if !(rest.is_empty() || rest == [cgroup::SUPERVISOR_LEAF]) {
+        return None;
+    }
+    Some((unit, parts[..=slices].join("/")))
+}
+
+/// When moat runs in a unit that delegates its cgroup ([`unit_of`] its
+/// own cgroup, `Delegate=yes`), that unit's cgroup.
+fn delegated_unit(sd: &mut Systemd) -> Result<Option<String>, LaunchError> {
+    let own = v2_cgroup_of("self").map_err(|e| LaunchError::os("reading /proc/self/cgroup", e))?;
+    let Some((unit, rel)) = unit_of(&own) else {
         return Ok(None);
     };
     let interface = if unit.ends_with(".service") {
         "org.freedesktop.systemd1.Service"
-    } else if unit.ends_with(".scope") {
-        "org.freedesktop.systemd1.Scope"
     } else {
-        return Ok(None);
+        "org.freedesktop.systemd1.Scope"
     };
-    // Below the unit's top, the subtree is whoever made it: only the leaf
-    // moat itself moves to counts as moat's.
-    if !(rest.is_empty() || rest == [cgroup::SUPERVISOR_LEAF]) {
-        return Ok(None);
-    }
     let what = format!("reading Delegate= of {unit}");
     let path = sd
         .unit_of_pid(std::process::id())
@@ -132,7 +162,7 @@ fn delegated_unit(sd: &mut Systemd) -> Result<Option<String>, LaunchError> {
         .property(&path, interface, "Delegate")
         .map_err(|e| systemd_error(what, e))?;
     if delegate == Value::Bool(true) {
-        return Ok(Some(parts[..=slices].join("/")));
+        return Ok(Some(rel));
     }
     if unit.ends_with(".service") {
         log::info!(
@@ -275,7 +305,14 @@ impl ScopePlacer {
         }
         scope.sd = Some(self.sd);
         match place(&self.layout, &self.dir, self.limit, scope.keeper_pid()) {
-            Ok(cgroups) => Ok((cgroups, scope)),
+            Ok(cgroups) => {
+                // Not kept open while the workload runs: systemd sends every
+                // signal to every connection of its private socket, and
+                // would queue them for a reader that never reads. The rare
+                // stop at the end connects again.
+                scope.sd = None;
+                Ok((cgroups, scope))
+            }
             Err(e) => Err(Box::new((e, scope.abandon(true)))),
         }
     }
@@ -425,4 +462,69 @@ pub(super) fn reclaim_scope(
     stop_and_check(&mut sd, unit, dir)?;
     log::info!("stopped {unit} of stale workload {name}");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_is_systemds_only_where_systemd_runs_on_cgroup_v2() {
+        use CgroupManager::{Cgroupfs, Systemd};
+        assert_eq!(choose(None, false, true).unwrap(), Choice::Cgroupfs);
+        assert_eq!(choose(None, false, false).unwrap(), Choice::Cgroupfs);
+        assert_eq!(choose(None, true, false).unwrap(), Choice::Cgroupfs);
+        assert_eq!(
+            choose(None, true, true).unwrap(),
+            Choice::SystemdUnlessDelegated
+        );
+        for booted in [false, true] {
+            assert_eq!(
+                choose(Some(Cgroupfs), booted, true).unwrap(),
+                Choice::Cgroupfs
+            );
+        }
+        assert_eq!(choose(Some(Systemd), true, true).unwrap(), Choice::Systemd);
+        let e = choose(Some(Systemd), false, true).unwrap_err();
+        assert_eq!(e.exit_code(), 125);
+        assert!(
+            e.to_string()
+                .contains("systemd is not running as PID 1 here (/run/systemd/system"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_unit_counts_from_its_own_cgroup_or_moats_leaf_in_it() {
+        assert_eq!(
+            unit_of("/system.slice/build.service"),
+            Some(("build.service", "system.slice/build.service".to_owned()))
+        );
+        assert_eq!(
+            unit_of("/system.slice/build.service/supervisor"),
+            Some(("build.service", "system.slice/build.service".to_owned()))
+        );
+        assert_eq!(
+            unit_of("/user.slice/user-0.slice/session-3.scope"),
+            Some((
+                "session-3.scope",
+                "user.slice/user-0.slice/session-3.scope".to_owned()
+            ))
+        );
+        assert_eq!(
+            unit_of("/init.scope"),
+            Some(("init.scope", "init.scope".to_owned()))
+        );
+        // Below a unit's top, in a subtree someone else made, or no unit.
+        for own in [
+            "/system.slice/build.service/worker",
+            "/user.slice/user-1000.slice/user@1000.service/app.slice/x.service",
+            "/moat/web",
+            "/system.slice",
+            "/",
+            "",
+        ] {
+            assert_eq!(unit_of(own), None, "{own}");
+        }
+    }
 }

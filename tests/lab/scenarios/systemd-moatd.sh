@@ -95,6 +95,10 @@ for mgr in systemd cgroupfs; do
     refused() { (($(metrics | lab_metric moat_fork_failures_total "workload=$name" errno=EAGAIN) > 0)); }
     lab_wait "$mgr: moatd counts the bomb's refused forks" 30 refused
     lab_value "bomb_fork_failures_$mgr" "$(metrics | lab_metric moat_fork_failures_total "workload=$name" errno=EAGAIN)"
+    # Every fork the bomb had refused hit its own limit: moatd's count of
+    # its EAGAIN failures and the exit record's pids.events count agree.
+    agree() { [[ $(metrics | lab_metric moat_fork_failures_total "workload=$name" errno=EAGAIN) == "$hits" ]]; }
+    lab_wait "$mgr: moatd's refused forks of the bomb equal its exit record's $hits" 30 agree
     # (moat_pids_limit_hits_total is read from the workload's pids.events while
     # its cgroup exists; once the bomb is gone the audit event is what is left.)
     lab_check "$mgr: a pids_limit_reached audit event for the bomb" \
