@@ -213,24 +213,6 @@ impl Systemd {
         Ok(true)
     }
 
-    /// Sends `signal` to every process of unit `name` (`KillUnit` with
-    /// `all`). `Ok(false)` when no such unit is loaded.
-    pub fn kill_unit(&mut self, name: &str, signal: i32) -> Result<bool, SystemdError> {
-        match self.manager(
-            format!("killing the processes of {name}"),
-            "KillUnit",
-            vec![
-                Value::Str(name.to_owned()),
-                Value::Str("all".into()),
-                Value::I32(signal),
-            ],
-        ) {
-            Ok(_) => Ok(true),
-            Err(e) if e.remote_name() == Some("org.freedesktop.systemd1.NoSuchUnit") => Ok(false),
-            Err(e) => Err(e),
-        }
-    }
-
     /// Forgets a failed unit (`ResetFailedUnit`), so that its name is free
     /// and `systemctl --failed` does not list it. A unit not loaded, or not
     /// failed, is no error.

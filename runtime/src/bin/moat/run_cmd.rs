@@ -93,8 +93,11 @@ pub struct RunArgs {
     allow_new_privileges: bool,
     /// Who makes the workload's cgroups: `systemd` (a transient scope
     /// unit moat-NAME.scope in a slice, made over D-Bus, as podman and
-    /// runc's systemd driver do) or `cgroupfs` (moat writes the cgroup file
-    /// system itself). [default: systemd where systemd is PID 1 and the
+    /// runc's systemd driver do; the workload's own cgroup is its
+    /// `payload`, next to a keeper process that holds the scope, so the
+    /// scope's TasksMax is the limit plus one; `systemctl status` and
+    /// `systemctl stop` act on it) or `cgroupfs` (moat writes the cgroup
+    /// file system itself). [default: systemd where systemd is PID 1 and the
     /// pids controller is on cgroup v2, cgroupfs otherwise; under a unit
     /// with Delegate=yes, cgroupfs inside that unit's cgroup]
     #[arg(long, value_name = "systemd|cgroupfs")]
