@@ -1,4 +1,5 @@
-//! The pids cgroups of workloads: moat workloads (`<pids mount>/<moat parent>/<name>`)
+//! The pids cgroups of workloads: moat workloads (`<pids mount>/<moat parent>/<name>`,
+//! or `moat.slice/moat-<name>.scope/payload` with `moat run`'s systemd cgroup manager)
 //! and Docker containers (`<pids mount>/<docker parent>/<id>` for the cgroupfs
 //! driver, `docker-<id>.scope` under a scope parent, `system.slice` by default,
 //! for the systemd driver).
@@ -24,6 +25,7 @@ use std::{
 };
 
 use crate::collect::attribution::{classify, is_container_id, CgroupParents};
+use moat_api::defaults::MOAT_SCOPE_PAYLOAD as SCOPE_PAYLOAD;
 
 /// One pids cgroup, as read.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,7 +62,8 @@ pub fn scan(mount: &Path, parents: &CgroupParents, key_flag: u64) -> Vec<PidsCgr
             .docker_scopes
             .iter()
             .map(|slice| (slice.as_str(), Kind::DockerSystemd)),
-    );
+    )
+    .chain(std::iter::once((moat_api::defaults::MOAT_SLICE, Kind::MoatScope)));
     for (parent, want) in places {
         let dir = mount.join(parent);
         let Ok(entries) = fs::read_dir(&dir) else {
@@ -80,12 +83,32 @@ pub fn scan(mount: &Path, parents: &CgroupParents, key_flag: u64) -> Vec<PidsCgr
                     .strip_prefix("docker-")
                     .and_then(|n| n.strip_suffix(".scope"))
                     .is_some_and(is_container_id),
+                Kind::MoatScope => {
+                    name.starts_with(moat_api::defaults::MOAT_SCOPE_PREFIX)
+                        && name.ends_with(".scope")
+                }
             };
             if !wanted {
                 continue;
             }
-            let rel = format!("/{parent}/{name}");
-            if let Some(cgroup) = read_one(&entry.path(), &rel, parents, key_flag | entry.ino()) {
+            let (dir, rel) = match want {
+                // The workload's own cgroup in its scope (the scope also
+                // holds moat's keeper).
+                Kind::MoatScope => (
+                    entry.path().join(SCOPE_PAYLOAD),
+                    format!("/{parent}/{name}/{SCOPE_PAYLOAD}"),
+                ),
+                _ => (entry.path(), format!("/{parent}/{name}")),
+            };
+            // The id is the inode of the cgroup read (the payload's, in a scope).
+            let ino = match want {
+                Kind::MoatScope => match fs::metadata(&dir) {
+                    Ok(meta) => std::os::unix::fs::MetadataExt::ino(&meta),
+                    Err(_) => continue,
+                },
+                _ => entry.ino(),
+            };
+            if let Some(cgroup) = read_one(&dir, &rel, parents, key_flag | ino) {
                 found.push(cgroup);
             }
         }
@@ -98,15 +121,27 @@ enum Kind {
     Moat,
     DockerCgroupfs,
     DockerSystemd,
+    MoatScope,
 }
 
 /// Whether `rel` (relative to the pids hierarchy's root) is a pids cgroup
-/// [`scan`] reads: a moat workload's, or a Docker container's.
+/// [`scan`] reads: a moat workload's (in its parent, or the payload of its
+/// scope in `moat.slice`), or a Docker container's.
 pub fn is_workload_cgroup(rel: &str, parents: &CgroupParents) -> bool {
     let Some((parent, name)) = rel.trim_end_matches('/').rsplit_once('/') else {
         return false;
     };
     let parent = parent.trim_start_matches('/');
+    if name == SCOPE_PAYLOAD {
+        return parent
+            .strip_prefix(moat_api::defaults::MOAT_SLICE)
+            .and_then(|scope| scope.strip_prefix('/'))
+            .is_some_and(|scope| {
+                !scope.contains('/')
+                    && scope.starts_with(moat_api::defaults::MOAT_SCOPE_PREFIX)
+                    && scope.ends_with(".scope")
+            });
+    }
     (parent == parents.moat && !name.is_empty())
         || (parent == parents.docker && is_container_id(name))
         || (parents.docker_scopes.iter().any(|s| s == parent)
@@ -328,7 +363,43 @@ mod tests {
             &format!("/evil/docker-{id}.scope"),
             &parents
         ));
+        assert!(is_workload_cgroup(
+            "/moat.slice/moat-w1.scope/payload",
+            &parents
+        ));
+        assert!(!is_workload_cgroup(
+            "/moat.slice/moat-w1.scope/supervisor",
+            &parents
+        ));
+        assert!(!is_workload_cgroup(
+            "/user.slice/moat.slice/moat-w1.scope/payload",
+            &parents
+        ));
         assert!(retired(1, "/user.slice", 3, &parents).is_none());
         assert_eq!(retired(1, "/moat/w", 3, &parents).unwrap().workload, "w");
+    }
+
+    #[test]
+    fn moat_scopes_in_moat_slice_are_scanned() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        for dir in [
+            "moat.slice/moat-web.scope/payload",
+            "moat.slice/other.scope/payload",
+        ] {
+            let d = root.join(dir);
+            fs::create_dir_all(&d).unwrap();
+            fs::write(d.join("pids.current"), "2\n").unwrap();
+            fs::write(d.join("pids.max"), "32\n").unwrap();
+            fs::write(d.join("pids.events"), "max 5\n").unwrap();
+        }
+        let found = scan(root, &CgroupParents::defaults(), 0);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].workload, "web");
+        assert_eq!(found[0].path, "/moat.slice/moat-web.scope/payload");
+        assert_eq!(
+            (found[0].current, found[0].limit, found[0].limit_hits),
+            (2, Some(32), 5)
+        );
     }
 }

@@ -175,6 +175,8 @@ mod tests {
             caps: CapSet::docker_default(),
             no_new_privs: true,
             cgroup: CgroupConfig::default(),
+            cgroup_manager: None,
+            cgroup_parent: None,
             env: env
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))

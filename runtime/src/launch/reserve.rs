@@ -24,6 +24,7 @@ pub(super) fn reserve(
     state: &StateDir,
     layout: &Layout,
     cgroup_dirs: (PathBuf, PathBuf),
+    unit: Option<String>,
 ) -> Result<WorkloadRecord, LaunchError> {
     let lock = state.lock()?;
     lock.remove_temporaries()?;
@@ -77,6 +78,7 @@ pub(super) fn reserve(
         pids_limit_text: req.pids_limit_text.clone(),
         cgroup_pids,
         cgroup_v2,
+        unit,
         started_at_unix_ms: now_unix_ms(),
         namespaces: req
             .isolation
@@ -138,9 +140,12 @@ fn reclaim_stale(
 ) -> Vec<WorkloadRecord> {
     let mut kept = Vec::new();
     for rec in stale {
-        let reclaimed = cgroup::reclaim(layout, &rec.name, &rec.cgroup_pids, &rec.cgroup_v2)
-            .map_err(|e| e.to_string())
-            .and_then(|()| lock.remove(&rec.name).map_err(|e| e.to_string()));
+        let reclaimed = match &rec.unit {
+            Some(unit) => super::placement::reclaim_scope(layout, &rec.name, unit, &rec.cgroup_v2),
+            None => cgroup::reclaim(layout, &rec.name, &rec.cgroup_pids, &rec.cgroup_v2)
+                .map_err(|e| e.to_string()),
+        }
+        .and_then(|()| lock.remove(&rec.name).map_err(|e| e.to_string()));
         match reclaimed {
             Ok(()) => log::info!("reclaimed stale workload {}", rec.name),
             Err(why) => {

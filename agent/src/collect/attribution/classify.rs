@@ -60,6 +60,7 @@ fn under<'a, 'b>(parts: &'a [&'b str], prefix: &str) -> Option<&'a [&'b str]> {
 /// | --- | --- |
 /// | `/<docker>/<64 hex>[/...]` | `docker:<first 12 hex>` |
 /// | `/<scope parent>/docker-<64 hex>.scope[/...]` | `docker:<first 12 hex>` |
+/// | `/moat.slice[/moat-<x>.slice...]/moat-<name>.scope[/...]` | `<name>` |
 /// | `/<moat>/<name>[/...]` | `<name>` |
 /// | deepest component ending in `.service` or `.scope` | that component |
 /// | anything else | `host` |
@@ -80,6 +81,9 @@ pub fn classify(path: &str, parents: &CgroupParents) -> String {
             return docker_label(id);
         }
     }
+    if let Some(name) = moat_scope(&parts) {
+        return name.to_owned();
+    }
     if let Some(rest) = under(&parts, &parents.moat) {
         return rest[0].to_owned();
     }
@@ -91,6 +95,38 @@ pub fn classify(path: &str, parents: &CgroupParents) -> String {
         return (*unit).to_owned();
     }
     HOST.to_owned()
+}
+
+/// The workload of `/moat.slice[/moat-<x>.slice...]/moat-<name>.scope[/...]`,
+/// where `moat run`'s systemd cgroup manager puts workload `<name>` (see
+/// `moat run --cgroup-parent`). Anchored at the root: only the system
+/// manager makes cgroups there, so a scope of that name that anyone else
+/// may make (in a user's own manager, in a delegated subtree) is not taken
+/// for a workload.
+fn moat_scope<'a>(parts: &[&'a str]) -> Option<&'a str> {
+    use moat_api::defaults::{MOAT_SCOPE_PREFIX, MOAT_SLICE};
+    let (first, rest) = parts.split_first()?;
+    let mut slice = first
+        .strip_suffix(".slice")
+        .filter(|_| *first == MOAT_SLICE)?;
+    for part in rest {
+        if let Some(name) = part
+            .strip_prefix(MOAT_SCOPE_PREFIX)
+            .and_then(|p| p.strip_suffix(".scope"))
+            .filter(|n| {
+                !n.is_empty()
+                    && n.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
+            })
+        {
+            return Some(name);
+        }
+        // A nested slice extends its parent's name: moat-ci.slice.
+        slice = part
+            .strip_suffix(".slice")
+            .filter(|p| p.strip_prefix(slice).is_some_and(|r| r.starts_with('-')))?;
+    }
+    None
 }
 
 /// Whether `text` is a full Docker container id (64 hex digits).

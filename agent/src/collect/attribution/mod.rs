@@ -10,11 +10,12 @@
 //! | --- | --- |
 //! | `/<docker parent>/<64 hex>[/...]` (cgroupfs driver)            | `docker:<first 12 hex>`|
 //! | `/<scope parent>/docker-<64 hex>.scope[/...]` (systemd driver) | `docker:<first 12 hex>`|
+//! | `/moat.slice[/moat-<x>.slice...]/moat-<name>.scope[/...]`     | `<name>`               |
 //! | `/<moat parent>/<name>[/...]`                                  | `<name>`               |
 //! | deepest component ending in `.service` or `.scope`             | that component         |
 //! | anything else, the root, an id that no longer resolves         | `host`                 |
 //!
-//! Every rule but the last is anchored at the root of the hierarchy, under the
+//! Every rule but the last is anchored at the root of the hierarchy, under `moat.slice` or the
 //! parents configured (`workloads.moat_parent`, `workloads.docker_parent`,
 //! `workloads.docker_scope_parents`): a cgroup named like a container anywhere
 //! else is not one (see [`classify`]).
@@ -246,7 +247,8 @@ impl Attributor {
     }
 
     /// The directories whose new children are workloads: the moat and Docker
-    /// parents (both drivers') in each hierarchy, with whether they are in the pids one, and their
+    /// parents (both drivers') and `moat.slice` (the scopes of `moat run`'s
+    /// systemd cgroup manager) in each hierarchy, with whether they are in the pids one, and their
     /// path relative to the hierarchy's root.
     pub fn watched_dirs(&self) -> Vec<WatchedDir> {
         let mut dirs = Vec::new();
@@ -254,14 +256,17 @@ impl Attributor {
             .chain(self.pids.iter().map(|h| (true, &h.mount)))
             .filter(|(pids, mount)| !*pids || **mount != self.v2.mount);
         for (pids, mount) in hierarchies {
+            let slice = moat_api::defaults::MOAT_SLICE.to_owned();
             let parents = [&self.parents.moat, &self.parents.docker]
                 .into_iter()
-                .chain(&self.parents.docker_scopes);
+                .chain(&self.parents.docker_scopes)
+                .chain(std::iter::once(&slice));
             for parent in parents {
                 dirs.push(WatchedDir {
                     pids,
                     dir: mount.join(parent),
                     rel: format!("/{parent}"),
+                    nested: *parent == slice,
                 });
             }
         }

@@ -176,3 +176,67 @@ fn resolves_a_fake_hierarchy_by_inode() {
     assert_eq!(attributor.v2_root_id(), Some(root_id));
     assert_eq!(&*attributor.attribute_id(root_id).workload, HOST);
 }
+
+#[test]
+fn moat_scopes_in_moat_slice_are_their_workload() {
+    // `moat run`'s systemd cgroup manager: moat.slice/moat-NAME.scope.
+    assert_eq!(label("/moat.slice/moat-web.scope"), "web");
+    assert_eq!(label("/moat.slice/moat-web.1.scope/sub"), "web.1");
+    assert_eq!(label("/moat.slice/moat-ci.slice/moat-job-7.scope"), "job-7");
+    // The slice itself, and what else is in it, are not workloads.
+    assert_eq!(label("/moat.slice"), HOST);
+    assert_eq!(label("/moat.slice/other.scope"), "other.scope");
+    // Anchored at the root: a scope of that name made elsewhere (a user's
+    // manager, a delegated subtree) is labelled by its unit, not taken for
+    // workload "web".
+    assert_eq!(
+        label("/user.slice/user-1000.slice/user@1000.service/app.slice/moat-web.scope"),
+        "moat-web.scope"
+    );
+    assert_eq!(
+        label("/system.slice/moat.slice/moat-web.scope"),
+        "moat-web.scope"
+    );
+    assert_eq!(
+        label("/moat.slice/x.slice/moat-web.scope"),
+        "moat-web.scope"
+    );
+    assert_eq!(label("/moat.slice/moat-.scope"), "moat-.scope");
+    // Units stay units.
+    assert_eq!(label("/system.slice/web.service"), "web.service");
+}
+
+#[test]
+fn the_watcher_learns_a_scopes_payload_made_right_after_the_scope() {
+    // systemd makes moat-NAME.scope; moat makes payload in it at once. The
+    // payload is where the workload runs (its cgroup id), and may be gone
+    // before anything looks its id up.
+    let (_root, v2, layout) = fake_v2("watch-scope", "moat.slice");
+    let mut attributor = Attributor::new(&layout, &WorkloadsConfig::default());
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let watcher = CgroupWatcher::spawn(attributor.watched_dirs(), false, tx).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let mut ids = Vec::new();
+    for name in ["quick", "slow"] {
+        let scope = v2.join(format!("moat.slice/moat-{name}.scope"));
+        fs::create_dir(&scope).unwrap();
+        if name == "slow" {
+            // Made after the watcher watches the scope.
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        fs::create_dir(scope.join("payload")).unwrap();
+        ids.push(fs::metadata(scope.join("payload")).unwrap().ino());
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    for name in ["quick", "slow"] {
+        let scope = v2.join(format!("moat.slice/moat-{name}.scope"));
+        fs::remove_dir(scope.join("payload")).unwrap();
+        fs::remove_dir(scope).unwrap();
+    }
+    while let Ok(event) = rx.try_recv() {
+        attributor.apply(event);
+    }
+    assert_eq!(&*attributor.attribute_id(ids[0]).workload, "quick");
+    assert_eq!(&*attributor.attribute_id(ids[1]).workload, "slow");
+    watcher.stop();
+}
