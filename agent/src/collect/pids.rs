@@ -63,7 +63,10 @@ pub fn scan(mount: &Path, parents: &CgroupParents, key_flag: u64) -> Vec<PidsCgr
             .iter()
             .map(|slice| (slice.as_str(), Kind::DockerSystemd)),
     )
-    .chain(std::iter::once((moat_api::defaults::MOAT_SLICE, Kind::MoatScope)));
+    .chain(std::iter::once((
+        moat_api::defaults::MOAT_SLICE,
+        Kind::MoatScope,
+    )));
     for (parent, want) in places {
         let dir = mount.join(parent);
         let Ok(entries) = fs::read_dir(&dir) else {
