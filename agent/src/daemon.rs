@@ -23,6 +23,7 @@ use tokio::{
 };
 
 use crate::{
+    authz,
     collect::{
         attribution::{Attributor, CgroupLayout},
         Collector, CollectorConfig, CollectorInputs, RunningCollector, Snapshot, SnapshotSource,
@@ -31,7 +32,7 @@ use crate::{
     export::{
         audit_log::{self, AuditLog, AuditStats},
         http,
-        metrics::Metrics,
+        metrics::{authz::AuthzStats, Metrics},
     },
     kernel::{AuditRecord, KernelSource},
 };
@@ -62,6 +63,10 @@ pub struct Running {
     collector: Option<RunningCollector>,
     source: SnapshotSource,
     stats: Arc<AuditStats>,
+    /// For the authorization plugin: the audit writer's queue and the
+    /// registry it adds its metrics to.
+    events: mpsc::Sender<moat_api::audit::AuditEvent>,
+    metrics: Arc<Metrics>,
 }
 
 impl Running {
@@ -149,7 +154,7 @@ pub fn start(
         CollectorInputs {
             kernel,
             records,
-            events: events_tx,
+            events: events_tx.clone(),
             shutdown: shutdown_rx.clone(),
         },
     )
@@ -159,7 +164,7 @@ pub fn start(
     let mut tasks = JoinSet::new();
     tasks.spawn(http::serve(
         listener,
-        metrics,
+        metrics.clone(),
         source.clone(),
         shutdown_rx.clone(),
     ));
@@ -179,7 +184,36 @@ pub fn start(
         collector: Some(collector),
         source,
         stats,
+        events: events_tx,
+        metrics,
     })
+}
+
+/// Starts the authorization plugin on `socket` with the policy `loaded`, its
+/// metrics served and its audit events written by `running`. Stop it before
+/// `running`, so that its last events are written.
+pub fn start_authz(
+    config: &Config,
+    running: &Running,
+    socket: authz::PluginSocket,
+    loaded: authz::policy::LoadedPolicy,
+) -> anyhow::Result<authz::Running> {
+    let stats = Arc::new(AuthzStats::default());
+    running
+        .metrics
+        .register_authz(stats.clone())
+        .context("registering the authorization plugin's metrics")?;
+    authz::start(
+        &config.authz,
+        socket,
+        loaded,
+        stats,
+        authz::Sinks {
+            audit_events: running.events.clone(),
+            audit_stats: running.stats.clone(),
+            host: host_name(),
+        },
+    )
 }
 
 /// The running kernel's release (`uname -r`).

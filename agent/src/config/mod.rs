@@ -16,6 +16,7 @@ use std::{
 
 use serde::Deserialize;
 
+mod authz;
 mod keys;
 
 #[cfg(test)]
@@ -23,6 +24,7 @@ use keys::SECTION_KEYS;
 use keys::{key_error, line_column};
 
 use crate::kernel::{config::KernelField, KernelConfig};
+pub use authz::{AuthzConfig, AuthzMode};
 
 /// Where moatd looks for its configuration when `--config` is not given. A missing
 /// file there means built-in defaults.
@@ -46,6 +48,8 @@ pub struct Config {
     pub workloads: WorkloadsConfig,
     /// Sizes of the kernel side's maps and buffers.
     pub kernel: KernelSection,
+    /// The Docker authorization plugin.
+    pub authz: AuthzConfig,
 }
 
 /// `[http]`.
@@ -291,6 +295,7 @@ impl Config {
 
     /// Checks what types alone cannot: returns the offending key and why.
     pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        self.authz.validate()?;
         check_cgroup_relative(&self.workloads.moat_parent)
             .map_err(|reason| ("workloads.moat_parent", reason))?;
         check_cgroup_relative(&self.workloads.docker_parent)

@@ -22,8 +22,9 @@ use crate::config::AuditTarget;
 /// Counts of written and unwritable events, shared with the metrics.
 #[derive(Debug, Default)]
 pub struct AuditStats {
-    written: [AtomicU64; 5],
+    written: [AtomicU64; AuditAction::ALL.len()],
     write_failed: AtomicU64,
+    queue_full: AtomicU64,
 }
 
 impl AuditStats {
@@ -35,6 +36,17 @@ impl AuditStats {
     /// Events that could not be written (the log could not be opened or written).
     pub fn write_failed(&self) -> u64 {
         self.write_failed.load(Ordering::Relaxed)
+    }
+
+    /// Counts an event dropped before the writer because its queue was full
+    /// (the authorization plugin never waits for the writer).
+    pub fn count_queue_full(&self) {
+        self.queue_full.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Events dropped because the writer's queue was full.
+    pub fn queue_full(&self) -> u64 {
+        self.queue_full.load(Ordering::Relaxed)
     }
 }
 
