@@ -30,12 +30,18 @@ const POLL_INTERVAL: Duration = Duration::from_millis(200);
                   /var/log/moat/audit.jsonl, its audit.log setting or --audit-log flag) for \
                   every seccomp denial (seccomp_denied: syscall, action, errno, pid, comm), \
                   failed fork (fork_failed: errno), pids limit refusal (pids_limit_reached: \
-                  current, limit, hits), fork burst (fork_burst: forks per second) and user \
-                  namespace creation (userns_created). Events seen in the kernel are \
+                  current, limit, hits), fork burst (fork_burst: forks per second), user \
+                  namespace creation (userns_created), and Docker API requests the \
+                  authorization plugin denied (authz_denied) or, in audit mode, would have \
+                  denied (authz_would_deny: rule, method, URI, endpoint, user, container, \
+                  message). Events seen in the kernel are \
                   rate-limited per cgroup (moatd's audit.rate_limit), so under load the log is \
                   a sample of what happened; moatd's metrics (`moat stats`) count exactly.\n\n\
                   A line that is not a moat audit event is skipped with a warning on standard \
-                  error naming its line number.",
+                  error naming its line number. Values come from the workloads and the Docker \
+                  clients themselves: any that would not print as plain text (control \
+                  characters, terminal escapes, bidirectional overrides, spaces) is printed \
+                  quoted with escapes.",
     after_help = "Output columns:\n  \
                   TIME  WORKLOAD  ACTION  DETAILS (key=value; values with spaces are quoted)\n\n\
                   Environment:\n  \
@@ -353,12 +359,16 @@ impl<W: Write> Printer<W> {
     }
 }
 
-/// A value for `key=value`: quoted when it would not read as one token.
+/// A value for `key=value` (or a column): quoted, with Rust's escapes, when
+/// it would not read as one plain token. Every character that `{:?}` escapes
+/// (control characters such as ESC, format characters such as the
+/// bidirectional overrides, line separators) forces the quotes, so nothing a
+/// client or a workload chose reaches the terminal unescaped.
 fn token(value: &str) -> String {
     if value.is_empty()
-        || value
-            .chars()
-            .any(|c| c.is_whitespace() || c.is_control() || c == '"' || c == '=')
+        || value.chars().any(|c| {
+            c.is_whitespace() || matches!(c, '"' | '=' | '\\') || c.escape_debug().nth(1).is_some()
+        })
     {
         format!("{value:?}")
     } else {
@@ -376,7 +386,7 @@ pub fn format_event(event: &AuditEvent, zone: &jiff::tz::TimeZone) -> String {
         if text.is_empty() {
             "-".to_owned()
         } else {
-            text.to_owned()
+            token(text)
         }
     };
     let workload = or_dash(&event.workload.name);
@@ -418,6 +428,19 @@ pub fn format_event(event: &AuditEvent, zone: &jiff::tz::TimeZone) -> String {
                 add("threshold", Some(format!("{}/s", burst.threshold)));
             }
         }
+        "authz_denied" | "authz_would_deny" => {
+            if let Some(authz) = &event.authz {
+                add("rule", Some(authz.rule.clone()));
+                add("method", Some(authz.method.clone()));
+                add("uri", Some(authz.uri.clone()));
+                add("endpoint", Some(authz.endpoint.clone()));
+                if !authz.user.is_empty() {
+                    add("user", Some(authz.user.clone()));
+                }
+                add("container", authz.container.clone());
+                add("message", Some(authz.message.clone()));
+            }
+        }
         _ => {}
     }
     if let Some(process) = &event.process {
@@ -444,6 +467,41 @@ mod tests {
         assert_eq!(token("curl"), "curl");
         assert_eq!(token("my prog"), "\"my prog\"");
         assert_eq!(token(""), "\"\"");
+        // A terminal escape, a bidirectional override, a line separator, a
+        // zero-width space: never printed raw.
+        assert_eq!(token("a\u{1b}[2Jb"), "\"a\\u{1b}[2Jb\"");
+        assert_eq!(token("x\u{202e}gpj.exe"), "\"x\\u{202e}gpj.exe\"");
+        assert_eq!(token("a\u{2028}b"), "\"a\\u{2028}b\"");
+        assert_eq!(token("a\u{200b}b"), "\"a\\u{200b}b\"");
+        assert_eq!(token("a\\b"), "\"a\\\\b\"");
+        assert_eq!(
+            token("/v1.41/containers/create"),
+            "/v1.41/containers/create"
+        );
+    }
+
+    #[test]
+    fn authz_events_read_escaped() {
+        let line = r#"{"@timestamp":"","event":{"action":"authz_denied"},"workload":{"name":"docker\u001b[31m"},"authz":{"mode":"enforce","user":"","method":"POST","uri":"/v1.41/containers/create?name=\u001b]0;x\u0007","endpoint":"containers/create","rule":"privileged","message":"no (HostConfig.Privileged: true)","container":"0123456789ab"}}"#;
+        let event = AuditEvent::parse_line(line.as_bytes()).unwrap();
+        let text = format_event(&event, &jiff::tz::TimeZone::UTC);
+        assert!(!text.chars().any(|c| c.is_control()), "{text:?}");
+        assert!(text.contains(r#""docker\u{1b}[31m""#), "{text}");
+        assert!(text.contains("authz_denied"), "{text}");
+        assert!(text.contains("rule=privileged method=POST"), "{text}");
+        assert!(
+            text.contains(r#"uri="/v1.41/containers/create?name=\u{1b}]0;x\u{7}""#),
+            "{text}"
+        );
+        assert!(
+            text.contains("endpoint=containers/create container=0123456789ab"),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"message="no (HostConfig.Privileged: true)""#),
+            "{text}"
+        );
+        assert!(!text.contains("user="), "{text}");
     }
 
     #[test]
