@@ -20,8 +20,8 @@
 #      no bench processes) and checks that it did.
 #
 # Usage (as root, from anywhere):
-#   scripts/bench.sh                 the full run, about 5 minutes
-#   scripts/bench.sh --quick         a smoke run of about 15 s (tiny
+#   scripts/bench.sh                 the full run, about 6 minutes
+#   scripts/bench.sh --quick         a smoke run of about 25 s (tiny
 #                                    counts; the figures mean little)
 #   scripts/bench.sh --only launch -- --rounds 50
 #                                    one harness alone, with its own options
