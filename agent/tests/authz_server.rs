@@ -391,6 +391,46 @@ async fn bounds_size_slow_clients_and_time() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_held_open_without_requests_cannot_keep_dockerd_out() {
+    let p = Plugin::start(|c| {
+        c.max_connections = 4;
+        c.idle_timeout_ms = 20_000;
+        c.request_timeout_ms = 30_000;
+    })
+    .await;
+    // The cap, filled with connections that send nothing or half a head.
+    let mut held = Vec::new();
+    for i in 0..6 {
+        let mut s = UnixStream::connect(&p.socket).await.unwrap();
+        if i % 2 == 1 {
+            s.write_all(b"POST /AuthZPlugin.AuthZReq HTTP/1.1\r\nHost:")
+                .await
+                .unwrap();
+        }
+        held.push(s);
+    }
+    let create = recorded("create-privileged.json");
+    for _ in 0..10 {
+        let t = Instant::now();
+        let answer = tokio::time::timeout(Duration::from_secs(5), p.authz(&create))
+            .await
+            .expect("answered while idle connections fill the cap");
+        assert_eq!(answer["Allow"], false);
+        assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+    }
+    // The oldest idle ones were closed to make room.
+    let mut closed = 0;
+    for s in &mut held {
+        let mut byte = [0u8; 1];
+        if let Ok(Ok(0)) = tokio::time::timeout(Duration::from_millis(100), s.read(&mut byte)).await
+        {
+            closed += 1;
+        }
+    }
+    assert!(closed >= 3, "{closed} of the held connections were closed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn audit_mode_allows_and_records() {
     let mut p = Plugin::start(|c| c.mode = AuthzMode::Audit).await;
     let answer = p.authz(&recorded("create-privileged.json")).await;

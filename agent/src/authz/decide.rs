@@ -191,14 +191,14 @@ impl Judge {
                 }
             }
         };
-        let response = self.answer(&req, &outcome);
+        let (verdict, response) = self.answer(&req, &outcome);
         if let Some(ticket) = ticket {
             if response.allow {
                 ticket.allowed();
             }
         }
         self.stats
-            .record(outcome.verdict, outcome.endpoint, started.elapsed());
+            .record(verdict, outcome.endpoint, started.elapsed());
         response
     }
 
@@ -340,8 +340,9 @@ impl Judge {
         outcome
     }
 
-    /// The answer by mode, and the audit event of anything but an allow.
-    fn answer(&self, req: &AuthzRequest, outcome: &Outcome) -> AuthzResponse {
+    /// The verdict and the answer by mode, and the audit event of anything
+    /// but an allow.
+    fn answer(&self, req: &AuthzRequest, outcome: &Outcome) -> (Verdict, AuthzResponse) {
         let enforce = self.mode == AuthzMode::Enforce;
         let verdict = match (outcome.verdict, enforce) {
             (Verdict::Deny, false) => Verdict::WouldDeny,
@@ -351,11 +352,12 @@ impl Judge {
             verdict,
             ..outcome.clone()
         };
+        let allow = AuthzResponse {
+            allow: true,
+            ..Default::default()
+        };
         if verdict == Verdict::Allow {
-            return AuthzResponse {
-                allow: true,
-                ..Default::default()
-            };
+            return (verdict, allow);
         }
         self.audit.send(&Denial {
             action: if enforce {
@@ -373,16 +375,14 @@ impl Judge {
             container: outcome.container.as_deref(),
         });
         if !enforce {
-            return AuthzResponse {
-                allow: true,
-                ..Default::default()
-            };
+            return (verdict, allow);
         }
-        AuthzResponse {
+        let deny = AuthzResponse {
             allow: false,
             msg: format!("{} [rule: {}]", outcome.message, outcome.rule),
             err: String::new(),
-        }
+        };
+        (verdict, deny)
     }
 }
 

@@ -7,8 +7,8 @@
 //!   old one);
 //! - [`socket`], [`systemd`]: the plugin's unix socket, bound by moatd or
 //!   passed by systemd (`moatd-authz.socket`);
-//! - [`server`]: the HTTP/1.1 server on it, bounded in connections, time
-//!   and size;
+//! - [`server`]: the HTTP/1.1 server on it, bounded in connections
+//!   ([`conns`]), time and size;
 //! - [`decide`]: one request decided: the policy on the request, and at a
 //!   container start the policy on the configuration the daemon will run
 //!   ([`inspect`]), with [`gate`] closing the window between the two;
@@ -18,6 +18,7 @@
 //! and the `moat_authz_*` metrics ([`crate::export::metrics::authz`]).
 
 pub mod audit;
+pub mod conns;
 pub mod decide;
 pub mod gate;
 pub mod inspect;

@@ -6,10 +6,12 @@
 //! - anything else → 404 (405 for a known path with another method).
 //!
 //! dockerd's plugin client has no timeout, so the server bounds everything
-//! itself: at most `max_connections` connections are served at once (more
-//! wait in the socket's backlog, and each request is served concurrently,
-//! so the inspect a start waits for gets through); a connection idle for
-//! `idle_timeout` (or slower than that with a request's headers) is closed;
+//! itself: at most `max_connections` connections are served at once; at the
+//! cap a new connection closes the oldest idle one (see [`super::conns`]),
+//! or waits, with the ones after it in the socket's backlog, when every one
+//! is inside a request; requests are served concurrently, so the inspect a
+//! start waits for gets through; a connection idle for `idle_timeout` (or
+//! slower than that with a request's headers) is closed;
 //! a request's body and decision must be done within `request_timeout`,
 //! else it is denied; a plugin request over
 //! [`moat_policy::wire::MAX_REQUEST_BYTES`] is denied without being read
@@ -37,13 +39,19 @@ use tokio::{
     task::JoinSet,
 };
 
-use super::decide::Judge;
+use super::{
+    conns::{Conn, Registry},
+    decide::Judge,
+};
 
 /// The plugin protocol's content type.
 const PLUGIN_JSON: &str = "application/vnd.docker.plugins.v1.2+json";
 
 /// How long open requests get to finish once moatd stops.
 const DRAIN: Duration = Duration::from_secs(1);
+
+/// How long an evicted connection gets to close by itself.
+const EVICT_GRACE: Duration = Duration::from_millis(100);
 
 /// The server's bounds.
 #[derive(Debug, Clone, Copy)]
@@ -66,16 +74,9 @@ pub async fn serve(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let registry = Arc::new(Registry::default());
     let mut connections = JoinSet::new();
     loop {
-        // A slot first: at the cap, connections wait in the kernel's backlog.
-        let permit = tokio::select! {
-            _ = shutdown.changed() => break,
-            permit = slots.clone().acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_) => break,
-            },
-        };
         let accepted = tokio::select! {
             _ = shutdown.changed() => break,
             accepted = listener.accept() => accepted,
@@ -89,11 +90,32 @@ pub async fn serve(
                 continue;
             }
         };
+        // At the cap, an idle connection makes room; when every one is
+        // inside a request, this one waits for a slot (and the next ones
+        // in the kernel's backlog).
+        let permit = match slots.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => {
+                if registry.evict_oldest_idle() {
+                    log::debug!("plugin connection cap reached: closed the oldest idle one");
+                }
+                tokio::select! {
+                    _ = shutdown.changed() => break,
+                    permit = slots.clone().acquire_owned() => match permit {
+                        Ok(permit) => permit,
+                        Err(_) => break,
+                    },
+                }
+            }
+        };
         let judge = judge.clone();
         let mut stop = shutdown.clone();
+        let entry = registry.enter();
         connections.spawn(async move {
             let _permit = permit;
-            let service = service_fn(move |request| handle(request, judge.clone(), limits));
+            let conn = entry.conn.clone();
+            let service =
+                service_fn(move |request| handle(request, judge.clone(), limits, conn.clone()));
             let connection = http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(limits.idle_timeout)
@@ -109,7 +131,23 @@ pub async fn serve(
                     connection.as_mut().graceful_shutdown();
                     let _ = connection.await;
                 }
+                () = entry.conn.evicted() => {
+                    // hyper closes a connection between requests at once,
+                    // but one that has not finished a request's head yet
+                    // only when the head arrives: that one is dropped.
+                    connection.as_mut().graceful_shutdown();
+                    let grace = tokio::time::sleep(EVICT_GRACE);
+                    tokio::select! {
+                        _ = connection.as_mut() => {}
+                        () = grace => {
+                            if entry.conn.is_busy() {
+                                let _ = connection.await;
+                            }
+                        }
+                    }
+                }
             }
+            drop(entry);
         });
         while connections.try_join_next().is_some() {}
     }
@@ -149,6 +187,18 @@ async fn read_body(request: Request<Incoming>, deadline: Instant) -> Result<Byte
 }
 
 async fn handle(
+    request: Request<Incoming>,
+    judge: Arc<Judge>,
+    limits: Limits,
+    conn: Arc<Conn>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    conn.begin();
+    let response = respond(request, judge, limits).await;
+    conn.end();
+    response
+}
+
+async fn respond(
     request: Request<Incoming>,
     judge: Arc<Judge>,
     limits: Limits,

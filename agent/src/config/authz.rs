@@ -63,7 +63,8 @@ pub struct AuthzConfig {
     pub request_timeout_ms: u64,
     /// How long a connection may stay idle between requests, in milliseconds.
     pub idle_timeout_ms: u64,
-    /// Plugin connections open at once; more wait in the socket's backlog.
+    /// Plugin connections open at once; at the cap a new one closes the
+    /// oldest idle one, or waits in the socket's backlog.
     pub max_connections: u32,
     /// Container inspects in progress at once; more starts wait for a slot.
     pub max_inspects: u32,
