@@ -4,7 +4,8 @@
 //! plugin's socket is refused when another moatd serves it, replaced when a
 //! dead one left it, and removed at exit; a socket passed by systemd is
 //! checked (bound where `authz.socket` says) and refused when the plugin is
-//! disabled.
+//! disabled; the `moat_authz_*` families are served (text and OpenMetrics)
+//! and pass `promtool check metrics`.
 //!
 //! The tests that start moatd load its eBPF programs: root only (`SKIP`
 //! otherwise).
@@ -140,15 +141,15 @@ fn a_broken_policy_stops_moatd_before_it_serves() {
     assert!(!socket.exists(), "nothing was served");
 }
 
-/// moatd with `cfg`, once it says it runs.
-fn run_moatd(cfg: &Path) -> std::process::Child {
+/// moatd with `cfg`, once it says it runs, and its `/metrics` address.
+fn run_moatd(cfg: &Path) -> (std::process::Child, std::net::SocketAddr) {
     let (child, rx) = spawn_moatd(["--config", cfg.to_str().unwrap(), "--listen", "127.0.0.1:0"]);
     loop {
         let line = rx
             .recv_timeout(Duration::from_secs(30))
             .expect("moatd did not say it runs within 30 s");
         if line.contains(" running (pid ") {
-            return child;
+            return (child, moatd_common::served_address(&line));
         }
     }
 }
@@ -169,7 +170,7 @@ fn the_socket_is_replaced_when_stale_refused_when_live_and_removed_at_exit() {
 
     // A socket left by a moatd that died.
     drop(UnixListener::bind(&socket).unwrap());
-    let first = run_moatd(&cfg);
+    let (first, addr) = run_moatd(&cfg);
     assert_eq!(
         post(&socket, "/Plugin.Activate", b"").unwrap(),
         (200, r#"{"Implements":["authz"]}"#.to_owned())
@@ -191,6 +192,34 @@ fn the_socket_is_replaced_when_stale_refused_when_live_and_removed_at_exit() {
         "{stderr}"
     );
     assert_eq!(post(&socket, "/Plugin.Activate", b"").unwrap().0, 200);
+
+    // The plugin's families, in both formats, as Prometheus reads them.
+    let text = moatd_common::get(addr, "/metrics").body;
+    for family in [
+        "# TYPE moat_authz_requests_total counter",
+        "# TYPE moat_authz_request_duration_seconds histogram",
+        "# TYPE moat_authz_policy_reloads_total counter",
+        "# TYPE moat_authz_policy_info gauge",
+    ] {
+        assert!(text.contains(family), "no {family:?} in:\n{text}");
+    }
+    assert!(text.contains("moat_authz_request_duration_seconds_bucket{le=\"+Inf\"} 0"));
+    assert!(text.contains("moat_authz_policy_info{mode=\"enforce\",source=\"baseline\",sha256=\""));
+    promtool_check(&text);
+    let om = moatd_common::request(
+        addr,
+        "GET",
+        "/metrics",
+        &[("Accept", "application/openmetrics-text; version=1.0.0")],
+    )
+    .unwrap()
+    .body;
+    assert!(om.contains("# TYPE moat_authz_request_duration_seconds histogram"));
+    assert!(
+        om.contains("moat_authz_request_duration_seconds_count 0"),
+        "{om}"
+    );
+    assert!(om.ends_with("# EOF\n"));
 
     stop(first);
     assert!(!socket.exists(), "the socket is removed at exit");
@@ -247,4 +276,32 @@ fn a_passed_socket_must_be_the_configured_one_and_the_plugin_enabled() {
         "{stderr}"
     );
     assert!(elsewhere.exists(), "a passed socket is never removed");
+}
+
+/// `promtool check metrics` accepts the exposition (when installed).
+fn promtool_check(body: &str) {
+    use std::io::Write as _;
+    let Ok(mut child) = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+    else {
+        eprintln!("SKIP (promtool part): promtool is not installed (Debian package prometheus)");
+        return;
+    };
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(body.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success() && out.stdout.is_empty(),
+        "promtool check metrics: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
