@@ -215,7 +215,8 @@ async fn run(
     };
     log::info!(
         "moatd {} running (pid {}): serving http://{}/metrics, audit log {}; \
-         stop with SIGTERM or SIGINT, reopen the audit log with SIGHUP",
+         stop with SIGTERM or SIGINT, reopen the audit log (and reload the authorization \
+         policy) with SIGHUP",
         env!("CARGO_PKG_VERSION"),
         std::process::id(),
         running.local_addr(),
