@@ -99,11 +99,17 @@ struct Plugin {
     socket: PathBuf,
     running: Option<authz::Running>,
     stats: Arc<AuthzStats>,
+    audit_stats: Arc<AuditStats>,
     events: mpsc::Receiver<AuditEvent>,
 }
 
 impl Plugin {
     async fn start(tweak: impl FnOnce(&mut AuthzConfig)) -> Plugin {
+        Plugin::start_with(tweak, 1024).await
+    }
+
+    /// With an audit writer queue of `audit_queue` events.
+    async fn start_with(tweak: impl FnOnce(&mut AuthzConfig), audit_queue: usize) -> Plugin {
         let dir = tempfile::Builder::new()
             .prefix("moat-authz-server-")
             .tempdir()
@@ -123,7 +129,8 @@ impl Plugin {
         let loaded: LoadedPolicy = authz::load_policy(&config.policy).unwrap();
         let socket = PluginSocket::open(&config, &ListenEnv::default()).unwrap();
         let stats = Arc::new(AuthzStats::default());
-        let (tx, events) = mpsc::channel(1024);
+        let audit_stats = Arc::new(AuditStats::default());
+        let (tx, events) = mpsc::channel(audit_queue);
         let running = authz::start(
             &config,
             socket,
@@ -131,7 +138,7 @@ impl Plugin {
             stats.clone(),
             authz::Sinks {
                 audit_events: tx,
-                audit_stats: Arc::new(AuditStats::default()),
+                audit_stats: audit_stats.clone(),
                 host: "test".into(),
             },
         )
@@ -141,6 +148,7 @@ impl Plugin {
             dir,
             running: Some(running),
             stats,
+            audit_stats,
             events,
         }
     }
@@ -428,6 +436,101 @@ async fn connections_held_open_without_requests_cannot_keep_dockerd_out() {
         }
     }
     assert!(closed >= 3, "{closed} of the held connections were closed");
+}
+
+/// A stuck audit writer (its queue full, never read) does not hold up a
+/// decision: the events it cannot take are counted as dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stuck_audit_writer_never_holds_up_a_decision() {
+    let p = Plugin::start_with(|_| {}, 1).await;
+    let create = recorded("create-privileged.json");
+    let started = Instant::now();
+    let n = 6000;
+    let mut s = UnixStream::connect(&p.socket).await.unwrap();
+    let head = format!(
+        "POST /AuthZPlugin.AuthZReq HTTP/1.1\r\nHost: p\r\nContent-Length: {}\r\n\r\n",
+        create.len()
+    );
+    let mut buf = Vec::new();
+    for _ in 0..n {
+        s.write_all(head.as_bytes()).await.unwrap();
+        s.write_all(&create).await.unwrap();
+        // One answer (its body ends the JSON object).
+        loop {
+            let mut chunk = [0u8; 4096];
+            let k = s.read(&mut chunk).await.unwrap();
+            assert!(
+                k > 0,
+                "the plugin closed the connection: {:?}",
+                String::from_utf8_lossy(&buf)
+            );
+            buf.extend_from_slice(&chunk[..k]);
+            if let Some(end) = buf.windows(3).position(|w| w == b"]\"}") {
+                buf.drain(..end + 3);
+                break;
+            }
+        }
+    }
+    eprintln!("{n} denials in {:?}", started.elapsed());
+    assert!(started.elapsed() < Duration::from_secs(30));
+    assert_eq!(
+        p.stats.requests(Verdict::Deny, Endpoint::ContainerCreate),
+        n
+    );
+    // The writer's queue holds 1, the plugin's 4096, one is in between.
+    let dropped = p.audit_stats.queue_full();
+    assert!(dropped >= n - 4096 - 2, "{dropped} dropped");
+}
+
+/// The plugin answers while every worker of the runtime that started it
+/// (moatd's, which also runs `/metrics` and the signal handling) is
+/// blocked: dockerd waits for each decision with no timeout.
+#[test]
+fn a_blocked_moatd_runtime_never_holds_up_a_decision() {
+    use std::io::{Read as _, Write as _};
+    let moatd = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let p = moatd.block_on(Plugin::start(|_| {}));
+    let (blocked_tx, blocked_rx) = std::sync::mpsc::channel();
+    moatd.spawn(async move {
+        let _ = blocked_tx.send(());
+        std::thread::sleep(Duration::from_secs(5));
+    });
+    blocked_rx
+        .recv_timeout(Duration::from_secs(5))
+        .expect("the worker runs the blocking task");
+    let create = recorded("create-privileged.json");
+    let started = Instant::now();
+    let mut s = std::os::unix::net::UnixStream::connect(&p.socket).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let head = format!(
+        "POST /AuthZPlugin.AuthZReq HTTP/1.1\r\nHost: p\r\nContent-Length: {}\r\n\
+         Connection: close\r\n\r\n",
+        create.len()
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(&create).unwrap();
+    let mut raw = Vec::new();
+    let read = s.read_to_end(&mut raw);
+    let took = started.elapsed();
+    assert!(
+        read.is_ok(),
+        "no answer within 2 s while moatd's runtime is blocked: {read:?}"
+    );
+    let (status, body) = parse_response(&raw);
+    assert_eq!(status, 200, "{body}");
+    let answer: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(answer["Allow"], false, "{body}");
+    assert!(took < Duration::from_secs(1), "answered in {took:?}");
+    assert_eq!(
+        p.stats.requests(Verdict::Deny, Endpoint::ContainerCreate),
+        1
+    );
+    drop(p);
+    moatd.shutdown_background();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -30,7 +30,7 @@ pub mod systemd;
 use std::{path::Path, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
-use tokio::{sync::watch, task::JoinSet};
+use tokio::sync::watch;
 
 use crate::{
     config::AuthzConfig,
@@ -101,16 +101,24 @@ pub struct Sinks {
     pub host: String,
 }
 
-/// The plugin, serving.
+/// The plugin, serving on its own thread.
 #[derive(Debug)]
 pub struct Running {
     shutdown: watch::Sender<bool>,
-    tasks: JoinSet<()>,
-    forwarder: tokio::task::JoinHandle<()>,
+    done: tokio::sync::oneshot::Receiver<()>,
+    thread: Option<std::thread::JoinHandle<()>>,
     store: Arc<PolicyStore>,
     stats: Arc<AuthzStats>,
     mode: &'static str,
-    socket: PluginSocket,
+    socket: Option<PluginSocket>,
+}
+
+impl Drop for Running {
+    /// Dropped without [`Running::shutdown`]: the thread stops serving (on
+    /// its own time) and the socket goes.
+    fn drop(&mut self) {
+        let _ = self.shutdown.send(true);
+    }
 }
 
 fn info(mode: &str, loaded: &LoadedPolicy) -> PolicyInfo {
@@ -123,6 +131,15 @@ fn info(mode: &str, loaded: &LoadedPolicy) -> PolicyInfo {
 
 /// Serves the plugin on `socket` with the policy `loaded` (from
 /// `config.policy`), counting in `stats` and auditing through `sinks`.
+///
+/// The plugin runs on a thread of its own with a single-threaded tokio
+/// runtime. dockerd waits for every decision with no timeout, so nothing
+/// else in moatd may hold it up: the shared runtime's workers also run the
+/// audit writer, whose file writes block (a slow or full disk would stall
+/// every Docker API call on the node) and `/metrics`. Here a stuck writer
+/// only fills the audit queue (drops are counted). A decision takes tens of
+/// microseconds; large request bodies are decoded on this runtime's
+/// blocking threads.
 pub fn start(
     config: &AuthzConfig,
     socket: PluginSocket,
@@ -152,31 +169,62 @@ pub fn start(
         stats.clone(),
         sink,
     ));
-    let listener = socket
+    let limits = server::Limits {
+        max_connections: config.max_connections as usize,
+        idle_timeout: Duration::from_millis(config.idle_timeout_ms),
+        request_timeout: Duration::from_millis(config.request_timeout_ms),
+    };
+    let std_listener = socket
         .listener
         .try_clone()
-        .and_then(tokio::net::UnixListener::from_std)
-        .context("registering the plugin socket")?;
+        .context("duplicating the plugin socket")?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .thread_name("moatd-authz")
+        .max_blocking_threads(4)
+        .build()
+        .context("starting the authorization plugin's runtime")?;
     let (shutdown, shutdown_rx) = watch::channel(false);
-    let mut tasks = JoinSet::new();
-    tasks.spawn(server::serve(
-        listener,
-        judge,
-        server::Limits {
-            max_connections: config.max_connections as usize,
-            idle_timeout: Duration::from_millis(config.idle_timeout_ms),
-            request_timeout: Duration::from_millis(config.request_timeout_ms),
-        },
-        shutdown_rx,
-    ));
+    let (done_tx, done) = tokio::sync::oneshot::channel();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let thread = std::thread::Builder::new()
+        .name("moatd-authz".into())
+        .spawn(move || {
+            runtime.block_on(async move {
+                let listener = match tokio::net::UnixListener::from_std(std_listener) {
+                    Ok(listener) => listener,
+                    Err(err) => {
+                        let _ = ready_tx.send(Err(err));
+                        return;
+                    }
+                };
+                let _ = ready_tx.send(Ok(()));
+                let forwarder = tokio::spawn(forward);
+                server::serve(listener, judge, limits, shutdown_rx).await;
+                // The judge (and its audit sink) is gone with the server:
+                // the forwarder hands what is queued to the writer and ends.
+                if tokio::time::timeout(AUDIT_DRAIN, forwarder).await.is_err() {
+                    log::warn!("authorization audit events still queued at exit were dropped");
+                }
+            });
+            // Decodes still running on the blocking threads are bounded in
+            // size; past this they are left to finish on their own.
+            runtime.shutdown_timeout(Duration::from_millis(500));
+            let _ = done_tx.send(());
+        })
+        .context("starting the authorization plugin's thread")?;
+    ready_rx
+        .recv()
+        .context("the authorization plugin's thread ended at start")?
+        .context("registering the plugin socket")?;
     Ok(Running {
         shutdown,
-        tasks,
-        forwarder: tokio::spawn(forward),
+        done,
+        thread: Some(thread),
         store,
         stats,
         mode,
-        socket,
+        socket: Some(socket),
     })
 }
 
@@ -218,14 +266,15 @@ impl Running {
     /// the writer.
     pub async fn shutdown(mut self) {
         let _ = self.shutdown.send(true);
-        while self.tasks.join_next().await.is_some() {}
-        drop(self.socket);
-        if tokio::time::timeout(AUDIT_DRAIN, &mut self.forwarder)
-            .await
-            .is_err()
-        {
-            log::warn!("authorization audit events still queued at exit were dropped");
-            self.forwarder.abort();
+        // Serving drains for a second, the audit queue for another.
+        let bound = AUDIT_DRAIN + Duration::from_secs(2);
+        if tokio::time::timeout(bound, &mut self.done).await.is_ok() {
+            if let Some(thread) = self.thread.take() {
+                let _ = thread.join();
+            }
+        } else {
+            log::warn!("the authorization plugin's thread did not stop within {bound:?}");
         }
+        drop(self.socket.take());
     }
 }
