@@ -94,6 +94,11 @@ impl Dockerd {
         &self.dir
     }
 
+    /// dockerd's pid, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Its API socket.
     pub fn socket(&self) -> &Path {
         &self.sock

@@ -49,6 +49,8 @@ pub(super) struct Latency {
     pub sent_all: usize,
     /// Share of moatd's own timings at 1 ms or less, percent.
     pub server_within_1ms: f64,
+    /// moatd's CPU time (user + system) over the rounds, per request, µs.
+    pub cpu_per_request_us: f64,
 }
 
 fn load_mix() -> Result<Vec<Recorded>, String> {
@@ -224,7 +226,9 @@ pub(super) fn measure(
         counted: 0.0,
         sent_all: WARMUP,
         server_within_1ms: f64::NAN,
+        cpu_per_request_us: f64::NAN,
     };
+    let cpu_before = super::docker_run::cpu_ms(agent.pid())?;
     let mut elapsed = 0.0;
     for round in 0..cfg.rounds {
         let t = Instant::now();
@@ -254,6 +258,8 @@ pub(super) fn measure(
             ),
         );
     }
+    lat.cpu_per_request_us =
+        (super::docker_run::cpu_ms(agent.pid())? - cpu_before) * 1e3 / lat.sent as f64;
     lat.sent_all += lat.sent;
     lat.achieved = lat.sent as f64 / elapsed;
     let after = agent.metrics();

@@ -48,6 +48,10 @@ pub(super) fn rows(m: &Measured) -> Vec<Row> {
             "Decisions moatd timed at 1 ms or less (`moat_authz_request_duration_seconds`)",
             format!("{:.2} %", l.server_within_1ms),
         ),
+        Row::info(
+            "moatd CPU time per decision (user + system, over the rounds)",
+            format!("{:.1} µs", l.cpu_per_request_us),
+        ),
         Row::with_goal(
             "Answers equal to the policy crate's decision",
             format!("{} of {}", l.sent_all - l.wrong, l.sent_all),
@@ -73,6 +77,19 @@ pub(super) fn rows(m: &Measured) -> Vec<Row> {
             format!("{:.3}×", ratio(m)),
             format!("≤ {GOAL_RUN_RATIO}×"),
             ratio(m) <= GOAL_RUN_RATIO,
+        ),
+        Row::info(
+            "CPU time per `docker run`: dockerd without the plugin",
+            format!("{:.1} ms", m.runs.cpu_plain),
+        ),
+        Row::info(
+            "CPU time per `docker run`: dockerd with the plugin + moatd",
+            format!(
+                "{:.1} ms ({:.1} + {:.1})",
+                m.runs.cpu_judged + m.runs.cpu_moatd,
+                m.runs.cpu_judged,
+                m.runs.cpu_moatd
+            ),
         ),
     ]
 }
@@ -116,7 +133,10 @@ pub(super) fn conditions(cfg: &Config, m: &Measured) -> Vec<String> {
         format!(
             "docker run: {} interleaved pairs after {} warm-up pairs, on two dockerds ({}) \
              started by the harness (vfs, no bridge, `--network none`), the order alternating \
-             per pair; with the plugin, moatd also inspects each container at its start.",
+             per pair; with the plugin, moatd also inspects each container at its start. CPU \
+             times per run are the processes' user + system time over the measured runs \
+             (`/proc/<pid>/stat`, 10 ms ticks) divided by the runs; moatd's includes all of its \
+             work meanwhile (its eBPF collector sees every process the runs start).",
             m.runs.plain.len(),
             docker_run::WARMUP,
             m.runs.version
@@ -183,6 +203,18 @@ pub(super) fn results(
             met: Some(ratio(m) <= GOAL_RUN_RATIO),
         }),
         ..alone(RUN_FIGURE, "ms", Value::measured(&m.runs.judged))
+    });
+    r.comparisons.push(Comparison {
+        peers: vec![Peer {
+            name: "no plugin".into(),
+            value: Value::Exact(m.runs.cpu_plain),
+        }],
+        baseline: Some("no plugin".into()),
+        ..alone(
+            "CPU time per `docker run` (dockerd, and moatd with the plugin)",
+            "ms",
+            Value::Exact(m.runs.cpu_judged + m.runs.cpu_moatd),
+        )
     });
     r.machine = machine;
     r.conditions = conditions;
