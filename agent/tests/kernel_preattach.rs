@@ -69,30 +69,36 @@ fn a_thread_blocked_before_attach_gives_no_denial() {
         kernel_common::report(shared, 1, denied as i64);
         0
     });
-    // Blocked in a sleep that returns normally after the programs attach.
+    // Blocked in a read(2) that returns normally (one byte) once the
+    // programs are attached: the byte is written only then, so the order
+    // holds however long loading takes (seconds under emulation).
+    let mut wake = [0; 2];
+    // SAFETY: pipe with a valid array.
+    assert_eq!(unsafe { libc::pipe(wake.as_mut_ptr()) }, 0);
+    let wake_fd = wake[0];
     let sleeper_cg = TestCgroup::v2("sleep");
     let mut sleeper = spawn_in(&[&sleeper_cg], |shared| {
         filter.install(false);
-        let nap = libc::timespec {
-            tv_sec: 1,
-            tv_nsec: 500_000_000,
-        };
-        let ret = sys!(libc::SYS_nanosleep, &nap as *const libc::timespec, 0);
+        let mut byte = 0u8;
+        let ret = sys!(libc::SYS_read, wake_fd, &mut byte as *mut u8, 1);
         kernel_common::report(shared, 0, ret);
         let denied = (0..K).filter(|_| sys!(libc::SYS_getppid) == -13).count();
         kernel_common::report(shared, 1, denied as i64);
         0
     });
     wait_blocked_in(interrupted.pid, libc::SYS_read);
-    wait_blocked_in(sleeper.pid, libc::SYS_nanosleep);
+    wait_blocked_in(sleeper.pid, libc::SYS_read);
 
     let kernel = Kernel::load(KernelConfig::default()).expect("loading the kernel side");
-    // SAFETY: signalling our own child.
-    unsafe { libc::kill(interrupted.pid, libc::SIGUSR1) };
+    // SAFETY: signalling our own child; writing one byte to our own pipe.
+    unsafe {
+        libc::kill(interrupted.pid, libc::SIGUSR1);
+        assert_eq!(libc::write(wake[1], [1u8].as_ptr().cast(), 1), 1);
+    }
     interrupted.wait_success();
     sleeper.wait_success();
     assert_eq!(interrupted.value(0), -i64::from(libc::EINTR), "read result");
-    assert_eq!(sleeper.value(0), 0, "nanosleep result");
+    assert_eq!(sleeper.value(0), 1, "read result");
     assert_eq!(interrupted.value(1), K);
     assert_eq!(sleeper.value(1), K);
 
@@ -118,7 +124,8 @@ fn a_thread_blocked_before_attach_gives_no_denial() {
     assert!(named(&ignored, "unknown_thread") >= 2, "{ignored:?}");
     // SAFETY: closing our own descriptors.
     unsafe {
-        libc::close(fds[0]);
-        libc::close(fds[1]);
+        for fd in fds.into_iter().chain(wake) {
+            libc::close(fd);
+        }
     }
 }

@@ -3,7 +3,7 @@
 
 mod kernel_common;
 
-use std::{ffi::CString, path::Path, time::Duration};
+use std::{ffi::CString, fs, path::Path, time::Duration};
 
 use kernel_common::{events_of, spawn_in, TestCgroup};
 use moat_agent::{
@@ -166,21 +166,31 @@ fn exec_from_a_secondary_thread_is_one_exec_and_no_denial() {
     );
 }
 
-/// A fork bomb against a pids limit (cgroup v1 `pids`, as on this hybrid host):
-/// every fork the pids controller refuses is counted with EAGAIN.
+/// A fork bomb against a pids limit (cgroup v1 `pids` on hybrid hosts, the
+/// v2 cgroup's own `pids.max` on v2-only hosts): every fork the pids
+/// controller refuses is counted with EAGAIN.
 #[test]
 fn a_fork_bomb_under_a_pids_limit_counts_eagain() {
     skip_unless_privileged!();
-    if !Path::new("/sys/fs/cgroup/pids/cgroup.procs").exists() {
-        eprintln!("SKIP: no cgroup v1 pids hierarchy at /sys/fs/cgroup/pids");
-        return;
-    }
     const LIMIT: u32 = 20;
     const ATTEMPTS: usize = 60;
-    let kernel = kernel();
-    let pids = TestCgroup::v1_pids("bomb", LIMIT);
+    let v1 = Path::new("/sys/fs/cgroup/pids/cgroup.procs").exists();
     let cgroup = TestCgroup::v2("bomb");
-    let mut child = spawn_in(&[&pids, &cgroup], |shared| {
+    let pids = if v1 {
+        Some(TestCgroup::v1_pids("bomb", LIMIT))
+    } else if cgroup.path.join("pids.max").exists() {
+        fs::write(cgroup.path.join("pids.max"), LIMIT.to_string()).expect("setting pids.max");
+        None
+    } else {
+        eprintln!(
+            "SKIP: no pids controller: no v1 pids hierarchy, and pids is not enabled in the \
+             v2 root's cgroup.subtree_control"
+        );
+        return;
+    };
+    let kernel = kernel();
+    let groups: Vec<&TestCgroup> = pids.iter().chain([&cgroup]).collect();
+    let mut child = spawn_in(&groups, |shared| {
         let mut children = Vec::with_capacity(ATTEMPTS);
         let (mut eagain, mut other) = (0, 0);
         for _ in 0..ATTEMPTS {

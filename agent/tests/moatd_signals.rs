@@ -214,6 +214,12 @@ impl LimitedCgroup {
     fn create(pids_mount: &Path, parent: &str, name: &str) -> LimitedCgroup {
         let parent = pids_mount.join(parent);
         let dir = parent.join(name);
+        fs::create_dir_all(&parent).unwrap();
+        // On cgroup v2 the parent hands the controller down to its children.
+        let subtree = parent.join("cgroup.subtree_control");
+        if subtree.exists() {
+            fs::write(&subtree, "+pids").unwrap();
+        }
         fs::create_dir_all(&dir).unwrap();
         fs::write(dir.join("pids.max"), "1").unwrap();
         LimitedCgroup { parent, dir }

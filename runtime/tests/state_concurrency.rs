@@ -67,11 +67,15 @@ fn register(root: &Path, supervisor: ProcessRef) -> WorkloadRecord {
         seccomp_profile: "default".into(),
         userns: Some(ns),
         userns_auto: true,
+        uid: 0,
+        gid: 0,
         pids_limit: None,
         pids_limit_text: "inherit".into(),
         cgroup_pids: PathBuf::new(),
         cgroup_v2: PathBuf::new(),
+        unit: None,
         started_at_unix_ms: now_unix_ms(),
+        namespaces: Vec::new(),
     };
     lock.insert(&rec).unwrap();
     rec
@@ -112,8 +116,9 @@ fn assert_disjoint(records: &[WorkloadRecord]) {
     }
 }
 
-/// After the workloads are gone: every record comes back as stale, the
-/// directory is empty, and the lowest slot is free again.
+/// After the workloads are gone: every record comes back as stale; once
+/// the caller removes them the directory is empty and the lowest slot is
+/// free again.
 fn assert_all_stale(root: &Path, names: &[String]) {
     let dir = StateDir::open(&root.join("state")).unwrap();
     let lock = dir.lock().unwrap();
@@ -124,6 +129,9 @@ fn assert_all_stale(root: &Path, names: &[String]) {
     let mut expected = names.to_vec();
     expected.sort();
     assert_eq!(stale_names, expected);
+    for name in &stale_names {
+        lock.remove(name).unwrap();
+    }
     assert!(dir.list().unwrap().is_empty());
     let (running, stale) = lock.running().unwrap();
     assert!(running.is_empty() && stale.is_empty());

@@ -12,7 +12,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use moat_tests::binary;
-use moat_tests::moatd::{pids_on_v1, pids_on_v2, CgroupParent, TempDir, PIDS_V1, V2};
+use moat_tests::moatd::{pids_on_v1, pids_on_v2, v2_root, CgroupParent, TempDir, PIDS_V1};
 
 /// A private state dir, cgroup parent and subuid/subgid files, all
 /// removed on drop (the cgroups first).
@@ -62,7 +62,7 @@ impl Env {
 
     fn pids_parent(&self) -> PathBuf {
         if pids_on_v2() {
-            Path::new(V2).join(&self.parent.0)
+            v2_root().join(&self.parent.0)
         } else {
             Path::new(PIDS_V1).join(&self.parent.0)
         }
@@ -76,7 +76,7 @@ impl Env {
 
     /// Asserts nothing of the workload is left: no cgroup, no state record.
     fn assert_nothing_left(&self, name: &str) {
-        for root in [Path::new(PIDS_V1), Path::new(V2)] {
+        for root in [Path::new(PIDS_V1), v2_root()] {
             let d = root.join(&self.parent.0).join(name);
             assert!(!d.exists(), "{} left behind", d.display());
         }
@@ -290,6 +290,13 @@ fn user_namespace_maps_are_applied() {
 fn concurrent_auto_user_namespaces_are_disjoint() {
     let _g = moat_tests::cgroup_layout_lock(false);
     let Some(env) = Env::new("auto") else { return };
+    // Each workload runs until the test has seen all three in `moat ps`
+    // (launches take longer than any fixed sleep on a slow machine).
+    let go = env.dir.join("go");
+    let script = format!(
+        "cat /proc/self/uid_map; while [ ! -e {} ]; do sleep 0.05; done",
+        go.display()
+    );
     let children: Vec<Child> = (0..3)
         .map(|i| {
             env.run_cmd(&[
@@ -300,7 +307,7 @@ fn concurrent_auto_user_namespaces_are_disjoint() {
                 "--",
                 "sh",
                 "-c",
-                "cat /proc/self/uid_map; sleep 1",
+                &script,
             ])
             .stdout(Stdio::piped())
             .spawn()
@@ -308,10 +315,18 @@ fn concurrent_auto_user_namespaces_are_disjoint() {
         })
         .collect();
     // While they run, `moat ps --json` lists all three with their maps.
-    std::thread::sleep(Duration::from_millis(500));
-    let ps = env.cmd().args(["ps", "--json"]).output().unwrap();
-    let v: serde_json::Value = serde_json::from_slice(&ps.stdout).unwrap();
-    assert_eq!(v.as_array().unwrap().len(), 3, "{v}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let ps = env.cmd().args(["ps", "--json"]).output().unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&ps.stdout).unwrap();
+        let listed = v.as_array().unwrap().len();
+        if listed == 3 {
+            break;
+        }
+        assert!(listed < 3 && Instant::now() < deadline, "{v}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::fs::write(&go, "").unwrap();
     let mut starts = Vec::new();
     for c in children {
         let o = c.wait_with_output().unwrap();
@@ -408,7 +423,7 @@ fn failed_launch_steps_leave_nothing_behind() {
     // A cgroup that cannot be created: the v2 parent refuses descendants,
     // so the pids cgroup made just before must be rolled back.
     if !pids_on_v2() {
-        let v2_parent = Path::new(V2).join(&env.parent.0);
+        let v2_parent = v2_root().join(&env.parent.0);
         std::fs::create_dir_all(&v2_parent).unwrap();
         std::fs::write(v2_parent.join("cgroup.max.descendants"), "0").unwrap();
         let o = env.run(&["--name", "f5", "--pids-limit", "10", "--", "true"]);
@@ -417,9 +432,7 @@ fn failed_launch_steps_leave_nothing_behind() {
     }
     // The name is free again afterwards.
     let _ = std::fs::write(
-        Path::new(V2)
-            .join(&env.parent.0)
-            .join("cgroup.max.descendants"),
+        v2_root().join(&env.parent.0).join("cgroup.max.descendants"),
         "max",
     );
     let o = env.run(&["--name", "f1", "--", "true"]);
@@ -490,13 +503,13 @@ impl PidsOnV2 {
     }
 
     fn restore(&self) -> std::io::Result<()> {
-        let _ = std::fs::write(Path::new(V2).join("cgroup.subtree_control"), "-pids");
+        let _ = std::fs::write(v2_root().join("cgroup.subtree_control"), "-pids");
         std::fs::create_dir_all(PIDS_V1)?;
         // Cgroups removed a moment ago linger in the kernel until their last
         // zombie is reaped, and the mount fails with EBUSY meanwhile.
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let _ = std::fs::write(Path::new(V2).join("cgroup.subtree_control"), "-pids");
+            let _ = std::fs::write(v2_root().join("cgroup.subtree_control"), "-pids");
             let st = Command::new("mount")
                 .args(["-t", "cgroup", "-o", "pids", "none", PIDS_V1])
                 .stderr(Stdio::null())
@@ -553,8 +566,8 @@ fn fork_bomb_is_contained_on_cgroup_v2() {
     );
 }
 
-/// Under a terminal (`script` allocates a pty), the workload's stdin is
-/// still that terminal: moat does not put pipes in between.
+/// Under a terminal (`script` allocates a pty), the workload's standard
+/// streams are a terminal too: the pty moat gives it, never moat's own.
 #[test]
 fn a_tty_stays_a_tty() {
     let _g = moat_tests::cgroup_layout_lock(false);
@@ -569,12 +582,23 @@ fn a_tty_stays_a_tty() {
         binary("moat").display(),
         env.parent.0
     );
-    let o = Command::new("script")
+    // script's stdin stays open: at its end of file, script would type an
+    // EOF character into the terminal, which moat passes on.
+    let mut c = Command::new("script")
         .args(["-qec", &inner, "/dev/null"])
-        .output()
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .unwrap();
-    assert!(o.status.success(), "{}{}", out(&o), err(&o));
-    assert!(out(&o).trim().starts_with("/dev/pts/"), "{}", out(&o));
+    let stdin = c.stdin.take();
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut c.stdout.take().unwrap(), &mut text).unwrap();
+    let status = c.wait().unwrap();
+    drop(stdin);
+    assert!(status.success(), "{text}");
+    let lines: Vec<&str> = text.lines().map(str::trim).collect();
+    assert!(lines[0].starts_with("/dev/pts/"), "{text}");
 }
 
 #[test]
@@ -593,11 +617,18 @@ fn ps_shows_a_running_workload() {
         ])
         .spawn()
         .unwrap();
+    // The name is reserved (and listed, with `-` for what is not known yet)
+    // before the workload exists: wait until it runs.
     let deadline = Instant::now() + Duration::from_secs(10);
     let table = loop {
         let o = env.cmd().arg("ps").output().unwrap();
         let t = out(&o);
-        if t.contains("pstest") || Instant::now() > deadline {
+        // The record exists from the reservation on; wait until the
+        // workload has started (its PID is shown).
+        let started = t
+            .lines()
+            .any(|l| l.starts_with("pstest") && l.split_whitespace().nth(1) != Some("-"));
+        if started || Instant::now() > deadline {
             break t;
         }
         std::thread::sleep(Duration::from_millis(50));

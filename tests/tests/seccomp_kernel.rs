@@ -431,7 +431,7 @@ fn every_comparison_operator_at_its_boundary() {
     }
 }
 
-/// Arguments are compared on all 64 bits.
+/// A 64-bit argument (lseek's `off_t offset`) is compared on all 64 bits.
 #[test]
 fn conditions_compare_all_64_bits() {
     let args = r#"[{"index": 1, "value": 4294967303, "op": "SCMP_CMP_EQ"}]"#; // 0x1_0000_0007
@@ -441,6 +441,39 @@ fn conditions_compare_all_64_bits() {
     let args = r#"[{"index": 1, "value": 4294967295, "op": "SCMP_CMP_GT"}]"#; // 0xFFFF_FFFF
     let probes = [(0x1_0000_0000, 0), (0xFFFF_FFFF, 0), (u64::MAX, 0)];
     assert_eq!(lseek_verdicts(args, &probes), [ALLOWED, DENIED, ALLOWED]);
+}
+
+/// A 32-bit argument (lseek's `unsigned int whence`) is compared on the
+/// 32 bits the kernel reads, with every operator: high bits in the
+/// register change nothing. (Argument 1, `off_t offset`, is 64-bit: see
+/// above.)
+#[test]
+fn every_operator_compares_a_32_bit_argument_on_its_low_word() {
+    const HIGH: u64 = 1 << 32;
+    let probes = [
+        (0, 9),
+        (0, 10),
+        (0, 11),
+        (0, 9 | HIGH),
+        (0, 10 | HIGH),
+        (0, 11 | HIGH),
+    ];
+    let (a, d) = (ALLOWED, DENIED);
+    for (op, want) in [
+        ("SCMP_CMP_NE", [a, d, a]),
+        ("SCMP_CMP_LT", [a, d, d]),
+        ("SCMP_CMP_LE", [a, a, d]),
+        ("SCMP_CMP_EQ", [d, a, d]),
+        ("SCMP_CMP_GE", [d, a, a]),
+        ("SCMP_CMP_GT", [d, d, a]),
+    ] {
+        let args = format!(r#"[{{"index": 2, "value": 10, "op": "{op}"}}]"#);
+        let got = lseek_verdicts(&args, &probes);
+        assert_eq!(got[..3], want, "{op}");
+        assert_eq!(got[3..], want, "{op} with high bits set");
+    }
+    let args = r#"[{"index": 2, "value": 255, "valueTwo": 10, "op": "SCMP_CMP_MASKED_EQ"}]"#;
+    assert_eq!(lseek_verdicts(args, &probes), [d, a, d, d, a, d]);
 }
 
 /// Conditions on different arguments of one rule must all hold (AND).

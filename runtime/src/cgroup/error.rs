@@ -135,6 +135,15 @@ pub enum CgroupError {
         /// Why it was not taken over.
         reason: String,
     },
+    /// A state record names a directory that is not a workload cgroup;
+    /// moat neither kills anything in it nor removes it.
+    #[error("{}: not a workload cgroup, so moat leaves it alone: {reason}", path.display())]
+    NotAWorkloadCgroup {
+        /// The directory as recorded.
+        path: PathBuf,
+        /// Why it is not one.
+        reason: String,
+    },
     /// A workload's cgroup directory is missing.
     #[error("{}: no such workload cgroup", path.display())]
     NotFound {

@@ -207,6 +207,47 @@ pub fn create_dir(path: &Path) -> Result<bool, CgroupError> {
     }
 }
 
+/// `dir` and every cgroup below it, parents before children. A directory
+/// that is gone (meanwhile) is left out.
+pub fn subtree(dir: &Path) -> Result<Vec<std::path::PathBuf>, CgroupError> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        let entries = match fs::read_dir(&d) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(CgroupError::io(Operation::Read, &d, e)),
+        };
+        let mut children = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|e| CgroupError::io(Operation::Read, &d, e))?;
+            // cgroupfs holds interface files and child cgroups, nothing else.
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                children.push(entry.path());
+            }
+        }
+        out.push(d);
+        todo.extend(children);
+    }
+    Ok(out)
+}
+
+/// Removes the cgroup `dir` and every cgroup below it, children first;
+/// see [`remove_dir`]. The common case, no cgroup below, costs one `rmdir`
+/// and no directory listing.
+pub fn remove_tree(dir: &Path) -> Result<(), CgroupError> {
+    match remove_dir_once(dir) {
+        Ok(()) => return Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(_) => {}
+    }
+    let dirs = subtree(dir)?;
+    for d in dirs.iter().rev() {
+        remove_dir(d).map_err(|e| CgroupError::io(Operation::RemoveDir, d, e))?;
+    }
+    Ok(())
+}
+
 /// How long `rmdir` is retried on `EBUSY`: a cgroup whose last process has
 /// just been killed can report busy for a moment while the exit completes.
 pub const REMOVE_RETRY: Duration = Duration::from_secs(2);

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::fs::{clear_faults, inject, Fault};
+use super::kill::sigkill_members;
 use super::*;
 
 /// A temporary directory removed on drop.
@@ -38,7 +39,7 @@ impl Drop for TempTree {
 
 /// A fake hybrid host: v1 pids at `<root>/pids`, cgroup2 at
 /// `<root>/unified` without pids.
-fn fake_v1(label: &str) -> (TempTree, Layout, CgroupConfig) {
+pub(super) fn fake_v1(label: &str) -> (TempTree, Layout, CgroupConfig) {
     let t = TempTree::new(label);
     let root = t.path().to_owned();
     fs::create_dir(root.join("pids")).unwrap();
@@ -56,7 +57,7 @@ fn fake_v1(label: &str) -> (TempTree, Layout, CgroupConfig) {
 }
 
 /// A fake host with pids on cgroup2 at `<root>/unified`.
-fn fake_v2(label: &str) -> (TempTree, Layout, CgroupConfig) {
+pub(super) fn fake_v2(label: &str) -> (TempTree, Layout, CgroupConfig) {
     let t = TempTree::new(label);
     let root = t.path().to_owned();
     fake_v2_root(&root.join("unified"), "hugetlb pids");
@@ -488,6 +489,26 @@ fn leftover_with_processes_is_an_error() {
 }
 
 #[test]
+fn a_leftover_with_cgroups_below_goes_whole_unless_they_hold_processes() {
+    let (_t, layout, cfg) = fake_v1("leftover-below");
+    let first = WorkloadCgroups::create(&layout, &cfg, "web", PidsLimit::Max(64)).unwrap();
+    let below = first.v2_dir().join("inner");
+    drop(first);
+    fs::create_dir(&below).unwrap();
+    fs::write(below.join("cgroup.procs"), "4242\n").unwrap();
+    let e = WorkloadCgroups::create(&layout, &cfg, "web", PidsLimit::Max(8)).unwrap_err();
+    assert!(
+        e.to_string().starts_with(&below.display().to_string()),
+        "{e}"
+    );
+    assert!(e.to_string().contains("[4242]"), "{e}");
+    fs::write(below.join("cgroup.procs"), "").unwrap();
+    let wl = WorkloadCgroups::create(&layout, &cfg, "web", PidsLimit::Max(8)).unwrap();
+    assert!(!below.exists());
+    assert_eq!(read(wl.pids_dir().join("pids.max")), "8");
+}
+
+#[test]
 fn an_interface_file_with_the_name_is_not_a_leftover() {
     let (t, layout, cfg) = fake_v1("name-is-file");
     let wl = WorkloadCgroups::create(&layout, &cfg, "a", PidsLimit::Inherit).unwrap();
@@ -787,4 +808,50 @@ fn remove_tolerates_missing_dirs_and_keeps_the_parent() {
         ),
         "{e:?}"
     );
+}
+
+#[test]
+fn remove_takes_cgroups_made_below_the_workloads_with_it() {
+    let (t, layout, cfg) = fake_v1("remove-below");
+    let wl = WorkloadCgroups::create(&layout, &cfg, "web", PidsLimit::Inherit).unwrap();
+    for d in [wl.pids_dir().to_owned(), wl.v2_dir().to_owned()] {
+        fs::create_dir_all(d.join("a/b")).unwrap();
+        for sub in ["a", "a/b"] {
+            fs::write(d.join(sub).join("cgroup.procs"), "").unwrap();
+        }
+    }
+    wl.kill_all().unwrap();
+    wl.remove().unwrap();
+    assert!(!t.path().join("pids/moat/web").exists());
+    assert!(!t.path().join("unified/moat/web").exists());
+    assert!(t.path().join("pids/moat").is_dir());
+}
+
+#[test]
+fn kill_all_reaches_members_of_cgroups_below() {
+    use std::os::unix::process::ExitStatusExt;
+    let (_t, layout, cfg) = fake_v1("kill-below");
+    let wl = WorkloadCgroups::create(&layout, &cfg, "web", PidsLimit::Inherit).unwrap();
+    let mut child = std::process::Command::new("sleep")
+        .arg("30")
+        .spawn()
+        .unwrap();
+    let below = wl.pids_dir().join("inner");
+    fs::create_dir(&below).unwrap();
+    fs::write(below.join("cgroup.procs"), format!("{}\n", child.id())).unwrap();
+    // The fake cgroupfs does not drop a killed process from cgroup.procs:
+    // empty it once the child is dead, as the kernel would.
+    let dir = below.clone();
+    let pid = child.id();
+    let watcher = std::thread::spawn(move || loop {
+        let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        if stat.is_empty() || stat.contains(") Z") {
+            fs::write(dir.join("cgroup.procs"), "").unwrap();
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    });
+    wl.kill_all().unwrap();
+    watcher.join().unwrap();
+    assert_eq!(child.wait().unwrap().signal(), Some(libc::SIGKILL));
 }

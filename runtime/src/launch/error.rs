@@ -1,10 +1,12 @@
 //! Why a launch failed, and the exit code each failure maps to.
 
-use super::child::{Failure, Step};
+use super::failure::{Failure, Step};
 
 /// A launch failed before the workload's command ran. Nothing is left
 /// behind when this is returned: no cgroup, no state record, no user
-/// namespace allocation, no process.
+/// namespace allocation, no process. (If a cgroup could not be removed, a
+/// warning says so and its state record is kept, so that the next launch
+/// reclaims it rather than nothing naming it.)
 #[derive(Debug, thiserror::Error)]
 pub enum LaunchError {
     /// The seccomp profile could not be read.
@@ -22,6 +24,26 @@ pub enum LaunchError {
     /// The cgroups could not be set up.
     #[error("{0}")]
     Cgroup(#[from] crate::cgroup::CgroupError),
+    /// systemd refused or failed what moat asked of it (the systemd cgroup
+    /// manager).
+    #[error("{what}")]
+    Systemd {
+        /// What moat was doing.
+        what: String,
+        /// systemd's error.
+        #[source]
+        error: crate::systemd::SystemdError,
+    },
+    /// The uid or gid asked for is not one the workload can have.
+    #[error("invalid --user {uid}:{gid}: {reason}")]
+    InvalidUser {
+        /// The uid asked for.
+        uid: u32,
+        /// The gid asked for.
+        gid: u32,
+        /// Why it is refused.
+        reason: String,
+    },
     /// The request uses a feature moat run does not offer.
     #[error("{what}")]
     Unsupported {
@@ -32,6 +54,15 @@ pub enum LaunchError {
     #[error("{what}: {error}")]
     Os {
         /// What moat was doing.
+        what: String,
+        /// The error.
+        error: std::io::Error,
+    },
+    /// moat's init could not give the workload the isolation asked for
+    /// (its mounts, its id maps).
+    #[error("{what} failed: {error}")]
+    Isolation {
+        /// What was being done.
         what: String,
         /// The error.
         error: std::io::Error,
@@ -68,20 +99,7 @@ impl LaunchError {
     /// not executable, 125 anything else (as `docker run`).
     pub fn exit_code(&self) -> i32 {
         match self {
-            LaunchError::Child {
-                failure:
-                    Failure {
-                        step: Step::Exec,
-                        errno,
-                    },
-                ..
-            } => {
-                if *errno == libc::ENOENT {
-                    127
-                } else {
-                    126
-                }
-            }
+            LaunchError::Child { failure, .. } => failure.exit_code(),
             _ => 125,
         }
     }

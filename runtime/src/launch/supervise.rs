@@ -1,12 +1,17 @@
-//! The parent's side while the workload runs: forward signals, reap it.
+//! The supervisor's side while the workload runs: forward signals to moat's
+//! init (which forwards them to the command), relay the workload's pty, and
+//! wait for the init to end.
 //!
-//! Signals are taken synchronously with `sigwaitinfo` (blocked before the
-//! clone, so none is lost in between). A signal another process sent to
-//! moat is forwarded to the workload; one the terminal generated (Ctrl-C,
-//! `si_code == SI_KERNEL`) already reached the workload, which shares moat's
-//! process group, so forwarding it would deliver it twice.
+//! Signals are taken synchronously through a `signalfd` (blocked before the
+//! clone, so none is lost in between) in the same `poll` as the pty. Every
+//! forwarded signal is passed on, whoever sent it: the workload has a
+//! session of its own, so a signal moat's terminal generates never reaches
+//! it directly. SIGWINCH resizes the workload's pty instead.
 
 use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+use super::relay::Relay;
 
 /// Signals forwarded to the workload.
 pub const FORWARDED: [libc::c_int; 6] = [
@@ -37,13 +42,14 @@ impl Outcome {
     }
 }
 
-/// The set of signals the supervisor takes: the forwarded ones and SIGCHLD.
+/// The set of signals the supervisor takes: the forwarded ones, SIGCHLD
+/// and SIGWINCH.
 pub fn supervised_set() -> libc::sigset_t {
     // SAFETY: initialising a local sigset.
     unsafe {
         let mut set: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut set);
-        for s in FORWARDED.iter().chain(&[libc::SIGCHLD]) {
+        for s in FORWARDED.iter().chain(&[libc::SIGCHLD, libc::SIGWINCH]) {
             libc::sigaddset(&mut set, *s);
         }
         set
@@ -81,34 +87,82 @@ pub fn become_subreaper() -> io::Result<()> {
     Ok(())
 }
 
-/// Waits for `pid` to end, forwarding signals to it meanwhile and reaping
-/// any orphan reparented to moat.
-pub fn supervise(pid: i32) -> io::Result<Outcome> {
+/// Waits for moat's init `pid` to end, forwarding signals to it, relaying
+/// the workload's pty meanwhile and reaping any orphan reparented to moat.
+/// Returns the init's raw wait status.
+pub fn supervise(pid: i32, mut relay: Option<&mut Relay>) -> io::Result<libc::c_int> {
     let set = supervised_set();
+    // SAFETY: a new signalfd for a valid, blocked set; owned below.
+    let sfd = unsafe { libc::signalfd(-1, &set, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK) };
+    if sfd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the descriptor just created.
+    let sfd = unsafe { OwnedFd::from_raw_fd(sfd) };
     loop {
-        if let Some(o) = reap(pid)? {
-            return Ok(o);
+        if let Some(status) = reap(pid)? {
+            return Ok(status);
         }
-        // SAFETY: siginfo is plain data filled by the kernel.
-        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-        // SAFETY: valid pointers.
-        let sig = unsafe { libc::sigwaitinfo(&set, &mut info) };
-        if sig < 0 {
+        let mut fds = [libc::pollfd {
+            fd: sfd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        }; 4];
+        if let Some(r) = relay.as_deref() {
+            fds[1..].copy_from_slice(&r.poll_set());
+        } else {
+            for f in &mut fds[1..] {
+                f.fd = -1;
+            }
+        }
+        // SAFETY: poll on a local array of pollfds.
+        if unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) } < 0 {
             let e = io::Error::last_os_error();
             if e.kind() == io::ErrorKind::Interrupted {
                 continue;
             }
             return Err(e);
         }
-        if sig != libc::SIGCHLD && info.si_code != libc::SI_KERNEL {
-            // SAFETY: signalling our own child.
-            unsafe { libc::kill(pid, sig) };
+        while let Some(sig) = next_signal(&sfd) {
+            match sig {
+                libc::SIGCHLD => {}
+                libc::SIGWINCH => {
+                    if let Some(r) = relay.as_deref() {
+                        r.resize();
+                    }
+                }
+                // SAFETY: signalling our own child.
+                _ => unsafe {
+                    libc::kill(pid, sig);
+                },
+            }
+        }
+        if let Some(r) = relay.as_deref_mut() {
+            let set: [libc::pollfd; 3] = [fds[1], fds[2], fds[3]];
+            r.service(&set);
         }
     }
 }
 
-/// Reaps every ended child; returns the outcome if `pid` was among them.
-fn reap(pid: i32) -> io::Result<Option<Outcome>> {
+/// The next pending signal of the signalfd, if any.
+fn next_signal(sfd: &OwnedFd) -> Option<libc::c_int> {
+    // SAFETY: signalfd_siginfo is plain data.
+    let mut info: libc::signalfd_siginfo = unsafe { std::mem::zeroed() };
+    let size = std::mem::size_of::<libc::signalfd_siginfo>();
+    // SAFETY: reading one record into a local structure.
+    let n = unsafe {
+        libc::read(
+            sfd.as_raw_fd(),
+            (&mut info as *mut libc::signalfd_siginfo).cast(),
+            size,
+        )
+    };
+    (n == size as isize).then_some(info.ssi_signo as libc::c_int)
+}
+
+/// Reaps every ended child; returns the raw status of `pid` if it was
+/// among them.
+fn reap(pid: i32) -> io::Result<Option<libc::c_int>> {
     let mut main = None;
     loop {
         let mut status = 0;
@@ -125,8 +179,8 @@ fn reap(pid: i32) -> io::Result<Option<Outcome>> {
         if rc == 0 {
             return Ok(main);
         }
-        if rc == pid {
-            main = decode(status);
+        if rc == pid && decode(status).is_some() {
+            main = Some(status);
         }
     }
 }
@@ -168,7 +222,8 @@ pub fn wait_blocking(pid: i32) -> io::Result<Outcome> {
     }
 }
 
-fn decode(status: libc::c_int) -> Option<Outcome> {
+/// The outcome a raw wait status describes (`None` for a stop or resume).
+pub fn decode(status: libc::c_int) -> Option<Outcome> {
     if libc::WIFEXITED(status) {
         Some(Outcome::Exited(libc::WEXITSTATUS(status)))
     } else if libc::WIFSIGNALED(status) {

@@ -29,6 +29,33 @@ const GO_ARCHES: &[&str] = &[
     "s390x",
 ];
 
+/// Every seccomp architecture moat knows.
+pub const ALL_ARCHES: &[Arch] = &[
+    Arch::X86,
+    Arch::X86_64,
+    Arch::X32,
+    Arch::Arm,
+    Arch::Aarch64,
+    Arch::Mips,
+    Arch::Mips64,
+    Arch::Mips64N32,
+    Arch::Mipsel,
+    Arch::Mipsel64,
+    Arch::Mipsel64N32,
+    Arch::Ppc,
+    Arch::Ppc64,
+    Arch::Ppc64Le,
+    Arch::S390,
+    Arch::S390X,
+    Arch::Parisc,
+    Arch::Parisc64,
+    Arch::Riscv64,
+    Arch::Loongarch64,
+    Arch::M68k,
+    Arch::Sh,
+    Arch::Sheb,
+];
+
 /// Whether `name` is an architecture name Docker profiles use.
 pub fn is_go_arch(name: &str) -> bool {
     GO_ARCHES.contains(&name)
@@ -99,7 +126,8 @@ impl Arch {
     }
 
     /// The `AUDIT_ARCH_*` value the kernel puts in `seccomp_data.arch`, for
-    /// the architectures this project evaluates filters for.
+    /// the architectures this project evaluates filters for and those that
+    /// multiplex socket calls (see `seccomp::mux`).
     pub fn audit_arch(self) -> Option<u32> {
         const LE: u32 = 0x4000_0000;
         const BITS64: u32 = 0x8000_0000;
@@ -112,6 +140,12 @@ impl Arch {
             Arch::Riscv64 => 243 | BITS64 | LE,
             Arch::S390X => 22 | BITS64,
             Arch::Ppc64Le => 21 | BITS64 | LE,
+            Arch::Ppc64 => 21 | BITS64,
+            Arch::Ppc => 20,
+            Arch::S390 => 22,
+            Arch::Mips => 8,
+            Arch::Mipsel => 8 | LE,
+            Arch::M68k => 4,
             _ => return None,
         })
     }

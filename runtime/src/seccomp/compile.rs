@@ -1,20 +1,20 @@
 //! The backend: compiles a resolved profile to a classic BPF program with
-//! libseccomp, following runc's conversion rules.
-
-use std::io::{Read, Seek, SeekFrom};
-use std::os::fd::AsFd;
-
-use libseccomp::{
-    ScmpAction, ScmpArch, ScmpArgCompare, ScmpCompareOp, ScmpFilterContext, ScmpSyscall,
-};
+//! libseccomp, following runc's conversion rules, except where those let a
+//! workload past a condition: argument conditions are compared on the bits
+//! the kernel reads ([`super::args`]), and socket calls filtered by argument
+//! are refused through `socketcall(2)` ([`super::mux`]).
 
 use std::collections::BTreeSet;
 
-use libseccomp::error::SeccompError;
+use libseccomp::{ScmpAction, ScmpArch};
 
-use super::bpf::{Program, SockFilter};
-use super::error::{CompileError, Source};
-use super::profile::{Action, Arch, ArgCondition, Flag, Operator};
+use super::bpf::Program;
+use super::ctx::Ctx;
+use super::error::CompileError;
+use super::fixup;
+use super::mux::{self, Refusal};
+use super::plan::{self, Plan};
+use super::profile::{Action, Arch, Flag};
 use super::resolve::{ActionSpec, Resolved};
 
 /// How syscall numbers are dispatched in the generated program.
@@ -43,6 +43,10 @@ pub struct Options {
     pub dispatch: Dispatch,
     /// Multi-architecture layout.
     pub layout: Layout,
+    /// Compile argument conditions on all 64 bits and let libseccomp map
+    /// socket rules onto `socketcall(2)`, as runc and Docker do. Only for
+    /// comparing with them: it reopens the bypasses the README describes.
+    pub as_libseccomp: bool,
 }
 
 /// Something the user should know that did not stop compilation.
@@ -75,6 +79,34 @@ pub struct Compiled {
     pub syscalls_in_filter: Vec<String>,
     /// Rules dropped because they repeat the default action.
     pub redundant_rules: usize,
+    /// Multiplexed calls refused because the profile filters their
+    /// arguments, by architecture.
+    pub refused_multiplexed: Vec<Refusal>,
+}
+
+impl Compiled {
+    /// Facts about the filter worth telling (not problems).
+    pub fn notes(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for r in &self.refused_multiplexed {
+            for name in &r.indirect {
+                out.push(format!(
+                    "on {}, {name}(2) is refused with ENOSYS: it takes its arguments behind a pointer there, and the profile filters them",
+                    r.arch.name()
+                ));
+            }
+            for (mux, calls) in [("socketcall", &r.socket), ("ipc", &r.ipc)] {
+                if !calls.is_empty() {
+                    out.push(format!(
+                        "on {}, {mux}(2) refuses {} with ENOSYS: the profile filters their arguments, which {mux} passes behind a pointer",
+                        r.arch.name(),
+                        calls.join(", ")
+                    ));
+                }
+            }
+        }
+        out
+    }
 }
 
 /// Errno values above this are clamped by the kernel (`MAX_ERRNO`).
@@ -90,43 +122,69 @@ pub fn compile(resolved: &Resolved, opts: Options) -> Result<Compiled, CompileEr
     let src = &resolved.source;
     let mut warnings = Vec::new();
     check_errno(resolved.default_action, "defaultErrnoRet", &mut warnings);
+    for r in &resolved.rules {
+        if r.action != resolved.default_action {
+            check_errno(
+                r.action,
+                &format!("syscalls[{}].errnoRet", r.index),
+                &mut warnings,
+            );
+        }
+    }
     let needs_errno_patch = check_reserved_errno(resolved)?;
-    let plan = plan_rules(resolved, opts, &mut warnings)?;
+    let (named, redundant_rules) = plan::names(resolved, opts, &mut warnings)?;
+    let native = ScmpArch::native();
+    let mut arches = vec![(native, from_scmp(native, src)?, "(host)".to_string())];
+    arches.extend(extra_arches(resolved)?);
+    if !opts.as_libseccomp {
+        let moat_arches: Vec<Arch> = arches.iter().map(|a| a.1).collect();
+        warnings.extend(plan::condition_warnings(resolved, &named, &moat_arches));
+    }
+    let plans = arches
+        .iter()
+        .map(|(_, arch, _)| plan::for_arch(resolved, &named, *arch, !opts.as_libseccomp))
+        .collect::<Result<Vec<Plan>, _>>()?;
+    let syscalls: BTreeSet<String> = plans
+        .iter()
+        .flat_map(|p| p.syscalls.iter().cloned())
+        .collect();
     let binary_tree = match opts.dispatch {
-        Dispatch::Auto => plan.syscalls.len() >= BINARY_TREE_THRESHOLD,
+        Dispatch::Auto => syscalls.len() >= BINARY_TREE_THRESHOLD,
         Dispatch::Linear => false,
         Dispatch::BinaryTree => true,
     };
-    let extra = extra_arches(resolved)?;
-    let default = to_scmp(resolved.default_action);
+    let marker = fixup::choose_marker(resolved);
+    let default = to_scmp_action(resolved.default_action);
     let mut program = match opts.layout {
         Layout::Combined => {
+            check_same_plans(resolved, &arches, &plans)?;
             let mut ctx = Ctx::new(src, default, ScmpAction::KillThread, binary_tree)?;
-            for (arch, field) in &extra {
-                ctx.add_arch(*arch, field)?;
+            for (scmp, _, field) in &arches[1..] {
+                ctx.add_arch(*scmp, field)?;
             }
-            ctx.add_rules(&plan, None)?;
+            ctx.add_rules(&plans[0], None, marker)?;
             ctx.export()?
         }
         Layout::PerArch => {
-            let marker = unused_trace_data(resolved);
-            let one = |arch: Option<&(ScmpArch, String)>| -> Result<Program, CompileError> {
-                let mut ctx = Ctx::new(src, default, ScmpAction::Trace(marker), binary_tree)?;
-                if let Some((arch, field)) = arch {
-                    ctx.add_arch(*arch, field)?;
+            let trace_marker = fixup::unused_trace_data(resolved);
+            let one = |i: usize| -> Result<Program, CompileError> {
+                let mut ctx = Ctx::new(src, default, ScmpAction::Trace(trace_marker), binary_tree)?;
+                let (scmp, _, field) = &arches[i];
+                if i > 0 {
+                    ctx.add_arch(*scmp, field)?;
                     ctx.remove_native(field)?;
                 }
-                ctx.add_rules(&plan, arch.map(|(a, _)| *a))?;
+                ctx.add_rules(&plans[i], (i > 0).then_some(*scmp), marker)?;
                 ctx.export()
             };
             // Each architecture is an independent libseccomp context, so
             // they compile in parallel; the native one on this thread.
             let parts = std::thread::scope(|scope| {
-                let others: Vec<_> = extra
-                    .iter()
-                    .map(|a| scope.spawn(move || one(Some(a))))
+                let one = &one;
+                let others: Vec<_> = (1..arches.len())
+                    .map(|i| scope.spawn(move || one(i)))
                     .collect();
-                let mut parts = vec![one(None)];
+                let mut parts = vec![one(0)];
                 parts.extend(
                     others
                         .into_iter()
@@ -134,11 +192,35 @@ pub fn compile(resolved: &Resolved, opts: Options) -> Result<Compiled, CompileEr
                 );
                 parts.into_iter().collect::<Result<Vec<_>, _>>()
             })?;
-            chain(parts, marker)
+            fixup::chain(parts, trace_marker)
         }
     };
+    fixup::ignore_marked_high_words(&mut program, marker).map_err(|reason| {
+        CompileError::Export {
+            source_name: src.clone(),
+            reason,
+        }
+    })?;
     if needs_errno_patch {
-        patch_placeholder(&mut program);
+        fixup::patch_errno(&mut program, ERRNO_PLACEHOLDER, KERNEL_MAX_ERRNO);
+    }
+    let mut refused_multiplexed = Vec::new();
+    if !opts.as_libseccomp {
+        let views: Vec<(Arch, ScmpArch, &Plan)> = arches
+            .iter()
+            .zip(&plans)
+            .map(|((scmp, arch, _), p)| (*arch, *scmp, p))
+            .collect();
+        let (prefix, refusals) =
+            mux::prefix(&views).map_err(|reason| CompileError::Unsupported {
+                source_name: src.clone(),
+                field: "syscalls".into(),
+                reason,
+            })?;
+        refused_multiplexed = refusals;
+        if !prefix.is_empty() {
+            program = Program(prefix.0.into_iter().chain(program.0).collect());
+        }
     }
     if program.len() > super::bpf::MAX_INSNS {
         return Err(CompileError::Unsupported {
@@ -157,8 +239,9 @@ pub fn compile(resolved: &Resolved, opts: Options) -> Result<Compiled, CompileEr
         flags,
         binary_tree,
         warnings,
-        syscalls_in_filter: plan.syscalls.into_iter().collect(),
-        redundant_rules: plan.redundant_rules,
+        syscalls_in_filter: syscalls.into_iter().collect(),
+        redundant_rules,
+        refused_multiplexed,
     })
 }
 
@@ -169,174 +252,64 @@ pub enum Layout {
     /// chained: libseccomp's export time grows much faster than linearly
     /// with the number of architectures in one filter (15 ms for x86_64 +
     /// x86 + x32 against under 1 ms each), and the verdicts are identical.
+    /// Each architecture's conditions are lowered for its own ABI.
     #[default]
     PerArch,
-    /// One libseccomp filter holding every architecture.
+    /// One libseccomp filter holding every architecture. The rules are the
+    /// native architecture's; a profile whose conditions lower differently
+    /// on another of its architectures (a value above 32 bits on an
+    /// argument that i386 reads as 32 bits) is refused in this layout.
     Combined,
 }
 
-/// The rules to add, with names resolved once for all architectures.
-struct Plan {
-    rules: Vec<PlannedRule>,
-    syscalls: BTreeSet<String>,
-    redundant_rules: usize,
-}
-
-struct PlannedRule {
-    field: String,
-    name: String,
-    syscall: ScmpSyscall,
-    action: ScmpAction,
-    groups: Vec<Vec<ScmpArgCompare>>,
-}
-
-fn plan_rules(
+/// In one multi-architecture filter every architecture gets the same
+/// rules: refuse when lowering made them differ (marks aside, which only
+/// matter where high words are compared).
+fn check_same_plans(
     resolved: &Resolved,
-    opts: Options,
-    warnings: &mut Vec<Warning>,
-) -> Result<Plan, CompileError> {
-    let mut plan = Plan {
-        rules: Vec::new(),
-        syscalls: BTreeSet::new(),
-        redundant_rules: 0,
+    arches: &[(ScmpArch, Arch, String)],
+    plans: &[Plan],
+) -> Result<(), CompileError> {
+    let key = |p: &Plan| -> Vec<_> {
+        p.rules
+            .iter()
+            .map(|r| {
+                let groups: Vec<Vec<_>> = r
+                    .groups
+                    .iter()
+                    .map(|g| {
+                        g.iter()
+                            .map(|a| super::args::Atom {
+                                marked: false,
+                                ..*a
+                            })
+                            .collect()
+                    })
+                    .collect();
+                (r.name.clone(), r.spec, groups)
+            })
+            .collect()
     };
-    for rule in &resolved.rules {
-        let field = format!("syscalls[{}]", rule.index);
-        if rule.action == resolved.default_action {
-            // libseccomp refuses such rules, and they change nothing.
-            plan.redundant_rules += 1;
-            continue;
-        }
-        check_errno(rule.action, &format!("{field}.errnoRet"), warnings);
-        let action = to_scmp(rule.action);
-        let groups = condition_groups(&rule.args);
-        for (n, name) in rule.names.iter().enumerate() {
-            let name_field = format!("{field}.names[{n}]");
-            let Ok(syscall) = ScmpSyscall::from_name(name) else {
-                if opts.strict {
-                    return Err(CompileError::UnknownSyscall {
-                        source_name: resolved.source.clone(),
-                        field: name_field,
-                        name: name.clone(),
-                    });
-                }
-                warnings.push(Warning {
-                    field: name_field,
-                    message: format!(
-                        "syscall {name:?} is unknown to libseccomp {}; rule skipped (as Docker does)",
-                        libseccomp_version()
-                    ),
-                });
-                continue;
-            };
-            plan.syscalls.insert(name.clone());
-            plan.rules.push(PlannedRule {
-                field: name_field,
-                name: name.clone(),
-                syscall,
-                action,
-                groups: groups.clone(),
+    let native = key(&plans[0]);
+    for (i, p) in plans.iter().enumerate().skip(1) {
+        if key(p) != native {
+            return Err(CompileError::Unsupported {
+                source_name: resolved.source.clone(),
+                field: arches[i].2.clone(),
+                reason: format!(
+                    "argument conditions compile differently on {} than on the native architecture; use the per-architecture layout",
+                    arches[i].1.name()
+                ),
             });
         }
     }
-    Ok(plan)
-}
-
-/// One libseccomp filter context, with errors that name the profile field.
-struct Ctx<'a> {
-    ctx: ScmpFilterContext,
-    src: &'a Source,
-}
-
-impl<'a> Ctx<'a> {
-    fn err(&self, field: &str, what: String) -> impl FnOnce(SeccompError) -> CompileError {
-        let (source_name, field) = (self.src.clone(), field.to_string());
-        move |error| CompileError::Libseccomp {
-            source_name,
-            field,
-            what,
-            error,
-        }
-    }
-
-    fn new(
-        src: &'a Source,
-        default: ScmpAction,
-        bad_arch: ScmpAction,
-        binary_tree: bool,
-    ) -> Result<Ctx<'a>, CompileError> {
-        let fail = |what: &str| {
-            let (source_name, what) = (src.clone(), what.to_string());
-            move |error| CompileError::Libseccomp {
-                source_name,
-                field: "defaultAction".into(),
-                what,
-                error,
-            }
-        };
-        let mut ctx = ScmpFilterContext::new(default).map_err(fail("the default action"))?;
-        // We set no_new_privs ourselves at the right point of the launch.
-        ctx.set_ctl_nnp(false).map_err(fail("clearing NNP"))?;
-        ctx.set_act_badarch(bad_arch)
-            .map_err(fail("the bad-architecture action"))?;
-        ctx.set_ctl_optimize(if binary_tree { 2 } else { 1 })
-            .map_err(fail("the optimisation level"))?;
-        Ok(Ctx { ctx, src })
-    }
-
-    fn add_arch(&mut self, arch: ScmpArch, field: &str) -> Result<(), CompileError> {
-        let e = self.err(field, format!("architecture {arch:?}"));
-        self.ctx.add_arch(arch).map(drop).map_err(e)
-    }
-
-    fn remove_native(&mut self, field: &str) -> Result<(), CompileError> {
-        let e = self.err(field, "removing the native architecture".into());
-        self.ctx
-            .remove_arch(ScmpArch::native())
-            .map(drop)
-            .map_err(e)
-    }
-
-    /// Adds every planned rule. `arch` is the context's only architecture
-    /// when it is not the native one: a syscall that does not exist there
-    /// is left out, as libseccomp does in a multi-architecture filter.
-    fn add_rules(&mut self, plan: &Plan, arch: Option<ScmpArch>) -> Result<(), CompileError> {
-        for r in &plan.rules {
-            let res = if r.groups.iter().all(Vec::is_empty) {
-                self.ctx.add_rule(r.action, r.syscall).map(drop)
-            } else {
-                r.groups.iter().try_for_each(|g| {
-                    self.ctx
-                        .add_rule_conditional(r.action, r.syscall, g)
-                        .map(drop)
-                })
-            };
-            if let Err(error) = res {
-                let exists_here = arch.is_none_or(|a| {
-                    ScmpSyscall::from_name_by_arch(&r.name, a).is_ok_and(|s| i32::from(s) >= 0)
-                });
-                if exists_here {
-                    return Err(self.err(&r.field, format!("the rule for {}", r.name))(
-                        error,
-                    ));
-                }
-            }
-        }
-        Ok(())
-    }
-
-    fn export(&self) -> Result<Program, CompileError> {
-        export(&self.ctx).map_err(|reason| CompileError::Export {
-            source_name: self.src.clone(),
-            reason,
-        })
-    }
+    Ok(())
 }
 
 /// The architectures to filter besides the native one, without repeats.
-fn extra_arches(resolved: &Resolved) -> Result<Vec<(ScmpArch, String)>, CompileError> {
+fn extra_arches(resolved: &Resolved) -> Result<Vec<(ScmpArch, Arch, String)>, CompileError> {
     let native = ScmpArch::native();
-    let mut out: Vec<(ScmpArch, String)> = Vec::new();
+    let mut out: Vec<(ScmpArch, Arch, String)> = Vec::new();
     for (i, arch) in resolved.architectures.iter().enumerate() {
         let field = format!("architectures[{i}]");
         let scmp = to_scmp_arch(*arch).ok_or_else(|| CompileError::Unsupported {
@@ -348,11 +321,23 @@ fn extra_arches(resolved: &Resolved) -> Result<Vec<(ScmpArch, String)>, CompileE
                 libseccomp_version()
             ),
         })?;
-        if scmp != native && !out.iter().any(|(a, _)| *a == scmp) {
-            out.push((scmp, field));
+        if scmp != native && !out.iter().any(|(a, _, _)| *a == scmp) {
+            out.push((scmp, *arch, field));
         }
     }
     Ok(out)
+}
+
+fn from_scmp(scmp: ScmpArch, src: &super::Source) -> Result<Arch, CompileError> {
+    super::arch::ALL_ARCHES
+        .iter()
+        .copied()
+        .find(|a| to_scmp_arch(*a) == Some(scmp))
+        .ok_or_else(|| CompileError::Unsupported {
+            source_name: src.clone(),
+            field: "(host)".into(),
+            reason: format!("libseccomp's native architecture {scmp:?} is unknown to moat"),
+        })
 }
 
 /// Refuses the errno moat reserves for its MAX_ERRNO patch and tells
@@ -376,84 +361,7 @@ fn check_reserved_errno(resolved: &Resolved) -> Result<bool, CompileError> {
     Ok(needs_patch)
 }
 
-/// A TRACE data value no rule uses: per-architecture programs return
-/// `TRACE(marker)` for a foreign architecture, and [`chain`] turns exactly
-/// those returns into jumps to the next program.
-fn unused_trace_data(resolved: &Resolved) -> u16 {
-    let used: BTreeSet<u32> = std::iter::once(resolved.default_action)
-        .chain(resolved.rules.iter().map(|r| r.action))
-        .filter(|a| a.action == Action::Trace)
-        .filter_map(|a| a.errno)
-        .collect();
-    (0..=u16::MAX)
-        .rev()
-        .find(|d| !used.contains(&u32::from(*d)))
-        .unwrap_or(u16::MAX)
-}
-
-/// Concatenates per-architecture programs: in each but the last, the
-/// bad-architecture return becomes a jump to the next program; in the last
-/// it becomes libseccomp's default bad-architecture action (kill thread).
-fn chain(parts: Vec<Program>, marker: u16) -> Program {
-    const RET_K: u16 = 0x06;
-    const JA: u16 = 0x05;
-    const RET_TRACE: u32 = 0x7ff0_0000;
-    const RET_KILL_THREAD: u32 = 0;
-    let count = parts.len();
-    let mut out = Vec::with_capacity(parts.iter().map(Program::len).sum());
-    for (i, part) in parts.into_iter().enumerate() {
-        let len = part.len();
-        for (pc, mut insn) in part.0.into_iter().enumerate() {
-            if insn.code == RET_K && insn.k == RET_TRACE | u32::from(marker) {
-                if i + 1 < count {
-                    // Jump forward to the first instruction after this part.
-                    insn = SockFilter {
-                        code: JA,
-                        jt: 0,
-                        jf: 0,
-                        k: (len - pc - 1) as u32,
-                    };
-                } else {
-                    insn.k = RET_KILL_THREAD;
-                }
-            }
-            out.push(insn);
-        }
-    }
-    Program(out)
-}
-
-/// runc's rule: conditions on different arguments are ANDed in one rule;
-/// if any argument index repeats, every condition becomes a rule of its
-/// own (ORed), since libseccomp cannot AND two conditions on one argument.
-fn condition_groups(args: &[ArgCondition]) -> Vec<Vec<ScmpArgCompare>> {
-    let conds: Vec<ScmpArgCompare> = args.iter().map(to_scmp_cond).collect();
-    let mut seen = [0u8; 6];
-    for a in args {
-        seen[a.index as usize] += 1;
-    }
-    if seen.iter().any(|&c| c > 1) {
-        conds.into_iter().map(|c| vec![c]).collect()
-    } else {
-        vec![conds]
-    }
-}
-
-fn to_scmp_cond(a: &ArgCondition) -> ScmpArgCompare {
-    let (op, datum) = match a.op {
-        Operator::NotEqual => (ScmpCompareOp::NotEqual, a.value),
-        Operator::Less => (ScmpCompareOp::Less, a.value),
-        Operator::LessOrEqual => (ScmpCompareOp::LessOrEqual, a.value),
-        Operator::Equal => (ScmpCompareOp::Equal, a.value),
-        Operator::GreaterOrEqual => (ScmpCompareOp::GreaterEqual, a.value),
-        Operator::Greater => (ScmpCompareOp::Greater, a.value),
-        // Docker's JSON: `value` is the mask, `valueTwo` the expected bits.
-        Operator::MaskedEqual => (ScmpCompareOp::MaskedEqual(a.value), a.value_two),
-    };
-    ScmpArgCompare::new(a.index, op, datum)
-}
-
-fn to_scmp(a: ActionSpec) -> ScmpAction {
+pub(super) fn to_scmp_action(a: ActionSpec) -> ScmpAction {
     // Validation keeps errnos within 16 bits, so the casts cannot truncate.
     let errno = a.errno.unwrap_or(0);
     match a.action {
@@ -462,7 +370,7 @@ fn to_scmp(a: ActionSpec) -> ScmpAction {
         Action::Trap => ScmpAction::Trap,
         // The kernel clamps errnos to MAX_ERRNO but libseccomp refuses
         // values >= MAX_ERRNO: such rules carry a placeholder that is
-        // patched to MAX_ERRNO after export (see `ClampedErrno`).
+        // patched to MAX_ERRNO after export.
         Action::Errno if errno >= KERNEL_MAX_ERRNO => ScmpAction::Errno(ERRNO_PLACEHOLDER as i32),
         Action::Errno => ScmpAction::Errno(errno as i32),
         Action::Trace => ScmpAction::Trace(errno as u16),
@@ -488,35 +396,9 @@ fn check_errno(a: ActionSpec, field: &str, warnings: &mut Vec<Warning>) {
     }
 }
 
-/// Rewrites `return ERRNO(placeholder)` to `return ERRNO(MAX_ERRNO)`.
-fn patch_placeholder(program: &mut Program) {
-    const RET_K: u16 = 0x06;
-    const RET_ERRNO: u32 = 0x0005_0000;
-    for insn in program.0.iter_mut() {
-        if insn.code == RET_K && insn.k == RET_ERRNO | ERRNO_PLACEHOLDER {
-            insn.k = RET_ERRNO | KERNEL_MAX_ERRNO;
-        }
-    }
-}
-
 /// The linked libseccomp's version, for messages.
 pub fn libseccomp_version() -> String {
     libseccomp::ScmpVersion::current()
         .map(|v| format!("{}.{}.{}", v.major, v.minor, v.micro))
         .unwrap_or_else(|_| "(unknown version)".into())
-}
-
-/// libseccomp 2.5 can only export to a file descriptor; a memfd keeps it
-/// off disk.
-fn export(ctx: &ScmpFilterContext) -> Result<Program, String> {
-    let fd = nix::sys::memfd::memfd_create(c"moat-seccomp", nix::sys::memfd::MFdFlags::MFD_CLOEXEC)
-        .map_err(|e| format!("memfd_create: {e}"))?;
-    let mut file = std::fs::File::from(fd);
-    ctx.export_bpf(file.as_fd())
-        .map_err(|e| format!("seccomp_export_bpf: {e}"))?;
-    let mut bytes = Vec::new();
-    file.seek(SeekFrom::Start(0))
-        .and_then(|_| file.read_to_end(&mut bytes))
-        .map_err(|e| format!("reading the exported program: {e}"))?;
-    Program::from_bytes(&bytes).map_err(|e| e.to_string())
 }

@@ -9,6 +9,8 @@ pub enum Source {
     File(PathBuf),
     /// A built-in profile, by name.
     Builtin(&'static str),
+    /// Standard input (the path `-`).
+    Stdin,
 }
 
 impl std::fmt::Display for Source {
@@ -16,6 +18,7 @@ impl std::fmt::Display for Source {
         match self {
             Source::File(p) => write!(f, "{}", p.display()),
             Source::Builtin(n) => write!(f, "<built-in profile {n}>"),
+            Source::Stdin => f.write_str("<standard input>"),
         }
     }
 }
@@ -31,6 +34,24 @@ pub enum ProfileError {
         source_name: Source,
         /// The underlying I/O error.
         error: std::io::Error,
+    },
+    /// The path is not a regular file (a FIFO, a device, a directory...).
+    #[error("{source_name}: not a regular file ({kind}); a profile must be a regular file, or `-` for standard input")]
+    NotRegular {
+        /// The profile's source.
+        source_name: Source,
+        /// What the path is instead.
+        kind: &'static str,
+    },
+    /// The input is larger than moat reads.
+    #[error("{source_name}: {}", too_large(*size, *cap))]
+    TooLarge {
+        /// The profile's source.
+        source_name: Source,
+        /// The file's size, when known before reading.
+        size: Option<u64>,
+        /// The limit.
+        cap: u64,
     },
     /// The file is not valid JSON.
     #[error("{source_name}: invalid JSON at line {line}, column {column}: {reason}")]
@@ -54,6 +75,14 @@ pub enum ProfileError {
         /// Why it is refused.
         reason: String,
     },
+}
+
+fn too_large(size: Option<u64>, cap: u64) -> String {
+    let mib = cap >> 20;
+    match size {
+        Some(n) => format!("profile is {n} bytes; the limit is {cap} bytes ({mib} MiB)"),
+        None => format!("profile is larger than the limit of {cap} bytes ({mib} MiB)"),
+    }
 }
 
 /// A profile resolved fine but could not be turned into a kernel filter.

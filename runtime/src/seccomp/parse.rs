@@ -1,7 +1,8 @@
 //! Reading a profile from JSON with errors that name the file, the field
 //! (as a JSON path) and the reason.
 //!
-//! Parsing is two passes: a structural walk over the raw JSON that refuses
+//! Parsing reads the JSON refusing duplicated keys (see [`super::json`]),
+//! then makes two passes: a structural walk over the raw JSON that refuses
 //! unknown keys with a did-you-mean (a typo such as `errnoret` would
 //! otherwise silently weaken a filter), then typed deserialisation that
 //! reports the path of the first bad value, then semantic checks.
@@ -10,6 +11,7 @@ use serde_json::Value;
 use std::path::Path;
 
 use super::error::{ProfileError, Source};
+use super::json::JsonFault;
 use super::profile::{Action, Profile};
 use crate::{caps, errno, suggest};
 
@@ -38,22 +40,32 @@ const MAX_ERRNO_RET: u32 = 0xffff;
 
 /// Reads and validates a profile file. An OCI bundle `config.json` is
 /// accepted too: its `linux.seccomp` object is used.
+/// The file must be a regular file within [`super::input::MAX_PROFILE_BYTES`].
 pub fn from_file(path: &Path) -> Result<Profile, ProfileError> {
-    let source = Source::File(path.to_path_buf());
-    let text = std::fs::read_to_string(path).map_err(|error| ProfileError::Read {
-        source_name: source.clone(),
-        error,
-    })?;
-    from_str(&text, source)
+    let text = super::input::read_file(path)?;
+    from_str(&text, Source::File(path.to_path_buf()))
+}
+
+/// Reads and validates a profile from standard input (the path `-`).
+pub fn from_stdin() -> Result<Profile, ProfileError> {
+    let text = super::input::read_stdin()?;
+    from_str(&text, Source::Stdin)
 }
 
 /// Parses and validates profile JSON from `source`.
 pub fn from_str(text: &str, source: Source) -> Result<Profile, ProfileError> {
-    let value: Value = serde_json::from_str(text).map_err(|e| ProfileError::Json {
-        source_name: source.clone(),
-        line: e.line(),
-        column: e.column(),
-        reason: json_reason(&e),
+    let value = super::json::parse_strict(text).map_err(|fault| match fault {
+        JsonFault::DuplicateKey { path, line } => ProfileError::Field {
+            source_name: source.clone(),
+            field: path,
+            reason: format!("duplicate key (line {line}); each key may appear once per object"),
+        },
+        JsonFault::Syntax(e) => ProfileError::Json {
+            source_name: source.clone(),
+            line: e.line(),
+            column: e.column(),
+            reason: json_reason(&e),
+        },
     })?;
     let (value, prefix) = unwrap_oci_config(value, &source)?;
     let field = |path: String, reason: String| ProfileError::Field {
@@ -92,13 +104,14 @@ fn json_reason(e: &serde_json::Error) -> String {
     }
 }
 
-fn unwrap_oci_config(value: Value, source: &Source) -> Result<(Value, String), ProfileError> {
+fn unwrap_oci_config(mut value: Value, source: &Source) -> Result<(Value, String), ProfileError> {
     let is_oci = value.get("ociVersion").is_some();
     if !is_oci {
         return Ok((value, String::new()));
     }
-    match value.get("linux").and_then(|l| l.get("seccomp")) {
-        Some(s) => Ok((s.clone(), "linux.seccomp".to_string())),
+    // Taken, not cloned: a profile may be large.
+    match value.get_mut("linux").and_then(|l| l.get_mut("seccomp")) {
+        Some(s) => Ok((s.take(), "linux.seccomp".to_string())),
         None => Err(ProfileError::Field {
             source_name: source.clone(),
             field: "linux.seccomp".to_string(),
@@ -507,6 +520,37 @@ mod tests {
             assert!(e.starts_with(want), "got {e:?}, want prefix {want:?}");
             assert!(!e.contains('\n'));
         }
+    }
+
+    #[test]
+    fn duplicate_keys_are_refused_with_their_path() {
+        let e = parse(r#"{"defaultAction":"SCMP_ACT_ERRNO","defaultAction":"SCMP_ACT_ALLOW"}"#)
+            .unwrap_err();
+        assert_eq!(
+            e,
+            "p.json: defaultAction: duplicate key (line 1); each key may appear once per object"
+        );
+        let e = parse(
+            r#"{"defaultAction":"SCMP_ACT_ERRNO","syscalls":[
+                {"names":["a"],"action":"SCMP_ACT_ALLOW"},{"names":["b"],"action":"SCMP_ACT_ALLOW"},
+                {"names":["c"],"action":"SCMP_ACT_ALLOW"},
+                {"names":["d"],"action":"SCMP_ACT_ERRNO","action":"SCMP_ACT_ALLOW"}]}"#,
+        )
+        .unwrap_err();
+        assert!(
+            e.starts_with("p.json: syscalls[3].action: duplicate key (line 4)"),
+            "{e}"
+        );
+        let e = parse(r#"{"defaultAction":"SCMP_ACT_ERRNO","syscalls":[{"names":["read"],"action":"SCMP_ACT_ALLOW","args":[{"index":0,"value":1,"value":2,"op":"SCMP_CMP_EQ"}]}]}"#).unwrap_err();
+        assert!(
+            e.starts_with("p.json: syscalls[0].args[0].value: duplicate key"),
+            "{e}"
+        );
+        let e = parse(r#"{"ociVersion":"1.0.2","linux":{"seccomp":{"defaultAction":"SCMP_ACT_ERRNO","syscalls":[],"syscalls":[]}}}"#).unwrap_err();
+        assert!(
+            e.starts_with("p.json: linux.seccomp.syscalls: duplicate key"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! ([`UserNamespace`]) and the error type.
 
 pub mod alloc;
+pub mod overlap;
 pub mod spec;
 pub mod subid;
 
@@ -16,7 +17,8 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 pub use alloc::{allocate, AUTO_SIZE, AUTO_USER};
-pub use spec::{render_map, IdMap, UsernsSpec, MAX_MAP_ENTRIES};
+pub use overlap::Holder;
+pub use spec::{render_map, validate_maps, IdMap, UsernsSpec, MAX_MAP_ENTRIES};
 pub use subid::{read_subid, SubIdRange};
 
 /// The mapping actually applied to a workload (uid and gid maps; for
@@ -63,6 +65,34 @@ pub enum UsernsError {
         file: PathBuf,
         /// The underlying I/O error.
         error: std::io::Error,
+    },
+    /// The ids asked for would be shared with a running workload in a way
+    /// that is not allowed (see [`overlap`]).
+    #[error(
+        "{asked} would share host ids with running workload {workload:?} ({held}): {detail}; \
+         {advice} (a workload can signal and own the processes and files of another that \
+         shares its host ids)"
+    )]
+    Overlap {
+        /// The request, as the flag was given (`--userns MAP`, `--user U:G`).
+        asked: String,
+        /// The running workload.
+        workload: String,
+        /// How it holds its ids (`--userns auto, 0:100000:65536`).
+        held: String,
+        /// Which ids are shared.
+        detail: String,
+        /// What to do instead.
+        advice: String,
+    },
+    /// A subordinate-id file is not a regular file, is too large, or
+    /// someone other than root could have written it.
+    #[error("{}: refusing to read it: {reason}", file.display())]
+    Untrusted {
+        /// The file.
+        file: PathBuf,
+        /// Why.
+        reason: String,
     },
     /// A line of a subordinate-id file is malformed.
     #[error("{}:{line}: {field}: {reason} (expected NAME_OR_UID:START:COUNT)", file.display())]
@@ -112,7 +142,7 @@ pub enum UsernsError {
     /// workload.
     #[error(
         "{}: all {capacity} ranges of {AUTO_SIZE} ids delegated to user {AUTO_USER:?} are in use \
-         ({in_use} running workloads have a user namespace); stop one, or give {AUTO_USER:?} \
+         ({in_use} running workloads hold host ids); stop one, or give {AUTO_USER:?} \
          more ids in {}",
         file.display(),
         file.display()

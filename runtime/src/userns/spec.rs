@@ -127,36 +127,88 @@ impl FromStr for UsernsSpec {
             maps.push(parse_map(piece)?);
         }
 
-        // The kernel refuses overlapping extents on either side; saying so
-        // here names the two pieces instead of a bare EINVAL later.
-        for (i, a) in maps.iter().enumerate() {
-            for b in &maps[..i] {
-                if overlaps(
-                    u64::from(a.container_id),
-                    a.container_end(),
-                    u64::from(b.container_id),
-                    b.container_end(),
-                ) {
-                    return Err(spec_err(
-                        &a.to_string(),
-                        &format!("its container ids overlap those of {b}"),
-                    ));
-                }
-                if overlaps(
-                    u64::from(a.host_id),
-                    a.host_end(),
-                    u64::from(b.host_id),
-                    b.host_end(),
-                ) {
-                    return Err(spec_err(
-                        &a.to_string(),
-                        &format!("its host ids overlap those of {b}"),
-                    ));
-                }
-            }
-        }
+        validate_maps(&maps)?;
         Ok(UsernsSpec::Maps(maps))
     }
+}
+
+/// Checks a list of mappings as the kernel will when it is written to
+/// `uid_map`/`gid_map`: 1 to [`MAX_MAP_ENTRIES`] lines, none empty, none
+/// running past `u32::MAX`, and no two sharing a container id or a host id.
+/// [`UsernsSpec::from_str`] checks this; the launcher checks again, since
+/// a [`UsernsSpec::Maps`] can be built without parsing.
+pub fn validate_maps(maps: &[IdMap]) -> Result<(), UsernsError> {
+    let Some(first) = maps.first() else {
+        return Err(spec_err("", "no mapping given"));
+    };
+    if maps.len() > MAX_MAP_ENTRIES {
+        return Err(spec_err(
+            &format!("{first},..."),
+            &format!(
+                "{} mappings given; the kernel accepts at most {MAX_MAP_ENTRIES}",
+                maps.len()
+            ),
+        ));
+    }
+    for m in maps {
+        check_map(m)?;
+    }
+    // The kernel refuses overlapping extents on either side; saying so
+    // here names the two pieces instead of a bare EINVAL later.
+    for (i, a) in maps.iter().enumerate() {
+        for b in &maps[..i] {
+            if overlaps(
+                u64::from(a.container_id),
+                a.container_end(),
+                u64::from(b.container_id),
+                b.container_end(),
+            ) {
+                return Err(spec_err(
+                    &a.to_string(),
+                    &format!("its container ids overlap those of {b}"),
+                ));
+            }
+            if overlaps(
+                u64::from(a.host_id),
+                a.host_end(),
+                u64::from(b.host_id),
+                b.host_end(),
+            ) {
+                return Err(spec_err(
+                    &a.to_string(),
+                    &format!("its host ids overlap those of {b}"),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Checks one mapping: not empty, not past `u32::MAX` on either side.
+fn check_map(map: &IdMap) -> Result<(), UsernsError> {
+    let piece = map.to_string();
+    if map.size == 0 {
+        return Err(spec_err(&piece, "size must be at least 1"));
+    }
+    // The kernel computes first + count in 32 bits and refuses a wrap.
+    if map.container_id.checked_add(map.size).is_none() {
+        return Err(spec_err(
+            &piece,
+            &format!(
+                "container ids {}+{} go past {}",
+                map.container_id,
+                map.size,
+                u32::MAX
+            ),
+        ));
+    }
+    if map.host_id.checked_add(map.size).is_none() {
+        return Err(spec_err(
+            &piece,
+            &format!("host ids {}+{} go past {}", map.host_id, map.size, u32::MAX),
+        ));
+    }
+    Ok(())
 }
 
 /// Parses one `CONTAINER:HOST:SIZE`.
@@ -179,33 +231,11 @@ fn parse_map(piece: &str) -> Result<IdMap, UsernsError> {
             )
         })
     };
-    let map = IdMap {
+    Ok(IdMap {
         container_id: number(fields[0], "container id")?,
         host_id: number(fields[1], "host id")?,
         size: number(fields[2], "size")?,
-    };
-    if map.size == 0 {
-        return Err(spec_err(piece, "size must be at least 1"));
-    }
-    // The kernel computes first + count in 32 bits and refuses a wrap.
-    if map.container_id.checked_add(map.size).is_none() {
-        return Err(spec_err(
-            piece,
-            &format!(
-                "container ids {}+{} go past {}",
-                map.container_id,
-                map.size,
-                u32::MAX
-            ),
-        ));
-    }
-    if map.host_id.checked_add(map.size).is_none() {
-        return Err(spec_err(
-            piece,
-            &format!("host ids {}+{} go past {}", map.host_id, map.size, u32::MAX),
-        ));
-    }
-    Ok(map)
+    })
 }
 
 /// The text to write to `/proc/PID/uid_map` (or `gid_map`): one
@@ -381,6 +411,25 @@ mod tests {
         let e = err(&too_many.join(","));
         assert!(e.contains("341 mappings given"), "{e}");
         assert!(e.contains("at most 340"), "{e}");
+    }
+
+    #[test]
+    fn maps_built_without_parsing_are_checked_the_same() {
+        validate_maps(&[m(0, 100000, 65536)]).unwrap();
+        let e = validate_maps(&[]).unwrap_err().to_string();
+        assert!(e.contains("no mapping given"), "{e}");
+        let e = validate_maps(&[m(0, 1, 0)]).unwrap_err().to_string();
+        assert!(e.contains("size must be at least 1"), "{e}");
+        let e = validate_maps(&[m(0, u32::MAX, 2)]).unwrap_err().to_string();
+        assert!(e.contains("host ids 4294967295+2 go past"), "{e}");
+        let e = validate_maps(&[m(0, 10, 5), m(5, 12, 5)])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("its host ids overlap those of 0:10:5"), "{e}");
+        let many: Vec<IdMap> = (0..341).map(|i| m(i, 100000 + i, 1)).collect();
+        let e = validate_maps(&many).unwrap_err().to_string();
+        assert!(e.contains("341 mappings given"), "{e}");
+        validate_maps(&many[..340]).unwrap();
     }
 
     #[test]

@@ -4,6 +4,8 @@
 //! Every line is checked, not only the requested user's, because a
 //! malformed file is worth fixing before ids are handed out from it.
 
+use std::io::Read;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use super::UsernsError;
@@ -52,13 +54,65 @@ pub fn read_subid(path: &Path, user: &str) -> Result<Vec<SubIdRange>, UsernsErro
         .collect())
 }
 
+/// The largest subordinate-id file read: about 100,000 lines.
+pub const MAX_SUBID_BYTES: u64 = 4 << 20;
+
 /// Reads and checks every line of a subordinate-id file.
 pub(crate) fn read_entries(path: &Path) -> Result<Vec<SubIdEntry>, UsernsError> {
-    let text = std::fs::read_to_string(path).map_err(|error| UsernsError::Read {
+    let text = read_trusted(path)?;
+    parse_entries(path, &text)
+}
+
+/// Reads a subordinate-id file, which decides the host ids `--userns auto`
+/// hands out, so only if nobody but root could have written it: a regular
+/// file (a FIFO would block, a device could be anything), owned by root
+/// (or the caller) and writable by nobody else, of at most
+/// [`MAX_SUBID_BYTES`]. A symbolic link is followed: the administrator
+/// may keep the file elsewhere; what it points to is checked.
+fn read_trusted(path: &Path) -> Result<String, UsernsError> {
+    let read_err = |error| UsernsError::Read {
         file: path.to_path_buf(),
         error,
+    };
+    let untrusted = |reason: String| UsernsError::Untrusted {
+        file: path.to_path_buf(),
+        reason,
+    };
+    // Looked at before it is opened: opening a FIFO or a device can block
+    // or act.
+    let before = std::fs::metadata(path).map_err(read_err)?;
+    if !before.file_type().is_file() {
+        return Err(untrusted(format!(
+            "it is {}, not a regular file",
+            crate::trust::file_kind(before.mode())
+        )));
+    }
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .map_err(read_err)?;
+    let meta = file.metadata().map_err(read_err)?;
+    if (meta.dev(), meta.ino()) != (before.dev(), before.ino()) || !meta.file_type().is_file() {
+        return Err(untrusted("it changed while moat opened it".to_owned()));
+    }
+    crate::trust::check_owner_and_mode(meta.uid(), meta.mode()).map_err(|why| {
+        untrusted(format!(
+            "it is {why}; whoever can write it chooses the host ids --userns auto hands out"
+        ))
     })?;
-    parse_entries(path, &text)
+    let too_big = |size: u64| untrusted(format!("it is {size} bytes, more than {MAX_SUBID_BYTES}"));
+    if meta.len() > MAX_SUBID_BYTES {
+        return Err(too_big(meta.len()));
+    }
+    let mut text = String::new();
+    file.take(MAX_SUBID_BYTES + 1)
+        .read_to_string(&mut text)
+        .map_err(read_err)?;
+    if text.len() as u64 > MAX_SUBID_BYTES {
+        return Err(too_big(text.len() as u64));
+    }
+    Ok(text)
 }
 
 fn parse_entries(path: &Path, text: &str) -> Result<Vec<SubIdEntry>, UsernsError> {
@@ -224,5 +278,53 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    fn untrusted(path: &Path) -> String {
+        match read_subid(path, "moat") {
+            Err(e @ UsernsError::Untrusted { .. }) => e.to_string(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn only_files_nobody_else_could_write_are_read() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = TempDir::new("subid-trust");
+        let path = dir.file("subuid", "moat:0:65536\n");
+        for mode in [0o666, 0o646, 0o664] {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+            let e = untrusted(&path);
+            assert!(e.starts_with(&path.display().to_string()), "{e}");
+            assert!(e.contains("writable by group or others"), "{e}");
+            assert!(e.contains("--userns auto"), "{e}");
+        }
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert_eq!(read_subid(&path, "moat").unwrap(), vec![r(0, 65536)]);
+        if nix::unistd::geteuid().is_root() {
+            std::os::unix::fs::chown(&path, Some(65534), None).unwrap();
+            assert!(untrusted(&path).contains("owned by uid 65534"));
+        }
+    }
+
+    #[test]
+    fn a_fifo_or_a_huge_file_is_not_read() {
+        let dir = TempDir::new("subid-odd");
+        let fifo = dir.path().join("fifo");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: a valid C string.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        assert!(untrusted(&fifo).contains("it is a FIFO, not a regular file"));
+        let big = dir.file("big", "");
+        std::fs::File::create(&big)
+            .unwrap()
+            .set_len(MAX_SUBID_BYTES + 1)
+            .unwrap();
+        assert!(untrusted(&big).contains("more than 4194304"));
+        // A symbolic link is followed to a file that passes.
+        let good = dir.file("good", "moat:100000:65536\n");
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&good, &link).unwrap();
+        assert_eq!(read_subid(&link, "moat").unwrap(), vec![r(100000, 65536)]);
     }
 }

@@ -10,6 +10,7 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use crate::term::escape;
 use anyhow::{bail, Context as _, Result};
 use clap::Args;
 use moat_api::{
@@ -17,6 +18,10 @@ use moat_api::{
     defaults::AUDIT_LOG as DEFAULT_AUDIT_LOG,
     time::{local_time, system_zone},
 };
+
+/// The longest line read as an event (moatd's are well under 4 KiB); longer
+/// ones are skipped with a warning, without being held in memory.
+const MAX_LINE: usize = 1 << 20;
 
 /// How often `--follow` looks for new lines, rotation and truncation.
 const POLL_INTERVAL: Duration = Duration::from_millis(200);
@@ -38,10 +43,13 @@ const POLL_INTERVAL: Duration = Duration::from_millis(200);
                   rate-limited per cgroup (moatd's audit.rate_limit), so under load the log is \
                   a sample of what happened; moatd's metrics (`moat stats`) count exactly.\n\n\
                   A line that is not a moat audit event is skipped with a warning on standard \
-                  error naming its line number. Values come from the workloads and the Docker \
-                  clients themselves: any that would not print as plain text (control \
-                  characters, terminal escapes, bidirectional overrides, spaces) is printed \
-                  quoted with escapes.",
+                  error naming its line number.\n\n\
+                  Workload and process names are chosen by whoever runs the workload, and \
+                  the requests of authz events by Docker's clients: every \
+                  field is printed with control and bidirectional-formatting characters \
+                  escaped (\\x1b, \\u{202e}; a backslash as \\\\), and --json lines have \
+                  them as JSON \\u escapes (the same strings once decoded), so nothing in an \
+                  event can act on the terminal.",
     after_help = "Output columns:\n  \
                   TIME  WORKLOAD  ACTION  DETAILS (key=value; values with spaces are quoted)\n\n\
                   Environment:\n  \
@@ -68,7 +76,8 @@ pub struct EventsArgs {
     #[arg(long, value_name = "NAME")]
     workload: Vec<String>,
 
-    /// Print the raw JSON lines, exactly as moatd wrote them (after filtering).
+    /// Print the raw JSON lines as moatd wrote them (after filtering; any
+    /// character that could act on a terminal as a JSON \u escape).
     #[arg(long)]
     json: bool,
 
@@ -98,6 +107,7 @@ pub fn run(args: EventsArgs) -> Result<ExitCode> {
         file,
         pos: 0,
         pending: Vec::new(),
+        overlong: false,
         line: 0,
         printer: Printer {
             out: BufWriter::new(stdout.lock()),
@@ -193,6 +203,8 @@ struct LogReader<'a, W: Write> {
     pos: u64,
     /// The start of a line whose newline has not been read yet.
     pending: Vec<u8>,
+    /// The line being read is longer than [`MAX_LINE`]: skipped to its end.
+    overlong: bool,
     /// Number of the last line handled, 1-based.
     line: u64,
     printer: Printer<W>,
@@ -235,7 +247,10 @@ impl<W: Write> LogReader<'_, W> {
             self.pos += n as u64;
             let mut chunk = &buf[..n];
             while let Some(newline) = chunk.iter().position(|&b| b == b'\n') {
-                if self.pending.is_empty() {
+                if self.overlong {
+                    self.overlong = false;
+                    self.skip_overlong_line()?;
+                } else if self.pending.is_empty() {
                     self.handle_line(&chunk[..newline])?;
                 } else {
                     self.pending.extend_from_slice(&chunk[..newline]);
@@ -244,11 +259,37 @@ impl<W: Write> LogReader<'_, W> {
                 }
                 chunk = &chunk[newline + 1..];
             }
+            self.keep_partial(chunk);
+        }
+    }
+
+    /// Keeps the start of a line whose newline has not been read yet, unless
+    /// the line is already longer than any audit event: then it is dropped as
+    /// it comes (a log of one endless line must not take all memory).
+    fn keep_partial(&mut self, chunk: &[u8]) {
+        if self.overlong || self.pending.len() + chunk.len() > MAX_LINE {
+            self.overlong = true;
+            self.pending = Vec::new();
+        } else {
             self.pending.extend_from_slice(chunk);
         }
     }
 
+    fn skip_overlong_line(&mut self) -> Result<(), ReadError> {
+        self.line += 1;
+        self.printer.flush().map_err(ReadError::Output)?;
+        eprintln!(
+            "moat: warning: {}: line {}: skipping a line longer than {MAX_LINE} bytes",
+            self.path.display(),
+            self.line
+        );
+        Ok(())
+    }
+
     fn finish_pending(&mut self) -> Result<(), ReadError> {
+        if std::mem::take(&mut self.overlong) {
+            return self.skip_overlong_line();
+        }
         if !self.pending.is_empty() {
             let line = std::mem::take(&mut self.pending);
             self.handle_line(&line)?;
@@ -301,6 +342,7 @@ impl<W: Write> LogReader<'_, W> {
             self.pos = 0;
             self.line = 0;
             self.pending.clear();
+            self.overlong = false;
             return self.read_available();
         }
         Ok(())
@@ -323,9 +365,10 @@ impl<W: Write> LogReader<'_, W> {
             Err(reason) => {
                 self.printer.flush().map_err(ReadError::Output)?;
                 eprintln!(
-                    "moat: warning: {}: line {}: skipping malformed line: {reason}",
+                    "moat: warning: {}: line {}: skipping malformed line: {}",
                     self.path.display(),
-                    self.line
+                    self.line,
+                    escape(&reason.to_string())
                 );
                 Ok(())
             }
@@ -347,7 +390,14 @@ impl<W: Write> Printer<W> {
             return Ok(());
         }
         if self.json {
-            self.out.write_all(raw)?;
+            // The same JSON, with nothing left raw that could act on a
+            // terminal (moatd writes it so; an older one may not have).
+            match std::str::from_utf8(raw) {
+                Ok(text) => self
+                    .out
+                    .write_all(moat_api::text::escape_unsafe_in_json(text).as_bytes())?,
+                Err(_) => self.out.write_all(raw)?,
+            }
             self.out.write_all(b"\n")
         } else {
             writeln!(self.out, "{}", format_event(event, &self.zone))
@@ -359,34 +409,34 @@ impl<W: Write> Printer<W> {
     }
 }
 
-/// A value for `key=value` (or a column): quoted, with Rust's escapes, when
-/// it would not read as one plain token. Every character that `{:?}` escapes
-/// (control characters such as ESC, format characters such as the
-/// bidirectional overrides, line separators) forces the quotes, so nothing a
-/// client or a workload chose reaches the terminal unescaped.
+/// A value for `key=value`, escaped ([`escape`]), and quoted when it would
+/// not read as one token.
 fn token(value: &str) -> String {
+    let value = escape(value);
     if value.is_empty()
-        || value.chars().any(|c| {
-            c.is_whitespace() || matches!(c, '"' | '=' | '\\') || c.escape_debug().nth(1).is_some()
-        })
+        || value
+            .chars()
+            .any(|c| c.is_whitespace() || c == '"' || c == '=')
     {
-        format!("{value:?}")
+        format!("\"{}\"", value.replace('"', "\\\""))
     } else {
-        value.to_owned()
+        value.into_owned()
     }
 }
 
 /// One readable line: `TIME  WORKLOAD  ACTION  DETAILS`.
 pub fn format_event(event: &AuditEvent, zone: &jiff::tz::TimeZone) -> String {
+    // Every field goes through `escape`: all of them may come from a workload
+    // (or from whoever wrote the file).
     let time = match event.timestamp.as_str() {
         "" => "-".to_owned(),
-        ts => local_time(ts, zone).unwrap_or_else(|| ts.to_owned()),
+        ts => local_time(ts, zone).unwrap_or_else(|| escape(ts).into_owned()),
     };
     let or_dash = |text: &str| {
         if text.is_empty() {
             "-".to_owned()
         } else {
-            token(text)
+            escape(text).into_owned()
         }
     };
     let workload = or_dash(&event.workload.name);
@@ -467,13 +517,8 @@ mod tests {
         assert_eq!(token("curl"), "curl");
         assert_eq!(token("my prog"), "\"my prog\"");
         assert_eq!(token(""), "\"\"");
-        // A terminal escape, a bidirectional override, a line separator, a
-        // zero-width space: never printed raw.
-        assert_eq!(token("a\u{1b}[2Jb"), "\"a\\u{1b}[2Jb\"");
-        assert_eq!(token("x\u{202e}gpj.exe"), "\"x\\u{202e}gpj.exe\"");
-        assert_eq!(token("a\u{2028}b"), "\"a\\u{2028}b\"");
-        assert_eq!(token("a\u{200b}b"), "\"a\\u{200b}b\"");
-        assert_eq!(token("a\\b"), "\"a\\\\b\"");
+        assert_eq!(token("a\u{1b}]0;x\u{7}"), "a\\x1b]0;x\\x07");
+        assert_eq!(token("say \"hi\""), "\"say \\\"hi\\\"\"");
         assert_eq!(
             token("/v1.41/containers/create"),
             "/v1.41/containers/create"
@@ -481,27 +526,47 @@ mod tests {
     }
 
     #[test]
+    fn no_field_reaches_the_terminal_raw() {
+        let evil = "w\u{1b}[2J\u{9b}1m\u{202e}";
+        let mut event = AuditEvent::new(
+            moat_api::audit::AuditAction::SeccompDenied,
+            format!("not a time {evil}"),
+            evil,
+            evil,
+            Some(evil.to_owned()),
+        );
+        event.event.action = format!("seccomp_denied{evil}");
+        event.process = Some(moat_api::audit::ProcessFields {
+            pid: 1,
+            thread: moat_api::audit::ThreadFields { id: 1 },
+            name: evil.to_owned(),
+            executable: Some(evil.to_owned()),
+        });
+        let line = format_event(&event, &jiff::tz::TimeZone::UTC);
+        assert!(!line.chars().any(moat_api::text::is_unsafe), "{line:?}");
+    }
+
+    #[test]
     fn authz_events_read_escaped() {
-        let line = r#"{"@timestamp":"","event":{"action":"authz_denied"},"workload":{"name":"docker\u001b[31m"},"authz":{"mode":"enforce","user":"","method":"POST","uri":"/v1.41/containers/create?name=\u001b]0;x\u0007","endpoint":"containers/create","rule":"privileged","message":"no (HostConfig.Privileged: true)","container":"0123456789ab"}}"#;
+        let line = r#"{"@timestamp":"","event":{"action":"authz_denied"},"workload":{"name":"docker\u001b[31m"},"authz":{"mode":"enforce","user":"ci\u202e","method":"POST","uri":"/v1.41/containers/create?name=\u001b]0;x\u0007","endpoint":"containers/create","rule":"privileged","message":"no (HostConfig.Privileged: true)","container":"0123456789ab"}}"#;
         let event = AuditEvent::parse_line(line.as_bytes()).unwrap();
         let text = format_event(&event, &jiff::tz::TimeZone::UTC);
-        assert!(!text.chars().any(|c| c.is_control()), "{text:?}");
-        assert!(text.contains(r#""docker\u{1b}[31m""#), "{text}");
+        assert!(!text.chars().any(moat_api::text::is_unsafe), "{text:?}");
+        assert!(text.contains(r"docker\x1b[31m"), "{text}");
         assert!(text.contains("authz_denied"), "{text}");
         assert!(text.contains("rule=privileged method=POST"), "{text}");
         assert!(
-            text.contains(r#"uri="/v1.41/containers/create?name=\u{1b}]0;x\u{7}""#),
+            text.contains(r#"uri="/v1.41/containers/create?name=\x1b]0;x\x07""#),
             "{text}"
         );
         assert!(
-            text.contains("endpoint=containers/create container=0123456789ab"),
+            text.contains("endpoint=containers/create user=ci\\u{202e} container=0123456789ab"),
             "{text}"
         );
         assert!(
             text.contains(r#"message="no (HostConfig.Privileged: true)""#),
             "{text}"
         );
-        assert!(!text.contains("user="), "{text}");
     }
 
     #[test]

@@ -7,6 +7,7 @@ mod profile_cmd;
 mod ps_cmd;
 mod run_cmd;
 mod stats_cmd;
+mod term;
 
 use std::process::ExitCode;
 
@@ -26,14 +27,15 @@ enum Command {
     /// Validate, compile and show seccomp profiles (Docker and OCI format).
     #[command(subcommand)]
     Profile(profile_cmd::ProfileCommand),
-    /// Run a command under seccomp, a user namespace and a pids limit
-    /// (as root).
+    /// Run a command under seccomp, a user namespace, a pids limit and
+    /// namespaces of its own (as root).
     Run(run_cmd::RunArgs),
     /// Check the node policy (/etc/moat/policy.toml) and try it on recorded
     /// Docker authorization requests.
     #[command(subcommand)]
     Policy(policy_cmd::PolicyCommand),
-    /// List running workloads.
+    /// List workloads: running, starting, and stale ones a killed `moat
+    /// run` left behind.
     Ps(ps_cmd::PsArgs),
     // No doc comments on these two: they would replace the long help their
     // argument structs define.

@@ -16,13 +16,19 @@ pub enum ProfileCommand {
     ///
     /// Prints the default action, the architectures, how many of this
     /// architecture's syscalls are allowed and denied, the syscalls whose
-    /// verdict depends on their arguments, and warnings (such as syscall
-    /// names libseccomp does not know, which are skipped as Docker does).
+    /// verdict depends on their arguments, and warnings: syscall names
+    /// libseccomp does not know (skipped, as Docker does), conditions whose
+    /// value has bits the kernel never reads (a 32-bit argument compared
+    /// with a value above 32 bits never or always holds), comparisons of
+    /// pointers, and 64-bit arguments on x32. Notes say which multiplexed
+    /// calls (i386 socketcall) are refused because their arguments are
+    /// filtered.
     /// Exits non-zero, naming the file, field and reason, if the profile is
     /// invalid.
     Check {
-        /// Profile file (Docker or OCI format, or an OCI config.json), or
-        /// `default` for the built-in profile.
+        /// Profile file (Docker or OCI format, or an OCI config.json),
+        /// `default` for the built-in profile, or `-` for standard input.
+        /// A file must be a regular file of at most 16 MiB.
         profile: String,
         #[command(flatten)]
         opts: CompileArgs,
@@ -35,7 +41,8 @@ pub enum ProfileCommand {
     /// The output is an array of `struct sock_filter` in native byte order,
     /// the format `bwrap --seccomp FD` and `seccomp(2)` take.
     Compile {
-        /// Profile file, or `default` for the built-in profile.
+        /// Profile file (a regular file of at most 16 MiB), `default` for
+        /// the built-in profile, or `-` for standard input.
         profile: String,
         /// Where to write the program (`-` for standard output).
         #[arg(long, short)]
@@ -115,6 +122,9 @@ pub fn run(cmd: ProfileCommand) -> Result<ExitCode> {
 }
 
 fn load(profile: &str) -> Result<(seccomp::profile::Profile, seccomp::Source)> {
+    if profile == "-" {
+        return Ok((seccomp::parse::from_stdin()?, seccomp::Source::Stdin));
+    }
     match ProfileRef::parse(profile).load()? {
         Some(p) => Ok(p),
         None => bail!("`unconfined` means no filter; there is nothing to check or compile"),
@@ -171,6 +181,9 @@ fn check(profile: &str, opts: &CompileArgs, verbose: bool) -> Result<ExitCode> {
     writeln!(out, "warnings:           {}", compiled.warnings.len())?;
     for w in &compiled.warnings {
         writeln!(out, "  warning: {w}")?;
+    }
+    for n in compiled.notes() {
+        writeln!(out, "  note: {n}")?;
     }
     if verbose {
         writeln!(out, "allowed: {}", s.allowed.join(" "))?;

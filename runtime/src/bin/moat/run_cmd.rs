@@ -1,5 +1,5 @@
-//! `moat run`: launch a workload under seccomp, a user namespace and a pids
-//! limit.
+//! `moat run`: launch a workload under seccomp, a user namespace, a pids
+//! limit and namespaces of its own.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -8,9 +8,10 @@ use anyhow::{anyhow, Context, Result};
 use clap::Args;
 
 use moat_runtime::caps::CapSet;
-use moat_runtime::cgroup::{CgroupConfig, PidsLimit};
+use moat_runtime::cgroup::{CgroupConfig, CgroupManager, PidsLimit};
+use moat_runtime::launch::namespaces::{Isolation, Share, Sysfs, SystemPaths};
 use moat_runtime::launch::{self, RunRequest};
-use moat_runtime::seccomp::ProfileRef;
+use moat_runtime::seccomp::{cache, ProfileRef};
 use moat_runtime::state;
 use moat_runtime::userns::UsernsSpec;
 
@@ -25,6 +26,20 @@ EXIT STATUS:
       including a refusal by the node policy (/etc/moat/policy.toml, see
       `moat policy check`; without that file nothing is refused),
   126 if the command cannot be executed, 127 if it was not found.
+
+CONTAINMENT (the defaults, as Docker's):
+  the command runs under moat's init in its own PID namespace (it sees and
+  can signal or trace only its own processes), mount namespace (nothing it
+  mounts reaches the host; a new /proc; /sys and every cgroup file system
+  read-only; Docker's masked and read-only paths such as /proc/sys,
+  /proc/sysrq-trigger, /proc/kcore, /sys/firmware), cgroup namespace and IPC
+  namespace, in a session of its own. When moat's stdin, stdout or stderr
+  is a terminal, those of the command are a new pty that moat relays (so
+  the command cannot push keystrokes into moat's terminal); pipes and
+  files pass through as they are. Only descriptors 0, 1, 2 (and
+  --preserve-fds) are inherited, the environment is PATH, HOME, TERM and
+  --env (or --env-host), and the session keyring is a new one.
+  --pid, --cgroupns, --ipc, --system-paths and --sysfs relax each part.
 
 EXAMPLES:
   moat run -- /bin/true
@@ -57,7 +72,9 @@ pub struct RunArgs {
     /// workloads), or CONTAINER_ID:HOST_ID:SIZE[,...].
     #[arg(long, value_name = "host|auto|MAP[,MAP...]", default_value = "host")]
     userns: String,
-    /// User and group inside the workload (numeric; GID defaults to UID).
+    /// User and group inside the workload, as decimal numbers (GID
+    /// defaults to UID). 4294967295 ((uid_t)-1) is refused, and with a user
+    /// namespace both must be mapped by it (`auto` maps 0-65535).
     #[arg(long, value_name = "UID[:GID]")]
     user: Option<String>,
     /// Add a capability to Docker's default set (e.g. NET_ADMIN; ALL).
@@ -74,16 +91,77 @@ pub struct RunArgs {
     /// Do not set no_new_privs (the seccomp filter is still installed).
     #[arg(long)]
     allow_new_privileges: bool,
-    /// Parent cgroup of every workload.
-    #[arg(long, value_name = "NAME", default_value = "moat")]
-    cgroup_parent: String,
-    /// pids.max of the parent cgroup when moat creates it.
+    /// Who makes the workload's cgroups: `systemd` (a transient scope
+    /// unit moat-NAME.scope in a slice, made over D-Bus, as podman and
+    /// runc's systemd driver do; the workload's own cgroup is its
+    /// `payload`, next to a keeper process that holds the scope, so the
+    /// scope's TasksMax is the limit plus one; `systemctl status` and
+    /// `systemctl stop` act on it) or `cgroupfs` (moat writes the cgroup
+    /// file system itself). [default: systemd where systemd is PID 1 and the
+    /// pids controller is on cgroup v2, cgroupfs otherwise; under a unit
+    /// with Delegate=yes, cgroupfs inside that unit's cgroup]
+    #[arg(long, value_name = "systemd|cgroupfs")]
+    cgroup_manager: Option<CgroupManager>,
+    /// Where every workload goes: with cgroupfs the parent cgroup,
+    /// relative to each hierarchy's root (or to the unit's cgroup under a
+    /// unit with Delegate=yes) [default: moat]; with systemd the slice
+    /// unit, where '-' nests (moat-ci.slice is inside moat.slice) [default:
+    /// moat.slice].
+    #[arg(long, value_name = "NAME")]
+    cgroup_parent: Option<String>,
+    /// The node-wide cap shared by every workload of the parent: pids.max
+    /// of the parent cgroup (cgroupfs), or TasksMax= of the slice
+    /// (systemd), when moat creates it; an existing one keeps its own.
     #[arg(long, value_name = "N", default_value_t = 512)]
     parent_pids_max: u64,
-    /// Set an environment variable (added to moat's environment). Repeatable.
+    /// Set an environment variable. Repeatable. Without --env-host the
+    /// command's environment is only PATH (moat's), HOME (from /etc/passwd
+    /// for --user, else /), TERM (moat's, if set) and these.
     #[arg(long, short, value_name = "K=V")]
     env: Vec<String>,
-    /// Working directory of the command.
+    /// Pass moat's whole environment to the command (then --env adds to
+    /// it), as Podman's --env-host.
+    #[arg(long)]
+    env_host: bool,
+    /// Pass descriptors 3 to 3+N-1, which moat must have inherited, to the
+    /// command (as runc's --preserve-fds); every other descriptor beyond
+    /// 0, 1 and 2 is closed.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    preserve_fds: u32,
+    /// PID namespace: `private` (the command sees, signals and traces only
+    /// its own processes, under moat's init) or `host` (it can see and
+    /// signal every process of the host it has permission for, moat
+    /// included).
+    #[arg(long, value_name = "private|host", default_value = "private")]
+    pid: Share,
+    /// Cgroup namespace: `private` (its own cgroups are its root) or `host`.
+    #[arg(long, value_name = "private|host", default_value = "private")]
+    cgroupns: Share,
+    /// IPC namespace (System V IPC, POSIX message queues) and /dev/shm:
+    /// `private` (new ones) or `host`.
+    #[arg(long, value_name = "private|host", default_value = "private")]
+    ipc: Share,
+    /// Docker's masked paths (/proc/kcore, /proc/keys, /proc/timer_list,
+    /// /proc/sched_debug, /proc/acpi, /proc/scsi, /sys/firmware, ...) and
+    /// read-only paths (/proc/sys, /proc/sysrq-trigger, /proc/irq,
+    /// /proc/bus, /proc/fs): `masked`, or `unconfined` to leave them as the
+    /// host has them (Docker's --security-opt systempaths=unconfined).
+    #[arg(long, value_name = "masked|unconfined", default_value = "masked")]
+    system_paths: SystemPaths,
+    /// /sys and every cgroup file system: `ro`, or `rw` as the host has
+    /// them (then a root command can leave its cgroups).
+    #[arg(long, value_name = "ro|rw", default_value = "ro")]
+    sysfs: Sysfs,
+    /// Compile the seccomp profile even if the cache holds it, and do not
+    /// store it there. The cache (MOAT_CACHE_DIR, default
+    /// <state dir>/cache/seccomp, i.e. /run/moat/cache/seccomp) keeps
+    /// compiled filters by a digest of everything that decides them
+    /// (resolved profile, capabilities, kernel, libseccomp, moat's build),
+    /// root-only, and checks each entry before use.
+    #[arg(long)]
+    no_cache: bool,
+    /// Working directory of the command [default: moat's, resolved by path
+    /// in the command's mount namespace].
     #[arg(long, short, value_name = "DIR")]
     workdir: Option<PathBuf>,
     /// The command and its arguments.
@@ -107,7 +185,7 @@ pub fn run(args: RunArgs) -> ExitCode {
     match launch::run(&req) {
         Ok(outcome) => ExitCode::from(outcome.exit_code().clamp(0, 255) as u8),
         Err(e) => {
-            eprintln!("moat: error: {e}");
+            eprintln!("moat: error: {}", moat_runtime::systemd::error_chain(&e));
             ExitCode::from(e.exit_code() as u8)
         }
     }
@@ -151,6 +229,14 @@ fn request(a: RunArgs) -> Result<RunRequest> {
         })
         .collect::<Result<Vec<_>>>()?;
     let (state_dir, subuid, subgid) = launch::default_paths();
+    let state_dir = std::env::var_os("MOAT_STATE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or(state_dir);
+    let seccomp_cache = (!a.no_cache).then(|| {
+        std::env::var_os("MOAT_CACHE_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| cache::default_dir(&state_dir))
+    });
     Ok(RunRequest {
         name,
         profile: ProfileRef::parse(&a.seccomp_profile),
@@ -163,15 +249,28 @@ fn request(a: RunArgs) -> Result<RunRequest> {
         caps,
         no_new_privs: !a.allow_new_privileges || a.no_new_privileges,
         cgroup: CgroupConfig {
-            parent: a.cgroup_parent,
+            parent: a
+                .cgroup_parent
+                .clone()
+                .unwrap_or_else(|| CgroupConfig::default().parent),
             parent_pids_max: a.parent_pids_max,
             ..CgroupConfig::default()
         },
+        cgroup_manager: a.cgroup_manager,
+        cgroup_parent: a.cgroup_parent,
         env,
+        env_host: a.env_host,
+        isolation: Isolation {
+            pid: a.pid,
+            cgroup: a.cgroupns,
+            ipc: a.ipc,
+            system_paths: a.system_paths,
+            sysfs: a.sysfs,
+        },
+        preserve_fds: a.preserve_fds,
         workdir: a.workdir,
-        state_dir: std::env::var_os("MOAT_STATE_DIR")
-            .map(PathBuf::from)
-            .unwrap_or(state_dir),
+        state_dir,
+        seccomp_cache,
         subuid: std::env::var_os("MOAT_SUBUID_FILE")
             .map(PathBuf::from)
             .unwrap_or(subuid),
@@ -182,10 +281,23 @@ fn request(a: RunArgs) -> Result<RunRequest> {
     })
 }
 
+/// Parses `UID[:GID]`: decimal numbers only (no sign, no spaces), GID
+/// defaulting to UID. Which ids are usable (not -1, mapped in the user
+/// namespace) the launcher checks.
 fn parse_user(s: &str) -> Result<(u32, u32)> {
     let num = |p: &str| {
-        p.parse::<u32>()
-            .map_err(|_| anyhow!("invalid --user {s:?}: expected numeric UID[:GID]"))
+        if p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(anyhow!(
+                "invalid --user {s:?}: {p:?} is not a decimal number \
+                 (expected UID[:GID], e.g. 1000 or 1000:1000)"
+            ));
+        }
+        p.parse::<u32>().map_err(|_| {
+            anyhow!(
+                "invalid --user {s:?}: {p} does not fit in a 32-bit id (at most {})",
+                u32::MAX - 1
+            )
+        })
     };
     match s.split_once(':') {
         Some((u, g)) => Ok((num(u)?, num(g)?)),
