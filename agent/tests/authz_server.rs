@@ -439,9 +439,11 @@ async fn connections_held_open_without_requests_cannot_keep_dockerd_out() {
 }
 
 /// A stuck audit writer (its queue full, never read) does not hold up a
-/// decision: the events it cannot take are counted as dropped.
+/// decision: the events it cannot take are counted as dropped. (The plugin
+/// only ever `try_send`s; its own thread is what
+/// `a_blocked_moatd_runtime_never_holds_up_a_decision` tests.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_stuck_audit_writer_never_holds_up_a_decision() {
+async fn a_full_audit_queue_drops_and_counts_instead_of_waiting() {
     let p = Plugin::start_with(|_| {}, 1).await;
     let create = recorded("create-privileged.json");
     let started = Instant::now();
