@@ -23,6 +23,7 @@ use tokio::{
 };
 
 use crate::{
+    authz,
     collect::{
         attribution::{Attributor, CgroupLayout, CgroupParents},
         Collector, CollectorConfig, CollectorInputs, RunningCollector, Snapshot, SnapshotSource,
@@ -31,7 +32,7 @@ use crate::{
     export::{
         audit_log::{self, AuditLog, AuditStats},
         http::{self, HttpLimits, HttpStats},
-        metrics::Metrics,
+        metrics::{authz::AuthzStats, Metrics},
     },
     kernel::{AuditRecord, KernelSource},
 };
@@ -103,6 +104,10 @@ pub struct Running {
     source: SnapshotSource,
     stats: Arc<AuditStats>,
     http_stats: Arc<HttpStats>,
+    /// For the authorization plugin: the audit writer's queue and the
+    /// registry it adds its metrics to.
+    events: mpsc::Sender<moat_api::audit::AuditEvent>,
+    metrics: Arc<Metrics>,
 }
 
 impl Running {
@@ -210,7 +215,7 @@ pub fn start(
         CollectorInputs {
             kernel,
             records,
-            events: events_tx,
+            events: events_tx.clone(),
             shutdown: shutdown_rx.clone(),
         },
     )
@@ -220,7 +225,7 @@ pub fn start(
     let mut tasks = JoinSet::new();
     tasks.spawn(http::serve(
         listener,
-        metrics,
+        metrics.clone(),
         source.clone(),
         http_limits(config),
         http_stats.clone(),
@@ -239,7 +244,36 @@ pub fn start(
         source,
         stats,
         http_stats,
+        events: events_tx,
+        metrics,
     })
+}
+
+/// Starts the authorization plugin on `socket` with the policy `loaded`, its
+/// metrics served and its audit events written by `running`. Stop it before
+/// `running`, so that its last events are written.
+pub fn start_authz(
+    config: &Config,
+    running: &Running,
+    socket: authz::PluginSocket,
+    loaded: authz::policy::LoadedPolicy,
+) -> anyhow::Result<authz::Running> {
+    let stats = Arc::new(AuthzStats::default());
+    running
+        .metrics
+        .register_authz(stats.clone())
+        .context("registering the authorization plugin's metrics")?;
+    authz::start(
+        &config.authz,
+        socket,
+        loaded,
+        stats,
+        authz::Sinks {
+            audit_events: running.events.clone(),
+            audit_stats: running.stats.clone(),
+            host: host_name(),
+        },
+    )
 }
 
 /// Polls `finished` until it is true or `deadline` passes; returns the last
