@@ -55,6 +55,20 @@ seed() {
     authz_request)
         cp "$root"/agent/policy/tests/requests/* "$dir/"
         ;;
+    audit_reader)
+        # Lines as moatd writes them (the shape of agent/api/src/audit.rs).
+        printf '%s\n' \
+            '{"@timestamp":"2026-05-20T10:11:12.123456789Z","event":{"kind":"event","category":["process","intrusion_detection"],"type":["denied"],"action":"seccomp_denied","outcome":"failure"},"host":{"name":"node1"},"process":{"pid":42,"thread":{"id":43},"name":"curl","executable":"/usr/bin/curl"},"workload":{"name":"build"},"cgroup":{"path":"/moat/build"},"seccomp":{"syscall":"mount","syscall_nr":165,"arch":"x86_64","action":"errno","errno":"EPERM"}}' \
+            '{"@timestamp":"2026-05-20T10:11:13Z","event":{"kind":"event","category":["process"],"type":["denied"],"action":"pids_limit_reached","outcome":"failure"},"host":{"name":"n"},"workload":{"name":"w\u001b[2J"},"cgroup":{"path":null},"pids":{"current":5,"limit":5,"limit_hits":16,"new_hits":15}}' \
+            >"$dir/lines.jsonl"
+        printf '%s' '{"event":{"action":"fork_burst"},"fork_burst":{"rate":1200,"threshold":1000}}' >"$dir/short.json"
+        ;;
+    exposition_reader)
+        # What moatd serves: a text exposition, and HTTP answers around one.
+        printf '# HELP moat_forks_total New tasks.\n# TYPE moat_forks_total counter\nmoat_forks_total{workload="a\\"b",kind="process"} 12\nmoat_pids_current{workload="w"} 3 1700000000\nup NaN\n' >"$dir/exposition.txt"
+        printf 'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1a\r\nmoat_forks_total{a="b"} 1\n\r\n0\r\n\r\n' >"$dir/chunked.http"
+        printf 'HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nmoat_x 5\n' >"$dir/length.http"
+        ;;
     esac
 }
 

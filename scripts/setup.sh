@@ -22,8 +22,9 @@ say() { echo "setup: $*"; }
 #                              and its quick mode in the tests)
 #   gnuplot-nox                draws the benchmark plots
 #   python3                    scripts/check-module-cycles.py (scripts/test.sh)
+#   dbus-daemon                a real bus daemon for moat's D-Bus client (tests)
 PACKAGES=(libseccomp-dev pkg-config bubblewrap prometheus systemd docker.io busybox-static
-    crun runc bpftrace gnuplot-nox python3)
+    crun runc bpftrace gnuplot-nox python3 dbus-daemon)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -24,13 +24,13 @@ use tokio::{
 
 use crate::{
     collect::{
-        attribution::{Attributor, CgroupLayout},
+        attribution::{Attributor, CgroupLayout, CgroupParents},
         Collector, CollectorConfig, CollectorInputs, RunningCollector, Snapshot, SnapshotSource,
     },
     config::Config,
     export::{
         audit_log::{self, AuditLog, AuditStats},
-        http,
+        http::{self, HttpLimits, HttpStats},
         metrics::Metrics,
     },
     kernel::{AuditRecord, KernelSource},
@@ -38,18 +38,55 @@ use crate::{
 
 /// How long [`Running::shutdown`] waits for the tasks before abandoning them.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
+/// Connections the kernel queues for `accept(2)`: a burst of connections waits
+/// there rather than being dropped (std's default is 128; the kernel caps it at
+/// `net.core.somaxconn`).
+const LISTEN_BACKLOG: i32 = 1024;
 /// Audit events queued between the collector and the writer.
 const EVENT_QUEUE: usize = 1024;
 
 /// Binds the HTTP listener of `config` (before the programs load).
 pub fn bind(config: &Config) -> anyhow::Result<std::net::TcpListener> {
+    use socket2::{Domain, Socket, Type};
     let listen = config.http.listen;
-    let listener = std::net::TcpListener::bind(listen)
-        .with_context(|| format!("cannot listen on {listen} (http.listen / --listen)"))?;
-    listener
+    let context = || format!("cannot listen on {listen} (http.listen / --listen)");
+    let socket =
+        Socket::new(Domain::for_address(listen), Type::STREAM, None).with_context(context)?;
+    socket.set_reuse_address(true).with_context(context)?;
+    socket.bind(&listen.into()).with_context(context)?;
+    socket.listen(LISTEN_BACKLOG).with_context(context)?;
+    socket
         .set_nonblocking(true)
         .context("making the listener non-blocking")?;
-    Ok(listener)
+    Ok(socket.into())
+}
+
+/// The soft `RLIMIT_NOFILE`, which the HTTP connection cap must leave room in.
+fn nofile_limit() -> u64 {
+    nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .map(|(soft, _)| soft)
+        .unwrap_or(1024)
+}
+
+/// The HTTP server's bounds from `config`, the connection cap fitted to the
+/// descriptor limit (with a warning when that lowers it).
+pub fn http_limits(config: &Config) -> HttpLimits {
+    let configured = u64::from(config.http.max_connections);
+    let nofile = nofile_limit();
+    let cap = http::connection_cap(configured, nofile);
+    if cap < configured {
+        log::warn!(
+            "http.max_connections = {configured} does not fit RLIMIT_NOFILE {nofile} with \
+             {} descriptors kept for the rest of moatd: serving at most {cap} connections",
+            http::limits::FD_RESERVE
+        );
+    }
+    HttpLimits {
+        max_connections: usize::try_from(cap).unwrap_or(usize::MAX),
+        max_header_bytes: config.http.max_header_bytes as usize,
+        header_timeout: Duration::from_millis(config.http.header_timeout_ms),
+        connection_timeout: Duration::from_millis(config.http.connection_timeout_ms),
+    }
 }
 
 /// The agent's tasks, running.
@@ -59,9 +96,13 @@ pub struct Running {
     shutdown: watch::Sender<bool>,
     reopen: Arc<Notify>,
     tasks: JoinSet<()>,
+    /// The audit writer's thread: waited for at most [`SHUTDOWN_GRACE`], and
+    /// left behind if its log blocks (the process exits around it).
+    writer: Option<std::thread::JoinHandle<()>>,
     collector: Option<RunningCollector>,
     source: SnapshotSource,
     stats: Arc<AuditStats>,
+    http_stats: Arc<HttpStats>,
 }
 
 impl Running {
@@ -85,14 +126,33 @@ impl Running {
         &self.stats
     }
 
+    /// The HTTP server's counts.
+    pub fn http_stats(&self) -> &Arc<HttpStats> {
+        &self.http_stats
+    }
+
     /// Stops serving, writes out queued audit events and waits for the tasks (at
     /// most [`SHUTDOWN_GRACE`]); returns the collector's last snapshot.
     pub async fn shutdown(mut self) -> Arc<Snapshot> {
         let _ = self.shutdown.send(true);
+        let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
         if let Some(collector) = self.collector.take() {
-            let joined = tokio::task::spawn_blocking(move || collector.join());
-            if tokio::time::timeout(SHUTDOWN_GRACE, joined).await.is_err() {
-                log::warn!("the collector still runs {SHUTDOWN_GRACE:?} after shutdown");
+            if finished_by(deadline, || collector.is_finished()).await {
+                collector.join();
+            } else {
+                log::warn!(
+                    "the collector still runs {SHUTDOWN_GRACE:?} after shutdown; leaving it"
+                );
+            }
+        }
+        if let Some(writer) = self.writer.take() {
+            if finished_by(deadline, || writer.is_finished()).await {
+                let _ = writer.join();
+            } else {
+                log::warn!(
+                    "the audit writer still writes {SHUTDOWN_GRACE:?} after shutdown (its log \
+                     blocks?); leaving it"
+                );
             }
         }
         let all_done = async { while self.tasks.join_next().await.is_some() {} };
@@ -123,15 +183,13 @@ pub fn start(
         .local_addr()
         .context("reading the listen address")?;
 
-    let log = AuditLog::open(config.audit.log.clone()).with_context(|| {
-        format!(
-            "cannot open the audit log {} (audit.log / --audit-log)",
-            config.audit.log
-        )
-    })?;
+    let log = AuditLog::open(config.audit.log.clone())
+        .context("cannot use the audit log (audit.log / --audit-log)")?;
     let stats = Arc::new(AuditStats::default());
+    let http_stats = Arc::new(HttpStats::default());
     let metrics = Arc::new(
-        Metrics::new(stats.clone(), &kernel_release()).context("registering the metrics")?,
+        Metrics::new(stats.clone(), http_stats.clone(), &kernel_release())
+            .context("registering the metrics")?,
     );
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -139,8 +197,11 @@ pub fn start(
     let (source, collector) = Collector::spawn(
         CollectorConfig {
             pids_mount: layout.pids_mount.clone(),
-            moat_parent: config.workloads.moat_parent.clone(),
-            docker_parent: config.workloads.docker_parent.clone(),
+            pids_on_v1: layout
+                .pids_mount
+                .as_ref()
+                .is_some_and(|mount| *mount != layout.v2_mount),
+            parents: CgroupParents::from_config(&config.workloads),
             interval: Duration::from_millis(config.workloads.poll_interval_ms),
             fork_burst_threshold: config.audit.fork_burst_threshold,
             host_name: host_name(),
@@ -161,25 +222,38 @@ pub fn start(
         listener,
         metrics,
         source.clone(),
+        http_limits(config),
+        http_stats.clone(),
         shutdown_rx.clone(),
     ));
-    tasks.spawn(audit_log::run(
-        log,
-        events_rx,
-        reopen.clone(),
-        shutdown_rx,
-        stats.clone(),
-    ));
+    let writer = audit_log::spawn(log, events_rx, reopen.clone(), shutdown_rx, stats.clone())
+        .context("starting the audit writer")?;
 
     Ok(Running {
         local_addr,
         shutdown: shutdown_tx,
         reopen,
         tasks,
+        writer: Some(writer),
         collector: Some(collector),
         source,
         stats,
+        http_stats,
     })
+}
+
+/// Polls `finished` until it is true or `deadline` passes; returns the last
+/// answer. A thread that may never end (a writer stuck in `write(2)`) is
+/// polled rather than joined, so that nothing waits for it past the deadline:
+/// not even the runtime's blocking pool at exit.
+async fn finished_by(deadline: tokio::time::Instant, finished: impl Fn() -> bool) -> bool {
+    while !finished() {
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    true
 }
 
 /// The running kernel's release (`uname -r`).

@@ -110,8 +110,13 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
 
+    raise_nofile_limit();
+    // Renders run on blocking threads one at a time (they share one registry):
+    // a few threads suffice, and a burst of scrapes queues instead of starting
+    // a thread each.
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
+        .max_blocking_threads(4)
         .enable_all()
         .build()
     {
@@ -121,7 +126,11 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_FAILURE);
         }
     };
-    match runtime.block_on(run(config)) {
+    let result = runtime.block_on(run(config));
+    // Whatever is left on the blocking pool (nothing, normally) is not waited
+    // for: the process is leaving.
+    runtime.shutdown_background();
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             log::error!("{err:#}");
@@ -189,6 +198,24 @@ async fn run(config: Config) -> anyhow::Result<()> {
     }
     log::info!("received {signal_name}; {summary}; programs detached; exiting");
     Ok(())
+}
+
+/// Raises the soft `RLIMIT_NOFILE` to the hard limit, so that the HTTP
+/// connection cap (fitted below it) is as configured on hosts whose default soft
+/// limit is small; logged when that fails.
+fn raise_nofile_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => {
+            if let Err(err) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+                log::warn!("cannot raise RLIMIT_NOFILE from {soft} to {hard}: {err}");
+            } else {
+                log::debug!("raised RLIMIT_NOFILE from {soft} to {hard}");
+            }
+        }
+        Ok(_) => {}
+        Err(err) => log::warn!("cannot read RLIMIT_NOFILE: {err}"),
+    }
 }
 
 fn init_logging(filter: Option<&str>) {

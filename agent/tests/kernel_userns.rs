@@ -93,3 +93,53 @@ fn user_namespaces_are_counted_once_per_creation() {
     assert_eq!(events_of(&snapshot, id, Kind::ForkThread, None), 1);
     assert_eq!(events_of(&snapshot, id, Kind::ForkFailed, None), 0);
 }
+
+/// A user namespace made by `clone3(CLONE_NEWUSER | CLONE_INTO_CGROUP)` belongs
+/// to the child, born in another cgroup than its parent (as `moat run
+/// --userns auto` makes its workloads): it is counted in the child's cgroup,
+/// and not in the parent's (which used to get it, `comm` and all).
+#[test]
+fn a_user_namespace_cloned_into_another_cgroup_is_counted_in_the_childs() {
+    skip_unless_privileged!();
+    let kernel = Kernel::load(KernelConfig::default()).expect("loading the kernel side");
+    let parent_cgroup = TestCgroup::v2("userns-parent");
+    let child_cgroup = TestCgroup::v2("userns-child");
+    let target = std::fs::File::open(&child_cgroup.path).unwrap();
+    let target_fd = std::os::fd::AsRawFd::as_raw_fd(&target);
+    const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+    let mut child = spawn_in(&[&parent_cgroup], move |shared| {
+        let args = CloneArgs {
+            flags: libc::CLONE_NEWUSER as u64 | CLONE_INTO_CGROUP,
+            exit_signal: libc::SIGCHLD as u64,
+            cgroup: target_fd as u64,
+            ..CloneArgs::default()
+        };
+        let size = std::mem::size_of::<CloneArgs>();
+        let pid = sys!(libc::SYS_clone3, &args as *const CloneArgs, size);
+        if pid == 0 {
+            // SAFETY: leave the new process immediately.
+            unsafe { libc::_exit(0) };
+        }
+        kernel_common::report(shared, 0, i64::from(pid > 0 && reap(pid)));
+        0
+    });
+    child.wait_success();
+    drop(target);
+    assert_eq!(child.value(0), 1, "clone3 into the other cgroup ran");
+    let snapshot = kernel.snapshot().expect("snapshot");
+    assert_eq!(
+        events_of(&snapshot, child_cgroup.id(), Kind::UsernsCreated, None),
+        1,
+        "in the child's cgroup"
+    );
+    assert_eq!(
+        events_of(&snapshot, parent_cgroup.id(), Kind::UsernsCreated, None),
+        0,
+        "in the parent's cgroup"
+    );
+    // The fork itself is the parent's.
+    assert_eq!(
+        events_of(&snapshot, parent_cgroup.id(), Kind::ForkProcess, None),
+        1
+    );
+}

@@ -113,6 +113,7 @@ fn workloads_under(parent: &str) -> WorkloadsConfig {
     WorkloadsConfig {
         moat_parent: format!("{parent}/moat"),
         docker_parent: format!("{parent}/docker"),
+        docker_scope_parents: vec![format!("{parent}/system.slice")],
         ..Default::default()
     }
 }
@@ -218,7 +219,11 @@ fn containers_only_in_v1_pids_cgroups_are_attributed_by_pid_and_by_pids_id() {
     );
 
     // The pids reading finds the container with its limit.
-    let reading = pids::scan(&pids_mount, &config.moat_parent, &config.docker_parent);
+    let reading = pids::scan(
+        &pids_mount,
+        &moat_agent::collect::attribution::CgroupParents::from_config(&config),
+        V1_PIDS_ID_FLAG,
+    );
     let found = reading
         .iter()
         .find(|c| c.workload == "docker:feedfacecafe")
@@ -226,4 +231,5 @@ fn containers_only_in_v1_pids_cgroups_are_attributed_by_pid_and_by_pids_id() {
     assert_eq!(found.current, 1);
     assert_eq!(found.limit, Some(7));
     assert_eq!(found.limit_hits, 0);
+    assert_eq!(found.id, V1_PIDS_ID_FLAG | pids_id);
 }

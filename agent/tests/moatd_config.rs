@@ -155,3 +155,31 @@ fn help_documents_every_flag_and_signal() {
         assert!(help.contains(needle), "--help lacks {needle}:\n{help}");
     }
 }
+
+#[test]
+fn a_config_that_is_not_a_small_regular_file_is_refused_at_once() {
+    let tmp = temp_dir("config-special");
+    let fifo = tmp.path().join("moatd.toml");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+    let big = tmp.path().join("big.toml");
+    std::fs::write(&big, format!("# {}\n", "x".repeat(2 << 20))).unwrap();
+    for (path, reason) in [
+        (fifo.to_str().unwrap(), "not a regular file"),
+        ("/dev/zero", "not a regular file"),
+        (big.to_str().unwrap(), "larger than 1048576 bytes"),
+    ] {
+        let started = std::time::Instant::now();
+        let (code, stderr) = moatd(&["--config", path, "--check-config"]);
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(5),
+            "{path}"
+        );
+        assert_eq!(code, 2, "{path}: {stderr}");
+        assert!(
+            stderr
+                .trim_end()
+                .starts_with(&format!("moatd: {path}: {reason}")),
+            "{stderr}"
+        );
+    }
+}

@@ -15,11 +15,12 @@ use std::{
 
 use moat_agent::{
     collect::attribution::CgroupLayout,
+    collect::attribution::V1_PIDS_ID_FLAG,
     config::{AuditTarget, Config},
     daemon::{self, Running},
     kernel::{
         AuditKind, AuditRecord, DenialAction, DenialCount, KernelSnapshot, ProcessEventCount,
-        ProcessEventKind,
+        ProcessEventKind, RetiredPids,
     },
 };
 use moatd_common::{get, request, sample, temp_dir, wait_for, FakeKernel};
@@ -624,6 +625,80 @@ fn pids_limit_hits_and_fork_bursts_become_audit_events() {
     assert_eq!(
         sample(&body, "moat_pids_limit_hits_total{workload=\"w1\"}"),
         Some(3.0)
+    );
+}
+
+/// A workload's pids cgroup removed between two polls: its final count comes
+/// from the kernel side's record, the counter takes it once (never going down
+/// when the cgroup goes away), and the hits not seen alive become an event.
+#[test]
+fn hits_of_pids_cgroups_removed_between_polls_are_counted_once() {
+    let f = Fixture::start("retired", &[], &[("moat/w1", "5", 0)], |config| {
+        config.workloads.poll_interval_ms = 50;
+    });
+    let w1 = fs::metadata(f.dir.join("pids/moat/w1")).unwrap().ino();
+    std::thread::sleep(Duration::from_millis(200));
+    write_pids(&f.dir.join("pids/moat/w1"), 5, "5", 2);
+    wait_for(Duration::from_secs(5), "w1's hits read alive", || {
+        sample(&f.metrics(), "moat_pids_limit_hits_total{workload=\"w1\"}").filter(|&v| v == 2.0)
+    });
+    // w1 gets 5 more refusals and is removed before the next poll; w2 is born,
+    // hits its limit 4 times and is removed between two polls.
+    fs::remove_dir_all(f.dir.join("pids/moat/w1")).unwrap();
+    *f.kernel.retired.lock().unwrap() = vec![
+        RetiredPids {
+            cgroup_id: V1_PIDS_ID_FLAG | w1,
+            hits: 7,
+            path: Some("/moat/w1".to_owned()),
+        },
+        RetiredPids {
+            cgroup_id: V1_PIDS_ID_FLAG | 999_999_999,
+            hits: 4,
+            path: Some("/moat/w2".to_owned()),
+        },
+        // Not a workload's pids cgroup: ignored.
+        RetiredPids {
+            cgroup_id: V1_PIDS_ID_FLAG | 999_999_998,
+            hits: 100,
+            path: Some("/user.slice".to_owned()),
+        },
+    ];
+    let body = wait_for(Duration::from_secs(5), "the removed cgroups' hits", || {
+        let body = f.metrics();
+        (sample(&body, "moat_pids_limit_hits_total{workload=\"w2\"}") == Some(4.0)).then_some(body)
+    });
+    assert_eq!(
+        sample(&body, "moat_pids_limit_hits_total{workload=\"w1\"}"),
+        Some(7.0)
+    );
+    assert_eq!(sample(&body, "moat_pids_current{workload=\"w1\"}"), None);
+    // Still exactly that, polls later.
+    std::thread::sleep(Duration::from_millis(300));
+    let body = f.metrics();
+    assert_eq!(
+        sample(&body, "moat_pids_limit_hits_total{workload=\"w1\"}"),
+        Some(7.0)
+    );
+    assert_eq!(
+        sample(&body, "moat_pids_limit_hits_total{workload=\"w2\"}"),
+        Some(4.0)
+    );
+    let lines = f.audit_lines(&f.audit_log);
+    let new_hits: Vec<(String, u64)> = with_action(&lines, "pids_limit_reached")
+        .map(|e| {
+            (
+                e["workload"]["name"].as_str().unwrap().to_owned(),
+                e["pids"]["new_hits"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        new_hits,
+        [
+            ("w1".to_owned(), 2),
+            ("w1".to_owned(), 5),
+            ("w2".to_owned(), 4)
+        ]
     );
 }
 

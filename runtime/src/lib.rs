@@ -10,5 +10,6 @@ pub mod launch;
 pub mod seccomp;
 pub mod state;
 pub mod suggest;
+pub mod systemd;
 mod trust;
 pub mod userns;

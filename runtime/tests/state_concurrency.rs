@@ -73,6 +73,7 @@ fn register(root: &Path, supervisor: ProcessRef) -> WorkloadRecord {
         pids_limit_text: "inherit".into(),
         cgroup_pids: PathBuf::new(),
         cgroup_v2: PathBuf::new(),
+        unit: None,
         started_at_unix_ms: now_unix_ms(),
         namespaces: Vec::new(),
     };

@@ -27,7 +27,11 @@ pub const TARGETS: &[(&str, Entry)] = &[
     ("profile", profile),
     ("moatd_config", moatd_config),
     ("authz_request", authz_request),
+    ("audit_reader", audit_reader),
+    ("exposition_reader", exposition_reader),
 ];
+
+pub use crate::fuzz_api::{audit_reader, exposition_reader};
 
 /// A seccomp profile (Docker or OCI format, or an OCI config.json) parsed,
 /// resolved for x86_64 with Docker's capabilities and with all of them, and

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 pub mod bench;
 pub mod fork;
 pub mod fuzz;
+pub mod fuzz_api;
 pub mod moatd;
 pub mod oci;
 pub mod pty;
@@ -79,8 +80,13 @@ fn newer_source(name: &str, built: std::time::SystemTime) -> Option<PathBuf> {
         ],
         _ => &[],
     };
+    // moatd links the runtime library, not the `moat` binary's own sources.
+    let skip = (name == "moatd").then(|| root.join("runtime/src/bin"));
     let mut stack: Vec<PathBuf> = dirs.iter().map(|d| root.join(d)).collect();
     while let Some(path) = stack.pop() {
+        if skip.as_ref() == Some(&path) {
+            continue;
+        }
         let Ok(meta) = std::fs::symlink_metadata(&path) else {
             continue;
         };

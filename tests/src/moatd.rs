@@ -142,9 +142,51 @@ pub struct Moatd {
     pub parent: CgroupParent,
 }
 
+/// How [`Moatd::start_with`] runs moatd, beyond its defaults.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// TOML appended to moatd's configuration (after its `[workloads]`
+    /// section, so in sections of its own).
+    pub config: String,
+    /// The audit log [default: `audit.jsonl` in moatd's private directory];
+    /// `-` for standard output.
+    pub audit_log: Option<PathBuf>,
+    /// moatd's standard output is a pipe that nobody reads (instead of
+    /// /dev/null): with `audit_log` `-`, a writer that blocks.
+    pub stdout_unread: bool,
+    /// `workloads.poll_interval_ms` [default: 100].
+    pub poll_interval_ms: Option<u64>,
+}
+
 impl Moatd {
     /// Starts moatd and waits until it serves `/metrics`.
     pub fn start(tag: &str) -> Moatd {
+        Self::start_with(tag, &Options::default())
+    }
+
+    /// Starts moatd with `options` and waits until it serves `/metrics`.
+    pub fn start_with(tag: &str, options: &Options) -> Moatd {
+        let mut agent = Self::spawn(tag, options);
+        let start = Instant::now();
+        loop {
+            if let Some(status) = agent.child.try_wait().unwrap() {
+                panic!("moatd exited with {status}:\n{}", agent.log_text());
+            }
+            if agent.get_metrics().is_some() {
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "moatd not serving after 20 s:\n{}",
+                agent.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        agent
+    }
+
+    /// Starts moatd with `options` without waiting for it.
+    pub fn spawn(tag: &str, options: &Options) -> Moatd {
         let parent = CgroupParent(format!("moat-t-{tag}-{}", std::process::id()));
         let dir = TempDir::new(tag);
         // moatd watches the parent directory for new workload cgroups, but a
@@ -171,46 +213,50 @@ impl Moatd {
         std::fs::write(
             &config,
             format!(
-                "[workloads]\nmoat_parent = \"{}\"\npoll_interval_ms = 100\n",
-                parent.0
+                "[workloads]\nmoat_parent = \"{}\"\npoll_interval_ms = {}\n{}",
+                parent.0,
+                options.poll_interval_ms.unwrap_or(100),
+                options.config
             ),
         )
         .unwrap();
-        let audit_log = dir.join("audit.jsonl");
+        let audit_log = options
+            .audit_log
+            .clone()
+            .unwrap_or_else(|| dir.join("audit.jsonl"));
         let log = dir.join("moatd.log");
         let child = Command::new(binary("moatd"))
             .arg("--config")
             .arg(&config)
             .args(["--listen", &format!("127.0.0.1:{port}"), "--audit-log"])
             .arg(&audit_log)
-            .stdout(Stdio::null())
+            .stdout(if options.stdout_unread {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();
-        let mut agent = Moatd {
+        Moatd {
             child,
             port,
             audit_log,
             log,
             dir,
             parent,
-        };
-        let start = Instant::now();
-        loop {
-            if let Some(status) = agent.child.try_wait().unwrap() {
-                panic!("moatd exited with {status}:\n{}", agent.log_text());
-            }
-            if agent.get_metrics().is_some() {
-                break;
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(20),
-                "moatd not serving after 20 s:\n{}",
-                agent.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(50));
         }
-        agent
+    }
+
+    /// Whether moatd is still running; its exit status otherwise.
+    pub fn try_wait(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().unwrap()
+    }
+
+    /// Sends `signal` to moatd.
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, signal) };
     }
 
     /// moatd's pid.

@@ -27,6 +27,9 @@ fn quick_run_measures_moat() {
         "moat run, median",
         "moat run, min",
         "moat run, max",
+        "moat run (cold cache), median",
+        "moat run (cold cache), min",
+        "moat run (cold cache), max",
         "/bin/true, median",
     ] {
         quick::positive_row(stdout, f);
@@ -59,9 +62,11 @@ fn quick_run_measures_moat() {
         .find(|l| l.starts_with("| moat run, median |"))
         .expect("moat row");
     assert!(
-        goal.contains("≤ crun median"),
+        goal.contains("≤ 0.75× crun median"),
         "the goal column is missing: {goal}"
     );
+    // No other moat binary was given: no row for one.
+    assert!(!stdout.contains("--compare-moat)"), "{stdout}");
     for section in [
         "### Namespaces and cgroups",
         "### Machine",
@@ -105,12 +110,21 @@ fn check_json(r: &Results) {
         check_value(peer, quick::peer(launch, peer), must_run);
     }
     let goal = launch.goal.as_ref().expect("the launch figure has a goal");
-    assert_eq!(goal.text, "≤ crun median");
+    assert_eq!(goal.text, "≤ 0.75× crun median");
     assert_eq!(
         goal.met.is_some(),
         quick::peer(launch, "crun").median().is_some(),
         "the goal is judged exactly when crun ran"
     );
+
+    // The cold launch: its own row, measured, without a goal, beside the
+    // same peers.
+    let cold = comparison(r, "Launch", "launch /bin/true, empty seccomp cache");
+    assert_eq!(cold.unit, "ms");
+    assert_eq!(cold.baseline.as_deref(), Some("crun"));
+    assert!(cold.goal.is_none());
+    check_value("moat (cold cache)", &cold.moat, true);
+    assert_eq!(cold.peers, launch.peers);
 
     let rss = comparison(r, "Launch", "peak RSS of the launcher");
     assert_eq!(rss.unit, "MiB");
@@ -127,7 +141,10 @@ fn check_json(r: &Results) {
     assert_eq!(plot.kind, PlotKind::Bars);
     assert_eq!(plot.series.len(), 1);
     let xs: Vec<&str> = plot.series[0].points.iter().map(|p| p.x.as_str()).collect();
-    assert!(xs.contains(&"moat") && xs.contains(&"/bin/true"), "{xs:?}");
+    assert!(
+        xs.contains(&"moat") && xs.contains(&"moat (cold cache)") && xs.contains(&"/bin/true"),
+        "{xs:?}"
+    );
     for p in &plot.series[0].points {
         assert!(
             p.min <= p.median && p.median <= p.max && p.min > 0.0,

@@ -388,6 +388,21 @@ fn families() -> Vec<Family> {
             vec![("", Rate(0.05))],
         ),
         (
+            "moat_http_connections_open",
+            "gauge",
+            "moat_http_connections_open",
+            vec![("", Level(3.0))],
+        ),
+        (
+            "moat_http_connections_rejected",
+            "counter",
+            "moat_http_connections_rejected_total",
+            vec![
+                (r#"reason="evicted""#, Rate(0.5)),
+                (r#"reason="header_timeout""#, Rate(0.1)),
+            ],
+        ),
+        (
             "moat_build_info",
             "gauge",
             "moat_build_info",

@@ -623,6 +623,96 @@ fn stats_unreachable_or_failing_agent() {
     }
 }
 
+/// A hostile server on the port `moat stats` is pointed at: a chunk
+/// announced as 2^64 - 1 bytes is an error, not a crash (the exposition_reader
+/// fuzz target found the overflow), and what it says in an error reaches the
+/// terminal escaped.
+#[test]
+fn stats_survives_what_a_hostile_agent_says() {
+    let agent = FakeAgent::start(vec![
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nffffffffffffffff\r\nab\r\n0\r\n\r\n"
+            .to_owned(),
+    ]);
+    let o = moat()
+        .args(["stats", "--no-stream", "--agent", &agent.url()])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", err(&o));
+    assert!(err(&o).contains("cut short"), "{}", err(&o));
+
+    let body = "\u{1b}]0;owned\u{7}\u{1b}[2J\u{9b}31m\u{202e}";
+    let agent = FakeAgent::start(vec![
+        format!(
+            "HTTP/1.1 500 Internal Server Error\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        ),
+        format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\nnot{body} metrics\n",
+            body.len() + 12
+        ),
+    ]);
+    for _ in 0..2 {
+        let o = moat()
+            .args(["stats", "--no-stream", "--agent", &agent.url()])
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(1), "{}", err(&o));
+        let stderr = err(&o);
+        assert!(
+            !stderr
+                .lines()
+                .any(|l| l.chars().any(moat_api::text::is_unsafe)),
+            "raw control or bidi characters: {stderr:?}"
+        );
+        assert!(stderr.contains("]0;owned"), "{stderr}");
+    }
+}
+
+/// A log that is one endless line (320 MiB here) is read in bounded memory
+/// (moat runs with 256 MiB of address space), skipped with a warning, and the
+/// events after it are printed.
+#[test]
+fn events_skip_a_line_longer_than_any_event() {
+    use std::os::unix::process::CommandExt as _;
+    let dir = TempDir::new("long");
+    let log = dir.join("audit.jsonl");
+    {
+        let mut file = std::io::BufWriter::new(std::fs::File::create(&log).unwrap());
+        let block = vec![b'x'; 1 << 20];
+        for _ in 0..320 {
+            file.write_all(&block).unwrap();
+        }
+        file.write_all(b"\n").unwrap();
+        let after = denial("2026-05-20T10:11:12Z", "after", "mount", 1, "sh");
+        file.write_all(after.as_bytes()).unwrap();
+        file.write_all(b"\n").unwrap();
+    }
+    let mut command = moat();
+    command.args(["events", "--file"]).arg(&log);
+    // SAFETY: only setrlimit(2) between fork and exec.
+    unsafe {
+        command.pre_exec(|| {
+            let limit = libc::rlimit {
+                rlim_cur: 256 << 20,
+                rlim_max: 256 << 20,
+            };
+            if libc::setrlimit(libc::RLIMIT_AS, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let o = command.output().unwrap();
+    assert!(o.status.success(), "{}", err(&o));
+    assert!(
+        err(&o).contains("line 1: skipping a line longer than 1048576 bytes"),
+        "{}",
+        err(&o)
+    );
+    assert_eq!(out(&o).lines().count(), 1, "{}", out(&o));
+    assert!(out(&o).contains("after"), "{}", out(&o));
+}
+
 // ---------------------------------------------------------------------------
 // End to end, as root: the real moatd.
 

@@ -21,8 +21,24 @@ pub const AUDIT_LOG: &str = "/var/log/moat/audit.jsonl";
 /// (`workloads.moat_parent`), relative to each hierarchy's root.
 pub const CGROUP_PARENT: &str = "moat";
 
+/// The slice under which `moat run` places each workload as a transient
+/// scope `moat-<name>.scope` with the systemd cgroup manager, and under
+/// which moatd recognises those scopes as workload `<name>`.
+pub const MOAT_SLICE: &str = "moat.slice";
+
+/// The prefix of a workload's scope unit: `moat-<name>.scope`.
+pub const MOAT_SCOPE_PREFIX: &str = "moat-";
+
+/// The workload's own cgroup in its scope (`moat-<name>.scope/payload`);
+/// the scope's other leaf, `supervisor`, holds moat's keeper.
+pub const MOAT_SCOPE_PAYLOAD: &str = "payload";
+
 /// The cgroup Docker's cgroupfs driver places containers under.
 pub const DOCKER_PARENT: &str = "docker";
+
+/// The slice Docker's systemd driver places containers' scopes
+/// (`docker-<id>.scope`) under.
+pub const DOCKER_SCOPE_PARENT: &str = "system.slice";
 
 #[cfg(test)]
 mod tests {

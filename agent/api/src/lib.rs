@@ -10,6 +10,7 @@
 //! - [`exposition`]: the one reader of the Prometheus text exposition format.
 //! - [`client`]: a small blocking HTTP/1.1 client for `/metrics`.
 //! - [`time`]: RFC 3339 timestamps as the audit log writes them.
+//! - [`text`]: the characters that must not reach a terminal raw.
 //!
 //! It depends on nothing heavier than serde, so the CLI stays free of aya, tokio
 //! and hyper.
@@ -19,4 +20,5 @@ pub mod client;
 pub mod defaults;
 pub mod exposition;
 pub mod metrics;
+pub mod text;
 pub mod time;

@@ -84,21 +84,21 @@ pub const PIDS_LIMIT: MetricSpec = MetricSpec {
 /// `moat_pids_limit_hits_total`.
 pub const PIDS_LIMIT_HITS: MetricSpec = MetricSpec {
     name: "moat_pids_limit_hits_total",
-    help: "Forks refused by the workload's pids limit (the max count of pids.events).",
+    help: "Forks refused by the workload's pids limit (the max count of pids.events), its removed pids cgroups' final counts included.",
     kind: MetricKind::Counter,
     labels: &["workload"],
 };
 /// `moat_audit_events_total`.
 pub const AUDIT_EVENTS: MetricSpec = MetricSpec {
     name: "moat_audit_events_total",
-    help: "Audit events written to the audit log, by action.",
+    help: "Audit events whose whole line is in the audit log, by action.",
     kind: MetricKind::Counter,
     labels: &["action"],
 };
 /// `moat_audit_events_dropped_total`.
 pub const AUDIT_EVENTS_DROPPED: MetricSpec = MetricSpec {
     name: "moat_audit_events_dropped_total",
-    help: "Audit events not written, by reason (rate_limited and buffer_full in the kernel, write_failed in moatd).",
+    help: "Audit events not written, each counted once, by reason: rate_limited and buffer_full in the kernel; queue_full, write_failed and log_unavailable in moatd.",
     kind: MetricKind::Counter,
     labels: &["reason"],
 };
@@ -124,8 +124,23 @@ pub const BUILD_INFO: MetricSpec = MetricSpec {
     labels: &["version", "kernel"],
 };
 
+/// `moat_http_connections_open`.
+pub const HTTP_CONNECTIONS_OPEN: MetricSpec = MetricSpec {
+    name: "moat_http_connections_open",
+    help: "HTTP connections open to moatd now (at most http.max_connections).",
+    kind: MetricKind::Gauge,
+    labels: &[],
+};
+/// `moat_http_connections_rejected_total`.
+pub const HTTP_CONNECTIONS_REJECTED: MetricSpec = MetricSpec {
+    name: "moat_http_connections_rejected_total",
+    help: "HTTP connections moatd refused or closed before their request was answered, by reason (see the reason label's values in moat_api::metrics::http_reject_reason).",
+    kind: MetricKind::Counter,
+    labels: &["reason"],
+};
+
 /// Every `moat_*` family, in the order moatd serves them.
-pub const FAMILIES: [&MetricSpec; 14] = [
+pub const FAMILIES: [&MetricSpec; 16] = [
     &SECCOMP_DENIALS,
     &FORKS,
     &EXECS,
@@ -139,6 +154,8 @@ pub const FAMILIES: [&MetricSpec; 14] = [
     &AUDIT_EVENTS_DROPPED,
     &EBPF_MAP_FULL,
     &WORKLOAD_LABEL_OVERFLOW,
+    &HTTP_CONNECTIONS_OPEN,
+    &HTTP_CONNECTIONS_REJECTED,
     &BUILD_INFO,
 ];
 
@@ -170,9 +187,66 @@ pub mod fork_kind {
     pub const THREAD: &str = "thread";
 }
 
-/// Values of the `reason` label of `moat_audit_events_dropped_total`, all
+/// Values of the `reason` label of `moat_audit_events_dropped_total`.
+pub mod drop_reason {
+    /// The kernel's per-cgroup rate limit refused the record.
+    pub const RATE_LIMITED: &str = "rate_limited";
+    /// The kernel's ring buffer was full.
+    pub const BUFFER_FULL: &str = "buffer_full";
+    /// moatd's derived events (pids_limit_reached, fork_burst) waited for the
+    /// audit writer longer than its queue holds.
+    pub const QUEUE_FULL: &str = "queue_full";
+    /// Writing the line failed (a full disk, an I/O error); the log holds no
+    /// part of it.
+    pub const WRITE_FAILED: &str = "write_failed";
+    /// There was no audit log to write to: its path cannot be opened, or is not
+    /// a regular file of moatd's.
+    pub const LOG_UNAVAILABLE: &str = "log_unavailable";
+}
+
+/// Every value of the `reason` label of `moat_audit_events_dropped_total`, all
 /// present (at 0 until something is dropped).
-pub const DROP_REASONS: [&str; 3] = ["rate_limited", "buffer_full", "write_failed"];
+pub const DROP_REASONS: [&str; 5] = [
+    drop_reason::RATE_LIMITED,
+    drop_reason::BUFFER_FULL,
+    drop_reason::QUEUE_FULL,
+    drop_reason::WRITE_FAILED,
+    drop_reason::LOG_UNAVAILABLE,
+];
+
+/// Values of the `reason` label of `moat_http_connections_rejected_total`.
+pub mod http_reject_reason {
+    /// A new connection was refused: every connection slot was serving a
+    /// request.
+    pub const LIMIT: &str = "limit";
+    /// An idle connection (waiting for a request) was closed to make room for
+    /// a new one at the connection cap.
+    pub const EVICTED: &str = "evicted";
+    /// A request's headers did not arrive within `http.header_timeout_ms` (of
+    /// the connection's start, or of the previous response on a kept-alive
+    /// connection).
+    pub const HEADER_TIMEOUT: &str = "header_timeout";
+    /// A request's headers were larger than `http.max_header_bytes` (answered
+    /// 431, then closed).
+    pub const HEADER_TOO_LARGE: &str = "header_too_large";
+    /// The connection reached `http.connection_timeout_ms` (a request in
+    /// progress is finished first, for at most a second).
+    pub const CONNECTION_TIMEOUT: &str = "connection_timeout";
+    /// `accept(2)` failed (out of descriptors or memory): the connection waits
+    /// in the kernel's queue.
+    pub const ACCEPT_FAILED: &str = "accept_failed";
+}
+
+/// Every value of the `reason` label of `moat_http_connections_rejected_total`,
+/// all present (at 0 until it happens).
+pub const HTTP_REJECT_REASONS: [&str; 6] = [
+    http_reject_reason::LIMIT,
+    http_reject_reason::EVICTED,
+    http_reject_reason::HEADER_TIMEOUT,
+    http_reject_reason::HEADER_TOO_LARGE,
+    http_reject_reason::CONNECTION_TIMEOUT,
+    http_reject_reason::ACCEPT_FAILED,
+];
 
 /// The family named `name`, if moatd serves it.
 pub fn family(name: &str) -> Option<&'static MetricSpec> {

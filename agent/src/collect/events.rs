@@ -156,6 +156,7 @@ mod tests {
     #[test]
     fn serialises_nested_fields() {
         let cgroup = PidsCgroup {
+            id: 1,
             workload: "w".into(),
             path: "/moat/w".into(),
             current: 3,

@@ -26,7 +26,7 @@ pub mod pids;
 pub mod snapshot;
 
 use std::{
-    collections::VecDeque,
+    collections::{BTreeMap, VecDeque},
     path::PathBuf,
     sync::Arc,
     thread::JoinHandle,
@@ -38,7 +38,7 @@ use tokio::sync::{mpsc, watch};
 
 pub use self::snapshot::{Snapshot, SnapshotSource};
 use self::{
-    attribution::{Attributor, CgroupWatcher, WatchEvent},
+    attribution::{Attributor, CgroupParents, CgroupWatcher, WatchEvent},
     burst::BurstDetector,
     names::NameCache,
     pids::{HitTracker, PidsCgroup},
@@ -54,16 +54,21 @@ const RECORD_BATCH: usize = 256;
 const WRITER_BEHIND_RETRY: Duration = Duration::from_millis(20);
 /// Scrapes waiting for a snapshot at once; more get the last one published.
 const REFRESH_QUEUE: usize = 64;
+/// Derived events kept while the audit writer's queue is full; beyond, they
+/// are dropped and counted (`queue_full`), so a stuck writer cannot grow the
+/// collector without bound.
+const MAX_PENDING: usize = 4096;
 
 /// What the collector is told besides its inputs.
 #[derive(Debug, Clone)]
 pub struct CollectorConfig {
     /// The pids hierarchy, if pids cgroups are read.
     pub pids_mount: Option<PathBuf>,
-    /// The moat parent cgroup (relative).
-    pub moat_parent: String,
-    /// The Docker cgroupfs parent (relative).
-    pub docker_parent: String,
+    /// Whether that hierarchy is a v1 one (its cgroups' keys then carry
+    /// [`attribution::V1_PIDS_ID_FLAG`]).
+    pub pids_on_v1: bool,
+    /// Where workloads' cgroups are.
+    pub parents: CgroupParents,
     /// How often the pids cgroups and counters are read.
     pub interval: Duration,
     /// Forks per second above which a workload gets a `fork_burst` event.
@@ -97,6 +102,12 @@ impl RunningCollector {
             log::warn!("the collector thread panicked");
         }
     }
+
+    /// Whether the thread has ended (so [`RunningCollector::join`] returns at
+    /// once).
+    pub fn is_finished(&self) -> bool {
+        self.handle.is_finished()
+    }
 }
 
 /// See the module documentation.
@@ -108,11 +119,15 @@ pub struct Collector {
     hits: HitTracker,
     bursts: BurstDetector,
     pids_reading: Vec<PidsCgroup>,
+    /// Final limit hits of removed pids cgroups, by (capped) workload label.
+    pids_retired_hits: BTreeMap<Arc<str>, u64>,
     seq: u64,
     publish: watch::Sender<Arc<Snapshot>>,
     events: mpsc::Sender<AuditEvent>,
     /// Derived events waiting for room in the writer's queue.
     pending: VecDeque<AuditEvent>,
+    /// Derived events dropped because `pending` was full.
+    pending_dropped: u64,
 }
 
 impl Collector {
@@ -155,10 +170,12 @@ impl Collector {
             names: NameCache::default(),
             hits: HitTracker::default(),
             pids_reading: Vec::new(),
+            pids_retired_hits: BTreeMap::new(),
             seq: 0,
             publish,
             events: inputs.events,
             pending: VecDeque::new(),
+            pending_dropped: 0,
         };
         let (records, shutdown) = (inputs.records, inputs.shutdown);
         let handle = std::thread::Builder::new()
@@ -230,6 +247,10 @@ impl Collector {
                     while let Ok(request) = refresh.try_recv() {
                         waiting.push(request);
                     }
+                    // Pids cgroups removed since the last poll: their final
+                    // hits are in the kernel's record, and this scrape counts
+                    // them however long the poll interval.
+                    self.take_retired_pids();
                     let snapshot = self.publish_snapshot(self.read_kernel().as_ref());
                     for request in waiting {
                         let _ = request.send(snapshot.clone());
@@ -309,28 +330,83 @@ impl Collector {
             &mut self.attributor,
             &mut self.names,
             &self.pids_reading,
+            &self.pids_retired_hits,
+            self.pending_dropped,
         ));
         self.publish.send_replace(snapshot.clone());
         snapshot
     }
 
-    /// Reads the pids cgroups; emits `pids_limit_reached` for hits since the last
-    /// reading.
+    /// Reads the pids cgroups, and takes the final counts of those removed
+    /// since; emits `pids_limit_reached` for hits since the last reading.
     fn poll_pids(&mut self) {
         let Some(mount) = &self.config.pids_mount else {
             return;
         };
-        let reading = pids::scan(mount, &self.config.moat_parent, &self.config.docker_parent);
-        for (cgroup, new_hits) in self.hits.update(&reading) {
+        let key_flag = if self.config.pids_on_v1 {
+            attribution::V1_PIDS_ID_FLAG
+        } else {
+            0
+        };
+        let reading = pids::scan(mount, &self.config.parents, key_flag);
+        self.update_pids(reading);
+    }
+
+    /// Takes the final counts of the pids cgroups removed since the last
+    /// reading, without reading the live ones again.
+    fn take_retired_pids(&mut self) {
+        if self.config.pids_mount.is_some() {
+            let reading = std::mem::take(&mut self.pids_reading);
+            self.update_pids(reading);
+        }
+    }
+
+    /// Takes `reading` (of the live pids cgroups) and the removed ones since.
+    fn update_pids(&mut self, mut reading: Vec<PidsCgroup>) {
+        // Read after the scan: a cgroup removed in between is in both, and
+        // counts as removed.
+        let gone = self.retired_pids();
+        let update = self.hits.update(&mut reading, gone);
+        for cgroup in &update.gone {
+            let workload = self.attributor.admit(&cgroup.workload);
+            *self.pids_retired_hits.entry(workload).or_default() += cgroup.limit_hits;
+        }
+        for (cgroup, new_hits) in update.grown {
             let workload = self.attributor.admit(&cgroup.workload);
             self.emit(events::pids_limit_reached(
                 &self.config.host_name,
                 &workload,
-                cgroup,
+                &cgroup,
                 new_hits,
             ));
         }
         self.pids_reading = reading;
+    }
+
+    /// The workload pids cgroups removed since the last call, with their final
+    /// counts (from the kernel side; a cgroup whose path the record cut is
+    /// resolved by its id).
+    fn retired_pids(&mut self) -> Vec<PidsCgroup> {
+        let retired = match self.kernel.retired_pids() {
+            Ok(retired) => retired,
+            Err(err) => {
+                log::warn!(
+                    "reading the removed pids cgroups failed: {}",
+                    error_chain(&err)
+                );
+                return Vec::new();
+            }
+        };
+        retired
+            .into_iter()
+            .filter_map(|r| {
+                let path = match r.path {
+                    Some(path) => path,
+                    None => self.attributor.cgroup_path(r.cgroup_id)?.to_string(),
+                };
+                pids::retired(r.cgroup_id, &path, r.hits, &self.config.parents)
+            })
+            .collect()
     }
 
     /// Reads only the snapshot's fork totals (already attributed).
@@ -356,6 +432,17 @@ impl Collector {
     /// Sends a derived event to the writer, or keeps it until the writer has room
     /// (the collector never waits for the writer).
     fn emit(&mut self, event: AuditEvent) {
+        self.flush_pending();
+        if self.pending.len() >= MAX_PENDING {
+            if self.pending_dropped == 0 {
+                log::warn!(
+                    "the audit writer has been behind for {MAX_PENDING} derived events; \
+                     dropping them (counted as queue_full)"
+                );
+            }
+            self.pending_dropped += 1;
+            return;
+        }
         self.pending.push_back(event);
         self.flush_pending();
     }

@@ -57,6 +57,9 @@ pub struct Snapshot {
     pub pids_hits: Series,
     /// `moat_workload_label_overflow_total`.
     pub label_overflow: u64,
+    /// Derived audit events (pids_limit_reached, fork_burst) dropped because
+    /// the writer's queue stayed full (`reason="queue_full"`).
+    pub audit_queue_dropped: u64,
     /// Forks (processes and threads) per cgroup, attributed: what the fork
     /// burst detector reads.
     pub fork_totals: Vec<ForkTotal>,
@@ -77,9 +80,12 @@ impl Snapshot {
         attributor: &mut Attributor,
         names: &mut NameCache,
         pids: &[PidsCgroup],
+        pids_retired_hits: &BTreeMap<Arc<str>, u64>,
+        audit_queue_dropped: u64,
     ) -> Snapshot {
         let mut out = Snapshot {
             seq,
+            audit_queue_dropped,
             ..Snapshot::default()
         };
         match reading {
@@ -94,6 +100,11 @@ impl Snapshot {
                 out.pids_limit.add(vec![workload.clone()], limit as f64);
             }
             out.pids_hits.add(vec![workload], cgroup.limit_hits as f64);
+        }
+        // Removed cgroups' final counts: a workload's counter never goes down
+        // when its cgroup goes away.
+        for (workload, hits) in pids_retired_hits {
+            out.pids_hits.add(vec![workload.clone()], *hits as f64);
         }
         out.label_overflow = attributor.label_overflow_total();
         out

@@ -55,7 +55,16 @@ pub(super) fn key_error(file: &Path, path: &str, message: &str) -> ConfigError {
 
 /// Every section's keys, to point a key written in the wrong place to its section.
 pub(super) const SECTION_KEYS: &[(&str, &[&str])] = &[
-    ("http", &["listen"]),
+    (
+        "http",
+        &[
+            "listen",
+            "max_connections",
+            "max_header_bytes",
+            "header_timeout_ms",
+            "connection_timeout_ms",
+        ],
+    ),
     (
         "audit",
         &["log", "rate_limit", "rate_burst", "fork_burst_threshold"],
@@ -66,6 +75,7 @@ pub(super) const SECTION_KEYS: &[(&str, &[&str])] = &[
             "max_labels",
             "moat_parent",
             "docker_parent",
+            "docker_scope_parents",
             "cgroup_root",
             "poll_interval_ms",
         ],

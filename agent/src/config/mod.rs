@@ -11,6 +11,7 @@
 use std::{
     fmt,
     net::SocketAddr,
+    os::unix::fs::OpenOptionsExt as _,
     path::{Path, PathBuf},
 };
 
@@ -34,6 +35,14 @@ pub const DEFAULT_LISTEN: &str = moat_api::defaults::LISTEN;
 /// Default audit log.
 pub const DEFAULT_AUDIT_LOG: &str = moat_api::defaults::AUDIT_LOG;
 
+/// The largest configuration file read (the example, every option commented,
+/// is a few KiB).
+pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
+
+/// The most workload labels `workloads.max_labels` may allow: each is a set of
+/// series in every scrape, and a cap is what keeps them bounded.
+pub const MAX_LABELS: u64 = 100_000;
+
 /// The whole configuration.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
@@ -54,12 +63,31 @@ pub struct Config {
 pub struct HttpConfig {
     /// Address and port `/metrics` and `/` are served on.
     pub listen: SocketAddr,
+    /// Connections open at once. At the cap, a new connection closes the
+    /// oldest one that is waiting for a request (or is refused when every one
+    /// is being served). Lowered at start to leave descriptors for the rest of
+    /// moatd when `RLIMIT_NOFILE` is small.
+    pub max_connections: u32,
+    /// The largest request head (request line and headers) read, in bytes; a
+    /// larger one is answered 431 and the connection closed.
+    pub max_header_bytes: u32,
+    /// How long a request's head may take to arrive, in milliseconds, from the
+    /// connection's start or the end of the previous response: an idle or
+    /// trickling connection is closed after it.
+    pub header_timeout_ms: u64,
+    /// How long a connection may stay open, in milliseconds; a request in
+    /// progress then gets at most one more second.
+    pub connection_timeout_ms: u64,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
         Self {
             listen: DEFAULT_LISTEN.parse().expect("valid default address"),
+            max_connections: 256,
+            max_header_bytes: 16 * 1024,
+            header_timeout_ms: 5_000,
+            connection_timeout_ms: 60_000,
         }
     }
 }
@@ -145,6 +173,9 @@ pub struct WorkloadsConfig {
     pub moat_parent: String,
     /// The cgroup Docker's cgroupfs driver places containers under.
     pub docker_parent: String,
+    /// The slices Docker's systemd driver places containers' scopes
+    /// (`docker-<id>.scope`) under.
+    pub docker_scope_parents: Vec<String>,
     /// Where the cgroup file systems are mounted.
     pub cgroup_root: PathBuf,
     /// How often pids cgroups and fork rates are read, in milliseconds.
@@ -157,6 +188,7 @@ impl Default for WorkloadsConfig {
             max_labels: 500,
             moat_parent: moat_api::defaults::CGROUP_PARENT.to_owned(),
             docker_parent: moat_api::defaults::DOCKER_PARENT.to_owned(),
+            docker_scope_parents: vec![moat_api::defaults::DOCKER_SCOPE_PARENT.to_owned()],
             cgroup_root: PathBuf::from("/sys/fs/cgroup"),
             poll_interval_ms: 1000,
         }
@@ -248,15 +280,42 @@ impl Config {
     }
 
     /// Reads and parses one file.
+    ///
+    /// Only a regular file of at most [`MAX_CONFIG_BYTES`] is read: a FIFO would
+    /// block the start, and `/dev/zero` would never end.
     pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|err| ConfigError::Read {
+        use std::io::Read as _;
+        let refuse = |reason: String| ConfigError::Read {
             file: path.to_owned(),
-            reason: if err.kind() == std::io::ErrorKind::NotFound {
-                "no such file".to_owned()
-            } else {
-                format!("cannot read: {err}")
-            },
-        })?;
+            reason,
+        };
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+            .open(path)
+            .map_err(|err| {
+                refuse(if err.kind() == std::io::ErrorKind::NotFound {
+                    "no such file".to_owned()
+                } else {
+                    format!("cannot read: {err}")
+                })
+            })?;
+        let meta = file
+            .metadata()
+            .map_err(|err| refuse(format!("cannot read: {err}")))?;
+        if !meta.is_file() {
+            return Err(refuse("not a regular file".to_owned()));
+        }
+        let mut data = Vec::new();
+        file.take(MAX_CONFIG_BYTES + 1)
+            .read_to_end(&mut data)
+            .map_err(|err| refuse(format!("cannot read: {err}")))?;
+        if data.len() as u64 > MAX_CONFIG_BYTES {
+            return Err(refuse(format!(
+                "larger than {MAX_CONFIG_BYTES} bytes: not a moatd configuration"
+            )));
+        }
+        let text = String::from_utf8(data).map_err(|_| refuse("not UTF-8 text".to_owned()))?;
         Self::parse(&text, path)
     }
 
@@ -291,10 +350,49 @@ impl Config {
 
     /// Checks what types alone cannot: returns the offending key and why.
     pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        let http = &self.http;
+        in_range(
+            "http.max_connections",
+            u64::from(http.max_connections),
+            1,
+            1 << 20,
+        )?;
+        // hyper refuses (panics on) a read buffer below 8 KiB.
+        in_range(
+            "http.max_header_bytes",
+            u64::from(http.max_header_bytes),
+            8192,
+            1 << 20,
+        )?;
+        in_range(
+            "http.header_timeout_ms",
+            http.header_timeout_ms,
+            100,
+            600_000,
+        )?;
+        in_range(
+            "http.connection_timeout_ms",
+            http.connection_timeout_ms,
+            1_000,
+            86_400_000,
+        )?;
         check_cgroup_relative(&self.workloads.moat_parent)
             .map_err(|reason| ("workloads.moat_parent", reason))?;
         check_cgroup_relative(&self.workloads.docker_parent)
             .map_err(|reason| ("workloads.docker_parent", reason))?;
+        if self.workloads.docker_scope_parents.len() > 64 {
+            return Err((
+                "workloads.docker_scope_parents",
+                format!(
+                    "{} parents: at most 64",
+                    self.workloads.docker_scope_parents.len()
+                ),
+            ));
+        }
+        for parent in &self.workloads.docker_scope_parents {
+            check_cgroup_relative(parent)
+                .map_err(|reason| ("workloads.docker_scope_parents", reason))?;
+        }
         if !self.workloads.cgroup_root.is_absolute() {
             return Err((
                 "workloads.cgroup_root",
@@ -313,6 +411,12 @@ impl Config {
                 ),
             ));
         }
+        in_range(
+            "workloads.max_labels",
+            self.workloads.max_labels as u64,
+            1,
+            MAX_LABELS,
+        )?;
         if self.audit.fork_burst_threshold == 0 {
             return Err((
                 "audit.fork_burst_threshold",
@@ -356,6 +460,23 @@ impl Config {
     /// Applies `--audit-log`.
     pub fn override_audit_log(&mut self, target: AuditTarget) {
         self.audit.log = target;
+    }
+}
+
+/// `Ok` when `min <= value <= max`, else the key and why.
+fn in_range(
+    key: &'static str,
+    value: u64,
+    min: u64,
+    max: u64,
+) -> Result<(), (&'static str, String)> {
+    if (min..=max).contains(&value) {
+        Ok(())
+    } else {
+        Err((
+            key,
+            format!("{value} is out of range: expected {min} to {max}"),
+        ))
     }
 }
 

@@ -46,6 +46,18 @@ impl Default for KernelConfig {
     }
 }
 
+/// The largest audit ring buffer: 256 MiB of kernel memory for audit records
+/// is already far more than a node needs.
+pub const MAX_RING_BUFFER_BYTES: u32 = 1 << 28;
+/// The most entries of a counter map. The maps are preallocated, per CPU for
+/// the counters (about `80 + 8 × CPUs` bytes an entry): a million entries is
+/// already hundreds of MiB on a large host, and the kernel refuses much more
+/// (`E2BIG` at 2^32 - 1).
+pub const MAX_MAP_ENTRIES: u32 = 1 << 20;
+/// The largest audit channel: tokio's channels refuse (panic on) more than
+/// `usize::MAX >> 3`; a million queued records is far beyond any need.
+pub const MAX_AUDIT_CHANNEL: usize = 1 << 20;
+
 /// A field of [`KernelConfig`], as named in [`InvalidSetting`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KernelField {
@@ -110,11 +122,15 @@ impl KernelConfig {
         if !ring.is_power_of_two()
             || u64::from(ring) < page
             || !u64::from(ring).is_multiple_of(page)
+            || ring > MAX_RING_BUFFER_BYTES
         {
             return Err(InvalidSetting::new(
                 KernelField::RingBufferBytes,
                 ring,
-                format!("must be a power of two and a multiple of the page size ({page})"),
+                format!(
+                    "must be a power of two, a multiple of the page size ({page}) and at most \
+                     {MAX_RING_BUFFER_BYTES}"
+                ),
             ));
         }
         for (field, value) in [
@@ -122,8 +138,12 @@ impl KernelConfig {
             (KernelField::ProcessMapEntries, self.process_map_entries),
             (KernelField::RateMapEntries, self.rate_map_entries),
         ] {
-            if value == 0 {
-                return Err(InvalidSetting::new(field, 0, "must be at least 1"));
+            if value == 0 || value > MAX_MAP_ENTRIES {
+                return Err(InvalidSetting::new(
+                    field,
+                    value,
+                    format!("must be 1 to {MAX_MAP_ENTRIES}"),
+                ));
             }
         }
         if self.audit_rate_per_sec > 1_000_000_000 {
@@ -140,11 +160,11 @@ impl KernelConfig {
                 "must be at least 1 when audit records are enabled",
             ));
         }
-        if self.audit_channel_capacity == 0 {
+        if self.audit_channel_capacity == 0 || self.audit_channel_capacity > MAX_AUDIT_CHANNEL {
             return Err(InvalidSetting::new(
                 KernelField::AuditChannelCapacity,
-                0,
-                "must be at least 1",
+                self.audit_channel_capacity,
+                format!("must be 1 to {MAX_AUDIT_CHANNEL}"),
             ));
         }
         Ok(())
@@ -215,6 +235,28 @@ mod tests {
                 ..KernelConfig::default()
             },
             "audit_burst",
+        );
+        bad(
+            KernelConfig {
+                ring_buffer_bytes: MAX_RING_BUFFER_BYTES * 2,
+                ..KernelConfig::default()
+            },
+            "ring_buffer_bytes",
+        );
+        bad(
+            KernelConfig {
+                rate_map_entries: MAX_MAP_ENTRIES + 1,
+                ..KernelConfig::default()
+            },
+            "rate_map_entries",
+        );
+        // More than tokio's channels can take (they panic).
+        bad(
+            KernelConfig {
+                audit_channel_capacity: usize::MAX,
+                ..KernelConfig::default()
+            },
+            "audit_channel_capacity",
         );
     }
 

@@ -4,14 +4,14 @@
 use std::sync::atomic::Ordering;
 
 use aya::{
-    maps::{MapData, PerCpuArray, PerCpuHashMap, RingBuf},
+    maps::{HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
     programs::RawTracePoint,
     Ebpf, EbpfLoader,
 };
 use moat_common::{
-    Counter, DenialKey, Params, ProcessKey, AUDIT_DROPS_MAP, AUDIT_EVENTS_MAP, AUDIT_RATE_MAP,
-    DENIALS_MAP, IGNORED_EXITS_MAP, KERNEL_PROGRAMS, MAP_FULL_MAP, PARAMS_GLOBAL,
-    PROCESS_EVENTS_MAP, THREAD_STATE_MAP,
+    Counter, DenialKey, Params, PidsRetired, ProcessKey, AUDIT_DROPS_MAP, AUDIT_EVENTS_MAP,
+    AUDIT_RATE_MAP, DENIALS_MAP, IGNORED_EXITS_MAP, KERNEL_PROGRAMS, MAP_FULL_MAP, PARAMS_GLOBAL,
+    PIDS_RETIRED_MAP, PROCESS_EVENTS_MAP, THREAD_STATE_MAP,
 };
 
 use super::{
@@ -34,6 +34,8 @@ pub struct Kernel {
     pub(super) map_full: PerCpuArray<MapData, Counter>,
     pub(super) audit_drops: PerCpuArray<MapData, Counter>,
     pub(super) ignored_exits: PerCpuArray<MapData, Counter>,
+    /// Drained by the collector (entries are deleted once read), hence the lock.
+    pub(super) pids_retired: std::sync::Mutex<HashMap<MapData, u64, PidsRetired>>,
     pub(super) ring: Option<RingBuf<MapData>>,
     pub(super) params: Params,
     pub(super) config: KernelConfig,
@@ -90,6 +92,7 @@ impl Kernel {
         let map_full = take_map(&mut ebpf, MAP_FULL_MAP, PerCpuArray::try_from)?;
         let audit_drops = take_map(&mut ebpf, AUDIT_DROPS_MAP, PerCpuArray::try_from)?;
         let ignored_exits = take_map(&mut ebpf, IGNORED_EXITS_MAP, PerCpuArray::try_from)?;
+        let pids_retired = take_map(&mut ebpf, PIDS_RETIRED_MAP, HashMap::try_from)?;
         let ring = take_map(&mut ebpf, AUDIT_EVENTS_MAP, RingBuf::try_from)?;
 
         // In order: the scheduler programs (which mark new tasks and follow exec)
@@ -105,6 +108,7 @@ impl Kernel {
             map_full,
             audit_drops,
             ignored_exits,
+            pids_retired: std::sync::Mutex::new(pids_retired),
             ring: Some(ring),
             params,
             config,

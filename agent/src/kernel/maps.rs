@@ -3,8 +3,9 @@
 
 use aya::maps::{MapData, PerCpuArray};
 use moat_common::{
-    action, audit_drop, ignored_exit, map_full, process_kind, Counter, AUDIT_DROPS_MAP,
-    DENIALS_MAP, IGNORED_EXITS_MAP, MAP_FULL_MAP, PROCESS_EVENTS_MAP,
+    action, audit_drop, ignored_exit, map_full, process_kind, Counter, PidsRetired,
+    AUDIT_DROPS_MAP, DENIALS_MAP, IGNORED_EXITS_MAP, MAP_FULL_MAP, PIDS_RETIRED_MAP,
+    PROCESS_EVENTS_MAP,
 };
 
 use super::{
@@ -12,7 +13,7 @@ use super::{
     loader::Kernel,
     records::{
         DenialAction, DenialCount, KernelSnapshot, KernelSource, ProcessEventCount,
-        ProcessEventKind,
+        ProcessEventKind, RetiredPids,
     },
 };
 
@@ -58,6 +59,47 @@ impl KernelSource for Kernel {
             map_full: read_array(&self.map_full, MAP_FULL_MAP, &map_full::NAMES)?,
             audit_dropped: read_array(&self.audit_drops, AUDIT_DROPS_MAP, &audit_drop::NAMES)?,
         })
+    }
+
+    fn retired_pids(&self) -> Result<Vec<RetiredPids>> {
+        let mut map = self
+            .pids_retired
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let keys: Vec<u64> =
+            map.keys()
+                .collect::<std::result::Result<_, _>>()
+                .map_err(|source| Error::ReadHashMap {
+                    name: PIDS_RETIRED_MAP,
+                    source,
+                })?;
+        let mut retired = Vec::with_capacity(keys.len());
+        for key in keys {
+            // Each key is written once (a cgroup is removed once), so what is
+            // read and then deleted is never lost.
+            let Ok(value) = map.get(&key, 0) else {
+                continue;
+            };
+            let _ = map.remove(&key);
+            retired.push(decode_retired(key, &value));
+        }
+        Ok(retired)
+    }
+}
+
+fn decode_retired(key: u64, value: &PidsRetired) -> RetiredPids {
+    // Without a NUL the path was cut: it is resolved by the key instead.
+    let path = value
+        .path
+        .iter()
+        .position(|&b| b == 0)
+        .filter(|&end| end > 0)
+        .and_then(|end| std::str::from_utf8(&value.path[..end]).ok())
+        .map(str::to_owned);
+    RetiredPids {
+        cgroup_id: key,
+        hits: value.hits,
+        path,
     }
 }
 

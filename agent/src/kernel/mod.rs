@@ -34,6 +34,6 @@ pub use error::{Error, Result};
 pub use loader::{ebpf_object, Kernel};
 pub use records::{
     AuditKind, AuditRecord, DenialAction, DenialCount, KernelSnapshot, KernelSource,
-    ProcessEventCount, ProcessEventKind,
+    ProcessEventCount, ProcessEventKind, RetiredPids,
 };
 pub use ring::{decode_record, AuditReader};

@@ -108,6 +108,20 @@ pub fn resolve_params(
             ),
         }
     }
+    let pids_on_v1 = cgroups.is_some_and(|c| c.v1_pids_root_id.is_some());
+    match resolve_pids_retired(btf, pids_on_v1, v2_pids_local_events()) {
+        Ok(retired) => {
+            params.cgroup_pids_css = retired.cgroup_pids_css;
+            params.pids_hits = retired.pids_hits;
+            params.pids_on_v1 = u32::from(pids_on_v1);
+            params.css_cgroup = retired.css_cgroup;
+            params.cgroup_kn = retired.cgroup_kn;
+            params.kn_id = retired.kn_id;
+        }
+        Err(err) => log::warn!(
+            "the pids limit hits of a cgroup removed between two polls will be missed: {err}"
+        ),
+    }
     // The programs read these with fixed widths.
     check_sizes(
         btf,
@@ -185,6 +199,124 @@ fn resolve_pids_chain(btf: &Btf) -> Result<[u32; 5]> {
         btf.member_offset("cgroup.kn")?,
         btf.member_offset("kernfs_node.id")?,
     ])
+}
+
+/// What the `cgroup_rmdir` program reads of a removed cgroup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct RetiredOffsets {
+    /// `cgroup.subsys[pids_cgrp_id]`.
+    cgroup_pids_css: u32,
+    /// The counter `pids.events` shows as `max`, in `struct pids_cgroup`.
+    pids_hits: u32,
+    css_cgroup: u32,
+    cgroup_kn: u32,
+    kn_id: u32,
+}
+
+/// The offsets of a cgroup's pids state and of the counter its `pids.events`
+/// file shows as `max`, which depends on the kernel:
+///
+/// - before Linux 6.12 (`pids_cgroup.events_limit`): forks refused in this
+///   cgroup;
+/// - since (`pids_cgroup.events[]` and `events_local[]`, indexed by `enum
+///   pidcg_event`): on a v1 hierarchy, or v2 mounted with `pids_localevents`,
+///   `events_local[PIDCG_FORKFAIL]` (forks refused in this cgroup); on v2,
+///   `events[PIDCG_MAX]` (times this cgroup or a descendant was at its limit).
+fn resolve_pids_retired(
+    btf: &Btf,
+    pids_on_v1: bool,
+    v2_local_events: bool,
+) -> Result<RetiredOffsets> {
+    let unusable = |path: &str, reason: String| -> Error {
+        BtfError::Unusable {
+            path: path.to_owned(),
+            reason,
+        }
+        .into()
+    };
+    let pids = btf.enum_value("pids_cgrp_id")?;
+    let (elem, count) = btf.member_array("cgroup.subsys")?;
+    if elem != 8 {
+        return Err(unusable(
+            "cgroup.subsys",
+            format!("elements are {elem} bytes, not pointers"),
+        ));
+    }
+    let pids = u32::try_from(pids)
+        .ok()
+        .filter(|&p| p < count)
+        .ok_or_else(|| {
+            unusable(
+                "cgroup.subsys",
+                format!("pids_cgrp_id {pids} is outside its {count} entries"),
+            )
+        })?;
+    let pids_hits = match btf.member_offset("pids_cgroup.events_limit") {
+        Ok(offset) => {
+            check_sizes(btf, &[("pids_cgroup.events_limit", 8)])?;
+            offset
+        }
+        Err(_) => {
+            let (array, index) = if pids_on_v1 || v2_local_events {
+                (
+                    "pids_cgroup.events_local",
+                    btf.enum_value("PIDCG_FORKFAIL")?,
+                )
+            } else {
+                ("pids_cgroup.events", btf.enum_value("PIDCG_MAX")?)
+            };
+            let (elem, count) = btf.member_array(array)?;
+            let index = u32::try_from(index)
+                .ok()
+                .filter(|&i| i < count && elem == 8)
+                .ok_or_else(|| {
+                    unusable(
+                        array,
+                        format!("no 8-byte entry {index} in {count} of {elem}"),
+                    )
+                })?;
+            btf.member_offset(array)? + 8 * index
+        }
+    };
+    // `struct pids_cgroup` starts with its `cgroup_subsys_state`, so the
+    // counter is at that offset from the state's address.
+    if btf.member_offset("pids_cgroup.css")? != 0 {
+        return Err(unusable(
+            "pids_cgroup.css",
+            "is not its first member".to_owned(),
+        ));
+    }
+    check_sizes(
+        btf,
+        &[
+            ("cgroup_subsys_state.cgroup", 8),
+            ("cgroup.kn", 8),
+            ("kernfs_node.id", 8),
+        ],
+    )?;
+    Ok(RetiredOffsets {
+        cgroup_pids_css: btf.member_offset("cgroup.subsys")? + 8 * pids,
+        pids_hits,
+        css_cgroup: btf.member_offset("cgroup_subsys_state.cgroup")?,
+        cgroup_kn: btf.member_offset("cgroup.kn")?,
+        kn_id: btf.member_offset("kernfs_node.id")?,
+    })
+}
+
+/// Whether the v2 hierarchy is mounted with `pids_localevents` (its
+/// `pids.events` then counts like v1's).
+fn v2_pids_local_events() -> bool {
+    fs::read_to_string("/proc/self/mountinfo").is_ok_and(|text| {
+        text.lines().any(|line| {
+            let mut halves = line.splitn(2, " - ");
+            let _ = halves.next();
+            let mut after = halves.next().unwrap_or_default().split_whitespace();
+            after.next() == Some("cgroup2")
+                && after
+                    .nth(1)
+                    .is_some_and(|opts| opts.split(',').any(|o| o == "pids_localevents"))
+        })
+    })
 }
 
 /// Reads `/proc/sys/kernel/pid_max`.

@@ -137,8 +137,27 @@ pub enum AuditKind {
     UsernsCreated,
 }
 
+/// A pids cgroup removed since the last [`KernelSource::retired_pids`], with
+/// refused forks on its count.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetiredPids {
+    /// Its key, as in the counters (a v1 pids cgroup's carries
+    /// [`moat_common::V1_PIDS_ID_FLAG`]).
+    pub cgroup_id: u64,
+    /// The final value of the count `pids.events` showed as `max`.
+    pub hits: u64,
+    /// Its path relative to its hierarchy's root, when the kernel's record
+    /// holds all of it.
+    pub path: Option<String>,
+}
+
 /// A source of kernel counts: the loaded eBPF programs, or a test double.
 pub trait KernelSource: Send + Sync {
     /// Reads and sums every counter map.
     fn snapshot(&self) -> crate::kernel::Result<KernelSnapshot>;
+
+    /// The pids cgroups removed since the last call (each returned once).
+    fn retired_pids(&self) -> crate::kernel::Result<Vec<RetiredPids>> {
+        Ok(Vec::new())
+    }
 }

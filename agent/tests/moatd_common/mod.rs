@@ -12,19 +12,25 @@ use std::{
     sync::{mpsc, Mutex},
 };
 
-use moat_agent::kernel::{KernelSnapshot, KernelSource};
+use moat_agent::kernel::{KernelSnapshot, KernelSource, RetiredPids};
 pub use moat_api::client::Response;
 use moat_api::{client::HttpUrl, exposition::Exposition};
 
-/// A kernel source whose snapshot the test sets.
+/// A kernel source whose snapshot (and removed pids cgroups) the test sets.
 #[derive(Default)]
 pub struct FakeKernel {
     pub snapshot: Mutex<KernelSnapshot>,
+    /// Handed out (once) at the next `retired_pids`.
+    pub retired: Mutex<Vec<RetiredPids>>,
 }
 
 impl KernelSource for FakeKernel {
     fn snapshot(&self) -> moat_agent::kernel::Result<KernelSnapshot> {
         Ok(self.snapshot.lock().unwrap().clone())
+    }
+
+    fn retired_pids(&self) -> moat_agent::kernel::Result<Vec<RetiredPids>> {
+        Ok(std::mem::take(&mut *self.retired.lock().unwrap()))
     }
 }
 

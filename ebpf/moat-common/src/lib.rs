@@ -26,10 +26,11 @@ pub type Counter = u64;
 /// mark new tasks and follow a tid across `execve`, are attached before `sys_enter`,
 /// and `sys_enter` before `sys_exit`, so that `sys_exit` never sees a thread whose
 /// state the other programs could not yet have recorded.
-pub const KERNEL_PROGRAMS: [(&str, &str); 5] = [
+pub const KERNEL_PROGRAMS: [(&str, &str); 6] = [
     (SCHED_FORK_PROGRAM, "sched_process_fork"),
     (SCHED_EXEC_PROGRAM, "sched_process_exec"),
     (SCHED_EXIT_PROGRAM, "sched_process_exit"),
+    (CGROUP_RMDIR_PROGRAM, "cgroup_rmdir"),
     (SYS_ENTER_PROGRAM, "sys_enter"),
     (SYS_EXIT_PROGRAM, "sys_exit"),
 ];
@@ -44,6 +45,9 @@ pub const SCHED_FORK_PROGRAM: &str = "moat_sched_fork";
 pub const SCHED_EXEC_PROGRAM: &str = "moat_sched_exec";
 /// Raw tracepoint program on `sched_process_exit`.
 pub const SCHED_EXIT_PROGRAM: &str = "moat_sched_exit";
+/// Raw tracepoint program on `cgroup_rmdir`: keeps a removed pids cgroup's
+/// final count of refused forks.
+pub const CGROUP_RMDIR_PROGRAM: &str = "moat_cgroup_rmdir";
 
 /// Array indexed by thread id: each thread's syscall state (see the eBPF crate).
 /// Sized to `pid_max` at load time.
@@ -64,6 +68,17 @@ pub const IGNORED_EXITS_MAP: &str = "IGNORED_EXITS";
 pub const AUDIT_RATE_MAP: &str = "AUDIT_RATE";
 /// Ring buffer of [`AuditEvent`]s.
 pub const AUDIT_EVENTS_MAP: &str = "AUDIT_EVENTS";
+/// Hash: cgroup key (as in [`DenialKey::cgroup_id`]) → [`PidsRetired`] of a pids
+/// cgroup removed with refused forks on its count; drained by user space.
+pub const PIDS_RETIRED_MAP: &str = "PIDS_RETIRED";
+/// Entries of [`PIDS_RETIRED_MAP`]: removed pids cgroups waiting for user space
+/// (which drains them every poll interval); more are counted as full.
+pub const PIDS_RETIRED_ENTRIES: u32 = 4_096;
+/// Bytes of a cgroup path kept in [`PidsRetired::path`].
+pub const RETIRED_PATH_BYTES: usize = 240;
+/// [`Params::pids_hits`] value meaning the kernel's pids counter is unknown:
+/// the `cgroup_rmdir` program does nothing.
+pub const PIDS_HITS_UNKNOWN: u32 = u32::MAX;
 /// The read-only global holding [`Params`], set by the loader.
 pub const PARAMS_GLOBAL: &str = "PARAMS";
 
@@ -143,6 +158,30 @@ pub struct Params {
     pub cgroup_kn: u32,
     /// `kernfs_node.id` (u64).
     pub kn_id: u32,
+    /// `cgroup.subsys[pids_cgrp_id]` (pointer to the cgroup's own pids
+    /// `cgroup_subsys_state`, which `struct pids_cgroup` starts with; null when
+    /// the cgroup has no pids state of its own).
+    pub cgroup_pids_css: u32,
+    /// Offset in `struct pids_cgroup` of the counter `pids.events` shows as
+    /// `max` (which one depends on the kernel and the hierarchy), or
+    /// [`PIDS_HITS_UNKNOWN`].
+    pub pids_hits: u32,
+    /// 1 when pids is on a v1 hierarchy: removed pids cgroups are keyed as
+    /// [`V1_PIDS_ID_FLAG`]` | id`.
+    pub pids_on_v1: u32,
+    /// Explicit padding; zero.
+    pub _pad2: u32,
+}
+
+/// Value of [`PIDS_RETIRED_MAP`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PidsRetired {
+    /// The final value of the count `pids.events` shows as `max`.
+    pub hits: u64,
+    /// The cgroup's path relative to its hierarchy's root, NUL-terminated
+    /// (cut at [`RETIRED_PATH_BYTES`] - 1 bytes: then without a NUL).
+    pub path: [u8; RETIRED_PATH_BYTES],
 }
 
 /// Set in a cgroup key (of [`DENIALS_MAP`], [`PROCESS_EVENTS_MAP`] and in
@@ -182,6 +221,10 @@ impl Params {
         css_cgroup: 0,
         cgroup_kn: 0,
         kn_id: 0,
+        cgroup_pids_css: 0,
+        pids_hits: PIDS_HITS_UNKNOWN,
+        pids_on_v1: 0,
+        _pad2: 0,
     };
 }
 
@@ -290,11 +333,19 @@ pub mod map_full {
     /// A thread id at or above the size of [`super::THREAD_STATE_MAP`] (pid_max was
     /// raised after loading): that thread's syscalls cannot be paired.
     pub const THREAD_STATE: u32 = 3;
+    /// [`super::PIDS_RETIRED_MAP`] was full: a removed pids cgroup's refused forks
+    /// were not kept.
+    pub const PIDS_RETIRED: u32 = 4;
     /// Number of slots.
-    pub const COUNT: u32 = 4;
+    pub const COUNT: u32 = 5;
     /// Names, indexed like the slots (the `map` label).
-    pub const NAMES: [&str; COUNT as usize] =
-        ["denials", "process_events", "audit_rate", "thread_state"];
+    pub const NAMES: [&str; COUNT as usize] = [
+        "denials",
+        "process_events",
+        "audit_rate",
+        "thread_state",
+        "pids_retired",
+    ];
 }
 
 /// Slot indices of [`AUDIT_DROPS_MAP`].
@@ -356,6 +407,8 @@ mod pod {
     unsafe impl aya::Pod for super::ProcessKey {}
     // SAFETY: see above.
     unsafe impl aya::Pod for super::AuditEvent {}
+    // SAFETY: see above.
+    unsafe impl aya::Pod for super::PidsRetired {}
 }
 
 #[cfg(test)]
@@ -367,8 +420,9 @@ mod tests {
     fn records_have_no_implicit_padding() {
         assert_eq!(
             core::mem::size_of::<Params>(),
-            12 * 4 + 2 * 8 + 2 * 4 + 2 * 8 + 6 * 4
+            12 * 4 + 2 * 8 + 2 * 4 + 2 * 8 + 6 * 4 + 4 * 4
         );
+        assert_eq!(core::mem::size_of::<PidsRetired>(), 8 + RETIRED_PATH_BYTES);
         assert_eq!(core::mem::size_of::<DenialKey>(), 8 + 4 * 4);
         assert_eq!(core::mem::size_of::<ProcessKey>(), 8 + 2 * 4);
         assert_eq!(core::mem::size_of::<AuditEvent>(), 2 * 8 + 8 * 4 + 16);

@@ -19,7 +19,7 @@
 //! | `UNKNOWN` (0) | map creation, `exec` tid hand-over | thread not seen entering since load: ignore |
 //! | `IDLE` | every `sys_exit` | no syscall entered: **refused by seccomp**, classify |
 //! | `ENTERED` | `sys_enter` (with the syscall number, and flags for fork/unshare) | paired: normal |
-//! | `NEW_TASK` | `sched_process_fork` on the child | a new task's first return: ignore |
+//! | `NEW_TASK` | `sched_process_fork` on the child | a new task's first return: ignore (and count the user namespace it was cloned into, if its parent asked for one) |
 //!
 //! The paired fast path is one helper call (`bpf_get_current_pid_tgid`), an inlined
 //! array lookup, a load, a compare and a store, in each program.
@@ -42,21 +42,21 @@ use aya_ebpf::{
     bindings::BPF_NOEXIST,
     helpers::{
         bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_ktime_get_boot_ns,
-        bpf_probe_read_kernel, bpf_probe_read_user,
+        bpf_probe_read_kernel, bpf_probe_read_kernel_str_bytes, bpf_probe_read_user,
         generated::{
             bpf_get_current_comm, bpf_get_current_task, bpf_get_current_task_btf, bpf_task_pt_regs,
         },
     },
     macros::{map, raw_tracepoint},
-    maps::{Array, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
     programs::RawTracePointContext,
     Global,
 };
 use moat_common::{
     action, audit_drop, audit_kind, ignored_exit, map_full, process_kind, AuditEvent, Counter,
-    DenialKey, Params, ProcessKey, AUDIT_ARCH_I386, AUDIT_ARCH_X86_64, AUDIT_DISABLED,
+    DenialKey, Params, PidsRetired, ProcessKey, AUDIT_ARCH_I386, AUDIT_ARCH_X86_64, AUDIT_DISABLED,
     DEFAULT_AGGREGATE_ENTRIES, DEFAULT_RATE_ENTRIES, DEFAULT_RING_BYTES, DEFAULT_THREAD_SLOTS,
-    V1_PIDS_ID_FLAG,
+    PIDS_HITS_UNKNOWN, PIDS_RETIRED_ENTRIES, RETIRED_PATH_BYTES, V1_PIDS_ID_FLAG,
 };
 
 // ---------------------------------------------------------------------------
@@ -100,6 +100,11 @@ static AUDIT_RATE: LruHashMap<u64, u64> = LruHashMap::with_max_entries(DEFAULT_R
 /// Audit records for user space.
 #[map]
 static AUDIT_EVENTS: RingBuf = RingBuf::with_byte_size(DEFAULT_RING_BYTES, 0);
+
+/// Removed pids cgroups with refused forks on their count, keyed like the
+/// counters; user space drains it.
+#[map]
+static PIDS_RETIRED: HashMap<u64, PidsRetired> = HashMap::with_max_entries(PIDS_RETIRED_ENTRIES, 0);
 
 /// Thread groups whose exit was counted, by `signal_struct` address, on kernels
 /// whose `sched_process_exit` has no `group_dead` (before 6.16): there the last
@@ -242,6 +247,15 @@ pub fn moat_sched_exit(ctx: RawTracePointContext) -> u32 {
     }
 }
 
+/// `cgroup_rmdir(struct cgroup *cgrp, const char *path)`: a cgroup was removed.
+#[raw_tracepoint(tracepoint = "cgroup_rmdir")]
+pub fn moat_cgroup_rmdir(ctx: RawTracePointContext) -> u32 {
+    match try_cgroup_rmdir(&ctx) {
+        Ok(()) => 0,
+        Err(_) => 1,
+    }
+}
+
 // ---------------------------------------------------------------------------
 // sys_enter / sys_exit
 
@@ -342,7 +356,16 @@ fn try_sys_exit(ctx: &RawTracePointContext) -> Result<(), Error> {
     match value >> STATE_SHIFT {
         ST_ENTERED => exit_watched(ctx, (value >> FLAGS_SHIFT) & 0xff),
         ST_UNKNOWN => increment(&IGNORED_EXITS, ignored_exit::UNKNOWN_THREAD),
-        ST_NEW_TASK => increment(&IGNORED_EXITS, ignored_exit::NEW_TASK),
+        ST_NEW_TASK => {
+            if (value >> FLAGS_SHIFT) & F_NEWUSER != 0 {
+                // The first return of a child cloned into a new user namespace:
+                // the namespace is counted here, in the child's own cgroup.
+                let cgroup = workload_cgroup();
+                count_process_event(cgroup, process_kind::USERNS_CREATED, 0)?;
+                audit(cgroup, audit_kind::USERNS_CREATED, 0, 0, 0, 0);
+            }
+            increment(&IGNORED_EXITS, ignored_exit::NEW_TASK)
+        }
         _ => unpaired_exit(ctx),
     }
 }
@@ -357,12 +380,10 @@ fn exit_watched(ctx: &RawTracePointContext, flags: u64) -> Result<(), Error> {
             let cgroup = workload_cgroup();
             count_process_event(cgroup, process_kind::FORK_FAILED, errno)?;
             audit(cgroup, audit_kind::FORK_FAILED, 0, 0, 0, errno);
-        } else if ret > 0 && flags & F_NEWUSER != 0 {
-            // ret > 0: the parent's return; the child's is a NEW_TASK exit.
-            let cgroup = workload_cgroup();
-            count_process_event(cgroup, process_kind::USERNS_CREATED, 0)?;
-            audit(cgroup, audit_kind::USERNS_CREATED, 0, 0, 0, 0);
         }
+        // A user namespace made by a clone belongs to the child, whose cgroup
+        // may not be the parent's (CLONE_INTO_CGROUP): it is counted at the
+        // child's first return (see try_sched_fork and try_sys_exit).
     } else if flags & F_UNSHARE != 0 && ret == 0 && flags & F_NEWUSER != 0 {
         let cgroup = workload_cgroup();
         count_process_event(cgroup, process_kind::USERNS_CREATED, 0)?;
@@ -418,10 +439,27 @@ fn try_sched_fork(ctx: &RawTracePointContext) -> Result<(), Error> {
     let pid = read_kernel::<u32>(child, param!(task_pid))?;
     let tgid = read_kernel::<u32>(child, param!(task_tgid))?;
     // The child has not run yet: its first return to user space will be an exit
-    // without an entry, which must not count.
+    // without an entry, which must not count. If the parent (current) is in a
+    // clone that asked for a new user namespace, the child carries the flag to
+    // that first return, where the namespace is counted in the child's cgroup.
+    let parent = bpf_get_current_pid_tgid() as u32;
+    let newuser = match THREAD_STATE.get_ptr(parent) {
+        // SAFETY: the parent's own slot, which only it writes, and it is here.
+        Some(slot) => {
+            let value = unsafe { *slot };
+            value >> STATE_SHIFT == ST_ENTERED
+                && (value >> FLAGS_SHIFT) & (F_FORK | F_NEWUSER) == F_FORK | F_NEWUSER
+        }
+        None => false,
+    };
+    let child_state = if newuser {
+        NEW_TASK | (F_NEWUSER << FLAGS_SHIFT)
+    } else {
+        NEW_TASK
+    };
     match THREAD_STATE.get_ptr_mut(pid) {
         // SAFETY: the child's slot; the child cannot run before this returns.
-        Some(slot) => unsafe { *slot = NEW_TASK },
+        Some(slot) => unsafe { *slot = child_state },
         None => increment(&MAP_FULL, map_full::THREAD_STATE)?,
     }
     let kind = if pid == tgid {
@@ -494,6 +532,48 @@ fn try_sched_exit(ctx: &RawTracePointContext) -> Result<(), Error> {
             AUDIT_ARCH_X86_64
         };
         count_denial(cgroup, arch, nr as i32, action::KILL, 0)?;
+    }
+    Ok(())
+}
+
+/// Keeps the final count of refused forks of a removed pids cgroup (the value
+/// `pids.events` showed as `max`), which user space can no longer read once
+/// the directory is gone: a workload that dies between two polls would
+/// otherwise lose its limit hits. The cgroup's pids state is still attached
+/// here: `cgroup_mutex` is held, which the state's offlining waits for.
+#[inline(always)]
+fn try_cgroup_rmdir(ctx: &RawTracePointContext) -> Result<(), Error> {
+    let hits_offset = param!(pids_hits);
+    if hits_offset == PIDS_HITS_UNKNOWN {
+        return Ok(());
+    }
+    let cgroup: *const u8 = ctx.arg(0);
+    let css = read_kernel::<u64>(cgroup, param!(cgroup_pids_css))? as *const u8;
+    // No pids state of its own (another hierarchy, or pids not enabled here).
+    if css.is_null() || read_kernel::<u64>(css, param!(css_cgroup))? != cgroup as u64 {
+        return Ok(());
+    }
+    let hits = read_kernel::<i64>(css, hits_offset)?;
+    if hits <= 0 {
+        return Ok(());
+    }
+    let kn = read_kernel::<u64>(cgroup, param!(cgroup_kn))? as *const u8;
+    let id = read_kernel::<u64>(kn, param!(kn_id))?;
+    let key = if param!(pids_on_v1) != 0 {
+        V1_PIDS_ID_FLAG | id
+    } else {
+        id
+    };
+    let mut retired = PidsRetired {
+        hits: hits as u64,
+        path: [0; RETIRED_PATH_BYTES],
+    };
+    let path: *const u8 = ctx.arg(1);
+    // SAFETY: the helper checks the address; a failure leaves the path empty
+    // (user space then resolves the key).
+    let _ = unsafe { bpf_probe_read_kernel_str_bytes(path, &mut retired.path) };
+    if PIDS_RETIRED.insert(&key, &retired, 0).is_err() {
+        increment(&MAP_FULL, map_full::PIDS_RETIRED)?;
     }
     Ok(())
 }

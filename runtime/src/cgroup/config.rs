@@ -84,3 +84,35 @@ impl FromStr for PidsLimit {
         }
     }
 }
+
+/// Which program makes and removes the workloads' cgroups.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CgroupManager {
+    /// systemd: each workload is a transient scope unit, made over D-Bus.
+    Systemd,
+    /// moat itself, writing the cgroup file system.
+    Cgroupfs,
+}
+
+impl fmt::Display for CgroupManager {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            CgroupManager::Systemd => "systemd",
+            CgroupManager::Cgroupfs => "cgroupfs",
+        })
+    }
+}
+
+impl FromStr for CgroupManager {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "systemd" => Ok(CgroupManager::Systemd),
+            "cgroupfs" => Ok(CgroupManager::Cgroupfs),
+            _ => Err(format!(
+                "invalid cgroup manager {s:?}: expected \"systemd\" or \"cgroupfs\""
+            )),
+        }
+    }
+}

@@ -24,6 +24,7 @@
 mod config;
 mod controller;
 mod create;
+mod delegated;
 mod error;
 mod fs;
 mod kill;
@@ -31,6 +32,7 @@ mod layout;
 pub mod mountinfo;
 mod names;
 mod reclaim;
+mod scope;
 mod v1;
 mod v2;
 mod workload;
@@ -38,9 +40,11 @@ mod workload;
 #[cfg(test)]
 mod tests;
 
-pub use config::{CgroupConfig, ParsePidsLimitError, PidsLimit};
+pub use config::{CgroupConfig, CgroupManager, ParsePidsLimitError, PidsLimit};
+pub use delegated::{move_into_leaf, SUPERVISOR_LEAF};
 pub use error::{CgroupError, Operation};
 pub use kill::KILL_TIMEOUT;
 pub use layout::{detect, detect_from, Layout, PidsLocation};
 pub use reclaim::{check_recorded_dirs, reclaim};
+pub use scope::{check_recorded_scope, remove_empty_scope, scope_dir, scope_in_use, SCOPE_PAYLOAD};
 pub use workload::WorkloadCgroups;

@@ -1,6 +1,6 @@
 //! What the command's process does between its fork (by moat's init) and
-//! `execve`, in the order runc and crun use: wait until the init has placed
-//! it (cgroups, id maps), take a cgroup namespace rooted there, a session of
+//! `execve`, in the order runc and crun use: join the v1 pids cgroup, wait
+//! until the init has placed it (id maps), take a cgroup namespace rooted there, a session of
 //! its own (with the pty as controlling terminal), a new session keyring,
 //! reset signals, mark inherited descriptors close-on-exec, then groups and
 //! ids, capabilities, the parent-death signal, `no_new_privs`, and the
@@ -64,13 +64,32 @@ pub struct ChildPlan {
 /// Runs in the child: never returns.
 ///
 /// `go` is the read end of the init's go-ahead pipe, `report` the write end
-/// of the close-on-exec failure pipe.
-pub fn run(plan: &ChildPlan, go: OwnedFd, report: RawFd) -> ! {
+/// of the close-on-exec failure pipe, `join` the v1 pids cgroup's `tasks`
+/// file (opened for writing by the supervisor), when pids is on v1.
+pub fn run(plan: &ChildPlan, go: OwnedFd, report: RawFd, join: Option<RawFd>) -> ! {
     let argv = ptrs(&plan.argv);
     let envp = ptrs(&plan.env);
     let fail = |step: Step, errno: i32| -> ! { report_and_exit(report, Failure::new(step, errno)) };
     // SAFETY: getppid has no arguments.
     let parent = unsafe { libc::getppid() };
+
+    // The pids limit applies before anything else runs here. Writing `0`
+    // to `tasks` moves the calling thread alone, which the kernel does
+    // without its global cgroup_threadgroup_rwsem (commit 9a3284fad42f,
+    // "cgroup: Optimize single thread migration", Linux 5.5): a write of a
+    // pid to `cgroup.procs` takes that lock for writing, which after an
+    // idle period waits for an RCU grace period (7-22 ms on this kind of
+    // host). This process has a single thread, so the thread is the whole
+    // process. Older kernels take the lock either way.
+    if let Some(fd) = join {
+        // SAFETY: writing one byte of a static string to our descriptor.
+        let n = unsafe { libc::write(fd, b"0".as_ptr().cast(), 1) };
+        if n != 1 {
+            fail(Step::CgroupJoin, if n < 0 { errno() } else { libc::EIO });
+        }
+        // SAFETY: closing our copy; nothing else here uses it.
+        unsafe { libc::close(fd) };
+    }
 
     // The init writes one byte once cgroups and id maps are in place; EOF
     // means it gave up, and the child must not run anything.

@@ -24,6 +24,16 @@ pub enum LaunchError {
     /// The cgroups could not be set up.
     #[error("{0}")]
     Cgroup(#[from] crate::cgroup::CgroupError),
+    /// systemd refused or failed what moat asked of it (the systemd cgroup
+    /// manager).
+    #[error("{what}")]
+    Systemd {
+        /// What moat was doing.
+        what: String,
+        /// systemd's error.
+        #[source]
+        error: crate::systemd::SystemdError,
+    },
     /// The uid or gid asked for is not one the workload can have.
     #[error("invalid --user {uid}:{gid}: {reason}")]
     InvalidUser {

@@ -11,8 +11,8 @@
 //!    ([`super::mounts`]);
 //! 2. forks the command's process straight into the workload's cgroup
 //!    (`CLONE_INTO_CGROUP`, and in a new user and mount namespace when one
-//!    is asked for), moves it into the v1 pids cgroup and writes its id maps
-//!    while it waits;
+//!    is asked for) and writes its id maps while it waits; the process
+//!    joins the v1 pids cgroup itself, first thing ([`child::run`]);
 //! 3. protects itself before releasing it: not dumpable (nothing can
 //!    ptrace it or open its `/proc` files without `CAP_SYS_PTRACE` in the
 //!    host's user namespace), only `CAP_KILL` left, `no_new_privs`, and a
@@ -69,8 +69,9 @@ pub struct InitFds {
     /// `cgroup.procs` of the v2 cgroup, opened for writing (used when the
     /// kernel lacks `CLONE_INTO_CGROUP`).
     pub v2_procs: OwnedFd,
-    /// `cgroup.procs` of the v1 pids cgroup, when pids is on v1.
-    pub pids_procs: Option<OwnedFd>,
+    /// `tasks` of the v1 pids cgroup, when pids is on v1: the command's
+    /// process writes `0` there to join it (see [`child::run`]).
+    pub pids_tasks: Option<OwnedFd>,
 }
 
 /// `CAP_KILL`: the only capability the init keeps, to forward signals to a
@@ -142,7 +143,8 @@ pub fn run(plan: &InitPlan, fds: InitFds) -> ! {
     let (pid, in_v2) = match forked {
         Ok((Forked::Child, _)) => {
             drop(go_w);
-            child::run(&plan.child, go_r, report)
+            let join = fds.pids_tasks.as_ref().map(|f| f.as_raw_fd());
+            child::run(&plan.child, go_r, report, join)
         }
         Ok((Forked::Parent(pid), in_v2)) => (pid, in_v2),
         Err(e) => fail(Failure::new(
@@ -157,12 +159,10 @@ pub fn run(plan: &InitPlan, fds: InitFds) -> ! {
         fail(f)
     };
 
-    // The pids limit applies before the command runs anything.
-    let procs = std::iter::once(&fds.pids_procs)
-        .flatten()
-        .chain((!in_v2).then_some(&fds.v2_procs));
-    for file in procs {
-        if let Err(e) = write_all(file.as_raw_fd(), pid.to_string().as_bytes()) {
+    // Without CLONE_INTO_CGROUP the identity cgroup is joined by pid. (The
+    // v1 pids cgroup the command's process joins itself.)
+    if !in_v2 {
+        if let Err(e) = write_all(fds.v2_procs.as_raw_fd(), pid.to_string().as_bytes()) {
             abort(Failure::new(Step::CgroupJoin, e));
         }
     }

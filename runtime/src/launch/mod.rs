@@ -8,8 +8,8 @@
 //! 2. `clone3` starts moat's init in new PID, mount and IPC namespaces
 //!    ([`init`]); it builds the workload's mounts ([`mounts`]) and forks the
 //!    command's process straight into its v2 cgroup (and a new user
-//!    namespace), which waits while the init joins it to the pids cgroup and
-//!    writes its id maps;
+//!    namespace), which joins the v1 pids cgroup itself and waits while the
+//!    init writes its id maps;
 //! 3. the command's process takes its cgroup namespace, session and
 //!    terminal, sets ids, capabilities, `no_new_privs`, and installs the
 //!    seccomp filter as the last step before `execve` ([`child`]).
@@ -28,8 +28,10 @@ pub mod fds;
 pub mod ids;
 pub mod init;
 pub mod init_filter;
+mod keeper;
 pub mod mounts;
 pub mod namespaces;
+mod placement;
 pub mod plan;
 pub mod relay;
 mod reserve;
@@ -44,12 +46,13 @@ pub use error::LaunchError;
 pub use supervise::Outcome;
 
 use crate::caps::CapSet;
-use crate::cgroup::{self, CgroupConfig, PidsLimit, WorkloadCgroups};
+use crate::cgroup::{self, CgroupConfig, CgroupManager, PidsLimit, WorkloadCgroups};
 use crate::seccomp::profile::Action;
-use crate::seccomp::{self, compile, ProfileRef};
+use crate::seccomp::{self, cache, compile, ProfileRef};
 use crate::state::{self, ExitRecord, ProcessRef, StateDir};
 use crate::userns::{self, UserNamespace, UsernsSpec};
 pub use namespaces::Isolation;
+use placement::Plan;
 
 /// Everything `moat run` was asked to do.
 #[derive(Debug, Clone)]
@@ -76,8 +79,13 @@ pub struct RunRequest {
     pub caps: CapSet,
     /// Set `no_new_privs` before the filter.
     pub no_new_privs: bool,
-    /// Where the cgroups go.
+    /// Where the cgroups go with the cgroupfs manager.
     pub cgroup: CgroupConfig,
+    /// `--cgroup-manager`; `None` chooses (systemd where it is PID 1).
+    pub cgroup_manager: Option<CgroupManager>,
+    /// `--cgroup-parent` as given: the parent cgroup (cgroupfs) or the
+    /// slice (systemd, default `moat.slice`).
+    pub cgroup_parent: Option<String>,
     /// Extra environment variables.
     pub env: Vec<(String, String)>,
     /// Pass moat's whole environment (`--env-host`), not only PATH, HOME
@@ -91,6 +99,9 @@ pub struct RunRequest {
     pub workdir: Option<PathBuf>,
     /// The state directory.
     pub state_dir: PathBuf,
+    /// Where compiled seccomp filters are cached ([`cache`]); `None`
+    /// compiles without a cache (`--no-cache`).
+    pub seccomp_cache: Option<PathBuf>,
     /// `/etc/subuid` (for `--userns auto`).
     pub subuid: PathBuf,
     /// `/etc/subgid`.
@@ -116,12 +127,7 @@ pub fn run(req: &RunRequest) -> Result<Outcome, LaunchError> {
     let seccomp = match req.profile.load()? {
         None => None,
         Some((profile, source)) => {
-            let (resolved, compiled) = seccomp::compile_for_host(
-                &profile,
-                source.clone(),
-                &req.caps,
-                compile::Options::default(),
-            )?;
+            let (resolved, host) = seccomp::resolve_for_host(&profile, source.clone(), &req.caps)?;
             // Without a listener the kernel fails notified syscalls with
             // ENOSYS: refuse rather than run with a policy nobody enforces.
             let notifies = resolved.default_action.action == Action::Notify
@@ -136,15 +142,20 @@ pub fn run(req: &RunRequest) -> Result<Outcome, LaunchError> {
                     ),
                 });
             }
-            for w in &compiled.warnings {
-                log::debug!("seccomp: {w}");
-            }
             let log_flag = if req.log_denials {
                 libc::SECCOMP_FILTER_FLAG_LOG as u32
             } else {
                 0
             };
-            Some((compiled.program, compiled.flags | log_flag))
+            let (filter, _) = cache::compile_cached(
+                &resolved,
+                &req.caps,
+                &host,
+                compile::Options::default(),
+                log_flag,
+                req.seccomp_cache.as_deref(),
+            )?;
+            Some((filter.program, filter.flags))
         }
     };
     let plan_base = plan::prepare_exec(req)?;
@@ -153,18 +164,35 @@ pub fn run(req: &RunRequest) -> Result<Outcome, LaunchError> {
     // state lock: the record names everything before any of it exists.
     let state = StateDir::open(&req.state_dir)?;
     let layout = cgroup::detect(&req.cgroup)?;
-    let cgroup_dirs = WorkloadCgroups::paths(&layout, &req.cgroup, &req.name)?;
-    let mut record = reserve::reserve(req, &state, &layout, cgroup_dirs)?;
+    let plan = placement::decide(req, &layout)?;
+    let (cgroup_dirs, unit) = match &plan {
+        Plan::Cgroupfs(cfg) => (WorkloadCgroups::paths(&layout, cfg, &req.name)?, None),
+        Plan::Scope(s) => ((s.payload(), s.payload()), Some(s.unit.clone())),
+    };
+    let mut record = reserve::reserve(req, &state, &layout, cgroup_dirs, unit)?;
 
     // 3. Cgroups. A failed create removes what it made, unless it says
-    // otherwise; what it found there already is not ours.
-    let cgroups = match WorkloadCgroups::create(&layout, &req.cgroup, &req.name, req.pids_limit) {
-        Ok(c) => c,
-        Err(e) => {
-            let all_gone = !matches!(e, cgroup::CgroupError::RollbackIncomplete { .. });
-            reserve::release(&state, &req.name, all_gone, None);
-            return Err(e.into());
+    // otherwise; what it found there already is not ours. With systemd,
+    // the scope and the workload's cgroup in it.
+    let (cgroups, mut scope) = match plan {
+        Plan::Cgroupfs(cfg) => {
+            match WorkloadCgroups::create(&layout, &cfg, &req.name, req.pids_limit) {
+                Ok(c) => (c, None),
+                Err(e) => {
+                    let all_gone = !matches!(e, cgroup::CgroupError::RollbackIncomplete { .. });
+                    reserve::release(&state, &req.name, all_gone, None);
+                    return Err(e.into());
+                }
+            }
         }
+        Plan::Scope(s) => match s.start() {
+            Ok((c, scope)) => (c, Some(scope)),
+            Err(failed) => {
+                let (e, all_gone) = *failed;
+                reserve::release(&state, &req.name, all_gone, None);
+                return Err(e);
+            }
+        },
     };
 
     let plan = child::ChildPlan {
@@ -195,7 +223,10 @@ pub fn run(req: &RunRequest) -> Result<Outcome, LaunchError> {
         Ok(s) => s,
         Err(e) => {
             let _ = cgroups.kill_all();
-            let all_gone = cgroups.remove().is_ok();
+            let mut all_gone = cgroups.remove().is_ok();
+            if let Some(scope) = scope.take() {
+                all_gone &= scope.end().map_err(|e| log::warn!("{e}")).is_ok();
+            }
             reserve::release(&state, &req.name, all_gone, None);
             return Err(e);
         }
@@ -225,12 +256,19 @@ pub fn run(req: &RunRequest) -> Result<Outcome, LaunchError> {
     if let Err(e) = cgroups.kill_all() {
         log::warn!("could not stop the workload's remaining processes: {e}");
     }
+    // The counters are read: the scope may go once the workload has.
+    if let Some(scope) = scope.as_mut() {
+        scope.release_keeper();
+    }
     if let Some(relay) = started.relay.as_mut() {
         relay.drain(std::time::Duration::from_secs(1));
     }
     drop(started.raw.take());
     supervise::reap_orphans(std::time::Duration::from_secs(2));
-    let removed = cgroups.remove();
+    let mut removed = cgroups.remove().map_err(|e| e.to_string());
+    if let Some(scope) = scope {
+        removed = removed.and(scope.end());
+    }
     if let Err(e) = &removed {
         log::warn!("could not remove the workload's cgroups: {e}");
     }

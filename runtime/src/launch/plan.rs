@@ -175,6 +175,8 @@ mod tests {
             caps: CapSet::docker_default(),
             no_new_privs: true,
             cgroup: CgroupConfig::default(),
+            cgroup_manager: None,
+            cgroup_parent: None,
             env: env
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -184,6 +186,7 @@ mod tests {
             preserve_fds: 0,
             workdir: None,
             state_dir: PathBuf::new(),
+            seccomp_cache: None,
             subuid: PathBuf::new(),
             subgid: PathBuf::new(),
         }

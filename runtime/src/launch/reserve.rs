@@ -10,6 +10,7 @@
 //! `moat ps` shows it meanwhile.
 
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use super::{ids, profile_label, LaunchError, RunRequest};
 use crate::cgroup::{self, Layout, PidsLimit};
@@ -23,10 +24,11 @@ pub(super) fn reserve(
     state: &StateDir,
     layout: &Layout,
     cgroup_dirs: (PathBuf, PathBuf),
+    unit: Option<String>,
 ) -> Result<WorkloadRecord, LaunchError> {
     let lock = state.lock()?;
     lock.remove_temporaries()?;
-    let (running, stale) = lock.running()?;
+    let (running, stale) = running_once_settled(&lock)?;
     // Records that could not be reclaimed still stand for what they name:
     // their ids stay taken, like a running workload's.
     let kept = reclaim_stale(&lock, layout, stale);
@@ -76,6 +78,7 @@ pub(super) fn reserve(
         pids_limit_text: req.pids_limit_text.clone(),
         cgroup_pids,
         cgroup_v2,
+        unit,
         started_at_unix_ms: now_unix_ms(),
         namespaces: req
             .isolation
@@ -83,6 +86,48 @@ pub(super) fn reserve(
     };
     lock.insert(&record)?;
     Ok(record)
+}
+
+/// How long a launch waits for the init of a killed `moat run` to finish
+/// dying.
+const DYING_GRACE: Duration = Duration::from_millis(500);
+
+/// The records, split into `(running, stale)` as [`StateLock::running`]
+/// does, once the workloads whose `moat run` is gone have finished dying.
+///
+/// moat's init never outlives its supervisor for long: it dies by
+/// `PR_SET_PDEATHSIG`, or, when the supervisor died before the init had
+/// set that (the init was not scheduled yet), it finds the life pipe hung
+/// up and exits. But that takes a moment (the init must be scheduled, and
+/// as a PID namespace's init it first kills and reaps every process of the
+/// namespace: up to 70 ms measured here under load), during which the
+/// record looks alive. A launch right after a `moat run` was killed would
+/// leave that record for the next launch; it waits instead, at most
+/// [`DYING_GRACE`], and says so if an init outlives that.
+fn running_once_settled(
+    lock: &StateLock<'_>,
+) -> Result<(Vec<WorkloadRecord>, Vec<WorkloadRecord>), LaunchError> {
+    let deadline = Instant::now() + DYING_GRACE;
+    loop {
+        let (running, stale) = lock.running()?;
+        let dying: Vec<&str> = running
+            .iter()
+            .filter(|r| !r.supervisor.is_alive())
+            .map(|r| r.name.as_str())
+            .collect();
+        if dying.is_empty() {
+            return Ok((running, stale));
+        }
+        if Instant::now() >= deadline {
+            log::warn!(
+                "workloads {dying:?} still run {} ms after their moat run died; \
+                 they are left for the next launch to reclaim",
+                DYING_GRACE.as_millis()
+            );
+            return Ok((running, stale));
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
 }
 
 /// Reclaims what each stale record names and removes the record; returns
@@ -95,9 +140,12 @@ fn reclaim_stale(
 ) -> Vec<WorkloadRecord> {
     let mut kept = Vec::new();
     for rec in stale {
-        let reclaimed = cgroup::reclaim(layout, &rec.name, &rec.cgroup_pids, &rec.cgroup_v2)
-            .map_err(|e| e.to_string())
-            .and_then(|()| lock.remove(&rec.name).map_err(|e| e.to_string()));
+        let reclaimed = match &rec.unit {
+            Some(unit) => super::placement::reclaim_scope(layout, &rec.name, unit, &rec.cgroup_v2),
+            None => cgroup::reclaim(layout, &rec.name, &rec.cgroup_pids, &rec.cgroup_v2)
+                .map_err(|e| e.to_string()),
+        }
+        .and_then(|()| lock.remove(&rec.name).map_err(|e| e.to_string()));
         match reclaimed {
             Ok(()) => log::info!("reclaimed stale workload {}", rec.name),
             Err(why) => {

@@ -80,11 +80,11 @@ pub fn spawn(
         status: status_w,
         life: life_r,
         cgroup_dir: cgroups.v2_fd()?,
-        v2_procs: open_procs(cgroups.v2_dir())?,
-        pids_procs: if cgroups.pids_on_v2() {
+        v2_procs: open_for_write(&cgroups.v2_dir().join("cgroup.procs"))?,
+        pids_tasks: if cgroups.pids_on_v2() {
             None
         } else {
-            Some(open_procs(cgroups.pids_dir())?)
+            Some(open_for_write(&cgroups.pids_dir().join("tasks"))?)
         },
     };
 
@@ -192,14 +192,17 @@ fn describe(command: &str, f: Failure, plan: &InitPlan, ns: Option<&UserNamespac
     }
 }
 
-fn open_procs(dir: &std::path::Path) -> Result<OwnedFd, LaunchError> {
-    let path = dir.join("cgroup.procs");
+/// Opens a cgroup file for writing. The kernel checks a v1 cgroup write
+/// against the credentials of whoever opened the file, so the workload's
+/// process can use a descriptor opened here after it entered its user
+/// namespace.
+fn open_for_write(path: &std::path::Path) -> Result<OwnedFd, LaunchError> {
     std::fs::OpenOptions::new()
         .write(true)
         .custom_flags(libc::O_CLOEXEC)
-        .open(&path)
+        .open(path)
         .map(OwnedFd::from)
-        .map_err(|e| CgroupError::io(Operation::Open, &path, e).into())
+        .map_err(|e| CgroupError::io(Operation::Open, path, e).into())
 }
 
 /// Reads until `buf` is full or end of file; returns the count.

@@ -10,6 +10,7 @@ pub mod arch;
 pub mod args;
 pub mod bpf;
 pub mod builtin;
+pub mod cache;
 pub mod compile;
 mod ctx;
 pub mod error;
@@ -23,6 +24,7 @@ mod plan;
 pub mod profile;
 pub mod resolve;
 pub mod summary;
+pub mod verify;
 pub mod width;
 mod width_table;
 
@@ -77,16 +79,26 @@ pub fn compile_for_host(
     caps: &CapSet,
     opts: compile::Options,
 ) -> Result<(resolve::Resolved, compile::Compiled), CompileError> {
+    let (resolved, _) = resolve_for_host(profile, source, caps)?;
+    let compiled = compile::compile(&resolved, opts)?;
+    Ok((resolved, compiled))
+}
+
+/// Resolves a parsed profile for this host and `caps`; returns the host
+/// too.
+pub fn resolve_for_host(
+    profile: &profile::Profile,
+    source: Source,
+    caps: &CapSet,
+) -> Result<(resolve::Resolved, arch::Host), CompileError> {
     let host = arch::Host::detect().map_err(|reason| CompileError::Unsupported {
         source_name: source.clone(),
         field: "(host)".into(),
         reason,
     })?;
     let target = resolve::Target {
-        host,
+        host: host.clone(),
         caps: caps.clone(),
     };
-    let resolved = resolve::resolve(profile, source, &target);
-    let compiled = compile::compile(&resolved, opts)?;
-    Ok((resolved, compiled))
+    Ok((resolve::resolve(profile, source, &target), host))
 }

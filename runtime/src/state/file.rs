@@ -46,11 +46,13 @@ pub(super) fn read_named<T: DeserializeOwned>(
     Ok(Some(rec))
 }
 
-/// Writes `value` as JSON to the file `file` of `dir`, atomically.
+/// Writes `value` as JSON to the file `file` of `dir`, atomically (and
+/// durably with `durable`).
 pub(super) fn write_json<T: Serialize>(
     dir: &TrustedDir,
     file: &str,
     value: &T,
+    durable: bool,
 ) -> Result<(), StateError> {
     let mut bytes = serde_json::to_vec_pretty(value).map_err(|e| StateError::Io {
         path: dir.path().join(file),
@@ -58,5 +60,5 @@ pub(super) fn write_json<T: Serialize>(
         error: std::io::Error::other(e),
     })?;
     bytes.push(b'\n');
-    dir.write_atomic(file, &bytes)
+    dir.write_atomic(file, &bytes, durable)
 }

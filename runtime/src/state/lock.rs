@@ -15,6 +15,9 @@ use super::{record_file, sort_by_start, StateDir};
 pub struct StateLock<'a> {
     pub(super) dir: &'a StateDir,
     pub(super) _file: Flock<File>,
+    /// Sync what is written (when this boot's id is unknown, see
+    /// `boot.rs`).
+    pub(super) durable: bool,
 }
 
 impl StateLock<'_> {
@@ -69,13 +72,23 @@ impl StateLock<'_> {
                 }
             });
         }
-        write_json(&self.dir.workloads, &record_file(&rec.name), rec)
+        write_json(
+            &self.dir.workloads,
+            &record_file(&rec.name),
+            rec,
+            self.durable,
+        )
     }
 
     /// Replaces the record of `rec.name` (writes it if it is missing).
     pub fn update(&self, rec: &WorkloadRecord) -> Result<(), StateError> {
         validate_name(&rec.name)?;
-        write_json(&self.dir.workloads, &record_file(&rec.name), rec)
+        write_json(
+            &self.dir.workloads,
+            &record_file(&rec.name),
+            rec,
+            self.durable,
+        )
     }
 
     /// Removes the record of `name`; removing a missing record is not an
@@ -88,6 +101,6 @@ impl StateLock<'_> {
     /// Writes the exit record of `rec.name`, replacing an older one.
     pub fn write_exit(&self, rec: &ExitRecord) -> Result<(), StateError> {
         validate_name(&rec.name)?;
-        write_json(&self.dir.exits, &record_file(&rec.name), rec)
+        write_json(&self.dir.exits, &record_file(&rec.name), rec, self.durable)
     }
 }

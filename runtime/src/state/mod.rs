@@ -3,11 +3,12 @@
 //!
 //! Layout: `workloads/<name>.json` is one [`WorkloadRecord`] per workload
 //! moat started and has not finished cleaning up after, `exits/<name>.json`
-//! the [`ExitRecord`] of the last workload of that name, and `lock` is the
+//! the [`ExitRecord`] of the last workload of that name, `lock` is the
 //! file whose `flock` serialises every read-modify-write
-//! ([`StateDir::lock`]). Records are written to a temp file and renamed
-//! into place, so an unlocked reader (`moat ps`) sees either the old or the
-//! new record, never half of one.
+//! ([`StateDir::lock`]), and `boot_id` names the boot that wrote them
+//! (`boot.rs`). Records are written to a temp file and renamed into place,
+//! so an unlocked reader (`moat ps`) sees either the old or the new record,
+//! never half of one.
 //!
 //! A record is written before anything it names exists, and removed only
 //! once all of it is gone, so whatever a killed `moat run` leaves behind
@@ -19,6 +20,7 @@
 //! Only root may write here: see `trusted.rs` for the checks every
 //! directory and file passes before moat uses it.
 
+mod boot;
 mod error;
 mod file;
 mod lock;
@@ -91,6 +93,10 @@ impl StateDir {
     /// reads-modify-writes happen under it, so concurrent `moat run`s never
     /// race. Blocks until the lock is free. The lock file must be a regular
     /// file (a FIFO or a symbolic link there is refused).
+    ///
+    /// The first lock of a boot marks the state as that boot's and removes
+    /// the records a crash in an earlier boot left unreadable; from then on
+    /// records are written without waiting for the disk (see `boot.rs`).
     pub fn lock(&self) -> Result<StateLock<'_>, StateError> {
         let mut file = self.root.open_lock(LOCK_FILE)?;
         let file = loop {
@@ -108,10 +114,16 @@ impl StateDir {
         };
         // The lock belongs to this open file description and is released
         // when the guard closes it, also if the process dies.
-        Ok(StateLock {
+        let mut lock = StateLock {
             dir: self,
             _file: file,
-        })
+            durable: true,
+        };
+        if let Some(now) = boot::current() {
+            lock.mark_boot(&now)?;
+            lock.durable = false;
+        }
+        Ok(lock)
     }
 
     /// Reads without locking (for `moat ps`): every record, stale ones

@@ -42,6 +42,11 @@ pub struct WorkloadRecord {
     pub cgroup_pids: PathBuf,
     /// The workload's cgroup in the unified (v2) hierarchy.
     pub cgroup_v2: PathBuf,
+    /// The systemd scope unit (`moat-<name>.scope`) whose cgroup is
+    /// `cgroup_v2`, when the systemd cgroup manager placed the workload;
+    /// absent for cgroups moat made itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unit: Option<String>,
     /// When the workload was started, in ms after the Unix epoch.
     pub started_at_unix_ms: u64,
     /// The namespaces the workload has of its own, as `/proc/PID/ns` names

@@ -255,10 +255,13 @@ impl TrustedDir {
         Ok(Some(bytes))
     }
 
-    /// Writes `bytes` as the file `name`: to a new temporary file, synced,
-    /// then renamed over `name`, so that a reader sees the old or the new
-    /// content, never a part.
-    pub fn write_atomic(&self, name: &str, bytes: &[u8]) -> Result<(), StateError> {
+    /// Writes `bytes` as the file `name`: to a new temporary file, then
+    /// renamed over `name`, so that a reader sees the old or the new
+    /// content, never a part. With `durable`, the file and then the
+    /// directory are synced, so that the content survives a crash;
+    /// otherwise a crash may leave it empty or cut (see
+    /// [`super::StateDir::lock`] for why records need not survive one).
+    pub fn write_atomic(&self, name: &str, bytes: &[u8], durable: bool) -> Result<(), StateError> {
         let path = self.path.join(name);
         if bytes.len() as u64 > MAX_RECORD_BYTES {
             return Err(untrusted(
@@ -288,11 +291,15 @@ impl TrustedDir {
                 error,
             };
             file.write_all(bytes).map_err(|e| err("write", e))?;
-            // Without this a crash after the rename could leave an empty
-            // file on a disk-backed state directory.
-            file.sync_all().map_err(|e| err("sync", e))?;
+            if durable {
+                file.sync_all().map_err(|e| err("sync", e))?;
+            }
             renameat(&self.fd, tmp.as_str(), &self.fd, name)
-                .map_err(|e| io_err(&path, "rename temp file into", e))
+                .map_err(|e| io_err(&path, "rename temp file into", e))?;
+            if durable {
+                nix::unistd::fsync(&self.fd).map_err(|e| io_err(&self.path, "sync", e))?;
+            }
+            Ok(())
         })();
         if result.is_err() {
             let _ = unlinkat(&self.fd, tmp.as_str(), UnlinkatFlags::NoRemoveDir);

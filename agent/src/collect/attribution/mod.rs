@@ -6,13 +6,19 @@
 //! that hierarchy (reading each directory's inode number), caches the result, and
 //! walks again when it meets an id it does not know. A path then maps to a label:
 //!
-//! | path (relative to the hierarchy root), first match wins  | label                  |
+//! | path (relative to the hierarchy root), first match wins       | label                  |
 //! | --- | --- |
-//! | a component `docker-<64 hex>.scope` (systemd driver)      | `docker:<first 12 hex>`|
-//! | components `<docker parent>/<64 hex>` (cgroupfs driver)   | `docker:<first 12 hex>`|
-//! | `/<moat parent>/<name>[/...]`                             | `<name>`               |
-//! | deepest component ending in `.service` or `.scope`        | that component         |
-//! | anything else, the root, an id that no longer resolves    | `host`                 |
+//! | `/<docker parent>/<64 hex>[/...]` (cgroupfs driver)            | `docker:<first 12 hex>`|
+//! | `/<scope parent>/docker-<64 hex>.scope[/...]` (systemd driver) | `docker:<first 12 hex>`|
+//! | `/moat.slice[/moat-<x>.slice...]/moat-<name>.scope[/...]`     | `<name>`               |
+//! | `/<moat parent>/<name>[/...]`                                  | `<name>`               |
+//! | deepest component ending in `.service` or `.scope`             | that component         |
+//! | anything else, the root, an id that no longer resolves         | `host`                 |
+//!
+//! Every rule but the last is anchored at the root of the hierarchy, under `moat.slice` or the
+//! parents configured (`workloads.moat_parent`, `workloads.docker_parent`,
+//! `workloads.docker_scope_parents`): a cgroup named like a container anywhere
+//! else is not one (see [`classify`]).
 //!
 //! ## Hybrid hosts
 //!
@@ -48,7 +54,7 @@ use std::{
 };
 
 pub(crate) use classify::is_container_id;
-pub use classify::{classify, classify_proc_cgroup};
+pub use classify::{classify, classify_proc_cgroup, CgroupParents};
 use hierarchy::Hierarchy;
 pub use labels::LabelCap;
 pub use watcher::{CgroupWatcher, WatchEvent, WatchedDir};
@@ -84,8 +90,7 @@ pub struct Attribution {
 /// Resolves cgroup ids and tasks to workloads. See the module documentation.
 #[derive(Debug)]
 pub struct Attributor {
-    moat_parent: String,
-    docker_parent: String,
+    parents: CgroupParents,
     v2: Hierarchy,
     pids: Option<Hierarchy>,
     min_rewalk: Duration,
@@ -97,8 +102,7 @@ impl Attributor {
     /// An attributor for `layout`, with the parents and cap of `config`.
     pub fn new(layout: &CgroupLayout, config: &WorkloadsConfig) -> Self {
         Self {
-            moat_parent: config.moat_parent.clone(),
-            docker_parent: config.docker_parent.clone(),
+            parents: CgroupParents::from_config(config),
             v2: Hierarchy::new(layout.v2_mount.clone()),
             pids: layout.pids_mount.clone().map(Hierarchy::new),
             min_rewalk: Duration::from_millis(20),
@@ -127,9 +131,9 @@ impl Attributor {
 
     /// Walks every hierarchy now, so later lookups are hits.
     pub fn refresh(&mut self) {
-        self.v2.walk(&self.moat_parent, &self.docker_parent);
+        self.v2.walk(&self.parents);
         if let Some(pids) = &mut self.pids {
-            pids.walk(&self.moat_parent, &self.docker_parent);
+            pids.walk(&self.parents);
         }
     }
 
@@ -160,7 +164,7 @@ impl Attributor {
         if !may_walk {
             return None;
         }
-        hierarchy.walk(&self.moat_parent, &self.docker_parent);
+        hierarchy.walk(&self.parents);
         if let Some(hit) = hierarchy.known.get(&key) {
             return Some(hit.clone());
         }
@@ -170,6 +174,12 @@ impl Attributor {
             hierarchy.dead.insert(key);
         }
         None
+    }
+
+    /// The path of a cgroup id (relative to its hierarchy's root), if known
+    /// or found by a walk.
+    pub fn cgroup_path(&mut self, id: u64) -> Option<Arc<str>> {
+        self.resolve(id).map(|(path, _)| path)
     }
 
     /// Attributes an aggregated counter keyed by a cgroup id.
@@ -208,13 +218,12 @@ impl Attributor {
                 let rel = v2.pathname.as_str();
                 let dir = self.v2.mount.join(rel.trim_start_matches('/'));
                 if fs::metadata(dir).is_ok_and(|m| m.ino() == id) {
-                    self.v2
-                        .learn(id, rel, &self.moat_parent, &self.docker_parent);
+                    self.v2.learn(id, rel, &self.parents);
                     return self.attribute_id(id);
                 }
             }
         }
-        match classify_proc_cgroup(&cgroups, &self.moat_parent, &self.docker_parent) {
+        match classify_proc_cgroup(&cgroups, &self.parents) {
             Some((raw, path)) => Attribution {
                 workload: self.labels.admit(&raw),
                 cgroup_path: Some(Arc::from(path.as_str())),
@@ -234,11 +243,12 @@ impl Attributor {
         } else {
             &mut self.v2
         };
-        hierarchy.learn(id, rel, &self.moat_parent, &self.docker_parent);
+        hierarchy.learn(id, rel, &self.parents);
     }
 
     /// The directories whose new children are workloads: the moat and Docker
-    /// parents in each hierarchy, with whether they are in the pids one, and their
+    /// parents (both drivers') and `moat.slice` (the scopes of `moat run`'s
+    /// systemd cgroup manager) in each hierarchy, with whether they are in the pids one, and their
     /// path relative to the hierarchy's root.
     pub fn watched_dirs(&self) -> Vec<WatchedDir> {
         let mut dirs = Vec::new();
@@ -246,11 +256,17 @@ impl Attributor {
             .chain(self.pids.iter().map(|h| (true, &h.mount)))
             .filter(|(pids, mount)| !*pids || **mount != self.v2.mount);
         for (pids, mount) in hierarchies {
-            for parent in [&self.moat_parent, &self.docker_parent] {
+            let slice = moat_api::defaults::MOAT_SLICE.to_owned();
+            let parents = [&self.parents.moat, &self.parents.docker]
+                .into_iter()
+                .chain(&self.parents.docker_scopes)
+                .chain(std::iter::once(&slice));
+            for parent in parents {
                 dirs.push(WatchedDir {
                     pids,
                     dir: mount.join(parent),
                     rel: format!("/{parent}"),
+                    nested: *parent == slice,
                 });
             }
         }
@@ -280,14 +296,9 @@ impl Attributor {
         self.labels.overflow_total()
     }
 
-    /// The moat parent cgroup (relative).
-    pub fn moat_parent(&self) -> &str {
-        &self.moat_parent
-    }
-
-    /// The Docker cgroupfs parent (relative).
-    pub fn docker_parent(&self) -> &str {
-        &self.docker_parent
+    /// Where workloads' cgroups are.
+    pub fn parents(&self) -> &CgroupParents {
+        &self.parents
     }
 }
 

@@ -5,7 +5,15 @@ use super::*;
 const ID: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 
 fn label(path: &str) -> String {
-    classify(path, "moat", "docker")
+    classify(path, &CgroupParents::defaults())
+}
+
+fn parents(moat: &str, docker: &str, scopes: &[&str]) -> CgroupParents {
+    CgroupParents {
+        moat: moat.to_owned(),
+        docker: docker.to_owned(),
+        docker_scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
+    }
 }
 
 #[test]
@@ -30,11 +38,45 @@ fn classifies_paths() {
     assert_eq!(label("/"), HOST);
     assert_eq!(label("/process_api/f7883729d51b"), HOST);
     assert_eq!(label("/docker/notanid"), HOST);
-    assert_eq!(classify("/a/b/w1", "a/b", "docker"), "w1");
     assert_eq!(
-        classify(&format!("/ci/docker/{ID}"), "moat", "ci/docker"),
+        classify("/a/b/w1", &parents("a/b", "docker", &["system.slice"])),
+        "w1"
+    );
+    assert_eq!(
+        classify(
+            &format!("/ci/docker/{ID}"),
+            &parents("moat", "ci/docker", &["system.slice"])
+        ),
         "docker:0123456789ab"
     );
+    assert_eq!(
+        classify(
+            &format!("/custom.slice/docker-{ID}.scope/init"),
+            &parents("moat", "docker", &["custom.slice"])
+        ),
+        "docker:0123456789ab"
+    );
+}
+
+#[test]
+fn only_dockers_parents_name_containers() {
+    // Anyone who may create a cgroup can name it like a container: only the
+    // places Docker uses count, anchored at the root.
+    for spoof in [
+        format!("/evil/docker-{ID}.scope"),
+        format!("/user.slice/user-1000.slice/docker-{ID}.scope"),
+        format!("/evil/docker/{ID}"),
+        format!("/moat/w/docker/{ID}"),
+        format!("/docker-{ID}.scope"),
+        format!("/system.slice/evil/docker-{ID}.scope"),
+    ] {
+        assert!(
+            !label(&spoof).starts_with("docker:"),
+            "{spoof} labelled {}",
+            label(&spoof)
+        );
+    }
+    assert_eq!(label(&format!("/moat/w/docker/{ID}")), "w");
 }
 
 #[test]
@@ -47,11 +89,11 @@ fn proc_cgroup_prefers_pids() {
         <procfs::ProcessCGroups as procfs::FromBufRead>::from_buf_read(text.as_bytes()).unwrap()
     };
     assert_eq!(
-        classify_proc_cgroup(&parse(&text), "moat", "docker"),
+        classify_proc_cgroup(&parse(&text), &CgroupParents::defaults()),
         Some(("docker:0123456789ab".to_owned(), format!("/docker/{ID}")))
     );
     assert_eq!(
-        classify_proc_cgroup(&parse("8:pids:/\n0::/\n"), "moat", "docker"),
+        classify_proc_cgroup(&parse("8:pids:/\n0::/\n"), &CgroupParents::defaults()),
         None
     );
 }
@@ -133,4 +175,68 @@ fn resolves_a_fake_hierarchy_by_inode() {
     let root_id = fs::metadata(&v2).unwrap().ino();
     assert_eq!(attributor.v2_root_id(), Some(root_id));
     assert_eq!(&*attributor.attribute_id(root_id).workload, HOST);
+}
+
+#[test]
+fn moat_scopes_in_moat_slice_are_their_workload() {
+    // `moat run`'s systemd cgroup manager: moat.slice/moat-NAME.scope.
+    assert_eq!(label("/moat.slice/moat-web.scope"), "web");
+    assert_eq!(label("/moat.slice/moat-web.1.scope/sub"), "web.1");
+    assert_eq!(label("/moat.slice/moat-ci.slice/moat-job-7.scope"), "job-7");
+    // The slice itself, and what else is in it, are not workloads.
+    assert_eq!(label("/moat.slice"), HOST);
+    assert_eq!(label("/moat.slice/other.scope"), "other.scope");
+    // Anchored at the root: a scope of that name made elsewhere (a user's
+    // manager, a delegated subtree) is labelled by its unit, not taken for
+    // workload "web".
+    assert_eq!(
+        label("/user.slice/user-1000.slice/user@1000.service/app.slice/moat-web.scope"),
+        "moat-web.scope"
+    );
+    assert_eq!(
+        label("/system.slice/moat.slice/moat-web.scope"),
+        "moat-web.scope"
+    );
+    assert_eq!(
+        label("/moat.slice/x.slice/moat-web.scope"),
+        "moat-web.scope"
+    );
+    assert_eq!(label("/moat.slice/moat-.scope"), "moat-.scope");
+    // Units stay units.
+    assert_eq!(label("/system.slice/web.service"), "web.service");
+}
+
+#[test]
+fn the_watcher_learns_a_scopes_payload_made_right_after_the_scope() {
+    // systemd makes moat-NAME.scope; moat makes payload in it at once. The
+    // payload is where the workload runs (its cgroup id), and may be gone
+    // before anything looks its id up.
+    let (_root, v2, layout) = fake_v2("watch-scope", "moat.slice");
+    let mut attributor = Attributor::new(&layout, &WorkloadsConfig::default());
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let watcher = CgroupWatcher::spawn(attributor.watched_dirs(), false, tx).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let mut ids = Vec::new();
+    for name in ["quick", "slow"] {
+        let scope = v2.join(format!("moat.slice/moat-{name}.scope"));
+        fs::create_dir(&scope).unwrap();
+        if name == "slow" {
+            // Made after the watcher watches the scope.
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        fs::create_dir(scope.join("payload")).unwrap();
+        ids.push(fs::metadata(scope.join("payload")).unwrap().ino());
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    for name in ["quick", "slow"] {
+        let scope = v2.join(format!("moat.slice/moat-{name}.scope"));
+        fs::remove_dir(scope.join("payload")).unwrap();
+        fs::remove_dir(scope).unwrap();
+    }
+    while let Ok(event) = rx.try_recv() {
+        attributor.apply(event);
+    }
+    assert_eq!(&*attributor.attribute_id(ids[0]).workload, "quick");
+    assert_eq!(&*attributor.attribute_id(ids[1]).workload, "slow");
+    watcher.stop();
 }

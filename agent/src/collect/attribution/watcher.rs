@@ -40,6 +40,9 @@ pub struct WatchedDir {
     pub dir: PathBuf,
     /// Its path relative to the hierarchy's root, e.g. `/moat`.
     pub rel: String,
+    /// Whether its new children are watched in turn, for one level:
+    /// `moat.slice`'s scopes hold the workload's own cgroup.
+    pub nested: bool,
 }
 
 /// What the watcher saw.
@@ -166,6 +169,32 @@ impl Loop {
         }
     }
 
+    /// Reports the new cgroup `dir` and watches its `pids.events`; false
+    /// when the receiver is gone.
+    fn created(&mut self, dir: &WatchedDir) -> bool {
+        if let Ok(meta) = fs::metadata(&dir.dir) {
+            let created = WatchEvent::Created {
+                pids: dir.pids,
+                rel: dir.rel.clone(),
+                id: meta.ino(),
+            };
+            if self.events.send(created).is_err() {
+                return false;
+            }
+        }
+        let pids_events = dir.dir.join("pids.events");
+        if self.watch_pids && pids_events.exists() {
+            // Removed with the cgroup, which drops the watch (IN_IGNORED).
+            if let Ok(wd) = self
+                .inotify
+                .add_watch(&pids_events, AddWatchFlags::IN_MODIFY)
+            {
+                self.pids_files.insert(wd);
+            }
+        }
+        true
+    }
+
     /// Returns false when the receiver is gone.
     fn handle(&mut self, events: Vec<nix::sys::inotify::InotifyEvent>) -> bool {
         let mut pids_changed = false;
@@ -193,24 +222,37 @@ impl Loop {
                 continue;
             };
             let path = parent.dir.join(name);
-            if let Ok(meta) = fs::metadata(&path) {
-                let created = WatchEvent::Created {
-                    pids: parent.pids,
-                    rel: format!("{}/{name}", parent.rel),
-                    id: meta.ino(),
-                };
-                if self.events.send(created).is_err() {
-                    return false;
-                }
+            let child = WatchedDir {
+                pids: parent.pids,
+                dir: path,
+                rel: format!("{}/{name}", parent.rel),
+                nested: false,
+            };
+            let nested = parent.nested;
+            if !self.created(&child) {
+                return false;
             }
-            let pids_events = path.join("pids.events");
-            if self.watch_pids && pids_events.exists() {
-                // Removed with the cgroup, which drops the watch (IN_IGNORED).
-                if let Ok(wd) = self
-                    .inotify
-                    .add_watch(&pids_events, AddWatchFlags::IN_MODIFY)
-                {
-                    self.pids_files.insert(wd);
+            if nested {
+                // Watched before its children are listed, so that none
+                // made in between is missed.
+                let mask = AddWatchFlags::IN_CREATE | AddWatchFlags::IN_ONLYDIR;
+                if let Ok(wd) = self.inotify.add_watch(&child.dir, mask) {
+                    self.watches.insert(wd, child.clone());
+                }
+                let existing = fs::read_dir(&child.dir).into_iter().flatten().flatten();
+                for entry in existing.filter(|e| e.file_type().is_ok_and(|t| t.is_dir())) {
+                    let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+                        continue;
+                    };
+                    let grandchild = WatchedDir {
+                        pids: child.pids,
+                        dir: entry.path(),
+                        rel: format!("{}/{name}", child.rel),
+                        nested: false,
+                    };
+                    if !self.created(&grandchild) {
+                        return false;
+                    }
                 }
             }
         }

@@ -20,7 +20,7 @@ use std::{
 pub use format::Format;
 use moat_api::{
     audit::AuditAction,
-    metrics::{self as spec, MetricKind, MetricSpec, DROP_REASONS},
+    metrics::{self as spec, drop_reason, MetricKind, MetricSpec, DROP_REASONS},
 };
 pub use openmetrics::encode_openmetrics;
 use prometheus::{
@@ -29,7 +29,10 @@ use prometheus::{
     Encoder as _, Registry, TextEncoder,
 };
 
-use super::audit_log::AuditStats;
+use super::{
+    audit_log::{AuditStats, DropReason},
+    http::HttpStats,
+};
 use crate::collect::snapshot::{Labels, Series, Snapshot};
 
 /// Why a scrape could not be rendered.
@@ -100,6 +103,7 @@ fn into_family(series: &Series, spec: &MetricSpec) -> MetricFamily {
 /// The custom collector of every `moat_*` metric.
 pub struct MoatCollector {
     audit: Arc<AuditStats>,
+    http: Arc<HttpStats>,
     descs: Vec<Desc>,
     build_labels: Labels,
     /// The snapshot the scrape in progress renders.
@@ -119,9 +123,14 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl MoatCollector {
-    /// A collector of the audit writer's counts `audit` and the snapshots it is
-    /// given; `kernel_release` labels `moat_build_info`.
-    pub fn new(audit: Arc<AuditStats>, kernel_release: &str) -> prometheus::Result<Self> {
+    /// A collector of the audit writer's counts `audit`, the HTTP server's
+    /// `http` and the snapshots it is given; `kernel_release` labels
+    /// `moat_build_info`.
+    pub fn new(
+        audit: Arc<AuditStats>,
+        http: Arc<HttpStats>,
+        kernel_release: &str,
+    ) -> prometheus::Result<Self> {
         let descs = spec::FAMILIES
             .iter()
             .map(|spec| {
@@ -135,6 +144,7 @@ impl MoatCollector {
             .collect::<prometheus::Result<_>>()?;
         Ok(Self {
             audit,
+            http,
             descs,
             build_labels: vec![
                 Arc::from(env!("CARGO_PKG_VERSION")),
@@ -150,9 +160,15 @@ impl MoatCollector {
         for reason in DROP_REASONS {
             dropped.add(vec![Arc::from(reason)], 0.0);
         }
+        for reason in DropReason::ALL {
+            dropped.add(
+                vec![Arc::from(reason.as_str())],
+                self.audit.dropped(reason) as f64,
+            );
+        }
         dropped.add(
-            vec![Arc::from("write_failed")],
-            self.audit.write_failed() as f64,
+            vec![Arc::from(drop_reason::QUEUE_FULL)],
+            snapshot.audit_queue_dropped as f64,
         );
         for (labels, value) in &snapshot.kernel_dropped.0 {
             dropped.add(labels.clone(), *value);
@@ -168,6 +184,12 @@ impl MoatCollector {
         overflow.add(Vec::new(), snapshot.label_overflow as f64);
         let mut build = Series::default();
         build.add(self.build_labels.clone(), 1.0);
+        let mut http_open = Series::default();
+        http_open.add(Vec::new(), self.http.open() as f64);
+        let mut http_rejected = Series::default();
+        for (reason, count) in self.http.rejected_all() {
+            http_rejected.add(vec![Arc::from(reason)], count as f64);
+        }
 
         vec![
             into_family(&snapshot.denials, &spec::SECCOMP_DENIALS),
@@ -183,6 +205,8 @@ impl MoatCollector {
             into_family(&dropped, &spec::AUDIT_EVENTS_DROPPED),
             into_family(&snapshot.map_full, &spec::EBPF_MAP_FULL),
             into_family(&overflow, &spec::WORKLOAD_LABEL_OVERFLOW),
+            into_family(&http_open, &spec::HTTP_CONNECTIONS_OPEN),
+            into_family(&http_rejected, &spec::HTTP_CONNECTIONS_REJECTED),
             into_family(&build, &spec::BUILD_INFO),
         ]
     }
@@ -226,11 +250,15 @@ impl Collector for Shared {
 }
 
 impl Metrics {
-    /// The `moat_*` collector over the audit counts `audit`, and the process
-    /// collector.
-    pub fn new(audit: Arc<AuditStats>, kernel_release: &str) -> prometheus::Result<Self> {
+    /// The `moat_*` collector over the audit counts `audit` and the HTTP
+    /// server's `http`, and the process collector.
+    pub fn new(
+        audit: Arc<AuditStats>,
+        http: Arc<HttpStats>,
+        kernel_release: &str,
+    ) -> prometheus::Result<Self> {
         let registry = Registry::new();
-        let collector = Arc::new(MoatCollector::new(audit, kernel_release)?);
+        let collector = Arc::new(MoatCollector::new(audit, http, kernel_release)?);
         registry.register(Box::new(Shared(collector.clone())))?;
         registry.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),

@@ -10,6 +10,7 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use crate::term::escape;
 use anyhow::{bail, Context as _, Result};
 use clap::Args;
 use moat_api::{
@@ -17,6 +18,10 @@ use moat_api::{
     defaults::AUDIT_LOG as DEFAULT_AUDIT_LOG,
     time::{local_time, system_zone},
 };
+
+/// The longest line read as an event (moatd's are well under 4 KiB); longer
+/// ones are skipped with a warning, without being held in memory.
+const MAX_LINE: usize = 1 << 20;
 
 /// How often `--follow` looks for new lines, rotation and truncation.
 const POLL_INTERVAL: Duration = Duration::from_millis(200);
@@ -35,7 +40,12 @@ const POLL_INTERVAL: Duration = Duration::from_millis(200);
                   rate-limited per cgroup (moatd's audit.rate_limit), so under load the log is \
                   a sample of what happened; moatd's metrics (`moat stats`) count exactly.\n\n\
                   A line that is not a moat audit event is skipped with a warning on standard \
-                  error naming its line number.",
+                  error naming its line number.\n\n\
+                  Workload and process names are chosen by whoever runs the workload: every \
+                  field is printed with control and bidirectional-formatting characters \
+                  escaped (\\x1b, \\u{202e}; a backslash as \\\\), and --json lines have \
+                  them as JSON \\u escapes (the same strings once decoded), so nothing in an \
+                  event can act on the terminal.",
     after_help = "Output columns:\n  \
                   TIME  WORKLOAD  ACTION  DETAILS (key=value; values with spaces are quoted)\n\n\
                   Environment:\n  \
@@ -62,7 +72,8 @@ pub struct EventsArgs {
     #[arg(long, value_name = "NAME")]
     workload: Vec<String>,
 
-    /// Print the raw JSON lines, exactly as moatd wrote them (after filtering).
+    /// Print the raw JSON lines as moatd wrote them (after filtering; any
+    /// character that could act on a terminal as a JSON \u escape).
     #[arg(long)]
     json: bool,
 
@@ -92,6 +103,7 @@ pub fn run(args: EventsArgs) -> Result<ExitCode> {
         file,
         pos: 0,
         pending: Vec::new(),
+        overlong: false,
         line: 0,
         printer: Printer {
             out: BufWriter::new(stdout.lock()),
@@ -187,6 +199,8 @@ struct LogReader<'a, W: Write> {
     pos: u64,
     /// The start of a line whose newline has not been read yet.
     pending: Vec<u8>,
+    /// The line being read is longer than [`MAX_LINE`]: skipped to its end.
+    overlong: bool,
     /// Number of the last line handled, 1-based.
     line: u64,
     printer: Printer<W>,
@@ -229,7 +243,10 @@ impl<W: Write> LogReader<'_, W> {
             self.pos += n as u64;
             let mut chunk = &buf[..n];
             while let Some(newline) = chunk.iter().position(|&b| b == b'\n') {
-                if self.pending.is_empty() {
+                if self.overlong {
+                    self.overlong = false;
+                    self.skip_overlong_line()?;
+                } else if self.pending.is_empty() {
                     self.handle_line(&chunk[..newline])?;
                 } else {
                     self.pending.extend_from_slice(&chunk[..newline]);
@@ -238,11 +255,37 @@ impl<W: Write> LogReader<'_, W> {
                 }
                 chunk = &chunk[newline + 1..];
             }
+            self.keep_partial(chunk);
+        }
+    }
+
+    /// Keeps the start of a line whose newline has not been read yet, unless
+    /// the line is already longer than any audit event: then it is dropped as
+    /// it comes (a log of one endless line must not take all memory).
+    fn keep_partial(&mut self, chunk: &[u8]) {
+        if self.overlong || self.pending.len() + chunk.len() > MAX_LINE {
+            self.overlong = true;
+            self.pending = Vec::new();
+        } else {
             self.pending.extend_from_slice(chunk);
         }
     }
 
+    fn skip_overlong_line(&mut self) -> Result<(), ReadError> {
+        self.line += 1;
+        self.printer.flush().map_err(ReadError::Output)?;
+        eprintln!(
+            "moat: warning: {}: line {}: skipping a line longer than {MAX_LINE} bytes",
+            self.path.display(),
+            self.line
+        );
+        Ok(())
+    }
+
     fn finish_pending(&mut self) -> Result<(), ReadError> {
+        if std::mem::take(&mut self.overlong) {
+            return self.skip_overlong_line();
+        }
         if !self.pending.is_empty() {
             let line = std::mem::take(&mut self.pending);
             self.handle_line(&line)?;
@@ -295,6 +338,7 @@ impl<W: Write> LogReader<'_, W> {
             self.pos = 0;
             self.line = 0;
             self.pending.clear();
+            self.overlong = false;
             return self.read_available();
         }
         Ok(())
@@ -317,9 +361,10 @@ impl<W: Write> LogReader<'_, W> {
             Err(reason) => {
                 self.printer.flush().map_err(ReadError::Output)?;
                 eprintln!(
-                    "moat: warning: {}: line {}: skipping malformed line: {reason}",
+                    "moat: warning: {}: line {}: skipping malformed line: {}",
                     self.path.display(),
-                    self.line
+                    self.line,
+                    escape(&reason.to_string())
                 );
                 Ok(())
             }
@@ -341,7 +386,14 @@ impl<W: Write> Printer<W> {
             return Ok(());
         }
         if self.json {
-            self.out.write_all(raw)?;
+            // The same JSON, with nothing left raw that could act on a
+            // terminal (moatd writes it so; an older one may not have).
+            match std::str::from_utf8(raw) {
+                Ok(text) => self
+                    .out
+                    .write_all(moat_api::text::escape_unsafe_in_json(text).as_bytes())?,
+                Err(_) => self.out.write_all(raw)?,
+            }
             self.out.write_all(b"\n")
         } else {
             writeln!(self.out, "{}", format_event(event, &self.zone))
@@ -353,30 +405,34 @@ impl<W: Write> Printer<W> {
     }
 }
 
-/// A value for `key=value`: quoted when it would not read as one token.
+/// A value for `key=value`, escaped ([`escape`]), and quoted when it would
+/// not read as one token.
 fn token(value: &str) -> String {
+    let value = escape(value);
     if value.is_empty()
         || value
             .chars()
-            .any(|c| c.is_whitespace() || c.is_control() || c == '"' || c == '=')
+            .any(|c| c.is_whitespace() || c == '"' || c == '=')
     {
-        format!("{value:?}")
+        format!("\"{}\"", value.replace('"', "\\\""))
     } else {
-        value.to_owned()
+        value.into_owned()
     }
 }
 
 /// One readable line: `TIME  WORKLOAD  ACTION  DETAILS`.
 pub fn format_event(event: &AuditEvent, zone: &jiff::tz::TimeZone) -> String {
+    // Every field goes through `escape`: all of them may come from a workload
+    // (or from whoever wrote the file).
     let time = match event.timestamp.as_str() {
         "" => "-".to_owned(),
-        ts => local_time(ts, zone).unwrap_or_else(|| ts.to_owned()),
+        ts => local_time(ts, zone).unwrap_or_else(|| escape(ts).into_owned()),
     };
     let or_dash = |text: &str| {
         if text.is_empty() {
             "-".to_owned()
         } else {
-            text.to_owned()
+            escape(text).into_owned()
         }
     };
     let workload = or_dash(&event.workload.name);
@@ -444,6 +500,29 @@ mod tests {
         assert_eq!(token("curl"), "curl");
         assert_eq!(token("my prog"), "\"my prog\"");
         assert_eq!(token(""), "\"\"");
+        assert_eq!(token("a\u{1b}]0;x\u{7}"), "a\\x1b]0;x\\x07");
+        assert_eq!(token("say \"hi\""), "\"say \\\"hi\\\"\"");
+    }
+
+    #[test]
+    fn no_field_reaches_the_terminal_raw() {
+        let evil = "w\u{1b}[2J\u{9b}1m\u{202e}";
+        let mut event = AuditEvent::new(
+            moat_api::audit::AuditAction::SeccompDenied,
+            format!("not a time {evil}"),
+            evil,
+            evil,
+            Some(evil.to_owned()),
+        );
+        event.event.action = format!("seccomp_denied{evil}");
+        event.process = Some(moat_api::audit::ProcessFields {
+            pid: 1,
+            thread: moat_api::audit::ThreadFields { id: 1 },
+            name: evil.to_owned(),
+            executable: Some(evil.to_owned()),
+        });
+        let line = format_event(&event, &jiff::tz::TimeZone::UTC);
+        assert!(!line.chars().any(moat_api::text::is_unsafe), "{line:?}");
     }
 
     #[test]

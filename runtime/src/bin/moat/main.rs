@@ -7,6 +7,7 @@ mod profile_cmd;
 mod ps_cmd;
 mod run_cmd;
 mod stats_cmd;
+mod term;
 
 use std::process::ExitCode;
 

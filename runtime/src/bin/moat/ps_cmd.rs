@@ -7,7 +7,8 @@ use anyhow::Result;
 use clap::Args;
 use serde_json::json;
 
-use moat_runtime::cgroup::{check_recorded_dirs, detect, CgroupConfig};
+use crate::term::escape;
+use moat_runtime::cgroup::{check_recorded_dirs, check_recorded_scope, detect, CgroupConfig};
 use moat_runtime::state::{StateDir, WorkloadRecord, DEFAULT_STATE_DIR};
 use moat_runtime::userns::IdMap;
 
@@ -18,6 +19,9 @@ STATE:
   starting  moat run is setting it up
   stale     its moat run and its workload are gone; the cgroups and id range its record
             names are reclaimed by the next `moat run` (moat ps itself changes nothing)
+
+`--json` also names each workload's cgroups and, with the systemd cgroup manager, its scope
+unit (\"unit\": \"moat-NAME.scope\").
 
 An entry of the state directory moat cannot use (not a regular file, too large, not a
 record) is reported on stderr by name and left out.")]
@@ -48,8 +52,11 @@ pub fn run(args: PsArgs) -> Result<ExitCode> {
         .iter()
         .map(|r| {
             let counted = layout.as_ref().is_some_and(|l| {
-                check_recorded_dirs(l, &r.name, &r.cgroup_pids, &r.cgroup_v2).is_ok()
-                    && !r.cgroup_pids.as_os_str().is_empty()
+                let valid = match &r.unit {
+                    Some(unit) => check_recorded_scope(l, &r.name, unit, &r.cgroup_v2).is_ok(),
+                    None => check_recorded_dirs(l, &r.name, &r.cgroup_pids, &r.cgroup_v2).is_ok(),
+                };
+                valid && !r.cgroup_pids.as_os_str().is_empty()
             });
             Row {
                 name: r.name.clone(),
@@ -66,6 +73,7 @@ pub fn run(args: PsArgs) -> Result<ExitCode> {
                     maps.join(",")
                 }),
                 cgroups: [r.cgroup_pids.clone(), r.cgroup_v2.clone()],
+                unit: r.unit.clone(),
                 namespaces: r.namespaces.clone(),
             }
         })
@@ -87,11 +95,13 @@ pub fn run(args: PsArgs) -> Result<ExitCode> {
                     "pids_current": r.pids_current, "pids_limit": r.pids_limit,
                     "seccomp_profile": r.seccomp, "userns": r.userns,
                     "cgroup_pids": r.cgroups[0], "cgroup_v2": r.cgroups[1],
+                    "unit": r.unit,
                     "namespaces": r.namespaces,
                 })
             })
             .collect();
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        let text = serde_json::to_string_pretty(&v)?;
+        println!("{}", moat_api::text::escape_unsafe_in_json(&text));
         return Ok(ExitCode::SUCCESS);
     }
     println!(
@@ -101,15 +111,15 @@ pub fn run(args: PsArgs) -> Result<ExitCode> {
     for r in rows {
         println!(
             "{:<24} {:>8} {:>8} {:>6} {:>9} {:<12} {:<20} {:<8} {}",
-            r.name,
+            escape(&r.name),
             r.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
             human_duration(r.uptime_s),
             r.pids_current
                 .map(|p| p.to_string())
                 .unwrap_or_else(|| "-".into()),
             r.pids_limit.unwrap_or_else(|| "-".into()),
-            r.seccomp,
-            r.userns.unwrap_or_else(|| "host".into()),
+            escape(&r.seccomp),
+            escape(&r.userns.unwrap_or_else(|| "host".into())),
             r.state,
             if r.namespaces.is_empty() {
                 "-".to_string()
@@ -144,6 +154,8 @@ struct Row {
     seccomp: String,
     userns: Option<String>,
     cgroups: [PathBuf; 2],
+    /// The systemd scope, with the systemd cgroup manager.
+    unit: Option<String>,
     namespaces: Vec<String>,
 }
 
@@ -155,17 +167,26 @@ fn read_u64(dir: &Path, file: &str) -> Option<u64> {
         .ok()
 }
 
-/// pids.max, or "max" followed by the limit inherited from the parent.
+/// pids.max, or the nearest ancestor's limit followed by `*` (the parent's
+/// cap with cgroupfs; with systemd, past the scope, the slice's).
 fn read_limit(dir: &Path) -> Option<String> {
     let own = std::fs::read_to_string(dir.join("pids.max")).ok()?;
     let own = own.trim();
     if own != "max" {
         return Some(own.to_string());
     }
-    match dir.parent().and_then(|p| read_u64(p, "pids.max")) {
-        Some(parent) => Some(format!("{parent}*")),
-        None => Some("unlimited".into()),
+    // Up to the hierarchy's root, which has no pids.max.
+    let mut up = dir.parent();
+    while let Some(d) = up {
+        match std::fs::read_to_string(d.join("pids.max")) {
+            Ok(limit) if limit.trim() != "max" => {
+                return Some(format!("{}*", limit.trim()));
+            }
+            Ok(_) => up = d.parent(),
+            Err(_) => break,
+        }
     }
+    Some("unlimited".into())
 }
 
 fn human_duration(s: u64) -> String {

@@ -8,10 +8,10 @@ use anyhow::{anyhow, Context, Result};
 use clap::Args;
 
 use moat_runtime::caps::CapSet;
-use moat_runtime::cgroup::{CgroupConfig, PidsLimit};
+use moat_runtime::cgroup::{CgroupConfig, CgroupManager, PidsLimit};
 use moat_runtime::launch::namespaces::{Isolation, Share, Sysfs, SystemPaths};
 use moat_runtime::launch::{self, RunRequest};
-use moat_runtime::seccomp::ProfileRef;
+use moat_runtime::seccomp::{cache, ProfileRef};
 use moat_runtime::state;
 use moat_runtime::userns::UsernsSpec;
 
@@ -91,10 +91,27 @@ pub struct RunArgs {
     /// Do not set no_new_privs (the seccomp filter is still installed).
     #[arg(long)]
     allow_new_privileges: bool,
-    /// Parent cgroup of every workload.
-    #[arg(long, value_name = "NAME", default_value = "moat")]
-    cgroup_parent: String,
-    /// pids.max of the parent cgroup when moat creates it.
+    /// Who makes the workload's cgroups: `systemd` (a transient scope
+    /// unit moat-NAME.scope in a slice, made over D-Bus, as podman and
+    /// runc's systemd driver do; the workload's own cgroup is its
+    /// `payload`, next to a keeper process that holds the scope, so the
+    /// scope's TasksMax is the limit plus one; `systemctl status` and
+    /// `systemctl stop` act on it) or `cgroupfs` (moat writes the cgroup
+    /// file system itself). [default: systemd where systemd is PID 1 and the
+    /// pids controller is on cgroup v2, cgroupfs otherwise; under a unit
+    /// with Delegate=yes, cgroupfs inside that unit's cgroup]
+    #[arg(long, value_name = "systemd|cgroupfs")]
+    cgroup_manager: Option<CgroupManager>,
+    /// Where every workload goes: with cgroupfs the parent cgroup,
+    /// relative to each hierarchy's root (or to the unit's cgroup under a
+    /// unit with Delegate=yes) [default: moat]; with systemd the slice
+    /// unit, where '-' nests (moat-ci.slice is inside moat.slice) [default:
+    /// moat.slice].
+    #[arg(long, value_name = "NAME")]
+    cgroup_parent: Option<String>,
+    /// The node-wide cap shared by every workload of the parent: pids.max
+    /// of the parent cgroup (cgroupfs), or TasksMax= of the slice
+    /// (systemd), when moat creates it; an existing one keeps its own.
     #[arg(long, value_name = "N", default_value_t = 512)]
     parent_pids_max: u64,
     /// Set an environment variable. Repeatable. Without --env-host the
@@ -135,6 +152,14 @@ pub struct RunArgs {
     /// them (then a root command can leave its cgroups).
     #[arg(long, value_name = "ro|rw", default_value = "ro")]
     sysfs: Sysfs,
+    /// Compile the seccomp profile even if the cache holds it, and do not
+    /// store it there. The cache (MOAT_CACHE_DIR, default
+    /// <state dir>/cache/seccomp, i.e. /run/moat/cache/seccomp) keeps
+    /// compiled filters by a digest of everything that decides them
+    /// (resolved profile, capabilities, kernel, libseccomp, moat's build),
+    /// root-only, and checks each entry before use.
+    #[arg(long)]
+    no_cache: bool,
     /// Working directory of the command [default: moat's, resolved by path
     /// in the command's mount namespace].
     #[arg(long, short, value_name = "DIR")]
@@ -160,7 +185,7 @@ pub fn run(args: RunArgs) -> ExitCode {
     match launch::run(&req) {
         Ok(outcome) => ExitCode::from(outcome.exit_code().clamp(0, 255) as u8),
         Err(e) => {
-            eprintln!("moat: error: {e}");
+            eprintln!("moat: error: {}", moat_runtime::systemd::error_chain(&e));
             ExitCode::from(e.exit_code() as u8)
         }
     }
@@ -204,6 +229,14 @@ fn request(a: RunArgs) -> Result<RunRequest> {
         })
         .collect::<Result<Vec<_>>>()?;
     let (state_dir, subuid, subgid) = launch::default_paths();
+    let state_dir = std::env::var_os("MOAT_STATE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or(state_dir);
+    let seccomp_cache = (!a.no_cache).then(|| {
+        std::env::var_os("MOAT_CACHE_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| cache::default_dir(&state_dir))
+    });
     Ok(RunRequest {
         name,
         profile: ProfileRef::parse(&a.seccomp_profile),
@@ -216,10 +249,15 @@ fn request(a: RunArgs) -> Result<RunRequest> {
         caps,
         no_new_privs: !a.allow_new_privileges || a.no_new_privileges,
         cgroup: CgroupConfig {
-            parent: a.cgroup_parent,
+            parent: a
+                .cgroup_parent
+                .clone()
+                .unwrap_or_else(|| CgroupConfig::default().parent),
             parent_pids_max: a.parent_pids_max,
             ..CgroupConfig::default()
         },
+        cgroup_manager: a.cgroup_manager,
+        cgroup_parent: a.cgroup_parent,
         env,
         env_host: a.env_host,
         isolation: Isolation {
@@ -231,9 +269,8 @@ fn request(a: RunArgs) -> Result<RunRequest> {
         },
         preserve_fds: a.preserve_fds,
         workdir: a.workdir,
-        state_dir: std::env::var_os("MOAT_STATE_DIR")
-            .map(PathBuf::from)
-            .unwrap_or(state_dir),
+        state_dir,
+        seccomp_cache,
         subuid: std::env::var_os("MOAT_SUBUID_FILE")
             .map(PathBuf::from)
             .unwrap_or(subuid),

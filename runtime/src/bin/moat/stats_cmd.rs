@@ -12,6 +12,7 @@ use anyhow::{anyhow, Context as _, Result};
 use clap::Args;
 
 use crate::events_cmd::{install_stop_handler, sleep_unless_stopped, stop_requested};
+use crate::term::escape;
 use moat_api::{
     client::{self, ClientError, HttpUrl},
     defaults::AGENT_URL as DEFAULT_AGENT_URL,
@@ -160,11 +161,19 @@ fn scrape(url: &HttpUrl, shown: &str) -> Result<Scrape> {
             "cannot reach moatd at {shown}: {err}. Is moatd running? Start it (as root) \
              with `moatd`, or point --agent (or MOAT_AGENT) at its /metrics"
         ),
-        ClientError::Bad(err) => anyhow!("moatd at {shown} did not answer with metrics: {err}"),
+        // What the server said is the server's choice: escaped.
+        ClientError::Bad(err) => anyhow!(
+            "moatd at {shown} did not answer with metrics: {}",
+            escape(&err)
+        ),
     })?;
     let at = start + start.elapsed() / 2;
-    let exposition = Exposition::parse(&body)
-        .with_context(|| format!("{shown}: not a Prometheus text exposition"))?;
+    let exposition = Exposition::parse(&body).map_err(|err| {
+        anyhow!(
+            "{shown}: not a Prometheus text exposition: {}",
+            escape(&err.to_string())
+        )
+    })?;
     Ok(Scrape {
         at,
         workloads: by_workload(&exposition.samples),
@@ -254,9 +263,11 @@ fn rows(before: &Scrape, after: &Scrape) -> Vec<Row> {
 }
 
 fn render(rows: &[Row]) -> String {
-    let width = rows
+    // Workload names come from cgroup names: escaped like every field printed.
+    let names: Vec<String> = rows.iter().map(|r| escape(&r.name).into_owned()).collect();
+    let width = names
         .iter()
-        .map(|r| r.name.chars().count())
+        .map(|name| name.chars().count())
         .max()
         .unwrap_or(0)
         .max(20);
@@ -266,7 +277,7 @@ fn render(rows: &[Row]) -> String {
         "{:<width$}  {:>8}  {:>8}  {:>10}  {:>10}",
         "NAME", "PIDS", "LIMIT", "FORKS/S", "DENIALS/S"
     );
-    for row in rows {
+    for (row, name) in rows.iter().zip(&names) {
         let pids = row
             .pids
             .map_or_else(|| "-".to_owned(), |p| format!("{p:.0}"));
@@ -279,7 +290,7 @@ fn render(rows: &[Row]) -> String {
         let _ = writeln!(
             out,
             "{:<width$}  {:>8}  {:>8}  {:>10.1}  {:>10.1}",
-            row.name, pids, limit, row.forks_per_s, row.denials_per_s
+            name, pids, limit, row.forks_per_s, row.denials_per_s
         );
     }
     out

@@ -1,5 +1,6 @@
 //! Unit tests of the state directory, on temporary directories.
 
+mod boot;
 mod untrusted;
 
 use super::process::{parse_stat, read_stat};
@@ -83,6 +84,7 @@ fn record(name: &str, supervisor: ProcessRef) -> WorkloadRecord {
         pids_limit_text: "64".to_string(),
         cgroup_pids: PathBuf::from("/sys/fs/cgroup/pids/moat/x"),
         cgroup_v2: PathBuf::from("/sys/fs/cgroup/moat/x"),
+        unit: None,
         started_at_unix_ms: 1_700_000_000_000,
         namespaces: Vec::new(),
     }

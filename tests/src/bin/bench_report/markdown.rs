@@ -297,6 +297,25 @@ mod tests {
     }
 
     #[test]
+    fn a_row_without_a_goal_is_in_its_section_only() {
+        // launch_bench's cold launch: its own row beside the same peers,
+        // with a ratio but no goal, so not in the summary.
+        let mut r = launch();
+        let mut cold = r.comparisons[0].clone();
+        cold.figure = "launch /bin/true, empty seccomp cache".into();
+        cold.moat = Value::measured(&[24.0, 26.0, 28.0]);
+        cold.goal = None;
+        r.comparisons.push(cold);
+        let md = render(&[r], &[], "x");
+        assert!(
+            md.contains("| launch /bin/true, empty seccomp cache (ms) | 26.00 (24.00–28.00) | 26.00 (25.00–27.00) | skipped | 1.000× crun | — | — |"),
+            "{md}"
+        );
+        let goals = &md[md.find("## Goals").unwrap()..md.find("## Launch").unwrap()];
+        assert!(!goals.contains("empty seccomp cache"), "{goals}");
+    }
+
+    #[test]
     fn ratio_says_when_its_baseline_is_missing() {
         let mut r = launch();
         r.comparisons[0].baseline = Some("bwrap".into());

@@ -41,9 +41,20 @@ pub(super) fn conditions(
             "moat: `{} run --pids-limit {PIDS_LIMIT} --userns auto --cgroup-parent \
              {CGROUP_PARENT} -- /bin/true` (built-in default seccomp profile, Docker's default \
              capabilities, `no_new_privs`), sub-ids `moat:{HOST_ID}:{}` from \
-             `MOAT_SUBUID_FILE`/`MOAT_SUBGID_FILE`, private `MOAT_STATE_DIR`.",
+             `MOAT_SUBUID_FILE`/`MOAT_SUBGID_FILE`, private `MOAT_STATE_DIR`. `moat run` takes \
+             the compiled filter from its seccomp cache (the default one, under that state \
+             directory, filled by the warm-up rounds); `moat run (cold cache)` is the same \
+             command with `MOAT_CACHE_DIR` at a private directory removed (untimed) before \
+             every run, so each run compiles the profile and stores it.{}",
             opts.moat.display(),
-            ID_RANGE * 100
+            ID_RANGE * 100,
+            opts.compare_moat
+                .as_ref()
+                .map(|m| format!(
+                    " `moat run (--compare-moat)` is `{}` run the same way as `moat run`.",
+                    m.display()
+                ))
+                .unwrap_or_default()
         ),
         format!(
             "crun, runc: `<runtime> --root <private dir> run --bundle <bundle> <fresh id>`; the \

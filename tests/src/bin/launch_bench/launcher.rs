@@ -41,6 +41,23 @@ impl Work {
         })
     }
 
+    /// The seccomp cache of the cold-cache variant, emptied before each of
+    /// its runs (the warm variants use the default one, under their
+    /// private state directory).
+    pub(super) fn cold_cache(&self) -> PathBuf {
+        self.dir.join("cold-cache")
+    }
+
+    /// Empties the cold-cache variant's cache.
+    fn empty_cold_cache(&self) -> Result<(), String> {
+        let dir = self.cold_cache();
+        match fs::remove_dir_all(&dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(format!("cannot empty {}: {e}", dir.display())),
+        }
+    }
+
     /// `name` in the directory, opened for writing (truncated) or reading
     /// (created empty if missing).
     fn file(&self, name: &str, write: bool) -> Result<File, String> {
@@ -89,8 +106,11 @@ impl Launcher<'_> {
                 c.args(&argv[1..]);
                 c
             }
-            Kind::Moat => {
+            Kind::Moat | Kind::MoatCold | Kind::MoatOther => {
                 let mut c = Command::new(&v.exe);
+                if v.kind == Kind::MoatCold {
+                    c.env("MOAT_CACHE_DIR", self.work.cold_cache());
+                }
                 c.env("MOAT_SUBUID_FILE", self.work.dir.join("subuid"))
                     .env("MOAT_SUBGID_FILE", self.work.dir.join("subgid"))
                     .env("MOAT_STATE_DIR", self.work.dir.join("state"))
@@ -138,8 +158,12 @@ impl Launcher<'_> {
 
     /// Runs `v` once on `/bin/true`, timed, and checks it exits 0. Its
     /// stdout and stderr go to files of ours (see [`Launcher::command`]).
+    /// The cold-cache variant's cache is emptied first, untimed.
     pub(super) fn time_once(&mut self, v: &Variant) -> Result<Sample, String> {
-        let stem = v.kind.label().replace(['/', ' '], "_");
+        if v.kind == Kind::MoatCold {
+            self.work.empty_cold_cache()?;
+        }
+        let stem = v.kind.label().replace(['/', ' ', '(', ')'], "_");
         let log = self.work.dir.join(format!("{stem}.stderr"));
         let mut cmd = self.command(v, &["/bin/true"])?;
         cmd.stdout(self.work.file(&format!("{stem}.stdout"), true)?)

@@ -139,14 +139,14 @@ pub(super) fn probe_all(
 ) -> Result<(), String> {
     let own = Own::read();
     for v in variants.iter_mut() {
-        let needs_busybox = matches!(v.kind, Kind::Moat | Kind::Bwrap);
+        let needs_busybox = v.kind.is_moat() || v.kind == Kind::Bwrap;
         if v.skipped.is_some() || v.kind == Kind::Floor || (needs_busybox && !have_busybox) {
             continue;
         }
         eprintln!("launch_bench: probing {}", v.kind.label());
         match launcher.probe(v, &own) {
             Ok(p) => v.probe = Some(p),
-            Err(e) if opts.quick && v.kind != Kind::Moat => {
+            Err(e) if opts.quick && !v.kind.is_moat() => {
                 let mut why = format!("it does not run here: {}", first_line(&e));
                 if let (Kind::Crun, Some(layout)) = (v.kind, oci::crun_layout_problem()) {
                     why = format!("{layout} ({why})");

@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 use moat_tests::bench::{self, ms, Row, Stats};
 
 use super::variants::{measured, skip_reason, stats, Kind, Variant};
+use super::GOAL_RATIO;
 
 /// The Markdown report: the main table, the namespace table, the machine,
 /// the conditions and every timed run.
@@ -35,8 +36,9 @@ pub(super) fn render(
 fn rows(variants: &[Variant]) -> Vec<Row> {
     let median = |k: Kind| measured(variants, k).map(|v| stats(&v.samples).median);
     let crun = median(Kind::Crun);
+    let present = |k: Kind| variants.iter().any(|v| v.kind == k);
     let mut rows = Vec::new();
-    for k in Kind::ALL {
+    for k in Kind::ALL.into_iter().filter(|&k| present(k)) {
         let label = k.label();
         let Some(v) = measured(variants, k) else {
             rows.push(Row::info(
@@ -54,35 +56,51 @@ fn rows(variants: &[Variant]) -> Vec<Row> {
         if k == Kind::Moat {
             match crun {
                 Some(c) => {
-                    row.goal = format!("≤ crun median ({c:.2} ms)");
-                    row.met = bench::yes_no(med <= c).into();
+                    row.goal = format!("≤ {GOAL_RATIO}× crun median ({:.2} ms)", GOAL_RATIO * c);
+                    row.met = bench::yes_no(med <= GOAL_RATIO * c).into();
                 }
-                None => row.goal = "≤ crun median (crun skipped)".into(),
+                None => row.goal = format!("≤ {GOAL_RATIO}× crun median (crun skipped)"),
             }
         }
         rows.push(row);
         rows.push(Row::info(format!("{label}, min"), format!("{min:.2} ms")));
         rows.push(Row::info(format!("{label}, max"), format!("{max:.2} ms")));
     }
-    for k in [Kind::Moat, Kind::Runc, Kind::Bwrap, Kind::Floor] {
+    let ratios = [
+        Kind::Moat,
+        Kind::MoatCold,
+        Kind::MoatOther,
+        Kind::Runc,
+        Kind::Bwrap,
+        Kind::Floor,
+    ];
+    for k in ratios.into_iter().filter(|&k| present(k)) {
         let figure = format!("{} / crun run, median", k.label());
         let mut row = match (median(k), crun) {
             (Some(x), Some(c)) => Row::info(&figure, format!("{:.3}×", x / c)),
             _ => Row::info(&figure, "n/a (a variant was skipped)"),
         };
         if k == Kind::Moat {
-            row.goal = "≤ 1.000×".into();
+            row.goal = format!("≤ {GOAL_RATIO:.3}×");
             if let (Some(x), Some(c)) = (median(k), crun) {
-                row.met = bench::yes_no(x <= c).into();
+                row.met = bench::yes_no(x <= GOAL_RATIO * c).into();
             }
         }
         rows.push(row);
     }
-    if let (Some(m), Some(f)) = (median(Kind::Moat), median(Kind::Floor)) {
+    if let (Some(m), Some(o)) = (median(Kind::Moat), median(Kind::MoatOther)) {
         rows.push(Row::info(
-            "moat run − /bin/true, median (launch overhead)",
-            format!("{:.2} ms", m - f),
+            "moat run / moat run (--compare-moat), median",
+            format!("{:.3}×", m / o),
         ));
+    }
+    for k in [Kind::Moat, Kind::MoatCold] {
+        if let (Some(m), Some(f)) = (median(k), median(Kind::Floor)) {
+            rows.push(Row::info(
+                format!("{} − /bin/true, median (launch overhead)", k.label()),
+                format!("{:.2} ms", m - f),
+            ));
+        }
     }
     for k in [Kind::Moat, Kind::Crun, Kind::Runc, Kind::Bwrap] {
         let figure = format!(

@@ -14,7 +14,12 @@ use super::Opts;
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(super) enum Kind {
     Floor,
+    /// moat with its seccomp cache filled (by the warm-up rounds).
     Moat,
+    /// moat with an empty seccomp cache before every run.
+    MoatCold,
+    /// Another moat binary (`--compare-moat`), its cache filled too.
+    MoatOther,
     Crun,
     Runc,
     Bwrap,
@@ -22,14 +27,23 @@ pub(super) enum Kind {
 
 impl Kind {
     /// Every variant, in the order of the report's rows.
-    pub(super) const ALL: [Kind; 5] =
-        [Kind::Moat, Kind::Crun, Kind::Runc, Kind::Bwrap, Kind::Floor];
+    pub(super) const ALL: [Kind; 7] = [
+        Kind::Moat,
+        Kind::MoatCold,
+        Kind::MoatOther,
+        Kind::Crun,
+        Kind::Runc,
+        Kind::Bwrap,
+        Kind::Floor,
+    ];
 
     /// The name in the Markdown report.
     pub(super) fn label(self) -> &'static str {
         match self {
             Kind::Floor => "/bin/true",
             Kind::Moat => "moat run",
+            Kind::MoatCold => "moat run (cold cache)",
+            Kind::MoatOther => "moat run (--compare-moat)",
             Kind::Crun => "crun run",
             Kind::Runc => "runc run",
             Kind::Bwrap => "bwrap",
@@ -41,10 +55,17 @@ impl Kind {
         match self {
             Kind::Floor => "/bin/true",
             Kind::Moat => "moat",
+            Kind::MoatCold => "moat (cold cache)",
+            Kind::MoatOther => "moat (--compare-moat)",
             Kind::Crun => "crun",
             Kind::Runc => "runc",
             Kind::Bwrap => "bwrap",
         }
+    }
+
+    /// Whether this is a moat binary.
+    pub(super) fn is_moat(self) -> bool {
+        matches!(self, Kind::Moat | Kind::MoatCold | Kind::MoatOther)
     }
 
     /// The peer program found on `PATH`.
@@ -85,7 +106,8 @@ pub(super) struct Variant {
 }
 
 /// Every variant, with the reason a peer is skipped. Outside `--quick` a
-/// missing peer is an error.
+/// missing peer is an error. The other moat is a variant only when
+/// `--compare-moat` names it.
 pub(super) fn find_variants(
     opts: &Opts,
     bundle_problem: Option<&str>,
@@ -93,7 +115,11 @@ pub(super) fn find_variants(
     let mut variants = Vec::new();
     for kind in Kind::ALL {
         let (exe, skipped) = match kind.program() {
-            None if kind == Kind::Moat => (opts.moat.clone(), None),
+            None if kind == Kind::MoatOther => match &opts.compare_moat {
+                Some(m) => (m.clone(), None),
+                None => continue,
+            },
+            None if kind.is_moat() => (opts.moat.clone(), None),
             None => (PathBuf::from("/bin/true"), None),
             Some(p) => match oci::which(p) {
                 Some(path) if kind == Kind::Bwrap => (path, None),

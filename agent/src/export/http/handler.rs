@@ -1,6 +1,6 @@
-//! The HTTP server: `GET /metrics` (text format 0.0.4, or OpenMetrics when the
-//! `Accept` header asks for it), `GET /` (a landing page linking to it), 404 for
-//! any other path and 405 for methods other than GET and HEAD.
+//! The request handler: `GET /metrics` (text format 0.0.4, or OpenMetrics when
+//! the `Accept` header asks for it), `GET /` (a landing page linking to it), 404
+//! for any other path and 405 for methods other than GET and HEAD.
 
 use std::{convert::Infallible, sync::Arc};
 
@@ -8,12 +8,8 @@ use http_body_util::Full;
 use hyper::{
     body::{Bytes, Incoming},
     header::{HeaderValue, ACCEPT, ALLOW, CONTENT_TYPE},
-    server::conn::http1,
-    service::service_fn,
     Method, Request, Response, StatusCode,
 };
-use hyper_util::rt::TokioIo;
-use tokio::{net::TcpListener, sync::watch};
 
 use crate::{
     collect::SnapshotSource,
@@ -33,52 +29,10 @@ const LANDING_PAGE: &str = concat!(
     "</body>\n</html>\n"
 );
 
-/// Serves `metrics` of the snapshots of `source` on `listener` until `shutdown`
-/// turns true. Connections open at that moment are closed.
-///
-/// Each scrape asks the collector for a snapshot taken after the request arrived
-/// (so it sees everything counted before it) and waits for it at most
-/// [`FRESHNESS_BOUND`].
-pub async fn serve(
-    listener: TcpListener,
-    metrics: Arc<Metrics>,
-    source: SnapshotSource,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    let mut connections = tokio::task::JoinSet::new();
-    loop {
-        let accepted = tokio::select! {
-            _ = shutdown.changed() => break,
-            accepted = listener.accept() => accepted,
-        };
-        let (stream, peer) = match accepted {
-            Ok(accepted) => accepted,
-            Err(err) => {
-                // EMFILE and friends: wait a little rather than spin.
-                log::warn!("accepting an HTTP connection failed: {err}");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let _ = stream.set_nodelay(true);
-        let (metrics, source) = (metrics.clone(), source.clone());
-        connections.spawn(async move {
-            let service =
-                service_fn(move |request| handle(request, metrics.clone(), source.clone()));
-            if let Err(err) = http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await
-            {
-                log::debug!("HTTP connection from {peer}: {err}");
-            }
-        });
-        // Reap finished connections so the set does not grow.
-        while connections.try_join_next().is_some() {}
-    }
-    connections.abort_all();
-}
-
-async fn handle(
+/// Answers one request. Each scrape asks the collector for a snapshot taken
+/// after the request arrived (so it sees everything counted before it) and
+/// waits for it at most [`FRESHNESS_BOUND`].
+pub(super) async fn handle(
     request: Request<Incoming>,
     metrics: Arc<Metrics>,
     source: SnapshotSource,
