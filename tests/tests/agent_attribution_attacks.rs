@@ -308,9 +308,10 @@ fn escape_sequences_in_a_cgroup_name_never_reach_the_terminal_raw() {
     let name = "esc\u{1b}]0;owned\u{7}\u{1b}[2J\u{9b}31m\u{202e}x";
     let mut v2 = Cgroups::under(v2_root());
     let dir = v2.make(&[&agent.parent.0, name]);
-    // A pids cgroup of the same name, so that `moat stats` lists it.
-    let mut pids = Cgroups::under(PIDS_V1);
-    if pids_on_v1() {
+    // On a hybrid host, a pids cgroup of the same name, so that `moat stats`
+    // lists it (with pids on v2 the v2 cgroup is that cgroup).
+    let mut pids = pids_on_v1().then(|| Cgroups::under(PIDS_V1));
+    if let Some(pids) = &mut pids {
         pids.make(&[&agent.parent.0, name]);
     }
     let child = v2.run_in(&dir, &filter, 40, "0.1");
@@ -435,17 +436,30 @@ fn a_cgroup_deeper_than_path_max_is_attributed_to_its_workload() {
         },
     );
     eprintln!("deep ({path_bytes} bytes of path): {by_workload:?}");
-    let deep: Vec<AuditEvent> = wait_for(
-        Duration::from_secs(10),
-        "the deep workload's events",
-        || {
-            let deep: Vec<AuditEvent> = events(&agent)
-                .into_iter()
-                .filter(|e| e.workload.name == "deepwl")
-                .collect();
-            (deep.len() == N as usize).then_some(deep)
-        },
-    );
+    let mut last = Vec::new();
+    let found = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        wait_for(
+            Duration::from_secs(10),
+            "the deep workload's events",
+            || {
+                last = events(&agent);
+                let deep: Vec<AuditEvent> = last
+                    .iter()
+                    .filter(|e| e.workload.name == "deepwl")
+                    .cloned()
+                    .collect();
+                (deep.len() == N as usize).then_some(deep)
+            },
+        )
+    }));
+    let deep = found.unwrap_or_else(|_| {
+        panic!(
+            "not {N} events of deepwl; the getpriority events: {:?}",
+            last.iter()
+                .map(|e| (&e.workload.name, &e.cgroup.path))
+                .collect::<Vec<_>>()
+        )
+    });
     for e in &deep {
         assert_eq!(e.cgroup.path.as_deref(), Some(rel.as_str()));
     }
