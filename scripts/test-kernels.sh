@@ -7,9 +7,11 @@
 # The tests are cargo's own test executables, built here once with
 # `cargo test --no-run`; tests/lab/suites says which of them run. Each guest
 # boots Debian 12's cloud kernel with a root disk holding busybox, the tools
-# the tests run (bash, coreutils, util-linux, perl), the test executables and
-# moat/moatd at the paths they were built at, the repository files the tests
-# read, and ../shared/fixtures. Results come back on a second disk.
+# the tests run (bash, coreutils, util-linux, perl, kmod), the test
+# executables and every binary of the workspace (moat, moatd and the programs
+# tests drive) at the paths they were built at, the kernel's modules (loaded
+# on demand, as on a Debian node), the repository files the tests read, and
+# ../shared/fixtures. Results come back on a second disk.
 #
 # Usage: scripts/test-kernels.sh [OPTIONS]           (as root)
 #   --kernel K       6.1, 6.12 (Debian 12 cloud kernels), or a full package
@@ -192,7 +194,7 @@ lab_skeleton "$root"
 # The tools the tests run, from this host's own Debian packages, so that they
 # behave as on the host (dash as /bin/sh forks where the tests count forks;
 # perl with threads); busybox fills in the rest.
-guest_packages=(dash bash coreutils util-linux bsdutils mount tar libc-bin perl-base
+guest_packages=(dash bash coreutils util-linux bsdutils mount tar libc-bin perl-base kmod
     "$(dpkg-query -W -f='${db:Status-Abbrev} ${Package}\n' 'libperl5.*' 2>/dev/null | awk '$1 == "ii" {print $2; exit}')")
 for p in "${guest_packages[@]}"; do
     dpkg -L "$p" >/dev/null 2>&1 || lab_die "the guest's tools come from this host's Debian packages; '$p' is not installed"
@@ -223,7 +225,10 @@ if [[ -d ../shared/fixtures ]]; then
     mkdir -p "$root$shared"
     cp -rL ../shared/fixtures "$root$shared/"
 fi
-# The test executables and the binaries they drive, without debug info.
+# The test executables and the binaries they drive, without debug info:
+# every binary target cargo built for the workspace (moat, moatd, and the
+# workloads tests run, such as hostile and syscall_probe), as its artifacts
+# list them, so a new one needs no change here.
 strip_to() {
     mkdir -p "$(dirname "$root$1")"
     objcopy --strip-debug "$1" "$root$1"
@@ -232,8 +237,21 @@ while IFS=$'\t' read -r name dir exe args; do
     strip_to "$exe"
 done <"$LAB_OUT/suites.run"
 while read -r kind pkg name exe dir; do
-    [[ $kind == bin && ($name == moat || $name == moatd) ]] && strip_to "$exe"
+    [[ $kind == bin ]] && strip_to "$exe"
 done <"$LAB_OUT/artifacts"
+# Each kernel's modules, with the indexes depmod makes when Debian installs
+# the package: the guest's kernel runs kmod's modprobe for what it loads on
+# demand (the AF_VSOCK socket family, for one), as on a Debian node.
+for k in "${kernels[@]}"; do
+    [[ -d ${kdir[$k]}/modules ]] || continue
+    for m in "${kdir[$k]}"/modules/*/; do
+        m=${m%/}
+        [[ -d $root/usr/lib/modules/${m##*/} ]] && continue
+        mkdir -p "$root/usr/lib/modules"
+        cp -a "$m" "$root/usr/lib/modules/"
+        depmod -b "$root" "${m##*/}"
+    done
+done
 lab_add_libraries "$root"
 mkdir -p "$root/lab"
 cp scripts/lab/guest-init.sh "$root/lab/init"

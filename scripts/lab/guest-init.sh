@@ -81,6 +81,8 @@ while IFS="$tab" read -r name dir exe args; do
     save
 done </lab/suites.run
 
+# What the kernel loaded on demand while the suites ran.
+echo "modules_loaded $(cut -d' ' -f1 /proc/modules | sort | tr '\n' ' ')" >>/results/env
 dmesg >/results/dmesg 2>&1
 save
 say "done"

@@ -23,7 +23,9 @@ LAB_CACHE=${MOAT_LAB_CACHE:-/var/cache/moat-lab}
 #   busybox-static   the guest's shell and small tools (test-kernels.sh)
 #   debootstrap      the Debian node image (lab-node.sh)
 #   jq               reads cargo's JSON messages (which executable is which test)
-LAB_PACKAGES=(qemu-system-x86 e2fsprogs fdisk busybox-static debootstrap jq)
+#   kmod             depmod indexes the guest kernels' modules, and its modprobe
+#                    loads them on demand in the guest (test-kernels.sh)
+LAB_PACKAGES=(qemu-system-x86 e2fsprogs fdisk busybox-static debootstrap jq kmod)
 
 lab_say() { echo "lab: $*" >&2; }
 lab_die() {
@@ -54,16 +56,19 @@ lab_kernel_pattern() {
     case $1 in
     6.1) echo '^linux-image-6\.1\.0-[0-9]+-cloud-amd64$' ;;
     6.12) echo '^linux-image-6\.12\.[0-9]+\+deb12-cloud-amd64$' ;;
-    linux-image-*) echo "^$(sed 's/[.+]/\\&/g' <<<"$1")\$" ;;
+    linux-image-*)
+        local name=${1//./\\.}
+        echo "^${name//+/\\+}\$"
+        ;;
     *) return 1 ;;
     esac
 }
 
-# Sets LAB_KERNEL_DIR to the directory holding `vmlinuz`, `config` and
-# `version` of kernel $1 (see lab_kernel_pattern), downloading and
-# extracting the package when it is not cached. Returns 2, with the reason in
-# LAB_KERNEL_WHY, when the archive has no such package (no network, no
-# package lists) and nothing is cached.
+# Sets LAB_KERNEL_DIR to the directory holding `vmlinuz`, `config`,
+# `version` and `modules/<uname -r>/` of kernel $1 (see lab_kernel_pattern),
+# downloading and extracting the package when it is not cached. Returns 2,
+# with the reason in LAB_KERNEL_WHY, when the archive has no such package (no
+# network, no package lists) and nothing is cached.
 lab_kernel() {
     local want=$1 pattern pkg dir tmp deb
     LAB_KERNEL_DIR=""
@@ -79,7 +84,8 @@ lab_kernel() {
         fi
         pkg=$(apt-cache search --names-only "$pattern" 2>/dev/null | awk '{print $1}' | sort -V | tail -n 1)
     fi
-    if [[ -n $pkg && -f $LAB_CACHE/kernels/$pkg/vmlinuz ]]; then
+    # A kernel cached before the lab kept modules is fetched again.
+    if [[ -n $pkg && -f $LAB_CACHE/kernels/$pkg/vmlinuz && -d $LAB_CACHE/kernels/$pkg/modules ]]; then
         LAB_KERNEL_DIR=$LAB_CACHE/kernels/$pkg
         return 0
     fi
@@ -93,10 +99,12 @@ lab_kernel() {
             dir=$LAB_CACHE/kernels/$pkg
             rm -rf "$dir.new"
             mkdir -p "$dir.new"
-            # Only the kernel image is kept: the lab's disks, file systems and
-            # console are built in, so the (large) modules are not needed.
+            # The lab's disks, file systems and console are built in; the
+            # modules are kept for what a Debian node loads on demand (socket
+            # families such as AF_VSOCK, crypto), which the tests use.
             cp "$tmp"/x/boot/vmlinuz-* "$dir.new/vmlinuz"
             cp "$tmp"/x/boot/config-* "$dir.new/config"
+            mv "$tmp"/x/lib/modules "$dir.new/modules"
             dpkg-deb -f "$deb" Version >"$dir.new/version"
             rm -rf "$dir"
             mv "$dir.new" "$dir"
@@ -112,6 +120,8 @@ lab_kernel() {
     pkg=$(for d in "$LAB_CACHE"/kernels/*/; do basename "$d"; done | grep -E "$pattern" | sort -V | tail -n 1 || true)
     if [[ -n $pkg && -f $LAB_CACHE/kernels/$pkg/vmlinuz ]]; then
         lab_say "using the cached $pkg (the package archive cannot be reached)"
+        [[ -d $LAB_CACHE/kernels/$pkg/modules ]] ||
+            lab_say "the cached $pkg has no modules: the guest cannot load any"
         LAB_KERNEL_DIR=$LAB_CACHE/kernels/$pkg
         return 0
     fi
@@ -229,7 +239,7 @@ lab_boot() {
     # live code patching (text_poke_bp, done when tracepoints and static
     # keys flip as programs attach) raced with the other vCPU and oopsed in
     # syscall_trace_enter ("Oops: int3") on 6.12 here, once in three runs.
-    *) accel=(-accel tcg,thread=single -cpu max) ;;
+    *) accel=(-accel "tcg,thread=single" -cpu max) ;;
     esac
     [[ ${LAB_VERBOSE:-0} == 1 ]] && pattern=''
     timeout -k 10 "$limit" qemu-system-x86_64 "${accel[@]}" -nodefaults -no-user-config \

@@ -15,16 +15,28 @@ use crate::binary;
 
 /// The v1 pids hierarchy on hybrid hosts.
 pub const PIDS_V1: &str = "/sys/fs/cgroup/pids";
-/// The v2 hierarchy on hybrid hosts; [`v2_root`] finds it on any host.
+/// Where hybrid hosts mount cgroup v2. On a v2-only host it names nothing
+/// (or an ordinary cgroup called `unified`): tests use [`v2_root`].
 pub const V2: &str = "/sys/fs/cgroup/unified";
 
-/// The cgroup v2 hierarchy: [`V2`] on hybrid hosts, `/sys/fs/cgroup` itself
-/// on v2-only hosts (most distributions, and the kernel lab's guests).
+/// Whether `path` is the root of a mounted cgroup2 file system.
+fn is_cgroup2_mount(path: &str) -> bool {
+    use nix::sys::statfs::{statfs, CGROUP2_SUPER_MAGIC};
+    statfs(path).is_ok_and(|s| s.filesystem_type() == CGROUP2_SUPER_MAGIC)
+        && Path::new(path).join("cgroup.controllers").exists()
+}
+
+/// The cgroup v2 hierarchy: `/sys/fs/cgroup` itself on v2-only hosts (most
+/// distributions, and the kernel lab's guests), [`V2`] on hybrid hosts.
+///
+/// Decided by the file system mounted there, not by which files exist: on a
+/// v2-only host `/sys/fs/cgroup/unified/cgroup.controllers` exists as soon
+/// as anything makes a cgroup called `unified`.
 pub fn v2_root() -> &'static Path {
-    if Path::new(V2).join("cgroup.controllers").exists() {
-        Path::new(V2)
-    } else {
+    if is_cgroup2_mount("/sys/fs/cgroup") {
         Path::new("/sys/fs/cgroup")
+    } else {
+        Path::new(V2)
     }
 }
 
@@ -38,6 +50,26 @@ pub fn pids_on_v2() -> bool {
     std::fs::read_to_string(v2_root().join("cgroup.controllers"))
         .map(|c| c.split_whitespace().any(|x| x == "pids"))
         .unwrap_or(false)
+}
+
+/// The hierarchy that holds `moat run`'s pids cgroups: [`v2_root`] when the
+/// pids controller is on v2, else the v1 pids hierarchy.
+pub fn pids_root() -> &'static Path {
+    if pids_on_v2() {
+        v2_root()
+    } else {
+        Path::new(PIDS_V1)
+    }
+}
+
+/// The hierarchies `moat run` makes a workload's cgroups in: the pids one
+/// and the v2 one (a single root when pids is on v2).
+pub fn cgroup_roots() -> Vec<&'static Path> {
+    let mut roots = vec![pids_root()];
+    if v2_root() != pids_root() {
+        roots.push(v2_root());
+    }
+    roots
 }
 
 /// A fresh temporary directory (world-traversable, so workloads in a user
@@ -73,6 +105,8 @@ pub struct CgroupParent(pub String);
 
 impl Drop for CgroupParent {
     fn drop(&mut self) {
+        // Both hierarchies whatever the layout now: a test may have moved
+        // the pids controller since the parent was made.
         for root in [Path::new(PIDS_V1), v2_root()] {
             let d = root.join(&self.0);
             if let Ok(entries) = std::fs::read_dir(&d) {

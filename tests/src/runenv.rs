@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::moatd::{moat, pids_on_v1, pids_on_v2, CgroupParent, TempDir, PIDS_V1, V2};
+use crate::moatd::{
+    cgroup_roots, moat, pids_on_v1, pids_on_v2, v2_root, CgroupParent, TempDir, PIDS_V1,
+};
 
 /// How many ids each [`RunEnv`]'s sub-id range holds (ten auto slots).
 pub const SUBID_COUNT: u32 = 655_360;
@@ -114,11 +116,7 @@ impl RunEnv {
 
     /// The directory of the pids hierarchy that holds workload cgroups.
     pub fn pids_root(&self) -> &'static Path {
-        if pids_on_v2() {
-            Path::new(V2)
-        } else {
-            Path::new(PIDS_V1)
-        }
+        crate::moatd::pids_root()
     }
 
     /// A workload's cgroup directories under `parent`: pids, then v2 (the
@@ -126,7 +124,7 @@ impl RunEnv {
     pub fn cgroups_of(&self, parent: &str, name: &str) -> [PathBuf; 2] {
         [
             self.pids_root().join(parent).join(name),
-            Path::new(V2).join(parent).join(name),
+            v2_root().join(parent).join(name),
         ]
     }
 
@@ -134,7 +132,7 @@ impl RunEnv {
     /// hierarchy, sorted and deduplicated.
     pub fn cgroups_under_parent(&self) -> Vec<String> {
         let mut names = Vec::new();
-        for root in [self.pids_root(), Path::new(V2)] {
+        for root in cgroup_roots() {
             if let Ok(entries) = std::fs::read_dir(root.join(&self.parent.0)) {
                 for e in entries.flatten() {
                     if e.path().is_dir() {
@@ -193,7 +191,8 @@ pub fn kill_cgroups_under(parent: &str) {
         }
     }
     let mut dirs = Vec::new();
-    for root in [Path::new(PIDS_V1), Path::new(V2)] {
+    // Both hierarchies whatever the layout now (see `CgroupParent`).
+    for root in [Path::new(PIDS_V1), v2_root()] {
         below(&root.join(parent), &mut dirs);
     }
     for d in &dirs {

@@ -21,7 +21,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use moat_api::{audit::AuditEvent, exposition::Exposition};
-use moat_tests::moatd::{moat, pids_on_v1, pids_on_v2, wait_for, Moatd, TempDir, PIDS_V1, V2};
+use moat_tests::moatd::{moat, pids_on_v1, pids_on_v2, v2_root, wait_for, Moatd, TempDir, PIDS_V1};
 use nix::{
     fcntl::{openat, OFlag},
     sys::stat::{mkdirat, Mode},
@@ -58,8 +58,8 @@ macro_rules! skip_unless_able {
             eprintln!("SKIP: no pids cgroup controller on this machine");
             return;
         }
-        if !Path::new(V2).join("cgroup.procs").exists() {
-            eprintln!("SKIP: no cgroup v2 hierarchy at {V2}");
+        if !v2_root().join("cgroup.procs").exists() {
+            eprintln!("SKIP: no cgroup v2 hierarchy at {}", v2_root().display());
             return;
         }
         if !Path::new("/usr/bin/perl").exists() || !cfg!(target_arch = "x86_64") {
@@ -88,10 +88,10 @@ struct Cgroups {
 }
 
 impl Cgroups {
-    fn under(mount: &str) -> Cgroups {
+    fn under(mount: impl AsRef<Path>) -> Cgroups {
         Cgroups {
             root: nix::fcntl::open(
-                mount,
+                mount.as_ref(),
                 OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
                 Mode::empty(),
             )
@@ -251,7 +251,7 @@ fn cgroups_named_like_containers_outside_dockers_parents_are_not_containers() {
     let tmp = TempDir::new("attr-spoof");
     let filter = filter(&tmp);
     let evil = format!("moat-t-evil-{}", std::process::id());
-    let mut cgroups = Cgroups::under(V2);
+    let mut cgroups = Cgroups::under(v2_root());
     // Two spoofs, and the genuine systemd-driver place as a control.
     let scope = format!("docker-{CONTAINER}.scope");
     let spoof_scope = cgroups.make(&[&evil, &scope]);
@@ -306,11 +306,12 @@ fn escape_sequences_in_a_cgroup_name_never_reach_the_terminal_raw() {
     // Set the window title, clear the screen, an 8-bit CSI, and a
     // right-to-left override.
     let name = "esc\u{1b}]0;owned\u{7}\u{1b}[2J\u{9b}31m\u{202e}x";
-    let mut v2 = Cgroups::under(V2);
+    let mut v2 = Cgroups::under(v2_root());
     let dir = v2.make(&[&agent.parent.0, name]);
-    // A pids cgroup of the same name, so that `moat stats` lists it.
-    let mut pids = Cgroups::under(PIDS_V1);
-    if pids_on_v1() {
+    // On a hybrid host, a pids cgroup of the same name, so that `moat stats`
+    // lists it (with pids on v2 the v2 cgroup is that cgroup).
+    let mut pids = pids_on_v1().then(|| Cgroups::under(PIDS_V1));
+    if let Some(pids) = &mut pids {
         pids.make(&[&agent.parent.0, name]);
     }
     let child = v2.run_in(&dir, &filter, 40, "0.1");
@@ -416,12 +417,9 @@ fn a_cgroup_deeper_than_path_max_is_attributed_to_its_workload() {
     let mut components: Vec<&str> = vec![&agent.parent.0, "deepwl"];
     components.extend(levels.iter().map(String::as_str));
     let rel = format!("/{}", components.join("/"));
-    assert!(
-        V2.len() + rel.len() > 4096,
-        "{} bytes",
-        V2.len() + rel.len()
-    );
-    let mut cgroups = Cgroups::under(V2);
+    let path_bytes = v2_root().as_os_str().len() + rel.len();
+    assert!(path_bytes > 4096, "{path_bytes} bytes");
+    let mut cgroups = Cgroups::under(v2_root());
     let dir = cgroups.make(&components);
     const N: u32 = 7;
     let child = cgroups.run_in(&dir, &filter, N, "0");
@@ -437,21 +435,31 @@ fn a_cgroup_deeper_than_path_max_is_attributed_to_its_workload() {
                 .then_some(by_workload)
         },
     );
-    eprintln!(
-        "deep ({} bytes of path): {by_workload:?}",
-        V2.len() + rel.len()
-    );
-    let deep: Vec<AuditEvent> = wait_for(
-        Duration::from_secs(10),
-        "the deep workload's events",
-        || {
-            let deep: Vec<AuditEvent> = events(&agent)
-                .into_iter()
-                .filter(|e| e.workload.name == "deepwl")
-                .collect();
-            (deep.len() == N as usize).then_some(deep)
-        },
-    );
+    eprintln!("deep ({path_bytes} bytes of path): {by_workload:?}");
+    let mut last = Vec::new();
+    let found = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        wait_for(
+            Duration::from_secs(10),
+            "the deep workload's events",
+            || {
+                last = events(&agent);
+                let deep: Vec<AuditEvent> = last
+                    .iter()
+                    .filter(|e| e.workload.name == "deepwl")
+                    .cloned()
+                    .collect();
+                (deep.len() == N as usize).then_some(deep)
+            },
+        )
+    }));
+    let deep = found.unwrap_or_else(|_| {
+        panic!(
+            "not {N} events of deepwl; the getpriority events: {:?}",
+            last.iter()
+                .map(|e| (&e.workload.name, &e.cgroup.path))
+                .collect::<Vec<_>>()
+        )
+    });
     for e in &deep {
         assert_eq!(e.cgroup.path.as_deref(), Some(rel.as_str()));
     }

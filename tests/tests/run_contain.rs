@@ -12,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use moat_tests::binary;
-use moat_tests::moatd::{pids_on_v1, PIDS_V1, V2};
+use moat_tests::moatd::{pids_on_v1, v2_root, PIDS_V1};
 use moat_tests::runenv::{err, out, RunEnv};
 
 /// The pids of processes whose command line is exactly `cmdline` (words
@@ -63,14 +63,19 @@ fn ns_of_self(kind: &str) -> String {
         .into_owned()
 }
 
-/// The cgroup.procs files a root process could move itself with: the v1
-/// pids root (hybrid hosts) and the v2 root.
+/// The cgroup.procs files a root process could move itself with: the root
+/// of each hierarchy moat puts it in (the v1 pids one on hybrid hosts, and
+/// the v2 one, wherever this host mounts it). The workload sees the host's
+/// cgroup mounts at the same paths.
 fn root_procs_files() -> Vec<String> {
     let mut files = Vec::new();
     if pids_on_v1() {
         files.push(format!("{PIDS_V1}/cgroup.procs"));
     }
-    files.push(format!("{V2}/cgroup.procs"));
+    files.push(v2_root().join("cgroup.procs").display().to_string());
+    for f in &files {
+        assert!(Path::new(f).exists(), "{f} is not on this host");
+    }
     files
 }
 

@@ -2,11 +2,10 @@
 //! leftover is named by a record that `moat ps` shows, and the next `moat
 //! run` reclaims exactly what the record names, nothing else.
 
-use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use moat_tests::moatd::{CgroupParent, V2};
+use moat_tests::moatd::{v2_root, CgroupParent};
 use moat_tests::runenv::{kill_cgroups_under, stderr, stdout, RunEnv};
 
 /// Whether the process `pid` is gone or a zombie.
@@ -128,8 +127,8 @@ fn a_record_cannot_make_moat_kill_or_remove_other_cgroups() {
     };
     make_stale(&env, "web");
     let victim_parent = CgroupParent(format!("{}-victim", env.parent.0));
-    let victim = Path::new(V2).join(&victim_parent.0);
-    std::fs::create_dir_all(&victim).unwrap();
+    let victim = v2_root().join(&victim_parent.0);
+    std::fs::create_dir(&victim).unwrap();
     let mut bystander = Bystander(Command::new("sleep").arg("60").spawn().unwrap());
     std::fs::write(victim.join("cgroup.procs"), bystander.0.id().to_string()).unwrap();
     let record = env.state().join("workloads/web.json");
@@ -138,7 +137,7 @@ fn a_record_cannot_make_moat_kill_or_remove_other_cgroups() {
     let outside = [
         format!(
             "{}/../{}",
-            Path::new(V2).join(&env.parent.0).display(),
+            v2_root().join(&env.parent.0).display(),
             victim_parent.0
         ),
         victim.display().to_string(),

@@ -130,26 +130,40 @@ fn resize_and_ctrl_c_reach_the_workload() {
         24,
         80,
     );
+    // Output on the screen means the relay runs, so moat's terminal is in
+    // raw mode: what is typed from here on is the workload's pty's input.
     screen.wait_for("ready", TIMEOUT);
     pty.set_size(40, 120);
     screen.wait_for("size:40 120", TIMEOUT);
     // ^C as the terminal sends it: the pty's line discipline makes it a
     // SIGINT for the workload's foreground process group.
     pty.write(b"\x03");
-    assert_eq!(wait(&mut child, TIMEOUT).code(), Some(128 + libc::SIGINT));
+    let status = wait(&mut child, TIMEOUT);
+    assert_eq!(status.code(), Some(128 + libc::SIGINT), "{status:?}");
 
-    // A command that only sleeps is interrupted too, and EOF (^D) ends a
-    // reader.
-    let (pty, _screen, mut child) = on_terminal(&env, &["--", "sleep", "30"], 24, 80);
-    std::thread::sleep(Duration::from_millis(300));
+    // A command that only sleeps is interrupted too (`exec`: the sleep
+    // itself, with no handler), and EOF (^D) ends a reader.
+    let (pty, screen, mut child) = on_terminal(
+        &env,
+        &["--", "sh", "-c", "echo ready; exec sleep 30"],
+        24,
+        80,
+    );
+    screen.wait_for("ready", TIMEOUT);
     pty.write(b"\x03");
-    assert_eq!(wait(&mut child, TIMEOUT).code(), Some(128 + libc::SIGINT));
-    let (pty, screen, mut child) =
-        on_terminal(&env, &["--", "sh", "-c", "cat; echo cat-done"], 24, 80);
-    std::thread::sleep(Duration::from_millis(300));
+    let status = wait(&mut child, TIMEOUT);
+    assert_eq!(status.code(), Some(128 + libc::SIGINT), "{status:?}");
+    let (pty, screen, mut child) = on_terminal(
+        &env,
+        &["--", "sh", "-c", "echo ready; cat; echo cat-done"],
+        24,
+        80,
+    );
+    screen.wait_for("ready", TIMEOUT);
     pty.write(b"abc\r\x04");
     screen.wait_for("cat-done", TIMEOUT);
-    assert_eq!(wait(&mut child, TIMEOUT).code(), Some(0));
+    let status = wait(&mut child, TIMEOUT);
+    assert_eq!(status.code(), Some(0), "{status:?}");
 }
 
 #[test]
@@ -162,9 +176,13 @@ fn job_control_works_inside() {
     // The interactive shell owns the pty: it runs a job in the foreground,
     // ^Z stops it (the kernel stops the foreground group), and the shell
     // gets the terminal back.
-    pty.write(b"echo started; sleep 30\r");
-    screen.wait_for("started", TIMEOUT);
-    std::thread::sleep(Duration::from_millis(300));
+    //
+    // ^Z also flushes the pty's input queue, so it must come only once the
+    // job runs: the job announces itself (the shell has made its process
+    // group the foreground one before it runs it), with output that the
+    // echo of the typed line does not contain.
+    pty.write(b"sh -c 'echo job-$((6 * 7)); exec sleep 30'\r");
+    screen.wait_for("job-42", TIMEOUT);
     pty.write(b"\x1a");
     screen.wait_for("Stopped", TIMEOUT);
     pty.write(b"kill -9 %1\r");

@@ -26,14 +26,11 @@ use moat_runtime::{
     seccomp::{bpf::Program, compile::Options, compile_for_host, load, parse, Source},
 };
 
-/// The v2 hierarchy on this hybrid host; `/sys/fs/cgroup` on v2-only hosts.
+/// The v2 hierarchy: `/sys/fs/cgroup/unified` on this hybrid host,
+/// `/sys/fs/cgroup` on v2-only hosts, decided by the file system mounted
+/// there (a cgroup called `unified` on a v2-only host is not the root).
 pub fn v2_root() -> PathBuf {
-    let unified = Path::new("/sys/fs/cgroup/unified");
-    if unified.join("cgroup.procs").exists() {
-        unified.to_path_buf()
-    } else {
-        PathBuf::from("/sys/fs/cgroup")
-    }
+    moat_tests::moatd::v2_root().to_path_buf()
 }
 
 /// Why these tests cannot run here, or `None`: BPF unavailable (see
@@ -76,6 +73,13 @@ impl TestCgroup {
     /// A new v1 pids cgroup with `pids.max`.
     pub fn v1_pids(tag: &str, max: u32) -> TestCgroup {
         let cgroup = Self::create(Path::new("/sys/fs/cgroup/pids"), tag);
+        fs::write(cgroup.path.join("pids.max"), max.to_string()).expect("setting pids.max");
+        cgroup
+    }
+
+    /// A new v2 cgroup with `pids.max` (pids enabled for the root's children).
+    pub fn v2_pids(tag: &str, max: u32) -> TestCgroup {
+        let cgroup = Self::v2(tag);
         fs::write(cgroup.path.join("pids.max"), max.to_string()).expect("setting pids.max");
         cgroup
     }
