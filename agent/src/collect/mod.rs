@@ -54,6 +54,12 @@ const RECORD_BATCH: usize = 256;
 const WRITER_BEHIND_RETRY: Duration = Duration::from_millis(20);
 /// Scrapes waiting for a snapshot at once; more get the last one published.
 const REFRESH_QUEUE: usize = 64;
+/// Longest an audit record waits for its cgroup to be known (see
+/// [`Attributor::walk_wait`]); past it the record is attributed as it stands.
+const MAX_DEFER: Duration = Duration::from_secs(1);
+/// Most records held back at once; beyond, they are attributed at once, so a
+/// flood of records from unknown cgroups cannot grow the collector.
+const MAX_DEFERRED: usize = 4096;
 /// Derived events kept while the audit writer's queue is full; beyond, they
 /// are dropped and counted (`queue_full`), so a stuck writer cannot grow the
 /// collector without bound.
@@ -128,6 +134,9 @@ pub struct Collector {
     pending: VecDeque<AuditEvent>,
     /// Derived events dropped because `pending` was full.
     pending_dropped: u64,
+    /// Audit records of cgroups too new for the last walk, with when their
+    /// hierarchy may be walked again, oldest first.
+    deferred: VecDeque<(Instant, AuditRecord)>,
 }
 
 impl Collector {
@@ -176,6 +185,7 @@ impl Collector {
             events: inputs.events,
             pending: VecDeque::new(),
             pending_dropped: 0,
+            deferred: VecDeque::new(),
         };
         let (records, shutdown) = (inputs.records, inputs.shutdown);
         let handle = std::thread::Builder::new()
@@ -225,6 +235,9 @@ impl Collector {
         loop {
             self.flush_pending();
             let writer_has_room = self.pending.is_empty() && self.events.capacity() > 0;
+            let next_deferred = self.deferred.front().map(|(due, _)| *due);
+            let deferred_due =
+                tokio::time::Instant::from_std(next_deferred.unwrap_or_else(Instant::now));
             tokio::select! {
                 biased;
                 _ = shutdown.changed() => break,
@@ -261,10 +274,14 @@ impl Collector {
                     Some(record) => self.handle_records(record, &mut records),
                     None => records_open = false,
                 },
+                () = tokio::time::sleep_until(deferred_due), if next_deferred.is_some() && writer_has_room => {
+                    self.attribute_deferred(false);
+                }
                 () = tokio::time::sleep(WRITER_BEHIND_RETRY), if records_open && !writer_has_room => {}
             }
         }
         // What was queued before the shutdown, and a last snapshot for the log.
+        self.attribute_deferred(true);
         self.flush_pending();
         while self.pending.is_empty() && self.events.capacity() > 0 {
             match records.try_recv() {
@@ -288,10 +305,13 @@ impl Collector {
                 // a short-lived workload's disappears.
                 pids_changed |= i32::from(errno) == libc::EAGAIN;
             }
-            let attribution = self.attributor.attribute_task(record.pid, record.cgroup_id);
-            let event = events::from_record(&record, &self.config.host_name, &attribution, offset);
-            if self.events.try_send(event).is_err() {
-                log::debug!("the audit writer is gone; dropping an audit record");
+            match self.attributor.walk_wait(record.cgroup_id) {
+                // A cgroup too new for the last walk: wait for the next one
+                // (records of the same cgroup queue behind, in order).
+                Some(wait) if wait <= MAX_DEFER && self.deferred.len() < MAX_DEFERRED => {
+                    self.deferred.push_back((Instant::now() + wait, record));
+                }
+                _ => self.emit_record(&record, offset),
             }
             handled += 1;
             if handled < RECORD_BATCH && self.events.capacity() > 0 {
@@ -300,6 +320,31 @@ impl Collector {
         }
         if pids_changed {
             self.poll_pids();
+        }
+    }
+
+    /// Attributes and sends one kernel record.
+    fn emit_record(&mut self, record: &AuditRecord, offset: i128) {
+        let attribution = self.attributor.attribute_task(record.pid, record.cgroup_id);
+        let event = events::from_record(record, &self.config.host_name, &attribution, offset);
+        if self.events.try_send(event).is_err() {
+            log::debug!("the audit writer is gone; dropping an audit record");
+        }
+    }
+
+    /// Attributes the held-back records that are due (all of them with
+    /// `all`), as far as the writer has room; the first lookup walks.
+    fn attribute_deferred(&mut self, all: bool) {
+        let offset = events::realtime_minus_boottime();
+        let now = Instant::now();
+        while self.events.capacity() > 0 {
+            match self.deferred.front() {
+                Some((due, _)) if all || *due <= now => {}
+                _ => break,
+            }
+            if let Some((_, record)) = self.deferred.pop_front() {
+                self.emit_record(&record, offset);
+            }
         }
     }
 

@@ -79,6 +79,14 @@ impl Hierarchy {
         self.remember(id, rel, parents);
     }
 
+    /// The inode number (the cgroup id) of the directory `rel` below the
+    /// mount, opened in steps so that paths longer than `PATH_MAX` work.
+    pub(super) fn inode_of(&self, rel: &str) -> Option<u64> {
+        let mount = open_dir_fd(None, self.mount.as_os_str().as_encoded_bytes()).ok()?;
+        let dir = open_relative(&mount, rel).ok()?;
+        nix::sys::stat::fstat(&dir).ok().map(|st| st.st_ino)
+    }
+
     pub(super) fn walk(&mut self, parents: &CgroupParents) {
         let started = Instant::now();
         if self.known.len() + self.dead.len() > MAX_REMEMBERED_IDS

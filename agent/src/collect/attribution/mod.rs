@@ -46,8 +46,6 @@ mod labels;
 mod watcher;
 
 use std::{
-    fs,
-    os::unix::fs::MetadataExt as _,
     path::PathBuf,
     sync::Arc,
     time::{Duration, Instant},
@@ -153,11 +151,7 @@ impl Attributor {
             return None;
         }
         let looked_up = Instant::now();
-        let spacing = if min_rewalk.is_zero() {
-            Duration::ZERO
-        } else {
-            min_rewalk.max(hierarchy.last_walk_took * 10)
-        };
+        let spacing = walk_spacing(min_rewalk, hierarchy);
         let may_walk = hierarchy
             .last_walk
             .is_none_or(|last| last.elapsed() >= spacing);
@@ -174,6 +168,29 @@ impl Attributor {
             hierarchy.dead.insert(key);
         }
         None
+    }
+
+    /// How long a lookup of `id` would have to wait for its hierarchy to be
+    /// walked again: `Some` only for an id neither known nor known gone while
+    /// walks are spaced out (a lookup now would say `host`), `None` when a
+    /// lookup now would find it, walk, or know it is gone.
+    ///
+    /// The collector holds the audit records of such ids for that long, so a
+    /// new cgroup's first events are not attributed to `host` just because a
+    /// walk for another new cgroup happened a moment before.
+    pub fn walk_wait(&self, id: u64) -> Option<Duration> {
+        let (hierarchy, key) = if id & V1_PIDS_ID_FLAG != 0 {
+            (self.pids.as_ref()?, id & !V1_PIDS_ID_FLAG)
+        } else {
+            (&self.v2, id)
+        };
+        if hierarchy.known.contains_key(&key) || hierarchy.dead.contains(&key) {
+            return None;
+        }
+        let since = hierarchy.last_walk?.elapsed();
+        walk_spacing(self.min_rewalk, hierarchy)
+            .checked_sub(since)
+            .filter(|wait| !wait.is_zero())
     }
 
     /// The path of a cgroup id (relative to its hierarchy's root), if known
@@ -216,8 +233,8 @@ impl Attributor {
         if by_id.cgroup_path.is_none() {
             if let Some(v2) = cgroups.0.iter().find(|c| c.hierarchy == 0) {
                 let rel = v2.pathname.as_str();
-                let dir = self.v2.mount.join(rel.trim_start_matches('/'));
-                if fs::metadata(dir).is_ok_and(|m| m.ino() == id) {
+                // In steps: the path may be longer than PATH_MAX.
+                if self.v2.inode_of(rel) == Some(id) {
                     self.v2.learn(id, rel, &self.parents);
                     return self.attribute_id(id);
                 }
@@ -304,3 +321,14 @@ impl Attributor {
 
 #[cfg(test)]
 mod tests;
+
+/// How long after a walk of `hierarchy` a miss may walk it again: `min_rewalk`,
+/// or ten times what the last walk took, so a big hierarchy cannot be walked
+/// back to back (zero: on every miss).
+fn walk_spacing(min_rewalk: Duration, hierarchy: &Hierarchy) -> Duration {
+    if min_rewalk.is_zero() {
+        Duration::ZERO
+    } else {
+        min_rewalk.max(hierarchy.last_walk_took * 10)
+    }
+}

@@ -240,3 +240,72 @@ fn the_watcher_learns_a_scopes_payload_made_right_after_the_scope() {
     assert_eq!(&*attributor.attribute_id(ids[1]).workload, "slow");
     watcher.stop();
 }
+
+#[test]
+fn a_cgroup_too_new_for_the_last_walk_is_waited_for_not_called_host() {
+    let (_root, v2, layout) = fake_v2("wait", "moat/old");
+    let mut attributor = Attributor::new(&layout, &WorkloadsConfig::default())
+        .with_min_rewalk(Duration::from_millis(400));
+    let old = fs::metadata(v2.join("moat/old")).unwrap().ino();
+    assert_eq!(
+        attributor.walk_wait(old),
+        None,
+        "never walked: a lookup walks"
+    );
+    attributor.refresh();
+    assert_eq!(attributor.walk_wait(old), None, "known");
+    // Made right after a walk: a lookup now could not walk, and would say host.
+    fs::create_dir(v2.join("moat/new")).unwrap();
+    let new = fs::metadata(v2.join("moat/new")).unwrap().ino();
+    let wait = attributor.walk_wait(new).expect("a wait for the next walk");
+    assert!(wait <= Duration::from_millis(400), "{wait:?}");
+    std::thread::sleep(wait);
+    assert_eq!(attributor.walk_wait(new), None, "a walk is allowed now");
+    assert_eq!(&*attributor.attribute_id(new).workload, "new");
+    // An id found gone by a walk is not waited for again.
+    let gone = u64::MAX >> 3;
+    std::thread::sleep(Duration::from_millis(400));
+    assert_eq!(&*attributor.attribute_id(gone).workload, HOST);
+    assert_eq!(attributor.walk_wait(gone), None);
+}
+
+#[test]
+fn a_task_in_a_cgroup_deeper_than_path_max_is_attributed_from_proc() {
+    // The v2 line of /proc/<pid>/cgroup names a path longer than PATH_MAX:
+    // its inode is checked in steps, not with one stat(2) that fails.
+    let segment = "d".repeat(200);
+    let deep: Vec<String> = (0..24).map(|_| segment.clone()).collect();
+    let rel = format!("/moat/deepwl/{}", deep.join("/"));
+    let (root, v2, layout) = fake_v2("deep-proc", "moat/deepwl");
+    let proc_root = root.path().join("proc");
+    // Walked just before the cgroup was made: a lookup cannot walk again for
+    // a minute, so only /proc can tell.
+    let mut attributor = Attributor::new(&layout, &WorkloadsConfig::default())
+        .with_min_rewalk(Duration::from_secs(60))
+        .with_proc_root(proc_root.clone());
+    attributor.refresh();
+    let mut dir = std::fs::File::open(v2.join("moat/deepwl")).unwrap();
+    for part in &deep {
+        nix::sys::stat::mkdirat(
+            &dir,
+            part.as_str(),
+            nix::sys::stat::Mode::from_bits_truncate(0o755),
+        )
+        .unwrap();
+        let next = nix::fcntl::openat(
+            &dir,
+            part.as_str(),
+            nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_DIRECTORY,
+            nix::sys::stat::Mode::empty(),
+        )
+        .unwrap();
+        dir = std::fs::File::from(next);
+    }
+    let id = nix::sys::stat::fstat(&dir).unwrap().st_ino;
+    assert!(v2.as_os_str().len() + rel.len() > 4096);
+    fs::create_dir_all(proc_root.join("42")).unwrap();
+    fs::write(proc_root.join("42/cgroup"), format!("0::{rel}\n")).unwrap();
+    let got = attributor.attribute_task(42, id);
+    assert_eq!(&*got.workload, "deepwl");
+    assert_eq!(got.cgroup_path.as_deref(), Some(rel.as_str()));
+}
