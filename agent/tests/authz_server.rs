@@ -183,8 +183,11 @@ async fn post(socket: &Path, path: &str, body: &[u8]) -> (u16, String) {
          Content-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     );
-    s.write_all(head.as_bytes()).await.unwrap();
-    s.write_all(body).await.unwrap();
+    // One write: the server may answer (404) and close before reading a
+    // body, and a second write would then fail with EPIPE.
+    let mut request = head.into_bytes();
+    request.extend_from_slice(body);
+    s.write_all(&request).await.unwrap();
     let mut raw = Vec::new();
     s.read_to_end(&mut raw).await.unwrap();
     parse_response(&raw)
