@@ -10,10 +10,7 @@ use std::{
 };
 
 use kernel_common::{spawn_in, Filter, TestCgroup};
-use moat_agent::{
-    kernel::AuditKind,
-    kernel::{Kernel, KernelConfig},
-};
+use moat_agent::{kernel::AuditKind, kernel::Kernel};
 
 fn loaded_ids() -> HashSet<u32> {
     aya::programs::loaded_programs()
@@ -25,7 +22,7 @@ fn loaded_ids() -> HashSet<u32> {
 #[test]
 fn records_flow_and_drop_unloads_everything() {
     skip_unless_privileged!();
-    let mut kernel = Kernel::load(KernelConfig::default()).expect("loading the kernel side");
+    let mut kernel = Kernel::load(kernel_common::config()).expect("loading the kernel side");
     let ids = kernel.program_ids();
     assert_eq!(ids.len(), moat_common::KERNEL_PROGRAMS.len());
     let loaded = loaded_ids();

@@ -8,7 +8,7 @@ mod kernel_common;
 use std::{fs, os::unix::fs::MetadataExt as _, path::Path};
 
 use kernel_common::{spawn_in, TestCgroup};
-use moat_agent::kernel::{Kernel, KernelConfig, KernelSource};
+use moat_agent::kernel::{Kernel, KernelSource};
 use moat_common::V1_PIDS_ID_FLAG;
 
 /// The `max` count of a `pids.events` file.
@@ -25,7 +25,7 @@ fn a_removed_pids_cgroup_leaves_its_final_count_of_refused_forks() {
         eprintln!("SKIP: pids is not on a v1 hierarchy here");
         return;
     }
-    let kernel = Kernel::load(KernelConfig::default()).expect("loading the kernel side");
+    let kernel = Kernel::load(kernel_common::config()).expect("loading the kernel side");
     // Anything removed before this test's cgroups is someone else's.
     kernel.retired_pids().unwrap();
 

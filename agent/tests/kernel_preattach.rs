@@ -11,8 +11,8 @@ use std::{
 
 use kernel_common::{denials_of, named, spawn_in, Filter, TestCgroup, ARCH_X86_64};
 use moat_agent::{
+    kernel::Kernel,
     kernel::{DenialAction, KernelSource},
-    kernel::{Kernel, KernelConfig},
 };
 
 const K: i64 = 25;
@@ -89,7 +89,7 @@ fn a_thread_blocked_before_attach_gives_no_denial() {
     wait_blocked_in(interrupted.pid, libc::SYS_read);
     wait_blocked_in(sleeper.pid, libc::SYS_read);
 
-    let kernel = Kernel::load(KernelConfig::default()).expect("loading the kernel side");
+    let kernel = Kernel::load(kernel_common::config()).expect("loading the kernel side");
     // SAFETY: signalling our own child; writing one byte to our own pipe.
     unsafe {
         libc::kill(interrupted.pid, libc::SIGUSR1);

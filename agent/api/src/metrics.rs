@@ -123,6 +123,13 @@ pub const BUILD_INFO: MetricSpec = MetricSpec {
     kind: MetricKind::Gauge,
     labels: &["version", "kernel"],
 };
+/// `moat_tracing_mode`.
+pub const TRACING_MODE: MetricSpec = MetricSpec {
+    name: "moat_tracing_mode",
+    help: "Always 1; which seccomp denials this node counts (denials: all = ERRNO, TRAP and KILL; fatal = TRAP and KILL only, no ERRNO, failed forks or user namespaces) and how (mechanism: fexit, pairing, or signal for the fatal tier).",
+    kind: MetricKind::Gauge,
+    labels: &["denials", "mechanism"],
+};
 
 /// `moat_http_connections_open`.
 pub const HTTP_CONNECTIONS_OPEN: MetricSpec = MetricSpec {
@@ -140,7 +147,7 @@ pub const HTTP_CONNECTIONS_REJECTED: MetricSpec = MetricSpec {
 };
 
 /// Every `moat_*` family, in the order moatd serves them.
-pub const FAMILIES: [&MetricSpec; 16] = [
+pub const FAMILIES: [&MetricSpec; 17] = [
     &SECCOMP_DENIALS,
     &FORKS,
     &EXECS,
@@ -157,6 +164,7 @@ pub const FAMILIES: [&MetricSpec; 16] = [
     &HTTP_CONNECTIONS_OPEN,
     &HTTP_CONNECTIONS_REJECTED,
     &BUILD_INFO,
+    &TRACING_MODE,
 ];
 
 /// Values of the `workload` label that are not a workload's name.

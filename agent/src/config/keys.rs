@@ -90,6 +90,7 @@ pub(super) const SECTION_KEYS: &[(&str, &[&str])] = &[
             "audit_channel_capacity",
         ],
     ),
+    ("tracing", &["denials", "mechanism"]),
 ];
 
 /// Reads serde's `unknown field `x`, expected one of `a`, `b`` (or `expected `a``,

@@ -18,6 +18,9 @@ use std::{
 use serde::Deserialize;
 
 mod keys;
+mod tracing;
+
+pub use tracing::TracingSection;
 
 #[cfg(test)]
 use keys::SECTION_KEYS;
@@ -55,6 +58,8 @@ pub struct Config {
     pub workloads: WorkloadsConfig,
     /// Sizes of the kernel side's maps and buffers.
     pub kernel: KernelSection,
+    /// Which seccomp refusals are counted, and how.
+    pub tracing: TracingSection,
 }
 
 /// `[http]`.
@@ -432,6 +437,7 @@ impl Config {
                 KernelField::ProcessMapEntries => "kernel.process_map_entries",
                 KernelField::RateMapEntries => "kernel.rate_map_entries",
                 KernelField::AuditChannelCapacity => "kernel.audit_channel_capacity",
+                KernelField::Mechanism => "tracing.mechanism",
             };
             return Err((key, format!("{}: {}", err.value, err.reason)));
         }
@@ -449,6 +455,8 @@ impl Config {
             rate_map_entries: self.kernel.rate_map_entries,
             audit_channel_capacity: self.kernel.audit_channel_capacity,
             cgroup_root: self.workloads.cgroup_root.clone(),
+            denials: self.tracing.denials,
+            mechanism: self.tracing.mechanism,
         }
     }
 

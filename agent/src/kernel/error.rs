@@ -68,6 +68,20 @@ pub enum Error {
         source: ProgramError,
     },
 
+    /// `mechanism = "fexit"` was asked for and the kernel refused it.
+    #[error(
+        "[tracing] mechanism = \"fexit\" was asked for, but this kernel does not allow an fexit \
+         program on `{function}` (BPF_PROG_TYPE_TRACING refused, or no BTF for it); use \
+         mechanism = \"auto\" or \"pairing\""
+    )]
+    FexitUnavailable {
+        /// The kernel function.
+        function: &'static str,
+        /// What aya reported.
+        #[source]
+        source: ProgramError,
+    },
+
     /// The object lacks a map the agent expects.
     #[error("the eBPF object has no map named `{name}`")]
     MissingMap {

@@ -132,6 +132,8 @@ macro_rules! param {
     }};
 }
 
+mod refusals;
+
 // ---------------------------------------------------------------------------
 // Thread state encoding: state in bits 56..64, flags in 48..56, syscall nr in 0..32.
 
@@ -410,24 +412,7 @@ fn unpaired_exit(ctx: &RawTracePointContext) -> Result<(), Error> {
         SECCOMP_MODE_DISABLED => return increment(&IGNORED_EXITS, ignored_exit::NO_FILTER),
         _ => {}
     }
-    if read_kernel::<u32>(task, param!(task_ptrace))? != 0 {
-        return increment(&IGNORED_EXITS, ignored_exit::PTRACED);
-    }
-    let (denial, errno) = if ret == nr && sigsys_pending(task) {
-        // TRAP rolls the return value back to the syscall number and raises SIGSYS.
-        (action::TRAP, 0)
-    } else if (-MAX_ERRNO..=0).contains(&ret) {
-        // ERRNO returns -errno (0 for SECCOMP_RET_ERRNO with data 0).
-        (action::ERRNO, (-ret) as u32)
-    } else {
-        return increment(&IGNORED_EXITS, ignored_exit::UNCLASSIFIED);
-    };
-    let arch = if is_compat(task) {
-        AUDIT_ARCH_I386
-    } else {
-        AUDIT_ARCH_X86_64
-    };
-    count_denial(workload_cgroup(), arch, nr as i32, denial, errno)
+    refusals::count_refusal(task, nr, ret)
 }
 
 // ---------------------------------------------------------------------------
