@@ -2,8 +2,13 @@
 //! [`super::tracing`]), after the scheduler and cgroup programs every tier
 //! uses.
 
-use aya::{programs::FExit, Ebpf};
-use moat_common::{FATAL_PROGRAMS, KERNEL_PROGRAMS, SECCOMP_EXIT_PROGRAM, SECCOMP_FUNCTION};
+use aya::{
+    programs::{FEntry, FExit, ProgramError},
+    Ebpf,
+};
+use moat_common::{
+    FATAL_PROGRAMS, FEXIT_EVENT_PROGRAMS, KERNEL_PROGRAMS, SECCOMP_EXIT_PROGRAM, SECCOMP_FUNCTION,
+};
 
 use super::{
     config::KernelConfig,
@@ -43,18 +48,12 @@ pub(super) fn attach_programs(
             mode(DenialTier::All, Mechanism::Pairing, None)
         }
         (DenialTier::All, MechanismChoice::Fexit) => {
-            attach_fexit(ebpf).map_err(|source| Error::FexitUnavailable {
-                function: SECCOMP_FUNCTION,
-                source,
-            })?;
-            attached.push(SECCOMP_EXIT_PROGRAM);
+            attach_fexit(ebpf, &mut attached)
+                .map_err(|source| Error::FexitUnavailable { source })?;
             mode(DenialTier::All, Mechanism::Fexit, None)
         }
-        (DenialTier::All, MechanismChoice::Auto) => match attach_fexit(ebpf) {
-            Ok(()) => {
-                attached.push(SECCOMP_EXIT_PROGRAM);
-                mode(DenialTier::All, Mechanism::Fexit, None)
-            }
+        (DenialTier::All, MechanismChoice::Auto) => match attach_fexit(ebpf, &mut attached) {
+            Ok(()) => mode(DenialTier::All, Mechanism::Fexit, None),
             Err(err) => {
                 attach_pairing(ebpf, &mut attached)?;
                 mode(DenialTier::All, Mechanism::Pairing, Some(error_chain(&err)))
@@ -81,18 +80,76 @@ fn attach_pairing(ebpf: &mut Ebpf, attached: &mut Vec<&'static str>) -> Result<(
     Ok(())
 }
 
-/// Loads and attaches the fexit program; the kernel refuses it where tracing
-/// programs are not allowed (EPERM here), which is the probe `auto` relies on.
-fn attach_fexit(ebpf: &mut Ebpf) -> std::result::Result<(), aya::programs::ProgramError> {
-    let btf = aya::Btf::from_sys_fs().map_err(aya::programs::ProgramError::Btf)?;
-    let program: &mut FExit = ebpf
-        .program_mut(SECCOMP_EXIT_PROGRAM)
-        .ok_or(aya::programs::ProgramError::NotLoaded)?
-        .try_into()?;
-    program.load(SECCOMP_FUNCTION, &btf)?;
-    program.attach()?;
-    log::debug!("attached eBPF program {SECCOMP_EXIT_PROGRAM} as fexit on {SECCOMP_FUNCTION}");
+/// Loads and attaches the fexit mechanism's programs: the refusals, then the
+/// process events the pairing would otherwise count. The kernel refuses the
+/// first where tracing programs are not allowed (EPERM here), which is the
+/// probe `auto` relies on; on any failure the ones already attached are
+/// detached again, so a fallback never leaves half of them running.
+fn attach_fexit(
+    ebpf: &mut Ebpf,
+    attached: &mut Vec<&'static str>,
+) -> std::result::Result<(), ProgramError> {
+    let btf = aya::Btf::from_sys_fs().map_err(ProgramError::Btf)?;
+    let mut done: Vec<(&'static str, bool)> = Vec::new();
+    let result = (|| {
+        attach_tracing(ebpf, &btf, SECCOMP_EXIT_PROGRAM, SECCOMP_FUNCTION, false)?;
+        done.push((SECCOMP_EXIT_PROGRAM, false));
+        for (name, function, entry) in FEXIT_EVENT_PROGRAMS {
+            attach_tracing(ebpf, &btf, name, function, entry)?;
+            done.push((name, entry));
+        }
+        Ok(())
+    })();
+    match result {
+        Ok(()) => {
+            attached.extend(done.iter().map(|(name, _)| *name));
+            Ok(())
+        }
+        Err(err) => {
+            for (name, entry) in done {
+                unload(ebpf, name, entry);
+            }
+            Err(err)
+        }
+    }
+}
+
+fn attach_tracing(
+    ebpf: &mut Ebpf,
+    btf: &aya::Btf,
+    name: &'static str,
+    function: &'static str,
+    entry: bool,
+) -> std::result::Result<(), ProgramError> {
+    let program = ebpf.program_mut(name).ok_or(ProgramError::NotLoaded)?;
+    if entry {
+        let program: &mut FEntry = program.try_into()?;
+        program.load(function, btf)?;
+        program.attach()?;
+    } else {
+        let program: &mut FExit = program.try_into()?;
+        program.load(function, btf)?;
+        program.attach()?;
+    }
+    log::debug!(
+        "attached eBPF program {name} as {} on {function}",
+        if entry { "fentry" } else { "fexit" }
+    );
     Ok(())
+}
+
+fn unload(ebpf: &mut Ebpf, name: &'static str, entry: bool) {
+    let Some(program) = ebpf.program_mut(name) else {
+        return;
+    };
+    let result = if entry {
+        <&mut FEntry>::try_from(program).map(|p| p.unload())
+    } else {
+        <&mut FExit>::try_from(program).map(|p| p.unload())
+    };
+    if !matches!(result, Ok(Ok(()))) {
+        log::warn!("detaching eBPF program {name} after a failed fexit attach failed");
+    }
 }
 
 /// An error and its sources on one line.

@@ -70,14 +70,13 @@ pub enum Error {
 
     /// `mechanism = "fexit"` was asked for and the kernel refused it.
     #[error(
-        "[tracing] mechanism = \"fexit\" was asked for, but this kernel does not allow an fexit \
-         program on `{function}` (BPF_PROG_TYPE_TRACING refused, or no BTF for it); use \
-         mechanism = \"auto\" or \"pairing\""
+        "[tracing] mechanism = \"fexit\" was asked for, but this kernel refuses moat's fexit \
+         programs (on __secure_computing, kernel_clone, schedule_tail, ksys_unshare: \
+         BPF_PROG_TYPE_TRACING not allowed, or no BTF for a function); use mechanism = \"auto\" \
+         or \"pairing\""
     )]
     FexitUnavailable {
-        /// The kernel function.
-        function: &'static str,
-        /// What aya reported.
+        /// What aya reported for the first program refused.
         #[source]
         source: ProgramError,
     },

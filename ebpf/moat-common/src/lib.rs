@@ -51,6 +51,17 @@ pub const SECCOMP_EXIT_PROGRAM: &str = "moat_seccomp_exit";
 /// syscall (-1) or let it run (0).
 pub const SECCOMP_FUNCTION: &str = "__secure_computing";
 
+/// The programs that count the process events of the syscall hooks (failed
+/// forks, user namespaces) under the `fexit` mechanism, with their kernel
+/// functions, in attach order: (program, function, is fentry).
+pub const FEXIT_EVENT_PROGRAMS: [(&str, &str, bool); 4] = [
+    // The child's first run (schedule_tail) before the clone that marks it.
+    ("moat_child_start", "schedule_tail", false),
+    ("moat_clone_entry", "kernel_clone", true),
+    ("moat_clone_exit", "kernel_clone", false),
+    ("moat_unshare_exit", "ksys_unshare", false),
+];
+
 /// Raw tracepoint program on `sys_enter`: marks the thread as inside a syscall.
 pub const SYS_ENTER_PROGRAM: &str = "moat_sys_enter";
 /// Raw tracepoint program on `sys_exit`: pairs the exit, classifies unpaired ones.
@@ -188,6 +199,10 @@ pub struct Params {
     /// `pt_regs.ax` (the return value; seccomp's TRAP and KILL roll it back to
     /// the syscall number).
     pub regs_ax: u32,
+    /// `task_struct.flags` (`PF_KTHREAD`).
+    pub task_flags: u32,
+    /// Explicit padding; zero.
+    pub _pad2: u32,
 }
 
 /// Value of [`PIDS_RETIRED_MAP`].
@@ -242,6 +257,8 @@ impl Params {
         pids_hits: PIDS_HITS_UNKNOWN,
         pids_on_v1: 0,
         regs_ax: 0,
+        task_flags: 0,
+        _pad2: 0,
     };
 }
 
@@ -442,7 +459,7 @@ mod tests {
     fn records_have_no_implicit_padding() {
         assert_eq!(
             core::mem::size_of::<Params>(),
-            12 * 4 + 2 * 8 + 2 * 4 + 2 * 8 + 6 * 4 + 4 * 4
+            12 * 4 + 2 * 8 + 2 * 4 + 2 * 8 + 6 * 4 + 4 * 4 + 2 * 4
         );
         assert_eq!(core::mem::size_of::<PidsRetired>(), 8 + RETIRED_PATH_BYTES);
         assert_eq!(core::mem::size_of::<DenialKey>(), 8 + 4 * 4);
@@ -455,6 +472,7 @@ mod tests {
         let mut names: Vec<&str> = KERNEL_PROGRAMS.iter().map(|(name, _)| *name).collect();
         names.extend(FATAL_PROGRAMS.iter().map(|(name, _)| *name));
         names.push(SECCOMP_EXIT_PROGRAM);
+        names.extend(FEXIT_EVENT_PROGRAMS.iter().map(|(name, _, _)| *name));
         for (i, a) in names.iter().enumerate() {
             for b in &names[i + 1..] {
                 assert_ne!(a, b);
