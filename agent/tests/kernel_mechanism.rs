@@ -122,12 +122,13 @@ fn auto_is_the_pairing_where_tracing_programs_are_refused() {
     );
 }
 
+/// What [`count_workload`] counts: (denials, failed forks with EINVAL, user
+/// namespaces).
+type Counts = (Vec<(i32, DenialAction, u16, u32, u64)>, u64, u64);
+
 /// One workload of every kind the mechanisms count differently, under one
-/// mechanism: (denials, failed forks with EINVAL, user namespaces).
-fn count_workload(
-    mechanism: MechanismChoice,
-    tag: &str,
-) -> (Vec<(i32, DenialAction, u16, u32, u64)>, u64, u64) {
+/// mechanism.
+fn count_workload(mechanism: MechanismChoice, tag: &str) -> Counts {
     const N: i64 = 100;
     let kernel = load(mechanism).expect("loading");
     let filter = Filter::allow_except(

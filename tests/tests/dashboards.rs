@@ -408,6 +408,12 @@ fn families() -> Vec<Family> {
             "moat_build_info",
             vec![(r#"version="0.1.0",kernel="6.1.0-28-amd64""#, Level(1.0))],
         ),
+        (
+            "moat_tracing_mode",
+            "gauge",
+            "moat_tracing_mode",
+            vec![(r#"denials="fatal",mechanism="signal""#, Level(1.0))],
+        ),
     ]
 }
 
