@@ -224,3 +224,103 @@ fn both_mechanisms_count_the_same() {
     let fexit = count_workload(MechanismChoice::Fexit, "mech-fexit");
     assert_eq!(fexit, pairing, "fexit against the pairing");
 }
+
+/// A measurement, not a check (ignored by default): ns per `getppid` for a
+/// process without a filter and one with an allow-everything filter, with no
+/// kernel side loaded, and with each mechanism that loads here. In the kernel
+/// lab this runs under CPU emulation (TCG): the figures are emulator time,
+/// only comparable with each other within one run.
+#[test]
+#[ignore]
+fn overhead_of_each_mechanism() {
+    skip_unless_privileged!();
+    let _guard = lock();
+    const CALLS: i64 = 200_000;
+    let filter = Filter::allow_except(r#"{"names": ["acct"], "action": "SCMP_ACT_ERRNO"}"#);
+    let time = |tag: &str| -> (f64, f64) {
+        let cgroup = TestCgroup::v2(tag);
+        let mut child = spawn_in(&[&cgroup], |shared| {
+            let ns = |calls: i64| {
+                let t = std::time::Instant::now();
+                for _ in 0..calls {
+                    sys!(libc::SYS_getppid);
+                }
+                t.elapsed().as_nanos() as i64 / calls
+            };
+            ns(CALLS / 10);
+            kernel_common::report(shared, 0, ns(CALLS));
+            filter.install(false);
+            ns(CALLS / 10);
+            kernel_common::report(shared, 1, ns(CALLS));
+            0
+        });
+        child.wait_success();
+        (child.value(0) as f64, child.value(1) as f64)
+    };
+    // Interleaved rounds, each loading and dropping its kernel side; the
+    // median of each figure over the rounds.
+    let setups: [(&str, Option<KernelConfig>); 4] = [
+        ("none", None),
+        (
+            "pairing",
+            Some(KernelConfig {
+                mechanism: MechanismChoice::Pairing,
+                ..KernelConfig::default()
+            }),
+        ),
+        (
+            "fexit",
+            Some(KernelConfig {
+                mechanism: MechanismChoice::Fexit,
+                ..KernelConfig::default()
+            }),
+        ),
+        (
+            "fatal",
+            Some(KernelConfig {
+                denials: moat_agent::kernel::DenialTier::Fatal,
+                ..KernelConfig::default()
+            }),
+        ),
+    ];
+    let mut samples: Vec<(Vec<f64>, Vec<f64>)> = vec![(Vec::new(), Vec::new()); setups.len()];
+    for round in 0..5 {
+        for (i, (name, config)) in setups.iter().enumerate() {
+            let kernel = match config {
+                None => None,
+                Some(config) => match Kernel::load(config.clone()) {
+                    Ok(kernel) => Some(kernel),
+                    Err(err) => {
+                        if round == 0 {
+                            eprintln!("{name}: not measured ({err})");
+                        }
+                        continue;
+                    }
+                },
+            };
+            let (plain, filtered) = time(&format!("oh-{name}"));
+            samples[i].0.push(plain);
+            samples[i].1.push(filtered);
+            drop(kernel);
+        }
+    }
+    let median = |v: &[f64]| {
+        let mut v = v.to_vec();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let rows: Vec<(&str, (f64, f64))> = setups
+        .iter()
+        .zip(&samples)
+        .filter(|(_, (plain, _))| !plain.is_empty())
+        .map(|((name, _), (plain, filtered))| (*name, (median(plain), median(filtered))))
+        .collect();
+    let (base_plain, base_filtered) = rows[0].1;
+    for (name, (plain, filtered)) in &rows {
+        eprintln!(
+            "OVERHEAD {name}: unfiltered {plain:.0} ns/call ({:.3}x none), filtered {filtered:.0} ns/call ({:.3}x none)",
+            plain / base_plain,
+            filtered / base_filtered
+        );
+    }
+}

@@ -33,6 +33,11 @@
 //! because `KILL_THREAD` in a multi-threaded process exits inside the entry path and
 //! never reaches `sys_exit`; counting every kill there, and only there, counts each
 //! exactly once.
+//!
+//! That pairing is one of three ways of counting refusals (`[tracing]` in
+//! moatd.toml, see `docs/kernel-side.md`); the others are in [`refusals`]
+//! (fexit on `__secure_computing`, and `signal_generate` for the `fatal` tier)
+//! and [`fexit_events`] (the pairing's process events under fexit).
 #![no_std]
 #![no_main]
 
