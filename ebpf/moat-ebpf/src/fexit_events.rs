@@ -23,7 +23,6 @@ use aya_ebpf::{
 };
 use moat_common::{audit_kind, process_kind, Params};
 
-
 use crate::{
     audit, count_process_event, current_task, read_kernel, workload_cgroup, Error, CLONE_NEWUSER,
     ENTERED, ERESTARTSYS, FLAGS_SHIFT, F_FORK, F_NEWUSER, IDLE, PARAMS, STATE_SHIFT, ST_NEW_TASK,
