@@ -193,8 +193,13 @@ pub fn start(
     let stats = Arc::new(AuditStats::default());
     let http_stats = Arc::new(HttpStats::default());
     let metrics = Arc::new(
-        Metrics::new(stats.clone(), http_stats.clone(), &kernel_release())
-            .context("registering the metrics")?,
+        Metrics::new(
+            stats.clone(),
+            http_stats.clone(),
+            &kernel_release(),
+            kernel.tracing_mode().as_ref(),
+        )
+        .context("registering the metrics")?,
     );
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);

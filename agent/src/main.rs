@@ -210,6 +210,7 @@ async fn run(
     // scrape and poll through `KernelSource`, audit records from its ring buffer.
     let mut kernel = Kernel::load(config.kernel_config())
         .context("loading and attaching moat's eBPF programs")?;
+    log::info!("{}", kernel.tracing_mode());
     let records = kernel
         .audit_records()
         .context("starting the audit ring buffer reader")?;

@@ -16,8 +16,8 @@ use kernel_common::{
     denials_of, named, spawn_in, Child, Filter, TestCgroup, ARCH_I386, ARCH_X86_64,
 };
 use moat_agent::{
+    kernel::Kernel,
     kernel::{AuditKind, DenialAction, KernelSource},
-    kernel::{Kernel, KernelConfig},
 };
 
 const N: i64 = 1000;
@@ -25,7 +25,7 @@ const N: i64 = 1000;
 #[test]
 fn errno_denials_are_counted_exactly() {
     skip_unless_privileged!();
-    let mut kernel = Kernel::load(KernelConfig::default()).expect("loading the kernel side");
+    let mut kernel = Kernel::load(kernel_common::config()).expect("loading the kernel side");
     let mut reader = kernel.audit_reader().expect("audit reader");
     let filter = Filter::allow_except(
         r#"{"names": ["getppid"], "action": "SCMP_ACT_ERRNO", "errnoRet": 13},
@@ -89,7 +89,7 @@ fn errno_denials_are_counted_exactly() {
             records.push(record);
         }
     }
-    let config = KernelConfig::default();
+    let config = kernel_common::config();
     let budget = u64::from(config.audit_burst)
         + (elapsed.as_secs_f64() * f64::from(config.audit_rate_per_sec)).ceil() as u64
         + 1;
@@ -164,7 +164,7 @@ const I386_GETPPID: i64 = 64;
 #[cfg(target_arch = "x86_64")]
 fn compat_syscalls_are_counted_under_i386() {
     skip_unless_privileged!();
-    let kernel = Kernel::load(KernelConfig::default()).expect("loading the kernel side");
+    let kernel = Kernel::load(kernel_common::config()).expect("loading the kernel side");
     let rule = r#"{"names": ["getppid"], "action": "SCMP_ACT_ERRNO", "errnoRet": 13}"#;
     let filter = Filter::allow_except(rule);
     let cgroup = TestCgroup::v2("compat");
@@ -212,7 +212,7 @@ fn compat_syscalls_are_counted_under_i386() {
 #[test]
 fn two_loads_count_independently() {
     skip_unless_privileged!();
-    let first = Kernel::load(KernelConfig::default()).expect("first load");
+    let first = Kernel::load(kernel_common::config()).expect("first load");
     let filter = Filter::allow_except(
         r#"{"names": ["getppid"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1}"#,
     );
@@ -228,7 +228,7 @@ fn two_loads_count_independently() {
         child.wait_success();
     };
     run(10);
-    let second = Kernel::load(KernelConfig::default()).expect("second load");
+    let second = Kernel::load(kernel_common::config()).expect("second load");
     run(5);
     let count = |kernel: &Kernel| {
         denials_of(&kernel.snapshot().expect("snapshot"), cgroup.id())

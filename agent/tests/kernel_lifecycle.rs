@@ -12,7 +12,7 @@ use std::{
 use kernel_common::{spawn_in, Filter, TestCgroup};
 use moat_agent::{
     kernel::AuditKind,
-    kernel::{Kernel, KernelConfig},
+    kernel::{Kernel, Mechanism},
 };
 
 fn loaded_ids() -> HashSet<u32> {
@@ -25,9 +25,16 @@ fn loaded_ids() -> HashSet<u32> {
 #[test]
 fn records_flow_and_drop_unloads_everything() {
     skip_unless_privileged!();
-    let mut kernel = Kernel::load(KernelConfig::default()).expect("loading the kernel side");
+    let mut kernel = Kernel::load(kernel_common::config()).expect("loading the kernel side");
     let ids = kernel.program_ids();
-    assert_eq!(ids.len(), moat_common::KERNEL_PROGRAMS.len());
+    // The scheduler and cgroup programs, and the mechanism's.
+    let expected = match kernel.tracing_mode().mechanism {
+        Mechanism::Pairing => moat_common::KERNEL_PROGRAMS.len(),
+        Mechanism::Fexit => 4 + 1 + moat_common::FEXIT_EVENT_PROGRAMS.len(),
+        Mechanism::Signal => 4 + moat_common::FATAL_PROGRAMS.len(),
+    };
+    assert_eq!(kernel.attached_programs().len(), expected);
+    assert_eq!(ids.len(), expected);
     let loaded = loaded_ids();
     assert!(
         ids.iter().all(|id| loaded.contains(id)),

@@ -10,7 +10,7 @@ mod kernel_common;
 use std::{fs, os::unix::fs::MetadataExt as _, path::Path};
 
 use kernel_common::{spawn_in, v2_root, TestCgroup};
-use moat_agent::kernel::{Kernel, KernelConfig, KernelSource};
+use moat_agent::kernel::{Kernel, KernelSource};
 use moat_common::V1_PIDS_ID_FLAG;
 
 /// The `max` count of a `pids.events` file.
@@ -95,7 +95,7 @@ fn a_removed_v1_pids_cgroup_leaves_its_final_count_of_refused_forks() {
         eprintln!("SKIP: pids is not on a v1 hierarchy here");
         return;
     }
-    let kernel = Kernel::load(KernelConfig::default()).expect("loading the kernel side");
+    let kernel = Kernel::load(kernel_common::config()).expect("loading the kernel side");
     // Anything removed before this test's cgroups is someone else's.
     kernel.retired_pids().unwrap();
 
@@ -118,7 +118,7 @@ fn a_removed_v2_pids_cgroup_leaves_its_final_count_of_refused_forks() {
         eprintln!("SKIP: pids is not enabled for the cgroup v2 root's children");
         return;
     }
-    let kernel = Kernel::load(KernelConfig::default()).expect("loading the kernel side");
+    let kernel = Kernel::load(kernel_common::config()).expect("loading the kernel side");
     kernel.retired_pids().unwrap();
 
     let limited = TestCgroup::v2_pids("retired", 2);

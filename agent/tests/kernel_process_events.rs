@@ -7,7 +7,7 @@ use std::{ffi::CString, fs, path::Path, time::Duration};
 
 use kernel_common::{events_of, spawn_in, TestCgroup};
 use moat_agent::{
-    kernel::{Kernel, KernelConfig},
+    kernel::Kernel,
     kernel::{KernelSnapshot, KernelSource, ProcessEventKind as Kind},
 };
 
@@ -15,7 +15,7 @@ const N: i64 = 12;
 const M: i64 = 7;
 
 fn kernel() -> Kernel {
-    Kernel::load(KernelConfig::default()).expect("loading the kernel side")
+    Kernel::load(kernel_common::config()).expect("loading the kernel side")
 }
 
 /// `vfork` and, in the child, `exit(0)` at once: written in assembly because the

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use kernel_common::{denials_of, named, spawn_in, Filter, TestCgroup, ARCH_X86_64};
 use moat_agent::{
-    kernel::{AuditReader, Kernel, KernelConfig},
+    kernel::{AuditReader, Kernel},
     kernel::{DenialAction, KernelSnapshot, KernelSource, ProcessEventKind},
 };
 
@@ -51,7 +51,7 @@ fn drain(reader: &mut AuditReader, cgroup: u64, totals: &mut (u64, u64)) -> u64 
 #[test]
 fn a_storm_of_denials_is_exact_and_audit_is_rate_limited() {
     skip_unless_privileged!();
-    let config = KernelConfig::default();
+    let config = kernel_common::config();
     let mut kernel = Kernel::load(config.clone()).expect("loading the kernel side");
     let mut reader = kernel.audit_reader().expect("audit reader");
     let filter = Filter::allow_except(

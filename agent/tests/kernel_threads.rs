@@ -28,7 +28,7 @@ fn filter() -> Filter {
 fn kernel() -> Kernel {
     Kernel::load(KernelConfig {
         audit_burst: 100_000,
-        ..KernelConfig::default()
+        ..kernel_common::config()
     })
     .expect("loading the kernel side")
 }

@@ -16,8 +16,8 @@ use std::{
 
 use kernel_common::{denials_of, spawn_in, Filter, TestCgroup, ARCH_X86_64};
 use moat_agent::{
+    kernel::Kernel,
     kernel::{DenialAction, KernelSource},
-    kernel::{Kernel, KernelConfig},
 };
 
 const N: i64 = 1000;
@@ -54,7 +54,7 @@ fn getppid_filter(action: &str) -> Filter {
 }
 
 fn kernel() -> Kernel {
-    Kernel::load(KernelConfig::default()).expect("loading the kernel side")
+    Kernel::load(kernel_common::config()).expect("loading the kernel side")
 }
 
 #[test]

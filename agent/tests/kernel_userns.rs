@@ -5,7 +5,7 @@ mod kernel_common;
 
 use kernel_common::{events_of, spawn_in, TestCgroup};
 use moat_agent::{
-    kernel::{Kernel, KernelConfig},
+    kernel::Kernel,
     kernel::{KernelSource, ProcessEventKind as Kind},
 };
 
@@ -22,7 +22,7 @@ fn reap(pid: i64) -> bool {
 #[test]
 fn user_namespaces_are_counted_once_per_creation() {
     skip_unless_privileged!();
-    let kernel = Kernel::load(KernelConfig::default()).expect("loading the kernel side");
+    let kernel = Kernel::load(kernel_common::config()).expect("loading the kernel side");
     let cgroup = TestCgroup::v2("userns");
     let newuser = libc::CLONE_NEWUSER as i64;
     let mut child = spawn_in(&[&cgroup], |shared| {
@@ -101,7 +101,7 @@ fn user_namespaces_are_counted_once_per_creation() {
 #[test]
 fn a_user_namespace_cloned_into_another_cgroup_is_counted_in_the_childs() {
     skip_unless_privileged!();
-    let kernel = Kernel::load(KernelConfig::default()).expect("loading the kernel side");
+    let kernel = Kernel::load(kernel_common::config()).expect("loading the kernel side");
     let parent_cgroup = TestCgroup::v2("userns-parent");
     let child_cgroup = TestCgroup::v2("userns-child");
     let target = std::fs::File::open(&child_cgroup.path).unwrap();

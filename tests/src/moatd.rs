@@ -72,6 +72,12 @@ pub fn cgroup_roots() -> Vec<&'static Path> {
     roots
 }
 
+/// The environment variable that forces moatd's `[tracing] mechanism` in
+/// every [`Moatd`] (unless a test's own configuration has a `[tracing]`
+/// section), as `scripts/test-kernels.sh --env MOAT_TEST_TRACING_MECHANISM=fexit`
+/// does to run the suites once per mechanism.
+pub const MECHANISM_ENV: &str = "MOAT_TEST_TRACING_MECHANISM";
+
 /// A fresh temporary directory (world-traversable, so workloads in a user
 /// namespace can reach files in it), removed on drop.
 pub struct TempDir(tempfile::TempDir);
@@ -210,10 +216,17 @@ impl Moatd {
             listener.local_addr().unwrap().port()
         };
         let config = dir.join("moatd.toml");
+        // The kernel lab runs the suites once per tracing mechanism.
+        let forced = match std::env::var(MECHANISM_ENV) {
+            Ok(mechanism) if !options.config.contains("[tracing]") => {
+                format!("[tracing]\nmechanism = \"{mechanism}\"\n")
+            }
+            _ => String::new(),
+        };
         std::fs::write(
             &config,
             format!(
-                "[workloads]\nmoat_parent = \"{}\"\npoll_interval_ms = {}\n{}",
+                "[workloads]\nmoat_parent = \"{}\"\npoll_interval_ms = {}\n{}\n{forced}",
                 parent.0,
                 options.poll_interval_ms.unwrap_or(100),
                 options.config

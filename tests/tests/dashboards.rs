@@ -451,6 +451,12 @@ fn families() -> Vec<Family> {
                 Level(1.0),
             )],
         ),
+        (
+            "moat_tracing_mode",
+            "gauge",
+            "moat_tracing_mode",
+            vec![(r#"denials="fatal",mechanism="signal""#, Level(1.0))],
+        ),
     ]
 }
 

@@ -126,6 +126,13 @@ pub const BUILD_INFO: MetricSpec = MetricSpec {
     kind: MetricKind::Gauge,
     labels: &["version", "kernel"],
 };
+/// `moat_tracing_mode`.
+pub const TRACING_MODE: MetricSpec = MetricSpec {
+    name: "moat_tracing_mode",
+    help: "Always 1; which seccomp denials this node counts (denials: all = ERRNO, TRAP and KILL; fatal = TRAP and KILL only, no ERRNO, failed forks or user namespaces) and how (mechanism: fexit, pairing, or signal for the fatal tier).",
+    kind: MetricKind::Gauge,
+    labels: &["denials", "mechanism"],
+};
 
 /// `moat_http_connections_open`.
 pub const HTTP_CONNECTIONS_OPEN: MetricSpec = MetricSpec {
@@ -174,7 +181,7 @@ pub const AUTHZ_POLICY_INFO: MetricSpec = MetricSpec {
 
 /// Every `moat_*` family, in the order moatd serves them. The `moat_authz_*`
 /// families are served when the authorization plugin is enabled.
-pub const FAMILIES: [&MetricSpec; 20] = [
+pub const FAMILIES: [&MetricSpec; 21] = [
     &SECCOMP_DENIALS,
     &FORKS,
     &EXECS,
@@ -191,6 +198,7 @@ pub const FAMILIES: [&MetricSpec; 20] = [
     &HTTP_CONNECTIONS_OPEN,
     &HTTP_CONNECTIONS_REJECTED,
     &BUILD_INFO,
+    &TRACING_MODE,
     &AUTHZ_REQUESTS,
     &AUTHZ_REQUEST_DURATION,
     &AUTHZ_POLICY_RELOADS,

@@ -91,6 +91,7 @@ pub(super) const SECTION_KEYS: &[(&str, &[&str])] = &[
         ],
     ),
     ("authz", super::authz::KEYS),
+    ("tracing", &["denials", "mechanism"]),
 ];
 
 /// Reads serde's `unknown field `x`, expected one of `a`, `b`` (or `expected `a``,

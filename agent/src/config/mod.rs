@@ -19,6 +19,9 @@ use serde::Deserialize;
 
 mod authz;
 mod keys;
+mod tracing;
+
+pub use tracing::TracingSection;
 
 #[cfg(test)]
 use keys::SECTION_KEYS;
@@ -59,6 +62,8 @@ pub struct Config {
     pub kernel: KernelSection,
     /// The Docker authorization plugin.
     pub authz: AuthzConfig,
+    /// Which seccomp refusals are counted, and how.
+    pub tracing: TracingSection,
 }
 
 /// `[http]`.
@@ -437,6 +442,7 @@ impl Config {
                 KernelField::ProcessMapEntries => "kernel.process_map_entries",
                 KernelField::RateMapEntries => "kernel.rate_map_entries",
                 KernelField::AuditChannelCapacity => "kernel.audit_channel_capacity",
+                KernelField::Mechanism => "tracing.mechanism",
             };
             return Err((key, format!("{}: {}", err.value, err.reason)));
         }
@@ -454,6 +460,8 @@ impl Config {
             rate_map_entries: self.kernel.rate_map_entries,
             audit_channel_capacity: self.kernel.audit_channel_capacity,
             cgroup_root: self.workloads.cgroup_root.clone(),
+            denials: self.tracing.denials,
+            mechanism: self.tracing.mechanism,
         }
     }
 

@@ -133,3 +133,33 @@ fn the_moat_parent_default_is_the_runtime_s() {
         moat_api::defaults::CGROUP_PARENT
     );
 }
+
+#[test]
+fn tracing_section_parses_and_refuses_bad_values() {
+    use crate::kernel::{DenialTier, MechanismChoice};
+    let config = parse("[tracing]\ndenials = \"fatal\"\n").unwrap();
+    assert_eq!(config.kernel_config().denials, DenialTier::Fatal);
+    assert_eq!(config.kernel_config().mechanism, MechanismChoice::Auto);
+    let config = parse("[tracing]\nmechanism = \"pairing\"\n").unwrap();
+    assert_eq!(config.kernel_config().mechanism, MechanismChoice::Pairing);
+    let err = parse("[tracing]\ndenials = \"some\"\n").unwrap_err();
+    assert!(
+        err.starts_with("/etc/moat/moatd.toml: tracing.denials: \"some\" is not a denial tier"),
+        "{err}"
+    );
+    let err = parse("[tracing]\nmechanism = \"kprobe\"\n").unwrap_err();
+    assert!(
+        err.starts_with(
+            "/etc/moat/moatd.toml: tracing.mechanism: \"kprobe\" is not a tracing mechanism"
+        ),
+        "{err}"
+    );
+    // A mechanism forced with the fatal tier would be silently ignored.
+    let err = parse("[tracing]\ndenials = \"fatal\"\nmechanism = \"fexit\"\n").unwrap_err();
+    assert!(
+        err.starts_with("/etc/moat/moatd.toml: tracing.mechanism: fexit: only \"auto\""),
+        "{err}"
+    );
+    let err = parse("[tracing]\ndenial = \"fatal\"\n").unwrap_err();
+    assert!(err.contains("did you mean `denials`?"), "{err}");
+}

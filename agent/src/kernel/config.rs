@@ -4,6 +4,8 @@ use std::path::PathBuf;
 
 use moat_common::AUDIT_DISABLED;
 
+use super::tracing::{DenialTier, MechanismChoice};
+
 /// Settings of the kernel side, fixed at load time.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KernelConfig {
@@ -29,6 +31,11 @@ pub struct KernelConfig {
     /// the v2 root's id and whether pids is on v1 come from there (see
     /// [`CgroupRekey`]).
     pub cgroup_root: PathBuf,
+    /// Which seccomp refusals are counted.
+    pub denials: DenialTier,
+    /// How refusals are counted in tier [`DenialTier::All`]; only `Auto` goes
+    /// with [`DenialTier::Fatal`].
+    pub mechanism: MechanismChoice,
 }
 
 impl Default for KernelConfig {
@@ -42,6 +49,8 @@ impl Default for KernelConfig {
             rate_map_entries: 4_096,
             audit_channel_capacity: 4_096,
             cgroup_root: PathBuf::from("/sys/fs/cgroup"),
+            denials: DenialTier::All,
+            mechanism: MechanismChoice::Auto,
         }
     }
 }
@@ -75,6 +84,8 @@ pub enum KernelField {
     RateMapEntries,
     /// [`KernelConfig::audit_channel_capacity`].
     AuditChannelCapacity,
+    /// [`KernelConfig::mechanism`].
+    Mechanism,
 }
 
 impl KernelField {
@@ -88,6 +99,7 @@ impl KernelField {
             KernelField::ProcessMapEntries => "process_map_entries",
             KernelField::RateMapEntries => "rate_map_entries",
             KernelField::AuditChannelCapacity => "audit_channel_capacity",
+            KernelField::Mechanism => "mechanism",
         }
     }
 }
@@ -165,6 +177,15 @@ impl KernelConfig {
                 KernelField::AuditChannelCapacity,
                 self.audit_channel_capacity,
                 format!("must be 1 to {MAX_AUDIT_CHANNEL}"),
+            ));
+        }
+        if self.denials == DenialTier::Fatal && self.mechanism != MechanismChoice::Auto {
+            // The fatal tier has one mechanism (signal_generate); a forced one
+            // would be silently ignored.
+            return Err(InvalidSetting::new(
+                KernelField::Mechanism,
+                self.mechanism.as_str(),
+                "only \"auto\" goes with denials = \"fatal\" (the mechanism chooses how the \"all\" tier counts)",
             ));
         }
         Ok(())
@@ -249,6 +270,14 @@ mod tests {
                 ..KernelConfig::default()
             },
             "rate_map_entries",
+        );
+        bad(
+            KernelConfig {
+                denials: DenialTier::Fatal,
+                mechanism: MechanismChoice::Pairing,
+                ..KernelConfig::default()
+            },
+            "mechanism",
         );
         // More than tokio's channels can take (they panic).
         bad(

@@ -68,6 +68,19 @@ pub enum Error {
         source: ProgramError,
     },
 
+    /// `mechanism = "fexit"` was asked for and the kernel refused it.
+    #[error(
+        "[tracing] mechanism = \"fexit\" was asked for, but this kernel refuses moat's fexit \
+         programs (on __secure_computing, kernel_clone, schedule_tail, ksys_unshare: \
+         BPF_PROG_TYPE_TRACING not allowed, or no BTF for a function); use mechanism = \"auto\" \
+         or \"pairing\""
+    )]
+    FexitUnavailable {
+        /// What aya reported for the first program refused.
+        #[source]
+        source: ProgramError,
+    },
+
     /// The object lacks a map the agent expects.
     #[error("the eBPF object has no map named `{name}`")]
     MissingMap {

@@ -10,16 +10,18 @@ use aya::{
 };
 use moat_common::{
     Counter, DenialKey, Params, PidsRetired, ProcessKey, AUDIT_DROPS_MAP, AUDIT_EVENTS_MAP,
-    AUDIT_RATE_MAP, DENIALS_MAP, IGNORED_EXITS_MAP, KERNEL_PROGRAMS, MAP_FULL_MAP, PARAMS_GLOBAL,
-    PIDS_RETIRED_MAP, PROCESS_EVENTS_MAP, THREAD_STATE_MAP,
+    AUDIT_RATE_MAP, DENIALS_MAP, IGNORED_EXITS_MAP, MAP_FULL_MAP, PARAMS_GLOBAL, PIDS_RETIRED_MAP,
+    PROCESS_EVENTS_MAP, THREAD_STATE_MAP,
 };
 
 use super::{
+    attach::attach_programs,
     btf::Btf,
     config::KernelConfig,
     error::{Error, Result},
     memlock,
     params::{read_pid_max, resolve_params, CgroupRekey},
+    tracing::TracingMode,
 };
 
 /// moat's node-wide programs, loaded and attached.
@@ -39,6 +41,9 @@ pub struct Kernel {
     pub(super) ring: Option<RingBuf<MapData>>,
     pub(super) params: Params,
     pub(super) config: KernelConfig,
+    pub(super) tracing: TracingMode,
+    /// Names of the programs attached, in attach order.
+    pub(super) attached: Vec<&'static str>,
     // Owns the programs and their links: dropped last, which detaches them.
     pub(super) ebpf: Ebpf,
 }
@@ -95,12 +100,7 @@ impl Kernel {
         let pids_retired = take_map(&mut ebpf, PIDS_RETIRED_MAP, HashMap::try_from)?;
         let ring = take_map(&mut ebpf, AUDIT_EVENTS_MAP, RingBuf::try_from)?;
 
-        // In order: the scheduler programs (which mark new tasks and follow exec)
-        // before sys_enter, and sys_enter before sys_exit, so that sys_exit never
-        // meets a slot the others could not have written yet.
-        for (name, tracepoint) in KERNEL_PROGRAMS {
-            attach(&mut ebpf, name, tracepoint)?;
-        }
+        let (tracing, attached) = attach_programs(&mut ebpf, &config)?;
         Ok(Kernel {
             reader: None,
             denials,
@@ -112,6 +112,8 @@ impl Kernel {
             ring: Some(ring),
             params,
             config,
+            tracing,
+            attached,
             ebpf,
         })
     }
@@ -126,12 +128,22 @@ impl Kernel {
         &self.config
     }
 
+    /// Which refusals are counted, and the mechanism chosen at load.
+    pub fn tracing_mode(&self) -> &TracingMode {
+        &self.tracing
+    }
+
+    /// Names of the attached programs, in attach order.
+    pub fn attached_programs(&self) -> &[&'static str] {
+        &self.attached
+    }
+
     /// The kernel's ids of the attached programs, in attach order (as `bpftool prog`
     /// shows them).
     pub fn program_ids(&self) -> Vec<u32> {
-        KERNEL_PROGRAMS
+        self.attached
             .iter()
-            .filter_map(|(name, _)| self.ebpf.program(name)?.info().ok())
+            .filter_map(|name| self.ebpf.program(name)?.info().ok())
             .map(|info| info.id())
             .collect()
     }
@@ -160,7 +172,8 @@ fn take_map<M>(
     convert(map).map_err(|source| Error::MapType { name, source })
 }
 
-fn attach(ebpf: &mut Ebpf, name: &'static str, tracepoint: &'static str) -> Result<()> {
+/// Loads the raw tracepoint program `name` and attaches it to `tracepoint`.
+pub(super) fn attach(ebpf: &mut Ebpf, name: &'static str, tracepoint: &'static str) -> Result<()> {
     let program: &mut RawTracePoint = ebpf
         .program_mut(name)
         .ok_or(Error::MissingProgram { name })?

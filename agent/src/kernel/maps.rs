@@ -18,6 +18,10 @@ use super::{
 };
 
 impl KernelSource for Kernel {
+    fn tracing_mode(&self) -> Option<crate::kernel::TracingMode> {
+        Some(self.tracing_mode().clone())
+    }
+
     fn snapshot(&self) -> Result<KernelSnapshot> {
         let mut denials = Vec::new();
         for item in self.denials.iter() {

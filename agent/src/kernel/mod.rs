@@ -9,6 +9,8 @@
 //! - [`ring`]: the ring-buffer reader, audit records decoded into [`AuditRecord`]s.
 //! - [`records`]: the plain types the rest of the agent sees of the kernel side, and
 //!   the [`KernelSource`] trait tests fake.
+//! - [`tracing`]: which refusals are counted (the tier) and how (the
+//!   mechanism), as configured and as chosen at load time.
 //! - [`mounts`], [`memlock`]: tracefs and bpffs, and the `RLIMIT_MEMLOCK` bump.
 //!
 //! What the programs count, how, and what they cannot see is described once, in
@@ -17,6 +19,7 @@
 //! Nothing here imports the collector, the exporters or the configuration file's
 //! types: the data flows one way, from here to `crate::collect`.
 
+mod attach;
 pub mod btf;
 pub mod cgroups;
 pub mod config;
@@ -28,6 +31,7 @@ pub mod mounts;
 pub mod params;
 pub mod records;
 pub mod ring;
+pub mod tracing;
 
 pub use config::KernelConfig;
 pub use error::{Error, Result};
@@ -37,3 +41,4 @@ pub use records::{
     ProcessEventCount, ProcessEventKind, RetiredPids,
 };
 pub use ring::{decode_record, AuditReader};
+pub use tracing::{DenialTier, Mechanism, MechanismChoice, TracingMode};

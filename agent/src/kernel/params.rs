@@ -80,6 +80,8 @@ pub fn resolve_params(
         regs_orig_ax: btf.member_offset("pt_regs.orig_ax")?,
         regs_di: btf.member_offset("pt_regs.di")?,
         regs_bx: btf.member_offset("pt_regs.bx")?,
+        regs_ax: btf.member_offset("pt_regs.ax")?,
+        task_flags: btf.member_offset("task_struct.flags")?,
         exit_has_group_dead,
         audit_interval_ns,
         audit_tolerance_ns,
@@ -134,6 +136,8 @@ pub fn resolve_params(
             ("pt_regs.orig_ax", 8),
             ("pt_regs.di", 8),
             ("pt_regs.bx", 8),
+            ("pt_regs.ax", 8),
+            ("task_struct.flags", 4),
         ],
     )?;
     Ok(params)

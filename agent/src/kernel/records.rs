@@ -160,4 +160,9 @@ pub trait KernelSource: Send + Sync {
     fn retired_pids(&self) -> crate::kernel::Result<Vec<RetiredPids>> {
         Ok(Vec::new())
     }
+
+    /// Which refusals are counted and how (`None`: not a loaded kernel side).
+    fn tracing_mode(&self) -> Option<crate::kernel::TracingMode> {
+        None
+    }
 }

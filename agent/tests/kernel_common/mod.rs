@@ -273,3 +273,74 @@ pub fn named(list: &[(&'static str, u64)], name: &str) -> u64 {
 pub const ARCH_X86_64: u32 = 0xC000_003E;
 /// `AUDIT_ARCH_I386`.
 pub const ARCH_I386: u32 = 0x4000_0003;
+
+/// The environment variable that forces the tracing mechanism of every
+/// kernel-side test (`auto`, `fexit` or `pairing`), so that the kernel lab can
+/// run the exact-count suites once per mechanism
+/// (`scripts/test-kernels.sh --env MOAT_TEST_TRACING_MECHANISM=fexit`).
+pub const MECHANISM_ENV: &str = "MOAT_TEST_TRACING_MECHANISM";
+
+/// The kernel side's default settings, with the mechanism [`MECHANISM_ENV`]
+/// forces (an unknown value fails the test rather than testing the default).
+pub fn config() -> moat_agent::kernel::KernelConfig {
+    let mut config = moat_agent::kernel::KernelConfig::default();
+    if let Ok(value) = std::env::var(MECHANISM_ENV) {
+        config.mechanism = moat_agent::kernel::MechanismChoice::parse(&value)
+            .unwrap_or_else(|| panic!("{MECHANISM_ENV}={value}: expected auto, fexit or pairing"));
+    }
+    config
+}
+
+/// The tracepoints of the raw tracepoint links this process holds, read from
+/// `/proc/self/fdinfo` (the kernel's own list, not moat's).
+pub fn raw_tracepoint_links() -> Vec<String> {
+    let mut names = Vec::new();
+    for entry in fs::read_dir("/proc/self/fd")
+        .expect("reading /proc/self/fd")
+        .flatten()
+    {
+        let Ok(target) = fs::read_link(entry.path()) else {
+            continue;
+        };
+        if target.to_string_lossy() != "anon_inode:bpf_link" {
+            continue;
+        }
+        let fd = entry.file_name();
+        let Ok(info) = fs::read_to_string(Path::new("/proc/self/fdinfo").join(&fd)) else {
+            continue;
+        };
+        if let Some(name) = info.lines().find_map(|line| line.strip_prefix("tp_name:")) {
+            names.push(name.trim().to_owned());
+        }
+    }
+    names.sort();
+    names
+}
+
+/// The kernel's `link_type` of every BPF link this process holds.
+pub fn link_types() -> Vec<String> {
+    let mut types = Vec::new();
+    for entry in fs::read_dir("/proc/self/fd")
+        .expect("reading /proc/self/fd")
+        .flatten()
+    {
+        let Ok(target) = fs::read_link(entry.path()) else {
+            continue;
+        };
+        if target.to_string_lossy() != "anon_inode:bpf_link" {
+            continue;
+        }
+        let Ok(info) = fs::read_to_string(Path::new("/proc/self/fdinfo").join(entry.file_name()))
+        else {
+            continue;
+        };
+        if let Some(kind) = info
+            .lines()
+            .find_map(|line| line.strip_prefix("link_type:"))
+        {
+            types.push(kind.trim().to_owned());
+        }
+    }
+    types.sort();
+    types
+}

@@ -35,6 +35,33 @@ pub const KERNEL_PROGRAMS: [(&str, &str); 6] = [
     (SYS_EXIT_PROGRAM, "sys_exit"),
 ];
 
+/// The programs that count denials in the `fatal` tier instead of the
+/// `sys_enter`/`sys_exit` pair: TRAP from `signal_generate` (KILL keeps being
+/// counted by [`SCHED_EXIT_PROGRAM`]). Attached after [`KERNEL_PROGRAMS`]' first
+/// four (the scheduler and cgroup programs).
+pub const FATAL_PROGRAMS: [(&str, &str); 1] = [(SIGNAL_GENERATE_PROGRAM, "signal_generate")];
+
+/// Raw tracepoint program on `signal_generate`: a SIGSYS that seccomp's TRAP
+/// raised (the `fatal` tier).
+pub const SIGNAL_GENERATE_PROGRAM: &str = "moat_signal_generate";
+/// fexit program on [`SECCOMP_FUNCTION`]: every syscall seccomp refused (the
+/// `fexit` mechanism of the `all` tier).
+pub const SECCOMP_EXIT_PROGRAM: &str = "moat_seccomp_exit";
+/// The kernel function whose return value says whether seccomp refused the
+/// syscall (-1) or let it run (0).
+pub const SECCOMP_FUNCTION: &str = "__secure_computing";
+
+/// The programs that count the process events of the syscall hooks (failed
+/// forks, user namespaces) under the `fexit` mechanism, with their kernel
+/// functions, in attach order: (program, function, is fentry).
+pub const FEXIT_EVENT_PROGRAMS: [(&str, &str, bool); 4] = [
+    // The child's first run (schedule_tail) before the clone that marks it.
+    ("moat_child_start", "schedule_tail", false),
+    ("moat_clone_entry", "kernel_clone", true),
+    ("moat_clone_exit", "kernel_clone", false),
+    ("moat_unshare_exit", "ksys_unshare", false),
+];
+
 /// Raw tracepoint program on `sys_enter`: marks the thread as inside a syscall.
 pub const SYS_ENTER_PROGRAM: &str = "moat_sys_enter";
 /// Raw tracepoint program on `sys_exit`: pairs the exit, classifies unpaired ones.
@@ -169,6 +196,11 @@ pub struct Params {
     /// 1 when pids is on a v1 hierarchy: removed pids cgroups are keyed as
     /// [`V1_PIDS_ID_FLAG`]` | id`.
     pub pids_on_v1: u32,
+    /// `pt_regs.ax` (the return value; seccomp's TRAP and KILL roll it back to
+    /// the syscall number).
+    pub regs_ax: u32,
+    /// `task_struct.flags` (`PF_KTHREAD`).
+    pub task_flags: u32,
     /// Explicit padding; zero.
     pub _pad2: u32,
 }
@@ -224,6 +256,8 @@ impl Params {
         cgroup_pids_css: 0,
         pids_hits: PIDS_HITS_UNKNOWN,
         pids_on_v1: 0,
+        regs_ax: 0,
+        task_flags: 0,
         _pad2: 0,
     };
 }
@@ -380,8 +414,12 @@ pub mod ignored_exit {
     /// The task has no seccomp filter, so the syscall was skipped by something else
     /// (a tracer that detached at the entry stop of a PTRACE_SYSEMU syscall, ...).
     pub const NO_FILTER: u32 = 5;
+    /// (`fatal` tier) A SIGSYS with `si_code == SYS_SECCOMP` that seccomp did not
+    /// raise: queued by the process itself (`rt_sigqueueinfo` and the like), or
+    /// sent to another thread than the current one.
+    pub const FORGED_SIGSYS: u32 = 6;
     /// Number of slots.
-    pub const COUNT: u32 = 6;
+    pub const COUNT: u32 = 7;
     /// Names, indexed like the slots.
     pub const NAMES: [&str; COUNT as usize] = [
         "unknown_thread",
@@ -390,6 +428,7 @@ pub mod ignored_exit {
         "no_syscall",
         "unclassified",
         "no_filter",
+        "forged_sigsys",
     ];
 }
 
@@ -420,7 +459,7 @@ mod tests {
     fn records_have_no_implicit_padding() {
         assert_eq!(
             core::mem::size_of::<Params>(),
-            12 * 4 + 2 * 8 + 2 * 4 + 2 * 8 + 6 * 4 + 4 * 4
+            12 * 4 + 2 * 8 + 2 * 4 + 2 * 8 + 6 * 4 + 4 * 4 + 2 * 4
         );
         assert_eq!(core::mem::size_of::<PidsRetired>(), 8 + RETIRED_PATH_BYTES);
         assert_eq!(core::mem::size_of::<DenialKey>(), 8 + 4 * 4);
@@ -430,8 +469,12 @@ mod tests {
 
     #[test]
     fn program_names_are_unique() {
-        for (i, (a, _)) in KERNEL_PROGRAMS.iter().enumerate() {
-            for (b, _) in &KERNEL_PROGRAMS[i + 1..] {
+        let mut names: Vec<&str> = KERNEL_PROGRAMS.iter().map(|(name, _)| *name).collect();
+        names.extend(FATAL_PROGRAMS.iter().map(|(name, _)| *name));
+        names.push(SECCOMP_EXIT_PROGRAM);
+        names.extend(FEXIT_EVENT_PROGRAMS.iter().map(|(name, _, _)| *name));
+        for (i, a) in names.iter().enumerate() {
+            for b in &names[i + 1..] {
                 assert_ne!(a, b);
             }
         }

@@ -33,6 +33,11 @@
 //! because `KILL_THREAD` in a multi-threaded process exits inside the entry path and
 //! never reaches `sys_exit`; counting every kill there, and only there, counts each
 //! exactly once.
+//!
+//! That pairing is one of three ways of counting refusals (`[tracing]` in
+//! moatd.toml, see `docs/kernel-side.md`); the others are in [`refusals`]
+//! (fexit on `__secure_computing`, and `signal_generate` for the `fatal` tier)
+//! and [`fexit_events`] (the pairing's process events under fexit).
 #![no_std]
 #![no_main]
 
@@ -131,6 +136,9 @@ macro_rules! param {
         unsafe { read_volatile(addr_of!((*params).$field)) }
     }};
 }
+
+mod fexit_events;
+mod refusals;
 
 // ---------------------------------------------------------------------------
 // Thread state encoding: state in bits 56..64, flags in 48..56, syscall nr in 0..32.
@@ -410,24 +418,7 @@ fn unpaired_exit(ctx: &RawTracePointContext) -> Result<(), Error> {
         SECCOMP_MODE_DISABLED => return increment(&IGNORED_EXITS, ignored_exit::NO_FILTER),
         _ => {}
     }
-    if read_kernel::<u32>(task, param!(task_ptrace))? != 0 {
-        return increment(&IGNORED_EXITS, ignored_exit::PTRACED);
-    }
-    let (denial, errno) = if ret == nr && sigsys_pending(task) {
-        // TRAP rolls the return value back to the syscall number and raises SIGSYS.
-        (action::TRAP, 0)
-    } else if (-MAX_ERRNO..=0).contains(&ret) {
-        // ERRNO returns -errno (0 for SECCOMP_RET_ERRNO with data 0).
-        (action::ERRNO, (-ret) as u32)
-    } else {
-        return increment(&IGNORED_EXITS, ignored_exit::UNCLASSIFIED);
-    };
-    let arch = if is_compat(task) {
-        AUDIT_ARCH_I386
-    } else {
-        AUDIT_ARCH_X86_64
-    };
-    count_denial(workload_cgroup(), arch, nr as i32, denial, errno)
+    refusals::count_refusal(task, nr, ret)
 }
 
 // ---------------------------------------------------------------------------

@@ -34,7 +34,10 @@ use super::{
     audit_log::{AuditStats, DropReason},
     http::HttpStats,
 };
-use crate::collect::snapshot::{Labels, Series, Snapshot};
+use crate::{
+    collect::snapshot::{Labels, Series, Snapshot},
+    kernel::TracingMode,
+};
 
 /// Why a scrape could not be rendered.
 #[derive(Debug, thiserror::Error)]
@@ -108,6 +111,8 @@ pub struct MoatCollector {
     http: Arc<HttpStats>,
     descs: Vec<Desc>,
     build_labels: Labels,
+    /// `moat_tracing_mode`'s labels, when a kernel side is loaded.
+    tracing_labels: Option<Labels>,
     /// The snapshot the scrape in progress renders.
     snapshot: Mutex<Arc<Snapshot>>,
 }
@@ -127,11 +132,12 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 impl MoatCollector {
     /// A collector of the audit writer's counts `audit`, the HTTP server's
     /// `http` and the snapshots it is given; `kernel_release` labels
-    /// `moat_build_info`.
+    /// `moat_build_info`; `tracing` labels `moat_tracing_mode`.
     pub fn new(
         audit: Arc<AuditStats>,
         http: Arc<HttpStats>,
         kernel_release: &str,
+        tracing: Option<&TracingMode>,
     ) -> prometheus::Result<Self> {
         // The authorization plugin's families have their own collector.
         let descs = spec::FAMILIES
@@ -154,6 +160,12 @@ impl MoatCollector {
                 Arc::from(env!("CARGO_PKG_VERSION")),
                 Arc::from(kernel_release),
             ],
+            tracing_labels: tracing.map(|mode| {
+                vec![
+                    Arc::from(mode.tier.as_str()),
+                    Arc::from(mode.mechanism.as_str()),
+                ]
+            }),
             snapshot: Mutex::new(Arc::new(Snapshot::default())),
         })
     }
@@ -193,6 +205,10 @@ impl MoatCollector {
         overflow.add(Vec::new(), snapshot.label_overflow as f64);
         let mut build = Series::default();
         build.add(self.build_labels.clone(), 1.0);
+        let mut tracing = Series::default();
+        if let Some(labels) = &self.tracing_labels {
+            tracing.add(labels.clone(), 1.0);
+        }
         let mut http_open = Series::default();
         http_open.add(Vec::new(), self.http.open() as f64);
         let mut http_rejected = Series::default();
@@ -217,6 +233,7 @@ impl MoatCollector {
             into_family(&http_open, &spec::HTTP_CONNECTIONS_OPEN),
             into_family(&http_rejected, &spec::HTTP_CONNECTIONS_REJECTED),
             into_family(&build, &spec::BUILD_INFO),
+            into_family(&tracing, &spec::TRACING_MODE),
         ]
     }
 }
@@ -260,14 +277,16 @@ impl Collector for Shared {
 
 impl Metrics {
     /// The `moat_*` collector over the audit counts `audit` and the HTTP
-    /// server's `http`, and the process collector.
+    /// server's `http` (with the kernel side's `tracing` mode), and the process
+    /// collector.
     pub fn new(
         audit: Arc<AuditStats>,
         http: Arc<HttpStats>,
         kernel_release: &str,
+        tracing: Option<&TracingMode>,
     ) -> prometheus::Result<Self> {
         let registry = Registry::new();
-        let collector = Arc::new(MoatCollector::new(audit, http, kernel_release)?);
+        let collector = Arc::new(MoatCollector::new(audit, http, kernel_release, tracing)?);
         registry.register(Box::new(Shared(collector.clone())))?;
         registry.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),

@@ -13,6 +13,11 @@ pub(super) struct Moatd {
 
 impl Moatd {
     pub(super) fn start(env: &Env, tag: &str) -> Result<Moatd, String> {
+        Self::start_with(env, tag, &env.config)
+    }
+
+    /// Starts moatd with the configuration file `config`.
+    pub(super) fn start_with(env: &Env, tag: &str, config: &Path) -> Result<Moatd, String> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .map_err(|e| format!("finding a free port: {e}"))?
@@ -25,7 +30,7 @@ impl Moatd {
         let t = Instant::now();
         let child = Command::new(&env.moatd)
             .arg("--config")
-            .arg(&env.config)
+            .arg(config)
             .arg("--listen")
             .arg(addr.to_string())
             .arg("--audit-log")

@@ -7,7 +7,9 @@
 use moat_tests::bench::Stats;
 use moat_tests::results::{Comparison, Goal, Peer, Plot, PlotKind, Point, Results, Series, Value};
 
-use super::overhead::{Overhead, VARIANTS, V_BPFTRACE, V_EXIT, V_MOATD, V_NONE, V_PAIR, WORKLOADS};
+use super::overhead::{
+    Overhead, VARIANTS, V_BPFTRACE, V_EXIT, V_FATAL, V_MOATD, V_NONE, V_PAIR, WORKLOADS,
+};
 use super::{Config, Many, Measured, GOAL_READY_MS, GOAL_STORM_SCRAPE_MS, STORM_NAME};
 
 const OVERHEAD: &str = "Tracing overhead";
@@ -67,7 +69,7 @@ fn overhead(o: &Overhead, out: &mut Vec<Comparison>) {
             } else {
                 noise_note(o, w)
             },
-            peers: [V_NONE, V_BPFTRACE, V_EXIT, V_PAIR]
+            peers: [V_NONE, V_BPFTRACE, V_EXIT, V_PAIR, V_FATAL]
                 .iter()
                 .map(|&v| peer(o, v, w))
                 .collect(),
@@ -80,11 +82,28 @@ fn overhead(o: &Overhead, out: &mut Vec<Comparison>) {
                 note: None,
                 peers: vec![peer(o, V_PAIR, w), peer(o, V_EXIT, w)],
                 baseline: Some(VARIANTS[V_PAIR].into()),
+                goal: Some(o.goal_over_floor(w)),
                 ..alone(
                     OVERHEAD,
                     format!("{}: moatd over the empty-program floor", wl.label),
                     wl.unit,
                     o.value(V_MOATD, w),
+                )
+            });
+            out.push(Comparison {
+                note: Some(
+                    "moatd with [tracing] denials = \"fatal\": TRAP and KILL only, from \
+                     signal_generate and the exit tracepoint, no program on any syscall"
+                        .into(),
+                ),
+                peers: vec![peer(o, V_NONE, w)],
+                baseline: Some(VARIANTS[V_NONE].into()),
+                goal: Some(o.goal_fatal(w)),
+                ..alone(
+                    OVERHEAD,
+                    format!("{}: moatd, fatal tier", wl.label),
+                    wl.unit,
+                    o.value(V_FATAL, w),
                 )
             });
         }
@@ -267,7 +286,7 @@ fn scale(l: &Many, out: &mut Vec<Comparison>) {
 /// the variant's fastest and slowest round over the same no-agent median
 /// (so the bar's median always lies within it).
 fn overhead_plot(o: &Overhead) -> Plot {
-    let series = [V_MOATD, V_BPFTRACE, V_EXIT, V_PAIR]
+    let series = [V_MOATD, V_FATAL, V_BPFTRACE, V_EXIT, V_PAIR]
         .iter()
         .filter(|&&v| o.skipped[v].is_none())
         .map(|&v| Series {

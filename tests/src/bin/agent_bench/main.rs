@@ -126,6 +126,10 @@ fn sample_sum(body: &str, metric: &str, labels: &[(&str, &str)]) -> Option<f64> 
 
 /// Goals, from issue 4.
 const GOAL_GETPPID: f64 = 1.35;
+/// moatd with `[tracing] denials = "fatal"` against no agent (issue 14).
+const GOAL_FATAL_GETPPID: f64 = 1.02;
+/// moatd (pairing) against the empty-program floor on the same hooks (issue 14).
+const GOAL_OVER_FLOOR: f64 = 1.05;
 const GOAL_FORK: f64 = 1.03;
 const GOAL_HASH: f64 = 1.01;
 const GOAL_READY_MS: f64 = 500.0;
@@ -273,6 +277,8 @@ struct Env {
     created_parent: bool,
     tmp: PathBuf,
     config: PathBuf,
+    /// The same with `[tracing] denials = "fatal"`.
+    config_fatal: PathBuf,
     started: Instant,
 }
 
@@ -349,11 +355,17 @@ fn run(cfg: Config) -> Result<String, String> {
         created_parent,
         tmp: tmp.clone(),
         config: tmp.join("moatd.toml"),
+        config_fatal: tmp.join("moatd-fatal.toml"),
         started,
     };
     std::fs::create_dir_all(&env.tmp).map_err(|e| format!("mkdir {}: {e}", tmp.display()))?;
     std::fs::write(&env.config, "[workloads]\nmax_labels = 2000\n")
         .map_err(|e| format!("writing {}: {e}", env.config.display()))?;
+    std::fs::write(
+        &env.config_fatal,
+        "[workloads]\nmax_labels = 2000\n[tracing]\ndenials = \"fatal\"\n",
+    )
+    .map_err(|e| format!("writing {}: {e}", env.config_fatal.display()))?;
     std::fs::write(env.tmp.join("count.bt"), BPFTRACE_SCRIPT)
         .map_err(|e| format!("writing the bpftrace script: {e}"))?;
     for name in std::iter::once(STORM_NAME.to_string())

@@ -12,7 +12,10 @@ use moat_tests::results::{Goal, Value};
 
 use super::floor::{self, Floor};
 use super::piped::PipedChild;
-use super::{Bpftrace, Config, Env, Moatd, GOAL_FORK, GOAL_GETPPID, GOAL_HASH, HASH_BATCH, SETTLE};
+use super::{
+    Bpftrace, Config, Env, Moatd, GOAL_FATAL_GETPPID, GOAL_FORK, GOAL_GETPPID, GOAL_HASH,
+    GOAL_OVER_FLOOR, HASH_BATCH, SETTLE,
+};
 
 // ---------------------------------------------------------------------------
 // The worker process of the overhead workloads.
@@ -137,18 +140,21 @@ pub(super) fn hash_file_list(max: usize) -> Result<Vec<PathBuf>, String> {
 // Part 1: overhead.
 
 /// The overhead variants, in column order; the `V_*` constants index it.
-pub(super) const VARIANTS: [&str; 5] = [
+pub(super) const VARIANTS: [&str; 6] = [
     "no agent",
     "moatd",
     "bpftrace",
     "empty sys_exit",
     "empty sys_enter+sys_exit",
+    "moatd fatal",
 ];
 pub(super) const V_NONE: usize = 0;
 pub(super) const V_MOATD: usize = 1;
 pub(super) const V_BPFTRACE: usize = 2;
 pub(super) const V_EXIT: usize = 3;
 pub(super) const V_PAIR: usize = 4;
+/// moatd with `[tracing] denials = "fatal"`: no program on any syscall.
+pub(super) const V_FATAL: usize = 5;
 
 /// An overhead workload.
 pub(super) struct Workload {
@@ -235,6 +241,24 @@ impl Overhead {
         }
     }
 
+    /// moatd (the pairing here) over the empty-program floor on workload `w`.
+    pub(super) fn goal_over_floor(&self, w: usize) -> Goal {
+        Goal {
+            text: format!("≤ {GOAL_OVER_FLOOR}× the floor"),
+            met: self.ratio(V_MOATD, V_PAIR, w).map(|r| r <= GOAL_OVER_FLOOR),
+        }
+    }
+
+    /// moatd's fatal tier against no agent on workload `w`.
+    pub(super) fn goal_fatal(&self, w: usize) -> Goal {
+        Goal {
+            text: format!("≤ {GOAL_FATAL_GETPPID}× no agent"),
+            met: self
+                .ratio(V_FATAL, V_NONE, w)
+                .map(|r| r <= GOAL_FATAL_GETPPID),
+        }
+    }
+
     pub(super) fn rows(&self, rows: &mut Vec<Row>) {
         for (w, wl) in WORKLOADS.iter().enumerate() {
             for (v, var) in VARIANTS.iter().enumerate() {
@@ -261,12 +285,27 @@ impl Overhead {
             }
             // The cost of moatd's own logic, over the machine's fixed price
             // of the tracepoints it attaches to; the syscall loop is where
-            // that price dominates.
+            // that price dominates. And the fatal tier, which attaches to no
+            // syscall hook at all.
             if w == 0 {
-                rows.push(Row::info(
-                    format!("{}: moatd / {}", wl.label, VARIANTS[V_PAIR]),
-                    self.ratio_cell(V_MOATD, V_PAIR, w),
-                ));
+                let floor = self.goal_over_floor(w);
+                rows.push(Row {
+                    goal: floor.text,
+                    met: floor.met.map_or("—", bench::yes_no).into(),
+                    ..Row::info(
+                        format!("{}: moatd / {}", wl.label, VARIANTS[V_PAIR]),
+                        self.ratio_cell(V_MOATD, V_PAIR, w),
+                    )
+                });
+                let fatal = self.goal_fatal(w);
+                rows.push(Row {
+                    goal: fatal.text,
+                    met: fatal.met.map_or("—", bench::yes_no).into(),
+                    ..Row::info(
+                        format!("{}: {} / no agent", wl.label, VARIANTS[V_FATAL]),
+                        self.ratio_cell(V_FATAL, V_NONE, w),
+                    )
+                });
             }
         }
     }
@@ -306,6 +345,11 @@ impl Agent {
             V_BPFTRACE => {
                 let bin = env.bpftrace.as_ref().ok_or("bpftrace is not installed")?;
                 Agent::Bpftrace(Bpftrace::start(env, bin)?)
+            }
+            V_FATAL => {
+                let m = Moatd::start_with(env, "overhead-fatal", &env.config_fatal)?;
+                ready_ms.push(m.ready_ms);
+                Agent::Moatd(m)
             }
             V_EXIT => Agent::Floor(floor::Attached::attach(Floor::Exit)?),
             V_PAIR => Agent::Floor(floor::Attached::attach(Floor::Pair)?),
