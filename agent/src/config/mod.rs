@@ -449,6 +449,7 @@ impl Config {
             rate_map_entries: self.kernel.rate_map_entries,
             audit_channel_capacity: self.kernel.audit_channel_capacity,
             cgroup_root: self.workloads.cgroup_root.clone(),
+            record_pin_dir: crate::kernel::config::record_pin_dir_from_env(),
         }
     }
 

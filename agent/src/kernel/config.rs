@@ -29,6 +29,10 @@ pub struct KernelConfig {
     /// the v2 root's id and whether pids is on v1 come from there (see
     /// [`CgroupRekey`]).
     pub cgroup_root: PathBuf,
+    /// The bpffs directory where the profile-recording maps are pinned, for
+    /// `moat run --record-profile` and `moat profile record` to open
+    /// (`MOAT_BPF_DIR`, default `/sys/fs/bpf/moat`).
+    pub record_pin_dir: PathBuf,
 }
 
 impl Default for KernelConfig {
@@ -42,8 +46,18 @@ impl Default for KernelConfig {
             rate_map_entries: 4_096,
             audit_channel_capacity: 4_096,
             cgroup_root: PathBuf::from("/sys/fs/cgroup"),
+            record_pin_dir: record_pin_dir_from_env(),
         }
     }
+}
+
+/// `MOAT_BPF_DIR` if set (tests and hosts with several agents use their own
+/// directory), else `moat_common::RECORD_PIN_DIR`; `moat` reads the same
+/// variable.
+pub fn record_pin_dir_from_env() -> PathBuf {
+    std::env::var_os("MOAT_BPF_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(moat_common::RECORD_PIN_DIR))
 }
 
 /// The largest audit ring buffer: 256 MiB of kernel memory for audit records
