@@ -13,9 +13,12 @@ const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
 const BPF_MAP_DELETE_ELEM: libc::c_long = 3;
 const BPF_MAP_GET_NEXT_KEY: libc::c_long = 4;
 const BPF_OBJ_GET: libc::c_long = 7;
-const BPF_PROG_GET_NEXT_ID: libc::c_long = 11;
 const BPF_PROG_GET_FD_BY_ID: libc::c_long = 13;
 const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+const BPF_LINK_GET_FD_BY_ID: libc::c_long = 30;
+const BPF_LINK_GET_NEXT_ID: libc::c_long = 31;
+/// `BPF_LINK_TYPE_RAW_TRACEPOINT`.
+const LINK_RAW_TRACEPOINT: u32 = 1;
 
 /// `BPF_ANY`: create or replace.
 pub const BPF_ANY: u64 = 0;
@@ -210,48 +213,85 @@ impl PinnedMap {
     }
 }
 
-/// Whether some loaded program uses the map with id `map_id`: moatd's
-/// programs are loaded exactly while moatd runs (pins outlive it).
-pub fn map_in_use(map_id: u32) -> io::Result<bool> {
+/// The head of `struct bpf_link_info`.
+#[repr(C)]
+#[derive(Default)]
+struct LinkInfoHead {
+    link_type: u32,
+    id: u32,
+    prog_id: u32,
+    _pad: u32,
+    tp_name: u64,
+    tp_name_len: u32,
+    _pad2: u32,
+}
+
+/// The ids of the raw tracepoint links whose program uses the map `map_id`:
+/// moatd's attached `sys_enter` program. A link goes away (synchronously)
+/// when moatd's descriptors close, unlike a program, whose release the
+/// kernel may defer; so a link is the proof that a moatd is recording.
+pub fn recording_links(map_id: u32) -> io::Result<Vec<u32>> {
+    let mut out = Vec::new();
     let mut start = 0u32;
     loop {
         let mut attr = IdAttr {
             id: start,
             ..Default::default()
         };
-        match sys_bpf(BPF_PROG_GET_NEXT_ID, &mut attr) {
+        match sys_bpf(BPF_LINK_GET_NEXT_ID, &mut attr) {
             Ok(_) => start = attr.next_id,
-            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(false),
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(out),
             Err(e) => return Err(e),
         }
-        let mut attr = IdAttr {
-            id: start,
-            ..Default::default()
+        let Some(link) = fd_by_id(BPF_LINK_GET_FD_BY_ID, start)? else {
+            continue;
         };
-        let fd = match sys_bpf(BPF_PROG_GET_FD_BY_ID, &mut attr) {
-            // SAFETY: a new descriptor that we own.
-            Ok(raw) => unsafe { OwnedFd::from_raw_fd(raw as i32) },
-            // Unloaded since it was listed.
-            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => continue,
-            Err(e) => return Err(e),
-        };
-        let mut ids = [0u32; 64];
-        let mut info = ProgInfoHead {
-            nr_map_ids: ids.len() as u32,
-            map_ids: ids.as_mut_ptr() as u64,
-            ..Default::default()
-        };
-        let mut attr = InfoAttr {
-            bpf_fd: fd.as_raw_fd() as u32,
-            info_len: std::mem::size_of::<ProgInfoHead>() as u32,
-            info: &mut info as *mut ProgInfoHead as u64,
-        };
-        if sys_bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr).is_err() {
+        let mut info = LinkInfoHead::default();
+        if obj_info(&link, &mut info).is_err() || info.link_type != LINK_RAW_TRACEPOINT {
             continue;
         }
-        let n = (info.nr_map_ids as usize).min(ids.len());
-        if ids[..n].contains(&map_id) {
-            return Ok(true);
+        if prog_uses_map(info.prog_id, map_id)? {
+            out.push(info.id);
         }
     }
+}
+
+fn fd_by_id(cmd: libc::c_long, id: u32) -> io::Result<Option<OwnedFd>> {
+    let mut attr = IdAttr {
+        id,
+        ..Default::default()
+    };
+    match sys_bpf(cmd, &mut attr) {
+        // SAFETY: a new descriptor that we own.
+        Ok(raw) => Ok(Some(unsafe { OwnedFd::from_raw_fd(raw as i32) })),
+        // Gone since it was listed.
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+fn obj_info<T>(fd: &OwnedFd, info: &mut T) -> io::Result<()> {
+    let mut attr = InfoAttr {
+        bpf_fd: fd.as_raw_fd() as u32,
+        info_len: std::mem::size_of::<T>() as u32,
+        info: info as *mut T as u64,
+    };
+    sys_bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr).map(|_| ())
+}
+
+fn prog_uses_map(prog_id: u32, map_id: u32) -> io::Result<bool> {
+    let Some(prog) = fd_by_id(BPF_PROG_GET_FD_BY_ID, prog_id)? else {
+        return Ok(false);
+    };
+    let mut ids = [0u32; 64];
+    let mut info = ProgInfoHead {
+        nr_map_ids: ids.len() as u32,
+        map_ids: ids.as_mut_ptr() as u64,
+        ..Default::default()
+    };
+    if obj_info(&prog, &mut info).is_err() {
+        return Ok(false);
+    }
+    let n = (info.nr_map_ids as usize).min(ids.len());
+    Ok(ids[..n].contains(&map_id))
 }

@@ -17,7 +17,7 @@ use moat_common::{
     V1_PIDS_ID_FLAG,
 };
 
-use super::bpf::{map_in_use, PinnedMap, BPF_ANY};
+use super::bpf::{recording_links, PinnedMap, BPF_ANY};
 use super::RecordError;
 
 /// `MOAT_BPF_DIR`, else where moatd pins by default.
@@ -34,6 +34,8 @@ pub struct RecordMaps {
     gate: PinnedMap,
     cgroups: PinnedMap,
     syscalls: PinnedMap,
+    /// The links of moatd's recording program when the maps were opened.
+    links: Vec<u32>,
 }
 
 /// What a recording saw.
@@ -43,6 +45,9 @@ pub struct Recorded {
     pub syscalls: BTreeSet<(u32, u32)>,
     /// Syscalls that could not be recorded (the kernel's map was full).
     pub lost: u64,
+    /// Whether moatd's program recorded without a break (the same link
+    /// from start to end).
+    pub continuous: bool,
     /// Whether the recording got past its start (an armed recording whose
     /// command never executed saw nothing of it).
     pub started: bool,
@@ -70,19 +75,30 @@ impl RecordMaps {
             gate: open(RECORD_GATE_MAP, 4, 4)?,
             cgroups: open(RECORD_CGROUPS_MAP, 8, std::mem::size_of::<RecordState>())?,
             syscalls: open(RECORD_SYSCALLS_MAP, std::mem::size_of::<RecordKey>(), 1)?,
+            links: Vec::new(),
         };
-        let live = map_in_use(maps.syscalls.id).map_err(|source| RecordError::Map {
-            path: dir.join(RECORD_SYSCALLS_MAP),
-            source,
-        })?;
-        if !live {
+        let links = maps.live_links()?;
+        if links.is_empty() {
             return Err(RecordError::NoAgent {
                 dir: dir.to_path_buf(),
-                reason: "its maps are pinned there but no loaded program uses them (moatd stopped)"
-                    .into(),
+                reason:
+                    "its maps are pinned there but no attached program uses them (moatd stopped)"
+                        .into(),
             });
         }
-        Ok(maps)
+        Ok(RecordMaps { links, ..maps })
+    }
+
+    fn live_links(&self) -> Result<Vec<u32>, RecordError> {
+        recording_links(self.syscalls.id).map_err(|e| self.err(RECORD_SYSCALLS_MAP, e))
+    }
+
+    /// Whether a program that was recording when the maps were opened still
+    /// is: if every one of them went (moatd stopped, even if another has
+    /// started since), syscalls may have gone unrecorded.
+    pub fn still_recording(&self) -> Result<bool, RecordError> {
+        let now = self.live_links()?;
+        Ok(self.links.iter().any(|l| now.contains(l)))
     }
 
     /// Starts recording the cgroup `key` (a v2 cgroup id, or
@@ -120,7 +136,9 @@ impl RecordMaps {
             .cgroups
             .lookup(&key)
             .map_err(|e| self.err(RECORD_CGROUPS_MAP, e))?;
+        let continuous = self.still_recording()?;
         let mut recorded = Recorded {
+            continuous,
             lost: state.map_or(0, |s| s.lost),
             started: state.is_some_and(|s| s.state == record_state::RECORDING),
             ..Default::default()

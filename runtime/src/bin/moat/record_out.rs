@@ -56,6 +56,9 @@ pub fn write_recording(target: &RecordTarget, recorded: &Recorded) -> Result<Str
             lost: recorded.lost
         });
     }
+    if !recorded.continuous {
+        bail!("moatd stopped while the command ran, so some of its syscalls may not have been recorded: nothing was written to {}; run it again with moatd running", target.path.display());
+    }
     if !recorded.started {
         bail!("the command never started (its execve did not succeed): nothing was recorded and {} was not written", target.path.display());
     }
