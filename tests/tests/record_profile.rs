@@ -242,7 +242,9 @@ fn records_exactly_the_syscalls_strace_lists_and_the_profile_replays() {
     );
     // What each part of the workload alone makes: the thread (getcwd),
     // the fork's parent (wait4), the exec'd helper (sysinfo).
-    for name in ["getcwd", "clone", "wait4", "execve", "sysinfo", "exit", "write"] {
+    for name in [
+        "getcwd", "clone", "wait4", "execve", "sysinfo", "exit", "write",
+    ] {
         assert!(recorded.contains(name), "{name} missing: {recorded:?}");
     }
 

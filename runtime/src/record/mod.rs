@@ -10,6 +10,7 @@
 //! profile ([`write`]). [`merge`] and [`diff`] work on the written files.
 
 pub mod bpf;
+pub mod diff;
 pub mod session;
 pub mod write;
 
