@@ -421,3 +421,69 @@ fn without_a_running_moatd_the_command_does_not_run() {
     );
     assert!(!marker.exists() && !profile.exists());
 }
+
+#[test]
+fn record_mode_merge_makes_the_union_of_runs() {
+    skip_unless_able!();
+    let _layout = moat_tests::cgroup_layout_lock(false);
+    let progs = Programs::build();
+    let agent = Moatd::start("rec-merge");
+    let scratch = TempDir::new("rec-merge");
+    let (w, ws) = (progs.path("workload"), progs.path("workload-static"));
+    let (one, two, merged) = (
+        scratch.join("one.json"),
+        scratch.join("two.json"),
+        scratch.join("merged.json"),
+    );
+    for (name, file, mode, cmd) in [
+        ("rec-m1", &one, "overwrite", [w.as_str(), "int80"]),
+        ("rec-m2", &two, "overwrite", [ws.as_str(), "quick"]),
+        ("rec-m3", &merged, "overwrite", [w.as_str(), "int80"]),
+        ("rec-m4", &merged, "merge", [ws.as_str(), "quick"]),
+    ] {
+        let o = record(&agent, name, file, &["--record-mode", mode], &cmd);
+        assert!(o.status.success(), "{name}: {}", err(&o));
+    }
+    let (one, two, merged) = (
+        read_profile(&one),
+        read_profile(&two),
+        read_profile(&merged),
+    );
+    let mut union = one.per_arch.clone();
+    for (arch, names) in two.per_arch {
+        union.entry(arch).or_default().extend(names);
+    }
+    assert_eq!(merged.per_arch, union);
+    assert_eq!(
+        merged.json["architectures"],
+        serde_json::json!(["SCMP_ARCH_X86_64", "SCMP_ARCH_X86"])
+    );
+    assert!(
+        merged.json["comment"]
+            .as_str()
+            .unwrap()
+            .contains("merged with the profile that was there"),
+        "{}",
+        merged.json["comment"]
+    );
+
+    // A merge target that is not a profile: refused before anything runs.
+    let bad = scratch.join("bad.json");
+    std::fs::write(&bad, "{\"defaultAction\": 1}").unwrap();
+    let marker = scratch.join("ran");
+    let touch = format!("echo > {}", marker.display());
+    let o = record(
+        &agent,
+        "rec-m5",
+        &bad,
+        &["--record-mode", "merge"],
+        &["sh", "-c", &touch],
+    );
+    assert_eq!(o.status.code(), Some(125), "{}", err(&o));
+    assert!(err(&o).contains("bad.json"), "{}", err(&o));
+    assert!(!marker.exists());
+    assert_eq!(
+        std::fs::read_to_string(&bad).unwrap(),
+        "{\"defaultAction\": 1}"
+    );
+}

@@ -117,3 +117,6 @@ impl Drop for Recorder {
         self.abandon();
     }
 }
+
+#[cfg(test)]
+mod tests;
