@@ -487,3 +487,204 @@ fn record_mode_merge_makes_the_union_of_runs() {
         "{\"defaultAction\": 1}"
     );
 }
+
+/// A private dockerd (vfs storage, no bridge, no iptables) with a busybox
+/// image `bb:latest`; stopped on drop.
+struct Dockerd {
+    child: std::process::Child,
+    host: String,
+    dir: TempDir,
+}
+
+impl Dockerd {
+    fn start() -> Option<Dockerd> {
+        let (Some(dockerd), Some(_), Some(busybox)) = (
+            moat_tests::which("dockerd"),
+            moat_tests::which("docker"),
+            moat_tests::which("busybox"),
+        ) else {
+            eprintln!("SKIP: dockerd, docker or busybox is not installed");
+            return None;
+        };
+        let dir = TempDir::new("rec-dockerd");
+        let host = format!("unix://{}", dir.join("docker.sock").display());
+        let child = Command::new(dockerd)
+            .args(["--iptables=false", "--ip6tables=false", "--bridge=none"])
+            .args(["--storage-driver=vfs", "--host", &host, "--data-root"])
+            .arg(dir.join("data"))
+            .arg("--exec-root")
+            .arg(dir.join("exec"))
+            .arg("--pidfile")
+            .arg(dir.join("docker.pid"))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("dockerd.log")).unwrap())
+            .spawn()
+            .expect("start dockerd");
+        let d = Dockerd { child, host, dir };
+        let start = Instant::now();
+        while !d.docker(&["version"]).status.success() {
+            assert!(start.elapsed() < Duration::from_secs(60), "dockerd not up");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let root = d.dir.join("rootfs");
+        std::fs::create_dir_all(root.join("bin")).unwrap();
+        std::fs::copy(&busybox, root.join("bin/busybox")).unwrap();
+        for applet in ["sh", "ls", "cat"] {
+            std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
+        }
+        let tar = d.dir.join("rootfs.tar");
+        assert!(Command::new("tar")
+            .arg("-C")
+            .arg(&root)
+            .arg("-cf")
+            .arg(&tar)
+            .arg(".")
+            .status()
+            .unwrap()
+            .success());
+        let o = d.docker(&["import", tar.to_str().unwrap(), "bb:latest"]);
+        assert!(o.status.success(), "docker import: {}", err(&o));
+        Some(d)
+    }
+
+    fn cmd(&self) -> Command {
+        let mut c = Command::new("docker");
+        c.env("DOCKER_HOST", &self.host);
+        c
+    }
+
+    fn docker(&self, args: &[&str]) -> Output {
+        run(self.cmd().args(args))
+    }
+}
+
+impl Drop for Dockerd {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+        let start = Instant::now();
+        while self.child.try_wait().ok().flatten().is_none() {
+            if start.elapsed() > Duration::from_secs(30) {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+#[test]
+fn a_docker_container_is_recorded_through_moatd_and_its_profile_runs_it_under_docker() {
+    skip_unless_able!();
+    let _layout = moat_tests::cgroup_layout_lock(false);
+    let Some(docker) = Dockerd::start() else {
+        return;
+    };
+    let agent = Moatd::start("rec-docker");
+    let scratch = TempDir::new("rec-docker");
+    let script = "i=0; while [ $i -lt 3 ]; do sh -c 'ls / >/dev/null; cat /proc/self/status >/dev/null'; i=$((i+1)); done";
+
+    // Recorded from its start: created, flagged, then started.
+    let o = docker.docker(&[
+        "create",
+        "--network",
+        "none",
+        "bb:latest",
+        "sh",
+        "-c",
+        script,
+    ]);
+    assert!(o.status.success(), "docker create: {}", err(&o));
+    let id = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    let profile = scratch.join("container.json");
+    let recorder = agent
+        .moat()
+        .env("DOCKER_HOST", &docker.host)
+        .args([
+            "profile",
+            "record",
+            "--container",
+            &id,
+            "--duration",
+            "6s",
+            "--output",
+        ])
+        .arg(&profile)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Started once moat says it is waiting (the cgroup is flagged then).
+    std::thread::sleep(Duration::from_millis(1500));
+    let o = docker.docker(&["start", "-a", &id]);
+    assert!(o.status.success(), "docker start: {}", err(&o));
+    let o = recorder.wait_with_output().unwrap();
+    assert!(o.status.success(), "moat profile record: {}", err(&o));
+    assert!(err(&o).contains("start it now"), "{}", err(&o));
+    let written = read_profile(&profile);
+    let recorded = &written.per_arch["SCMP_ARCH_X86_64"];
+    for name in ["execve", "getdents64", "sendfile", "wait4"] {
+        assert!(recorded.contains(name), "{name}: {recorded:?}");
+    }
+    // Set-up calls of the runtime before its filter are not in it.
+    for name in ["mount", "pivot_root", "unshare", "sethostname"] {
+        assert!(!recorded.contains(name), "{name}: {recorded:?}");
+    }
+
+    // A running container: recorded from now on, and said so.
+    let o = docker.docker(&[
+        "run",
+        "-d",
+        "--network",
+        "none",
+        "bb:latest",
+        "sh",
+        "-c",
+        "sleep 1; ls /",
+    ]);
+    assert!(o.status.success(), "docker run -d: {}", err(&o));
+    let running = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    let later = scratch.join("running.json");
+    let o = run(agent
+        .moat()
+        .env("DOCKER_HOST", &docker.host)
+        .args([
+            "profile",
+            "record",
+            "--container",
+            &running,
+            "--duration",
+            "2s",
+            "--output",
+        ])
+        .arg(&later));
+    assert!(o.status.success(), "{}", err(&o));
+    assert!(err(&o).contains("misses its start-up"), "{}", err(&o));
+    assert!(read_profile(&later).per_arch["SCMP_ARCH_X86_64"].contains("getdents64"));
+
+    // Docker runs the same command under the recorded profile, no denial.
+    let seccomp = format!("seccomp={}", profile.display());
+    let o = docker.docker(&[
+        "run",
+        "--network",
+        "none",
+        "--security-opt",
+        &seccomp,
+        "bb:latest",
+        "sh",
+        "-c",
+        script,
+    ]);
+    assert!(
+        o.status.success(),
+        "docker run with the recorded profile: {}",
+        err(&o)
+    );
+    let o = docker.docker(&["ps", "-alq", "--no-trunc"]);
+    let replay = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    let workload = format!("docker:{}", &replay[..12]);
+    let denials = denials_after(&agent, &workload, 4.0);
+    assert!(denials.is_empty(), "{workload}: {denials:?}");
+}

@@ -15,10 +15,12 @@
 //!    hash, so every number is recorded, including numbers above the native
 //!    table; compat (i386) calls under `AUDIT_ARCH_I386`.
 //!
-//! A recording flagged by `moat run` starts [`record_state::ARMED`]: only the
-//! exec of the command (the launcher's last syscall, which the workload's
-//! filter already sees) is recorded, and the first `sched_process_exec` in the
-//! cgroup switches it to [`record_state::RECORDING`].
+//! A recording flagged before its workload starts (`moat run`, a created
+//! Docker container) is [`record_state::ARMED`]: only the syscalls the
+//! workload's seccomp filter sees are recorded (those of tasks that have a
+//! filter, and the exec of the command), not the launcher's set-up before
+//! it, and the first `sched_process_exec` in the cgroup switches it to
+//! [`record_state::RECORDING`] (everything).
 
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
@@ -32,7 +34,10 @@ use moat_common::{
     RECORD_SYSCALLS_ENTRIES,
 };
 
-use super::{current_task, is_compat, v1_pids_cgroup, EEXIST};
+use super::{current_task, is_compat, read_kernel, v1_pids_cgroup, EEXIST};
+
+/// `SECCOMP_MODE_FILTER`.
+const SECCOMP_MODE_FILTER: u32 = 2;
 
 /// Recordings in progress, per key kind (see `moat_common::RECORD_GATE_MAP`).
 #[map]
@@ -79,14 +84,15 @@ pub fn on_sys_enter(nr: i64) {
     let Some((key, state)) = recording_of_current(v2, v1) else {
         return;
     };
-    let arch = if is_compat(current_task()) {
+    let task = current_task();
+    let arch = if is_compat(task) {
         AUDIT_ARCH_I386
     } else {
         AUDIT_ARCH_X86_64
     };
     let nr = nr as u32;
     // SAFETY: a pointer into the map's value, valid for the program's run.
-    if unsafe { (*state).state } == record_state::ARMED && !is_exec(arch, nr) {
+    if unsafe { (*state).state } == record_state::ARMED && !is_exec(arch, nr) && !has_filter(task) {
         return;
     }
     let entry = RecordKey {
@@ -158,6 +164,15 @@ fn recording_of_current(v2: bool, v1: bool) -> Option<(u64, *mut RecordState)> {
         return Some((key, state));
     }
     None
+}
+
+/// Whether the task has a seccomp filter: every syscall it makes is one the
+/// filter saw (a container runtime's own calls between loading the filter
+/// and the exec, `moat run --allow-new-privileges`'s set-up).
+#[inline(always)]
+fn has_filter(task: *const u8) -> bool {
+    read_kernel::<u32>(task, param!(task_seccomp_mode))
+        .is_ok_and(|mode| mode == SECCOMP_MODE_FILTER)
 }
 
 #[inline(always)]

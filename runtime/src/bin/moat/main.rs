@@ -5,6 +5,7 @@ mod output_file;
 mod policy_cmd;
 mod profile_cmd;
 mod ps_cmd;
+mod record_cmd;
 mod record_out;
 mod run_cmd;
 mod stats_cmd;

@@ -70,6 +70,10 @@ pub enum ProfileCommand {
         #[command(flatten)]
         opts: CompileArgs,
     },
+    /// Record the syscalls of a running workload (a moat workload or a
+    /// Docker container) for a while and write a least-privilege profile,
+    /// through moatd's kernel side (moatd must be running).
+    Record(crate::record_cmd::RecordArgs),
     /// Print a built-in profile as Docker-format JSON.
     Show {
         /// The built-in profile's name (only `default` exists).
@@ -139,6 +143,7 @@ pub fn run(cmd: ProfileCommand) -> Result<ExitCode> {
         } => compile_to(&profile, &output, &opts),
         ProfileCommand::Show { name } => show(&name),
         ProfileCommand::Diff { a, b, opts } => diff(&a, &b, &opts),
+        ProfileCommand::Record(args) => crate::record_cmd::run(args),
     }
 }
 

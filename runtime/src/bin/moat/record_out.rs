@@ -35,6 +35,8 @@ pub struct RecordTarget {
     pub caps: CapSet,
     /// What was recorded, for the header.
     pub what: String,
+    /// Over what span, for the header.
+    pub span: String,
 }
 
 impl RecordTarget {
@@ -82,10 +84,11 @@ pub fn write_recording(target: &RecordTarget, recorded: &Recorded) -> Result<Str
     };
     let per_arch = count_per_arch(&recorded.syscalls);
     let mut header = format!(
-        "Recorded by moat {} at {} from {}: the syscalls it made ({per_arch}), from its execve until its last process exited; base profile {} (its argument rules kept, its other refusals kept as they were){merged_from}",
+        "Recorded by moat {} at {} from {}: the syscalls it made ({per_arch}), {}; base profile {} (its argument rules kept, its other refusals kept as they were){merged_from}",
         env!("CARGO_PKG_VERSION"),
         jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ"),
         target.what,
+        target.span,
         base_label(&target.base),
     );
     if !unnamed.is_empty() {

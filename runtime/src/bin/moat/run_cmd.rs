@@ -200,6 +200,7 @@ pub fn run(args: RunArgs) -> ExitCode {
         base: ProfileRef::parse(&args.seccomp_profile),
         caps: CapSet::docker_default(),
         what: format!("`{}`", command_line()),
+        span: "it and all its descendants, from its execve until its last process exited".into(),
     });
     let req = match request(args) {
         Ok(r) => r,
