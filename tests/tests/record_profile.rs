@@ -688,3 +688,72 @@ fn a_docker_container_is_recorded_through_moatd_and_its_profile_runs_it_under_do
     let denials = denials_after(&agent, &workload, 4.0);
     assert!(denials.is_empty(), "{workload}: {denials:?}");
 }
+
+#[test]
+fn a_running_moat_workload_is_recorded_from_now_and_says_it_misses_its_start() {
+    skip_unless_able!();
+    let _layout = moat_tests::cgroup_layout_lock(false);
+    let agent = Moatd::start("rec-running");
+    let scratch = TempDir::new("rec-running");
+    let mut workload = agent
+        .run_cmd(
+            "rec-running",
+            &[],
+            &["sh", "-c", "sleep 1; ls / >/dev/null; sleep 1"],
+        )
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let profile = scratch.join("running.json");
+    let o = run(agent
+        .moat()
+        .args([
+            "profile",
+            "record",
+            "--workload",
+            "rec-running",
+            "--duration",
+            "1200ms",
+            "--output",
+        ])
+        .arg(&profile));
+    assert!(o.status.success(), "{}", err(&o));
+    assert!(err(&o).contains("misses its start-up"), "{}", err(&o));
+    assert!(workload.wait().unwrap().success());
+    let written = read_profile(&profile);
+    let recorded = &written.per_arch["SCMP_ARCH_X86_64"];
+    // ls ran while recording: its exec and its directory read are in.
+    for name in ["execve", "getdents64", "wait4"] {
+        assert!(recorded.contains(name), "{name}: {recorded:?}");
+    }
+    assert!(
+        written.json["comment"]
+            .as_str()
+            .unwrap()
+            .contains("so not its start-up"),
+        "{}",
+        written.json["comment"]
+    );
+
+    let o = run(agent
+        .moat()
+        .args([
+            "profile",
+            "record",
+            "--workload",
+            "rec-nonexistent",
+            "--duration",
+            "1s",
+            "--output",
+        ])
+        .arg(scratch.join("none.json")));
+    assert!(!o.status.success());
+    assert!(
+        err(&o).contains("no workload named \"rec-nonexistent\""),
+        "{}",
+        err(&o)
+    );
+}

@@ -300,7 +300,7 @@ pub fn run_recorded(
         log::warn!("could not remove the workload's cgroups: {e}");
     }
     // Every process of the cgroup is gone: the set is complete.
-    let outcome = match recorder.as_deref_mut().map(|r| r.finish()) {
+    let outcome = match recorder.map(|r| r.finish()) {
         Some(Err(e)) => Err(LaunchError::from(e)),
         _ => outcome,
     };
