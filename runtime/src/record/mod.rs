@@ -9,6 +9,7 @@
 //! process runs, reads the set once the last one has exited, and writes the
 //! profile ([`write`]). [`merge`] and [`diff`] work on the written files.
 
+mod alive;
 pub mod bpf;
 pub mod diff;
 pub mod session;

@@ -5,7 +5,9 @@
 //! on the pin directory, after which the gate (how many recordings exist,
 //! per key kind) is recomputed from the map itself: concurrent `moat`
 //! processes never lose each other's updates, and a gate left high by a
-//! killed `moat` is corrected by the next one.
+//! killed `moat` is corrected by the next one (a recording whose cgroup is
+//! gone is not counted; its entries stay until a recording of the same key
+//! starts, which clears them).
 
 use std::collections::BTreeSet;
 use std::os::fd::AsRawFd;
@@ -17,6 +19,7 @@ use moat_common::{
     V1_PIDS_ID_FLAG,
 };
 
+use super::alive::cgroup_exists;
 use super::bpf::{recording_links, PinnedMap, BPF_ANY};
 use super::RecordError;
 
@@ -188,8 +191,11 @@ impl RecordMaps {
             .map_err(|e| self.err(RECORD_CGROUPS_MAP, e))?
             .into_iter()
             .collect();
-        let v1 = keys.iter().filter(|k| *k & V1_PIDS_ID_FLAG != 0).count() as u32;
-        let v2 = keys.len() as u32 - v1;
+        // Recordings whose cgroup is gone (a `moat` killed before it could
+        // finish) need no gate: no task can be in them any more.
+        let live: Vec<u64> = keys.into_iter().filter(|k| cgroup_exists(*k)).collect();
+        let v1 = live.iter().filter(|k| *k & V1_PIDS_ID_FLAG != 0).count() as u32;
+        let v2 = live.len() as u32 - v1;
         for (index, count) in [(RECORD_GATE_V2, v2), (RECORD_GATE_V1, v1)] {
             self.gate
                 .update(&index, &count, BPF_ANY)

@@ -26,7 +26,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Validate, compile and show seccomp profiles (Docker and OCI format).
+    /// Validate, compile, show, compare (diff) and record seccomp profiles
+    /// (Docker and OCI format).
     #[command(subcommand)]
     Profile(profile_cmd::ProfileCommand),
     /// Run a command under seccomp, a user namespace, a pids limit and
