@@ -16,8 +16,7 @@ use moat_runtime::state::{StateDir, DEFAULT_STATE_DIR};
 
 use crate::record_out::{write_recording, RecordMode, RecordTarget};
 
-/// `V1_PIDS_ID_FLAG` of the kernel side: a key naming a v1 pids cgroup.
-const V1_PIDS_ID_FLAG: u64 = 1 << 63;
+use moat_common::V1_PIDS_ID_FLAG;
 
 #[derive(Debug, Args)]
 #[command(group(ArgGroup::new("target").required(true).args(["workload", "container"])))]

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use clap::ValueEnum;
+use moat_common::{AUDIT_ARCH_I386, AUDIT_ARCH_X86_64};
 
 use moat_runtime::caps::CapSet;
 use moat_runtime::record::{write, Recorded};
@@ -121,13 +122,10 @@ fn count_per_arch(set: &std::collections::BTreeSet<(u32, u32)>) -> String {
             .filter(|(a, n)| *a == audit && (n & 0x4000_0000 != 0) == x32)
             .count()
     };
-    let mut parts = vec![format!(
-        "x86_64: {}",
-        count(moat_common_arch::X86_64, false)
-    )];
+    let mut parts = vec![format!("x86_64: {}", count(AUDIT_ARCH_X86_64, false))];
     for (label, audit, x32) in [
-        ("x86", moat_common_arch::I386, false),
-        ("x32", moat_common_arch::X86_64, true),
+        ("x86", AUDIT_ARCH_I386, false),
+        ("x32", AUDIT_ARCH_X86_64, true),
     ] {
         let n = count(audit, x32);
         if n > 0 {
@@ -135,11 +133,6 @@ fn count_per_arch(set: &std::collections::BTreeSet<(u32, u32)>) -> String {
         }
     }
     parts.join(", ")
-}
-
-mod moat_common_arch {
-    pub const X86_64: u32 = 0xC000_003E;
-    pub const I386: u32 = 0x4000_0003;
 }
 
 fn base_label(p: &ProfileRef) -> String {
