@@ -12,10 +12,14 @@
 #      hybrid host, then agent_bench (tracing overhead against no agent and
 #      bpftrace; the denial storm; /metrics at 10, 100, 1000 workloads),
 #      then authz_bench (the Docker authorization plugin's decision latency
-#      at 1000 requests/s, and `docker run` with and without the plugin);
+#      at 1000 requests/s, and `docker run` with and without the plugin),
+#      then record_bench (what recording a profile costs on a getppid and a
+#      fork/exec loop, and the size of profiles recorded from a few
+#      commands against Docker's default);
 #   4. writes BENCHMARKS.md, its plots docs/bench/*.png (and the raw
 #      results docs/bench/*.json), and each harness's detailed report
-#      docs/benchmarks-{seccomp,launch,agent,authz}.md;
+#      docs/benchmarks-{seccomp,launch,agent,authz,record}.md (the record
+#      figures also go into BENCHMARKS.md's "Profile recording" section);
 #   5. restores the machine (hugetlb back on cgroup v2, no bench cgroups,
 #      no bench processes) and checks that it did.
 #
@@ -29,7 +33,8 @@
 #                                    writes only its docs/benchmarks-launch.md
 #                                    and docs/bench/launch.json
 # Options:
-#   --only NAME     run only the harness NAME: seccomp, launch, agent or authz
+#   --only NAME     run only the harness NAME: seccomp, launch, agent, authz
+#                   or record (which also rewrites its section of BENCHMARKS.md)
 #   -- ARGS...      with --only: options passed on to that harness
 #   --out DIR       write the report under DIR instead of the repository
 #                   root (DIR/BENCHMARKS.md, DIR/docs/...)
@@ -60,9 +65,9 @@ while (($#)); do
     case $1 in
     --quick) quick=(--quick) ;;
     --only)
-        (($# > 1)) || die "--only needs a harness name: seccomp, launch, agent or authz"
+        (($# > 1)) || die "--only needs a harness name: seccomp, launch, agent, authz or record"
         only=$2
-        [[ $only =~ ^(seccomp|launch|agent|authz)$ ]] || die "--only $only: not a harness (seccomp, launch, agent or authz)"
+        [[ $only =~ ^(seccomp|launch|agent|authz|record)$ ]] || die "--only $only: not a harness (seccomp, launch, agent, authz or record)"
         shift
         ;;
     --)
@@ -114,12 +119,12 @@ done
 progress "building"
 if [[ -z $bin_dir ]]; then
     cargo build --release --locked --bin moat --bin moatd \
-        --bin seccomp_bench --bin launch_bench --bin agent_bench --bin authz_bench \
+        --bin seccomp_bench --bin launch_bench --bin agent_bench --bin authz_bench --bin record_bench \
         --bin bench_report >&2
     bin_dir=$root/target/release
 fi
 bin_dir=$(cd "$bin_dir" && pwd)
-for b in moat moatd seccomp_bench launch_bench agent_bench authz_bench bench_report; do
+for b in moat moatd seccomp_bench launch_bench agent_bench authz_bench record_bench bench_report; do
     [[ -x $bin_dir/$b ]] || die "$bin_dir/$b is missing: build it (cargo build --release --bin $b) or drop --bin-dir"
 done
 
@@ -129,7 +134,7 @@ bench_cgroups() {
         \( -name 'moat-bench*' -o -name 'bench-*' \) 2>/dev/null | sort || true
 }
 bench_processes() {
-    pgrep -a -f "$bin_dir/(seccomp|launch|agent|authz)_bench|agent-bench-[0-9]+/moatd.toml|/tmp/moat-ab-(plain|authz)-[0-9]+/" || true
+    pgrep -a -f "$bin_dir/(seccomp|launch|agent|authz|record)_bench|agent-bench-[0-9]+/moatd.toml|/tmp/moat-ab-(plain|authz)-[0-9]+/" || true
 }
 cgroups_before=$(bench_cgroups)
 # The harnesses remove the moat-bench parents they make; these are the ones
@@ -201,10 +206,14 @@ if wanted authz; then
     progress "the Docker authorization plugin: decision latency and docker run"
     run_harness authz "Docker authorization plugin benchmarks" --moatd "$bin_dir/moatd"
 fi
+if wanted record; then
+    progress "profile recording: its cost and the size of recorded profiles"
+    run_harness record "Profile recording" --moat "$bin_dir/moat" --moatd "$bin_dir/moatd"
+fi
 
 progress "writing the report$([[ -n $only ]] || echo " and plots")"
 mkdir -p "$out/docs/bench"
-for name in seccomp launch agent authz; do
+for name in seccomp launch agent authz record; do
     wanted "$name" || continue
     cp "$work/$name.json" "$out/docs/bench/$name.json"
     cp "$work/$name.md" "$out/docs/benchmarks-$name.md"
@@ -224,6 +233,31 @@ if [[ -z $only ]]; then
         --machine "Memory=$memory" \
         --machine "CPU mitigations (sysfs)=$mitigations" \
         "$work"/{seccomp,launch,agent,authz}.json >/dev/null
+fi
+# The recording figures are a section of BENCHMARKS.md of their own, between
+# markers, rewritten by a full run (after bench_report) and by --only record.
+if wanted record; then
+    section=$work/record-section.md
+    {
+        echo "<!-- record:begin (scripts/bench.sh --only record rewrites this section) -->"
+        echo "## Profile recording"
+        echo
+        echo "From \`$command\` on $(date -u '+%Y-%m-%d %H:%M:%S UTC'); details in [docs/benchmarks-record.md](docs/benchmarks-record.md)."
+        echo
+        sed -n '/^## Recording cost/,$p' "$work/record.md" | sed 's/^## /### /'
+        echo "<!-- record:end -->"
+    } >"$section"
+    bench_md=$out/BENCHMARKS.md
+    if [[ -e $bench_md ]] && grep -q '^<!-- record:begin' "$bench_md"; then
+        awk -v section="$section" '
+            /^<!-- record:begin/ { while ((getline line < section) > 0) print line; skip = 1; next }
+            /^<!-- record:end/ { skip = 0; next }
+            !skip { print }' "$bench_md" >"$work/BENCHMARKS.md"
+        cp "$work/BENCHMARKS.md" "$bench_md"
+    else
+        { [[ ! -e $bench_md ]] || { cat "$bench_md"; echo; }; cat "$section"; } >"$work/BENCHMARKS.md"
+        cp "$work/BENCHMARKS.md" "$bench_md"
+    fi
 fi
 chmod -R a+rX "$out/docs"
 [[ ! -e $out/BENCHMARKS.md ]] || chmod a+r "$out/BENCHMARKS.md"

@@ -23,8 +23,10 @@ say() { echo "setup: $*"; }
 #   gnuplot-nox                draws the benchmark plots
 #   python3                    scripts/check-module-cycles.py (scripts/test.sh)
 #   dbus-daemon                a real bus daemon for moat's D-Bus client (tests)
+#   strace gcc libc6-dev       the reference syscall list and the compiled workloads
+#                              of the profile-recording tests (record_profile.rs)
 PACKAGES=(libseccomp-dev pkg-config bubblewrap prometheus systemd docker.io busybox-static
-    crun runc bpftrace gnuplot-nox python3 dbus-daemon)
+    crun runc bpftrace gnuplot-nox python3 dbus-daemon strace gcc libc6-dev)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -7,6 +7,7 @@ pub mod caps;
 pub mod cgroup;
 pub mod errno;
 pub mod launch;
+pub mod record;
 pub mod seccomp;
 pub mod state;
 pub mod suggest;

@@ -130,7 +130,9 @@ impl Drop for CgroupParent {
 /// `moat` with none of the environment that would change its defaults.
 pub fn moat() -> Command {
     let mut c = Command::new(binary("moat"));
-    c.env_remove("MOAT_AUDIT_LOG").env_remove("MOAT_AGENT");
+    c.env_remove("MOAT_AUDIT_LOG")
+        .env_remove("MOAT_AGENT")
+        .env_remove("MOAT_BPF_DIR");
     c
 }
 
@@ -146,6 +148,9 @@ pub struct Moatd {
     pub dir: TempDir,
     /// The cgroup parent moatd attributes workloads under.
     pub parent: CgroupParent,
+    /// The bpffs directory moatd pins its recording maps in (private, so
+    /// that tests never share recording state; `MOAT_BPF_DIR`).
+    pub bpf_dir: PathBuf,
 }
 
 /// How [`Moatd::start_with`] runs moatd, beyond its defaults.
@@ -238,7 +243,9 @@ impl Moatd {
             .clone()
             .unwrap_or_else(|| dir.join("audit.jsonl"));
         let log = dir.join("moatd.log");
+        let bpf_dir = PathBuf::from(format!("/sys/fs/bpf/moat-t-{tag}-{}", std::process::id()));
         let child = Command::new(binary("moatd"))
+            .env("MOAT_BPF_DIR", &bpf_dir)
             .arg("--config")
             .arg(&config)
             .args(["--listen", &format!("127.0.0.1:{port}"), "--audit-log"])
@@ -258,6 +265,7 @@ impl Moatd {
             log,
             dir,
             parent,
+            bpf_dir,
         }
     }
 
@@ -301,7 +309,8 @@ impl Moatd {
     /// `moat` with this agent's private state directory.
     pub fn moat(&self) -> Command {
         let mut c = moat();
-        c.env("MOAT_STATE_DIR", self.dir.join("state"));
+        c.env("MOAT_STATE_DIR", self.dir.join("state"))
+            .env("MOAT_BPF_DIR", &self.bpf_dir);
         c
     }
 
@@ -338,6 +347,14 @@ impl Drop for Moatd {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+        // The pins outlive moatd (a restarted agent reuses them); a test's
+        // private ones go with it.
+        if let Ok(entries) = std::fs::read_dir(&self.bpf_dir) {
+            for e in entries.flatten() {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+        let _ = std::fs::remove_dir(&self.bpf_dir);
     }
 }
 

@@ -462,6 +462,7 @@ impl Config {
             cgroup_root: self.workloads.cgroup_root.clone(),
             denials: self.tracing.denials,
             mechanism: self.tracing.mechanism,
+            record_pin_dir: crate::kernel::config::record_pin_dir_from_env(),
         }
     }
 

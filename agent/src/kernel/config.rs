@@ -36,6 +36,10 @@ pub struct KernelConfig {
     /// How refusals are counted in tier [`DenialTier::All`]; only `Auto` goes
     /// with [`DenialTier::Fatal`].
     pub mechanism: MechanismChoice,
+    /// The bpffs directory where the profile-recording maps are pinned, for
+    /// `moat run --record-profile` and `moat profile record` to open
+    /// (`MOAT_BPF_DIR`, default `/sys/fs/bpf/moat`).
+    pub record_pin_dir: PathBuf,
 }
 
 impl Default for KernelConfig {
@@ -51,8 +55,18 @@ impl Default for KernelConfig {
             cgroup_root: PathBuf::from("/sys/fs/cgroup"),
             denials: DenialTier::All,
             mechanism: MechanismChoice::Auto,
+            record_pin_dir: record_pin_dir_from_env(),
         }
     }
+}
+
+/// `MOAT_BPF_DIR` if set (tests and hosts with several agents use their own
+/// directory), else `moat_common::RECORD_PIN_DIR`; `moat` reads the same
+/// variable.
+pub fn record_pin_dir_from_env() -> PathBuf {
+    std::env::var_os("MOAT_BPF_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(moat_common::RECORD_PIN_DIR))
 }
 
 /// The largest audit ring buffer: 256 MiB of kernel memory for audit records

@@ -27,6 +27,16 @@ pub enum Error {
         source: EbpfError,
     },
 
+    /// The bpffs directory for the recording maps' pins cannot be made.
+    #[error("creating the pin directory {} for the recording maps failed", path.display())]
+    PinDir {
+        /// The directory (`MOAT_BPF_DIR`).
+        path: std::path::PathBuf,
+        /// What the file system said.
+        #[source]
+        source: std::io::Error,
+    },
+
     /// The object lacks a program the agent expects: the agent and eBPF crate disagree.
     #[error("the eBPF object has no program named `{name}`")]
     MissingProgram {

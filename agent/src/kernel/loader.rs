@@ -11,8 +11,11 @@ use aya::{
 use moat_common::{
     Counter, DenialKey, Params, PidsRetired, ProcessKey, AUDIT_DROPS_MAP, AUDIT_EVENTS_MAP,
     AUDIT_RATE_MAP, DENIALS_MAP, IGNORED_EXITS_MAP, MAP_FULL_MAP, PARAMS_GLOBAL, PIDS_RETIRED_MAP,
-    PROCESS_EVENTS_MAP, THREAD_STATE_MAP,
+    PROCESS_EVENTS_MAP, RECORD_CGROUPS_MAP, RECORD_GATE_MAP, RECORD_SYSCALLS_MAP, THREAD_STATE_MAP,
 };
+
+/// The maps `moat` opens by pin to record a workload's syscalls.
+const RECORD_MAPS: [&str; 3] = [RECORD_GATE_MAP, RECORD_CGROUPS_MAP, RECORD_SYSCALLS_MAP];
 
 use super::{
     attach::attach_programs,
@@ -78,8 +81,15 @@ impl Kernel {
         let params = resolve_params(&btf, &config, pid_max, cgroups)?;
         log::debug!("kernel-side parameters: {params:?}");
         memlock::raise_memlock_rlimit();
+        let pins = record_pins(&config.record_pin_dir)?;
 
-        let mut ebpf = EbpfLoader::new()
+        let mut loader = EbpfLoader::new();
+        for (name, path) in &pins {
+            // An existing pin (a recording in progress across a restart of
+            // moatd) is reused; a new one is created and pinned.
+            loader.map_pin_path(name, path.as_path());
+        }
+        let mut ebpf = loader
             .override_global(PARAMS_GLOBAL, &params, true)
             .map_max_entries(THREAD_STATE_MAP, pid_max)
             .map_max_entries(DENIALS_MAP, config.denial_map_entries)
@@ -161,6 +171,20 @@ impl Drop for Kernel {
         }
         // The maps and then `ebpf` (programs and links) drop after this.
     }
+}
+
+/// Creates `dir` (on bpffs) and returns where each recording map is pinned.
+/// The pins outlive moatd: `moat` tells a live agent from stale pins by
+/// whether a loaded program uses the maps.
+fn record_pins(dir: &std::path::Path) -> Result<Vec<(&'static str, std::path::PathBuf)>> {
+    std::fs::create_dir_all(dir).map_err(|source| Error::PinDir {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    Ok(RECORD_MAPS
+        .iter()
+        .map(|name| (*name, dir.join(name)))
+        .collect())
 }
 
 fn take_map<M>(

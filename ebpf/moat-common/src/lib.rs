@@ -432,6 +432,76 @@ pub mod ignored_exit {
     ];
 }
 
+// ---------------------------------------------------------------------------
+// Profile recording: the syscalls of chosen cgroups, exactly (`moat run
+// --record-profile`, `moat profile record`).
+
+/// Array of two `u32`s, the gate the `sys_enter` hook reads before anything
+/// else: [`RECORD_GATE_V2`] is the number of recordings keyed by a v2 cgroup
+/// id, [`RECORD_GATE_V1`] the number keyed by a v1 pids cgroup
+/// ([`V1_PIDS_ID_FLAG`]). Both zero: the hook costs one array load. Written
+/// by user space (under a lock on the pin directory) after every change of
+/// [`RECORD_CGROUPS_MAP`].
+pub const RECORD_GATE_MAP: &str = "RECORD_GATE";
+/// Index of [`RECORD_GATE_MAP`]: recordings keyed by a v2 cgroup id.
+pub const RECORD_GATE_V2: u32 = 0;
+/// Index of [`RECORD_GATE_MAP`]: recordings keyed by a v1 pids cgroup.
+pub const RECORD_GATE_V1: u32 = 1;
+/// Hash: cgroup key (a v2 cgroup id, or [`V1_PIDS_ID_FLAG`]` | <v1 pids cgroup
+/// id>`) → [`RecordState`]: the cgroups being recorded. A v2 entry covers the
+/// cgroups below it too (any depth up to [`RECORD_MAX_LEVEL`]).
+pub const RECORD_CGROUPS_MAP: &str = "RECORD_CGROUPS";
+/// Entries of [`RECORD_CGROUPS_MAP`]: recordings at the same time.
+pub const RECORD_CGROUPS_ENTRIES: u32 = 1_024;
+/// Hash: [`RecordKey`] → `u8` (1): the set of (arch, syscall number) each
+/// recorded cgroup made. No bitmap: any number the task passes is recorded.
+pub const RECORD_SYSCALLS_MAP: &str = "RECORD_SYSCALLS";
+/// Entries of [`RECORD_SYSCALLS_MAP`] (all recordings together; a typical
+/// workload uses 40 to 150). A full map is counted in [`RecordState::lost`]
+/// and the recording is refused, never written incomplete.
+pub const RECORD_SYSCALLS_ENTRIES: u32 = 65_536;
+/// Where moatd pins the three recording maps (by their names).
+pub const RECORD_PIN_DIR: &str = "/sys/fs/bpf/moat";
+/// Deepest cgroup level (v2) the hook walks up from a task to find a recorded
+/// ancestor.
+pub const RECORD_MAX_LEVEL: i32 = 16;
+
+/// [`RecordState::state`] values.
+pub mod record_state {
+    /// Flagged before the workload's first process runs: only its `execve`
+    /// (and `execveat`) is recorded, until the first exec in the cgroup, so
+    /// that the launcher's own set-up calls are not.
+    pub const ARMED: u32 = 1;
+    /// Every syscall is recorded.
+    pub const RECORDING: u32 = 2;
+}
+
+/// Value of [`RECORD_CGROUPS_MAP`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RecordState {
+    /// A [`record_state`] constant.
+    pub state: u32,
+    /// Explicit padding; zero.
+    pub _pad: u32,
+    /// Syscalls that could not be recorded ([`RECORD_SYSCALLS_MAP`] full).
+    pub lost: u64,
+}
+
+/// Key of [`RECORD_SYSCALLS_MAP`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RecordKey {
+    /// The recording's key in [`RECORD_CGROUPS_MAP`] (not the task's own
+    /// cgroup when it is below the recorded one).
+    pub cgroup_id: u64,
+    /// `AUDIT_ARCH_*` of the calling convention (x32 calls are
+    /// [`AUDIT_ARCH_X86_64`] with bit 30 in the number).
+    pub arch: u32,
+    /// The syscall number as the task issued it (`orig_ax`).
+    pub nr: u32,
+}
+
 #[cfg(feature = "user")]
 mod pod {
     // Each: `#[repr(C)]`, only integer fields and byte arrays, no implicit
@@ -448,6 +518,10 @@ mod pod {
     unsafe impl aya::Pod for super::AuditEvent {}
     // SAFETY: see above.
     unsafe impl aya::Pod for super::PidsRetired {}
+    // SAFETY: see above.
+    unsafe impl aya::Pod for super::RecordState {}
+    // SAFETY: see above.
+    unsafe impl aya::Pod for super::RecordKey {}
 }
 
 #[cfg(test)]
@@ -465,6 +539,8 @@ mod tests {
         assert_eq!(core::mem::size_of::<DenialKey>(), 8 + 4 * 4);
         assert_eq!(core::mem::size_of::<ProcessKey>(), 8 + 2 * 4);
         assert_eq!(core::mem::size_of::<AuditEvent>(), 2 * 8 + 8 * 4 + 16);
+        assert_eq!(core::mem::size_of::<RecordState>(), 2 * 4 + 8);
+        assert_eq!(core::mem::size_of::<RecordKey>(), 8 + 2 * 4);
     }
 
     #[test]

@@ -15,17 +15,15 @@
 //! Kernel threads also go through `kernel_clone`; they make no syscall, so
 //! the pairing never counts them, and neither does this.
 
-use core::ptr::{addr_of, read_volatile};
-
 use aya_ebpf::{
     macros::{fentry, fexit},
     programs::{FEntryContext, FExitContext},
 };
-use moat_common::{audit_kind, process_kind, Params};
+use moat_common::{audit_kind, process_kind};
 
 use crate::{
     audit, count_process_event, current_task, read_kernel, workload_cgroup, Error, CLONE_NEWUSER,
-    ENTERED, ERESTARTSYS, FLAGS_SHIFT, F_FORK, F_NEWUSER, IDLE, PARAMS, STATE_SHIFT, ST_NEW_TASK,
+    ENTERED, ERESTARTSYS, FLAGS_SHIFT, F_FORK, F_NEWUSER, IDLE, STATE_SHIFT, ST_NEW_TASK,
     THREAD_STATE,
 };
 

@@ -41,7 +41,7 @@
 #![no_std]
 #![no_main]
 
-use core::ptr::{addr_of, addr_of_mut, read_volatile};
+use core::ptr::addr_of_mut;
 
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
@@ -131,13 +131,15 @@ static PARAMS: Global<Params> = Global::new(Params::ZERO);
 /// object's initial value; the verifier sees a load from a frozen read-only map.
 macro_rules! param {
     ($field:ident) => {{
-        let params = addr_of!(PARAMS).cast::<Params>();
+        let params = ::core::ptr::addr_of!(crate::PARAMS).cast::<::moat_common::Params>();
         // SAFETY: `Global<T>` is `repr(transparent)` over an initialised `T`.
-        unsafe { read_volatile(addr_of!((*params).$field)) }
+        unsafe { ::core::ptr::read_volatile(::core::ptr::addr_of!((*params).$field)) }
     }};
 }
 
+// After `param!`, which they use.
 mod fexit_events;
+mod record;
 mod refusals;
 
 // ---------------------------------------------------------------------------
@@ -212,6 +214,9 @@ enum Error {
 /// `sys_enter(struct pt_regs *regs, long id)`: marks the thread as inside syscall `id`.
 #[raw_tracepoint(tracepoint = "sys_enter")]
 pub fn moat_sys_enter(ctx: RawTracePointContext) -> u32 {
+    // First, so that a thread the denial tracking cannot follow (a tid beyond
+    // `THREAD_STATE`) is still recorded.
+    record::on_sys_enter(ctx.arg(1));
     match try_sys_enter(&ctx) {
         Ok(()) => 0,
         Err(_) => 1,
@@ -486,6 +491,7 @@ fn try_sched_exec(ctx: &RawTracePointContext) -> Result<(), Error> {
             }
         }
     }
+    record::on_exec();
     count_process_event(workload_cgroup(), process_kind::EXEC, 0)
 }
 

@@ -13,18 +13,16 @@
 //! KILL is counted by neither: it is counted once, at the killed thread's exit
 //! (`try_sched_exit`), in every tier and mechanism.
 
-use core::ptr::{addr_of, read_volatile};
-
 use aya_ebpf::{
     helpers::generated::{bpf_get_current_task_btf, bpf_task_pt_regs},
     macros::{fexit, raw_tracepoint},
     programs::{FExitContext, RawTracePointContext},
 };
-use moat_common::{action, ignored_exit, Params, AUDIT_ARCH_I386, AUDIT_ARCH_X86_64};
+use moat_common::{action, ignored_exit, AUDIT_ARCH_I386, AUDIT_ARCH_X86_64};
 
 use crate::{
     count_denial, current_task, increment, is_compat, read_kernel, sigsys_pending, workload_cgroup,
-    Error, IGNORED_EXITS, MAX_ERRNO, PARAMS, SECCOMP_MODE_DEAD,
+    Error, IGNORED_EXITS, MAX_ERRNO, SECCOMP_MODE_DEAD,
 };
 
 /// `SIGSYS`.

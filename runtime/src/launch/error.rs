@@ -50,6 +50,9 @@ pub enum LaunchError {
         /// What and why.
         what: String,
     },
+    /// Recording the workload's syscalls failed (`--record-profile`).
+    #[error(transparent)]
+    Record(#[from] crate::record::RecordError),
     /// Another system call in the parent failed.
     #[error("{what}: {error}")]
     Os {

@@ -110,6 +110,17 @@ pub struct RunRequest {
 
 /// Launches the workload, waits for it and cleans up after it.
 pub fn run(req: &RunRequest) -> Result<Outcome, LaunchError> {
+    run_recorded(req, None)
+}
+
+/// [`run`], recording the workload's syscalls with `recorder`: its cgroup
+/// is flagged after it is made and before the command's process exists,
+/// and the set is taken once every process in it is gone
+/// ([`crate::record::Recorder::take_result`]).
+pub fn run_recorded(
+    req: &RunRequest,
+    mut recorder: Option<&mut crate::record::Recorder>,
+) -> Result<Outcome, LaunchError> {
     // 0. The ids, as far as they can be checked without the state: an
     // `auto` map is only known once allocated, under the lock.
     match &req.userns {
@@ -195,6 +206,22 @@ pub fn run(req: &RunRequest) -> Result<Outcome, LaunchError> {
         },
     };
 
+    // Recording: flag the cgroup before anything runs in it.
+    if let Some(rec) = recorder.as_deref_mut() {
+        let armed = cgroups
+            .v2_id()
+            .map_err(LaunchError::from)
+            .and_then(|id| rec.arm(id).map_err(LaunchError::from));
+        if let Err(e) = armed {
+            let mut all_gone = cgroups.remove().is_ok();
+            if let Some(scope) = scope.take() {
+                all_gone &= scope.end().map_err(|e| log::warn!("{e}")).is_ok();
+            }
+            reserve::release(&state, &req.name, all_gone, None);
+            return Err(e);
+        }
+    }
+
     let plan = child::ChildPlan {
         seccomp,
         ..plan_base
@@ -272,6 +299,11 @@ pub fn run(req: &RunRequest) -> Result<Outcome, LaunchError> {
     if let Err(e) = &removed {
         log::warn!("could not remove the workload's cgroups: {e}");
     }
+    // Every process of the cgroup is gone: the set is complete.
+    let outcome = match recorder.map(|r| r.finish()) {
+        Some(Err(e)) => Err(LaunchError::from(e)),
+        _ => outcome,
+    };
     let exit = ExitRecord {
         name: req.name.clone(),
         pid: Some(init),

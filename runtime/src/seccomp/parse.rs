@@ -25,6 +25,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "listenerPath",
     "listenerMetadata",
     "syscalls",
+    "comment",
 ];
 const ARCH_MAP_KEYS: &[&str] = &["architecture", "subArchitectures"];
 const SYSCALL_KEYS: &[&str] = &[

@@ -10,6 +10,11 @@ use serde::{Deserialize, Deserializer, Serialize};
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Profile {
+    /// Free text: what the profile is (`moat run --record-profile` says
+    /// what was recorded, when and from which command). Docker and Podman
+    /// ignore it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
     /// What happens to a syscall that no rule matches.
     pub default_action: Action,
     /// The errno for an ERRNO or TRACE default action (EPERM if absent).

@@ -5,6 +5,8 @@ mod output_file;
 mod policy_cmd;
 mod profile_cmd;
 mod ps_cmd;
+mod record_cmd;
+mod record_out;
 mod run_cmd;
 mod stats_cmd;
 mod term;
@@ -24,7 +26,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Validate, compile and show seccomp profiles (Docker and OCI format).
+    /// Validate, compile, show, compare (diff) and record seccomp profiles
+    /// (Docker and OCI format).
     #[command(subcommand)]
     Profile(profile_cmd::ProfileCommand),
     /// Run a command under seccomp, a user namespace, a pids limit and

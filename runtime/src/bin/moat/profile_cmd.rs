@@ -50,6 +50,30 @@ pub enum ProfileCommand {
         #[command(flatten)]
         opts: CompileArgs,
     },
+    /// Show what one profile allows that the other does not.
+    ///
+    /// Both are resolved for this host and the same capability set, then
+    /// compared syscall by syscall on every architecture either accepts
+    /// (the native one first). Lines:
+    ///   `ARCH: only A allows (N): NAME ...` (B refuses them whatever the
+    ///   arguments), the same for B, and
+    ///   `ARCH: NAME: A VERDICT; B VERDICT` for the other differences:
+    ///   argument rules (`allows if arg0 & 0x7e020000 == 0x0; otherwise
+    ///   refuses (SCMP_ACT_ERRNO(EPERM))`), different errnos or actions,
+    ///   an architecture only one accepts.
+    /// Exits 0 when they decide alike, 1 when they differ, 2 on an error.
+    Diff {
+        /// The first profile: a file, or `default`.
+        a: String,
+        /// The second profile: a file, or `default`.
+        b: String,
+        #[command(flatten)]
+        opts: CompileArgs,
+    },
+    /// Record the syscalls of a running workload (a moat workload or a
+    /// Docker container) for a while and write a least-privilege profile,
+    /// through moatd's kernel side (moatd must be running).
+    Record(crate::record_cmd::RecordArgs),
     /// Print a built-in profile as Docker-format JSON.
     Show {
         /// The built-in profile's name (only `default` exists).
@@ -118,7 +142,36 @@ pub fn run(cmd: ProfileCommand) -> Result<ExitCode> {
             opts,
         } => compile_to(&profile, &output, &opts),
         ProfileCommand::Show { name } => show(&name),
+        ProfileCommand::Diff { a, b, opts } => diff(&a, &b, &opts),
+        ProfileCommand::Record(args) => crate::record_cmd::run(args),
     }
+}
+
+fn diff(a: &str, b: &str, opts: &CompileArgs) -> Result<ExitCode> {
+    let caps = opts.caps()?;
+    let (pa, sa) = load(a)?;
+    let (pb, sb) = load(b)?;
+    let (ra, host) = seccomp::resolve_for_host(&pa, sa.clone(), &caps)?;
+    let (rb, _) = seccomp::resolve_for_host(&pb, sb.clone(), &caps)?;
+    let lines = moat_runtime::record::diff::diff(&ra, &rb, host.native);
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "A: {sa}")?;
+    writeln!(out, "B: {sb}")?;
+    writeln!(
+        out,
+        "resolved for {} ({}), kernel {}, capabilities {caps}",
+        host.go_arch,
+        host.native.name(),
+        host.kernel
+    )?;
+    if lines.is_empty() {
+        writeln!(out, "no difference")?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    for l in lines {
+        writeln!(out, "{l}")?;
+    }
+    Ok(ExitCode::from(1))
 }
 
 fn load(profile: &str) -> Result<(seccomp::profile::Profile, seccomp::Source)> {

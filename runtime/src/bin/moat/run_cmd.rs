@@ -11,6 +11,9 @@ use moat_runtime::caps::CapSet;
 use moat_runtime::cgroup::{CgroupConfig, CgroupManager, PidsLimit};
 use moat_runtime::launch::namespaces::{Isolation, Share, Sysfs, SystemPaths};
 use moat_runtime::launch::{self, RunRequest};
+use moat_runtime::record::Recorder;
+
+use crate::record_out::{write_recording, RecordTarget};
 use moat_runtime::seccomp::{cache, ProfileRef};
 use moat_runtime::state;
 use moat_runtime::userns::UsernsSpec;
@@ -160,6 +163,27 @@ pub struct RunArgs {
     /// root-only, and checks each entry before use.
     #[arg(long)]
     no_cache: bool,
+    /// Record every syscall the command and all its descendants make,
+    /// from its execve until its last process exits, and write a
+    /// least-privilege profile to FILE (Docker format: default
+    /// SCMP_ACT_ERRNO, the architectures used, names grouped by the
+    /// architectures they were made on, the argument rules of
+    /// --seccomp-profile kept). The command still runs under
+    /// --seccomp-profile, so recording never weakens it. Needs moatd
+    /// running (its kernel side records; it pins the maps moat uses in
+    /// MOAT_BPF_DIR, default /sys/fs/bpf/moat): without it moat refuses
+    /// to run the command. Replay with --seccomp-profile FILE.
+    #[arg(long, value_name = "FILE")]
+    record_profile: Option<PathBuf>,
+    /// With --record-profile: `overwrite` FILE, or `merge` this run's
+    /// syscalls into the profile FILE holds (a union).
+    #[arg(
+        long,
+        value_name = "overwrite|merge",
+        default_value = "overwrite",
+        requires = "record_profile"
+    )]
+    record_mode: crate::record_out::RecordMode,
     /// Working directory of the command [default: moat's, resolved by path
     /// in the command's mount namespace].
     #[arg(long, short, value_name = "DIR")]
@@ -170,6 +194,14 @@ pub struct RunArgs {
 }
 
 pub fn run(args: RunArgs) -> ExitCode {
+    let record = args.record_profile.clone().map(|path| RecordTarget {
+        path,
+        mode: args.record_mode,
+        base: ProfileRef::parse(&args.seccomp_profile),
+        caps: CapSet::docker_default(),
+        what: format!("`{}`", command_line()),
+        span: "it and all its descendants, from its execve until its last process exited".into(),
+    });
     let req = match request(args) {
         Ok(r) => r,
         Err(e) => {
@@ -182,13 +214,62 @@ pub fn run(args: RunArgs) -> ExitCode {
         eprintln!("moat: error: {e:#}");
         return ExitCode::from(EXIT_MOAT_FAILED);
     }
-    match launch::run(&req) {
+    let Some(mut target) = record else {
+        return finish(launch::run(&req));
+    };
+    target.caps = req.caps.clone();
+    // Before anything runs: without moatd, or with a bad merge target, the
+    // command does not run at all (never unrecorded).
+    let mut recorder = match target.check().and_then(|()| Ok(Recorder::open()?)) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("moat: error: {e:#}");
+            return ExitCode::from(EXIT_MOAT_FAILED);
+        }
+    };
+    let result = launch::run_recorded(&req, Some(&mut recorder));
+    if result.is_ok() {
+        let written = recorder
+            .take_result()
+            .context("the recording returned nothing")
+            .and_then(|recorded| write_recording(&target, &recorded));
+        match written {
+            Ok(summary) => eprintln!("{summary}"),
+            Err(e) => {
+                eprintln!("moat: error: {e:#}");
+                return ExitCode::from(EXIT_MOAT_FAILED);
+            }
+        }
+    }
+    finish(result)
+}
+
+fn finish(result: Result<launch::Outcome, launch::LaunchError>) -> ExitCode {
+    match result {
         Ok(outcome) => ExitCode::from(outcome.exit_code().clamp(0, 255) as u8),
         Err(e) => {
             eprintln!("moat: error: {}", moat_runtime::systemd::error_chain(&e));
             ExitCode::from(e.exit_code() as u8)
         }
     }
+}
+
+/// moat's own command line, quoted where a word needs it, for the header of
+/// a recorded profile.
+pub fn command_line() -> String {
+    std::env::args()
+        .map(|a| {
+            if !a.is_empty()
+                && a.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_./=:,@%+".contains(&b))
+            {
+                a
+            } else {
+                format!("'{}'", a.replace('\'', "'\\''"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn request(a: RunArgs) -> Result<RunRequest> {
