@@ -13,6 +13,7 @@ use moat_agent::{
     config::{AuditTarget, Config},
     daemon,
     kernel::{cgroups::CgroupLayout, mounts, Kernel},
+    notify::{Notifier, Watchdog},
 };
 use tokio::signal::unix::{signal, SignalKind};
 
@@ -49,7 +50,12 @@ const EXIT_FAILURE: u8 = 1;
         "moatd.example.toml)\n\n",
         "Environment:\n  ",
         "RUST_LOG  log filter when --log is not given (default: info), ",
-        "e.g. RUST_LOG=moat_agent=debug\n\n",
+        "e.g. RUST_LOG=moat_agent=debug\n  ",
+        "NOTIFY_SOCKET  set by systemd for Type=notify: moatd sends STATUS= lines while ",
+        "starting, READY=1 once the programs are attached and /metrics answers, and ",
+        "STOPPING=1 on shutdown (a path or an abstract @name)\n  ",
+        "WATCHDOG_USEC  set by systemd's WatchdogSec=: the collector sends WATCHDOG=1 ",
+        "after each reading of the kernel maps, at most every half of it\n\n",
         "Exit status:\n  ",
         "0  stopped by SIGTERM or SIGINT, or --check-config found the configuration valid\n  ",
         "1  the eBPF programs could not be loaded or attached, the listen address or the ",
@@ -109,6 +115,15 @@ fn main() -> ExitCode {
         eprintln!("moatd: configuration OK");
         return ExitCode::SUCCESS;
     }
+    let (notifier, watchdog) = match Notifier::from_env()
+        .and_then(|notifier| Ok((notifier.clone(), Watchdog::from_env(&notifier)?)))
+    {
+        Ok(pair) => pair,
+        Err(err) => {
+            eprintln!("moatd: {err}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
 
     raise_nofile_limit();
     // Renders run on blocking threads one at a time (they share one registry):
@@ -126,7 +141,7 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_FAILURE);
         }
     };
-    let result = runtime.block_on(run(config));
+    let result = runtime.block_on(run(config, &notifier, watchdog));
     // Whatever is left on the blocking pool (nothing, normally) is not waited
     // for: the process is leaving.
     runtime.shutdown_background();
@@ -134,12 +149,17 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             log::error!("{err:#}");
+            notifier.status(&format!("failed: {err:#}"));
             ExitCode::from(EXIT_FAILURE)
         }
     }
 }
 
-async fn run(config: Config) -> anyhow::Result<()> {
+async fn run(
+    config: Config,
+    notifier: &Notifier,
+    watchdog: Option<Watchdog>,
+) -> anyhow::Result<()> {
     // Registered first, so a signal that arrives while the programs load still ends
     // in a clean exit rather than the default, fatal, disposition.
     let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
@@ -154,6 +174,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
 
     // The kernel side: programs loaded and attached, counters read at every
     // scrape and poll through `KernelSource`, audit records from its ring buffer.
+    notifier.status("loading and attaching the eBPF programs");
     let mut kernel = Kernel::load(config.kernel_config())
         .context("loading and attaching moat's eBPF programs")?;
     let records = kernel
@@ -161,7 +182,23 @@ async fn run(config: Config) -> anyhow::Result<()> {
         .context("starting the audit ring buffer reader")?;
     let kernel = Arc::new(kernel);
 
-    let running = daemon::start(&config, &layout, listener, kernel.clone(), records)?;
+    let running = daemon::start_supervised(
+        &config,
+        &layout,
+        listener,
+        kernel.clone(),
+        records,
+        watchdog.clone(),
+    )?;
+    notifier.status("programs attached; waiting for /metrics to answer");
+    daemon::wait_until_served(running.local_addr())
+        .await
+        .context("/metrics does not answer")?;
+    notifier.ready(&format!(
+        "serving http://{}/metrics; audit log {}",
+        running.local_addr(),
+        config.audit.log
+    ));
     log::info!(
         "moatd {} running (pid {}): serving http://{}/metrics, audit log {}; \
          stop with SIGTERM or SIGINT, reopen the audit log with SIGHUP",
@@ -182,6 +219,10 @@ async fn run(config: Config) -> anyhow::Result<()> {
         }
     };
     log::info!("received {signal_name}; shutting down");
+    if let Some(watchdog) = &watchdog {
+        watchdog.stop();
+    }
+    notifier.stopping(&format!("stopping on {signal_name}"));
     let last = running.shutdown().await;
     let summary = match &last.kernel_error {
         None => format!(
