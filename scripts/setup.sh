@@ -23,8 +23,11 @@ say() { echo "setup: $*"; }
 #   gnuplot-nox                draws the benchmark plots
 #   python3                    scripts/check-module-cycles.py (scripts/test.sh)
 #   dbus-daemon                a real bus daemon for moat's D-Bus client (tests)
+#   dpkg-dev help2man lintian  scripts/package-deb.sh: dpkg-shlibdeps, man pages from
+#                              --help, and the package check (tests)
+#   logrotate                  the packaged logrotate rule run against moatd (tests)
 PACKAGES=(libseccomp-dev pkg-config bubblewrap prometheus systemd docker.io busybox-static
-    crun runc bpftrace gnuplot-nox python3 dbus-daemon)
+    crun runc bpftrace gnuplot-nox python3 dbus-daemon dpkg-dev help2man lintian logrotate)
 
 missing=()
 for p in "${PACKAGES[@]}"; do
