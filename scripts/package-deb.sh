@@ -96,7 +96,7 @@ install -D -m 0644 packaging/deb/logrotate "$root/etc/logrotate.d/moat"
 share=$root/usr/share/moat
 install -D -m 0644 -t "$share/dashboards" dashboards/*.json
 install -D -m 0644 -t "$share/prometheus" dashboards/*.yml
-[[ -d dashboards/kubernetes ]] && cp -r dashboards/kubernetes "$share/kubernetes"
+install -D -m 0644 -t "$share/kubernetes" deploy/kubernetes/*.yaml
 
 # Documentation.
 doc=$root/usr/share/doc/moat
