@@ -10,16 +10,18 @@
 #      launch_bench (moat run against crun run, runc run, bwrap and plain
 #      /bin/true), with hugetlb moved to cgroup v1 so that crun runs on this
 #      hybrid host, then agent_bench (tracing overhead against no agent and
-#      bpftrace; the denial storm; /metrics at 10, 100, 1000 workloads);
+#      bpftrace; the denial storm; /metrics at 10, 100, 1000 workloads),
+#      then authz_bench (the Docker authorization plugin's decision latency
+#      at 1000 requests/s, and `docker run` with and without the plugin);
 #   4. writes BENCHMARKS.md, its plots docs/bench/*.png (and the raw
 #      results docs/bench/*.json), and each harness's detailed report
-#      docs/benchmarks-{seccomp,launch,agent}.md;
+#      docs/benchmarks-{seccomp,launch,agent,authz}.md;
 #   5. restores the machine (hugetlb back on cgroup v2, no bench cgroups,
 #      no bench processes) and checks that it did.
 #
 # Usage (as root, from anywhere):
-#   scripts/bench.sh                 the full run, about 5 minutes
-#   scripts/bench.sh --quick         a smoke run of about 15 s (tiny
+#   scripts/bench.sh                 the full run, about 6 minutes
+#   scripts/bench.sh --quick         a smoke run of about 25 s (tiny
 #                                    counts; the figures mean little)
 #   scripts/bench.sh --only launch -- --rounds 50
 #                                    one harness alone, with its own options
@@ -27,12 +29,13 @@
 #                                    writes only its docs/benchmarks-launch.md
 #                                    and docs/bench/launch.json
 # Options:
-#   --only NAME     run only the harness NAME: seccomp, launch or agent
+#   --only NAME     run only the harness NAME: seccomp, launch, agent or authz
 #   -- ARGS...      with --only: options passed on to that harness
 #   --out DIR       write the report under DIR instead of the repository
 #                   root (DIR/BENCHMARKS.md, DIR/docs/...)
 #   --bin-dir DIR   use the binaries already built in DIR (moat, moatd,
-#                   seccomp_bench, launch_bench, agent_bench, bench_report)
+#                   seccomp_bench, launch_bench, agent_bench, authz_bench,
+#                   bench_report)
 #                   instead of building release ones; for the test suite
 #   --no-setup      do not run scripts/setup.sh (everything is installed)
 #   -h, --help      this text
@@ -57,9 +60,9 @@ while (($#)); do
     case $1 in
     --quick) quick=(--quick) ;;
     --only)
-        (($# > 1)) || die "--only needs a harness name: seccomp, launch or agent"
+        (($# > 1)) || die "--only needs a harness name: seccomp, launch, agent or authz"
         only=$2
-        [[ $only =~ ^(seccomp|launch|agent)$ ]] || die "--only $only: not a harness (seccomp, launch or agent)"
+        [[ $only =~ ^(seccomp|launch|agent|authz)$ ]] || die "--only $only: not a harness (seccomp, launch, agent or authz)"
         shift
         ;;
     --)
@@ -88,13 +91,13 @@ while (($#)); do
 done
 
 [[ -n $only || ${#harness_args[@]} -eq 0 ]] || die "options after -- go to one harness: add --only NAME"
-[[ $(id -u) -eq 0 ]] || die "run as root: the harnesses load eBPF programs, make cgroups and user namespaces, and run crun and runc rootful (try: sudo scripts/bench.sh)"
+[[ $(id -u) -eq 0 ]] || die "run as root: the harnesses load eBPF programs, make cgroups and user namespaces, and run crun, runc and dockerd rootful (try: sudo scripts/bench.sh)"
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
 command="scripts/bench.sh${quick:+ --quick}${only:+ --only $only}${harness_args[*]:+ -- ${harness_args[*]}}"
 started=$(date +%s)
 step=0
-steps=$([[ -n $only ]] && echo 4 || echo 5)
+steps=$([[ -n $only ]] && echo 4 || echo 6)
 progress() {
     step=$((step + 1))
     say "[$step/$steps, $(($(date +%s) - started)) s] $*"
@@ -104,18 +107,19 @@ progress "installing what is missing"
 if ((setup)); then
     scripts/setup.sh >&2
 fi
-for tool in crun runc bwrap bpftrace gnuplot busybox; do
+for tool in crun runc bwrap bpftrace gnuplot busybox dockerd; do
     command -v "$tool" >/dev/null || die "$tool is missing: run scripts/setup.sh (or drop --no-setup)"
 done
 
 progress "building"
 if [[ -z $bin_dir ]]; then
     cargo build --release --locked --bin moat --bin moatd \
-        --bin seccomp_bench --bin launch_bench --bin agent_bench --bin bench_report >&2
+        --bin seccomp_bench --bin launch_bench --bin agent_bench --bin authz_bench \
+        --bin bench_report >&2
     bin_dir=$root/target/release
 fi
 bin_dir=$(cd "$bin_dir" && pwd)
-for b in moat moatd seccomp_bench launch_bench agent_bench bench_report; do
+for b in moat moatd seccomp_bench launch_bench agent_bench authz_bench bench_report; do
     [[ -x $bin_dir/$b ]] || die "$bin_dir/$b is missing: build it (cargo build --release --bin $b) or drop --bin-dir"
 done
 
@@ -125,7 +129,7 @@ bench_cgroups() {
         \( -name 'moat-bench*' -o -name 'bench-*' \) 2>/dev/null | sort || true
 }
 bench_processes() {
-    pgrep -a -f "$bin_dir/(seccomp|launch|agent)_bench|agent-bench-[0-9]+/moatd.toml" || true
+    pgrep -a -f "$bin_dir/(seccomp|launch|agent|authz)_bench|agent-bench-[0-9]+/moatd.toml|/tmp/moat-ab-(plain|authz)-[0-9]+/" || true
 }
 cgroups_before=$(bench_cgroups)
 # The harnesses remove the moat-bench parents they make; these are the ones
@@ -193,10 +197,14 @@ if wanted agent; then
     progress "tracing overhead, denial storm and /metrics scale"
     run_harness agent "moatd benchmarks" --moatd "$bin_dir/moatd"
 fi
+if wanted authz; then
+    progress "the Docker authorization plugin: decision latency and docker run"
+    run_harness authz "Docker authorization plugin benchmarks" --moatd "$bin_dir/moatd"
+fi
 
 progress "writing the report$([[ -n $only ]] || echo " and plots")"
 mkdir -p "$out/docs/bench"
-for name in seccomp launch agent; do
+for name in seccomp launch agent authz; do
     wanted "$name" || continue
     cp "$work/$name.json" "$out/docs/bench/$name.json"
     cp "$work/$name.md" "$out/docs/benchmarks-$name.md"
@@ -215,7 +223,7 @@ if [[ -z $only ]]; then
         --machine "Commit measured=$commit" \
         --machine "Memory=$memory" \
         --machine "CPU mitigations (sysfs)=$mitigations" \
-        "$work"/{seccomp,launch,agent}.json >/dev/null
+        "$work"/{seccomp,launch,agent,authz}.json >/dev/null
 fi
 chmod -R a+rX "$out/docs"
 [[ ! -e $out/BENCHMARKS.md ]] || chmod a+r "$out/BENCHMARKS.md"

@@ -60,33 +60,50 @@ done
 
 # systemd units: every unit file of agent/systemd/ and every drop-in folder
 # (NAME.d/*.conf), so a unit added there is packaged without editing this
-# script. The units name /usr/local/bin (for a manual install); the package's
-# binaries are in /usr/bin.
+# script:
+# - services with an [Install] section are enabled, and started where systemd
+#   runs; other units (moatd-authz.socket, which needs `[authz] enabled` in
+#   moatd.toml, else moatd refuses the socket it is passed) are installed for
+#   the administrator to enable;
+# - a drop-in for one of these units is installed with it; a drop-in for
+#   another package's unit (docker.service.d) would change that unit at once,
+#   so it goes to /usr/share/doc/moat/examples/systemd/ to be copied to
+#   /etc/systemd/system/ by whoever turns the feature on.
+# The units name /usr/local/bin (for a manual install); the package's binaries
+# are in /usr/bin.
 unit_dir=$root/lib/systemd/system
 install -d "$unit_dir"
-enable_units=()
-start_units=()
+units=()        # units with an [Install] section: unmasked, masked on removal, purged
+enable_units=() # of those, enabled at install and started where systemd runs
+stop_units=()   # stopped on removal
 for f in agent/systemd/*; do
     name=$(basename "$f")
+    [[ -f $f && $name =~ \.(service|socket|timer|path|target|slice)$ ]] || continue
+    install -m 0644 "$f" "$unit_dir/$name"
+    [[ $name =~ \.(service|socket|timer|path)$ ]] && stop_units+=("$name")
+    if grep -q '^\[Install\]' "$f"; then
+        units+=("$name")
+        [[ $name == *.service ]] && enable_units+=("$name")
+    fi
+done
+for f in agent/systemd/*; do
+    name=$(basename "$f")
+    [[ -f $f && $name =~ \.(service|socket|timer|path|target|slice)$ ]] && continue
     if [[ -d $f && $name == *.d ]]; then
-        for conf in "$f"/*.conf; do
-            [[ -e $conf ]] || continue
-            install -D -m 0644 "$conf" "$unit_dir/$name/$(basename "$conf")"
-        done
-    elif [[ -f $f && $name =~ \.(service|socket|timer|path|target|slice)$ ]]; then
-        install -m 0644 "$f" "$unit_dir/$name"
-        # Units with an [Install] section are enabled; services and sockets
-        # among them started where systemd runs.
-        if grep -q '^\[Install\]' "$f"; then
-            enable_units+=("$name")
-            [[ $name =~ \.(service|socket)$ ]] && start_units+=("$name")
+        if [[ -e $unit_dir/${name%.d} ]]; then
+            dest=$unit_dir/$name
+        else
+            dest=$root/usr/share/doc/moat/examples/systemd/$name
         fi
+        for conf in "$f"/*.conf; do
+            [[ -e $conf ]] && install -D -m 0644 "$conf" "$dest/$(basename "$conf")"
+        done
     else
         say "error: agent/systemd/$name is neither a unit nor a NAME.d drop-in folder: say in $0 where it goes"
         exit 1
     fi
 done
-find "$unit_dir" -type f -exec sed -i 's#/usr/local/bin/#/usr/bin/#g' {} +
+find "$unit_dir" "$root/usr/share/doc/moat/examples" -type f -exec sed -i 's#/usr/local/bin/#/usr/bin/#g' {} + 2>/dev/null || true
 
 # Configuration and logrotate (conffiles).
 install -D -m 0644 agent/moatd.example.toml "$root/etc/moat/moatd.toml"
@@ -133,7 +150,8 @@ done
 # Control files.
 install -d "$root/DEBIAN"
 for script in postinst prerm postrm; do
-    sed -e "s/@ENABLE_UNITS@/${enable_units[*]}/" -e "s/@START_UNITS@/${start_units[*]}/" \
+    sed -e "s/@UNITS@/${units[*]}/" -e "s/@ENABLE_UNITS@/${enable_units[*]}/" \
+        -e "s/@STOP_UNITS@/${stop_units[*]}/" \
         "packaging/deb/$script" >"$root/DEBIAN/$script"
     chmod 0755 "$root/DEBIAN/$script"
 done

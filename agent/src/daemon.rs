@@ -23,6 +23,7 @@ use tokio::{
 };
 
 use crate::{
+    authz,
     collect::{
         attribution::{Attributor, CgroupLayout, CgroupParents},
         Collector, CollectorConfig, CollectorInputs, RunningCollector, Snapshot, SnapshotSource,
@@ -31,7 +32,7 @@ use crate::{
     export::{
         audit_log::{self, AuditLog, AuditStats},
         http::{self, HttpLimits, HttpStats},
-        metrics::Metrics,
+        metrics::{authz::AuthzStats, Metrics},
     },
     kernel::{AuditRecord, KernelSource},
     notify::Watchdog,
@@ -104,6 +105,10 @@ pub struct Running {
     source: SnapshotSource,
     stats: Arc<AuditStats>,
     http_stats: Arc<HttpStats>,
+    /// For the authorization plugin: the audit writer's queue and the
+    /// registry it adds its metrics to.
+    events: mpsc::Sender<moat_api::audit::AuditEvent>,
+    metrics: Arc<Metrics>,
 }
 
 impl Running {
@@ -225,7 +230,7 @@ pub fn start_supervised(
         CollectorInputs {
             kernel,
             records,
-            events: events_tx,
+            events: events_tx.clone(),
             shutdown: shutdown_rx.clone(),
         },
     )
@@ -235,7 +240,7 @@ pub fn start_supervised(
     let mut tasks = JoinSet::new();
     tasks.spawn(http::serve(
         listener,
-        metrics,
+        metrics.clone(),
         source.clone(),
         http_limits(config),
         http_stats.clone(),
@@ -254,6 +259,8 @@ pub fn start_supervised(
         source,
         stats,
         http_stats,
+        events: events_tx,
+        metrics,
     })
 }
 
@@ -289,6 +296,33 @@ pub async fn wait_until_served(addr: SocketAddr) -> anyhow::Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Starts the authorization plugin on `socket` with the policy `loaded`, its
+/// metrics served and its audit events written by `running`. Stop it before
+/// `running`, so that its last events are written.
+pub fn start_authz(
+    config: &Config,
+    running: &Running,
+    socket: authz::PluginSocket,
+    loaded: authz::policy::LoadedPolicy,
+) -> anyhow::Result<authz::Running> {
+    let stats = Arc::new(AuthzStats::default());
+    running
+        .metrics
+        .register_authz(stats.clone())
+        .context("registering the authorization plugin's metrics")?;
+    authz::start(
+        &config.authz,
+        socket,
+        loaded,
+        stats,
+        authz::Sinks {
+            audit_events: running.events.clone(),
+            audit_stats: running.stats.clone(),
+            host: host_name(),
+        },
+    )
 }
 
 /// Polls `finished` until it is true or `deadline` passes; returns the last

@@ -2,14 +2,16 @@
 //!
 //! Reads its configuration, binds the HTTP listener, mounts tracefs and bpffs if
 //! needed, loads and attaches the eBPF programs, then serves `/metrics` and writes
-//! audit events (see `moat_agent::daemon`) until SIGTERM or SIGINT; SIGHUP reopens
-//! the audit log.
+//! audit events (see `moat_agent::daemon`), and with `[authz] enabled` serves the
+//! Docker authorization plugin (see `moat_agent::authz`), until SIGTERM or SIGINT;
+//! SIGHUP reopens the audit log and reloads the authorization policy.
 
 use std::{net::SocketAddr, path::PathBuf, process::ExitCode, sync::Arc};
 
 use anyhow::Context as _;
 use clap::Parser;
 use moat_agent::{
+    authz::{self, policy::LoadedPolicy, systemd::ListenEnv, PluginSocket},
     config::{AuditTarget, Config},
     daemon,
     kernel::{cgroups::CgroupLayout, mounts, Kernel},
@@ -39,15 +41,24 @@ const EXIT_FAILURE: u8 = 1;
                   events as JSON lines. It mounts tracefs (/sys/kernel/tracing) and bpffs \
                   (/sys/fs/bpf) if they are missing, and stays in the foreground, logging \
                   to standard error.\n\n\
+                  With [authz] enabled in the configuration, moatd also serves the Docker \
+                  authorization plugin on a unix socket (default \
+                  /run/docker/plugins/moat.sock, or the socket systemd passes as \
+                  moat-authz): dockerd asks it about every API request, and it answers with \
+                  the node policy's decision (/etc/moat/policy.toml, the built-in baseline \
+                  when that file does not exist), re-checking each container's stored \
+                  configuration at start.\n\n\
                   Signals: SIGTERM or SIGINT detach the programs and exit 0; SIGHUP reopens \
-                  the audit log (for log rotation).\n\n\
+                  the audit log (for log rotation) and reloads the authorization policy (a \
+                  policy that does not load is logged, and the one in force stays).\n\n\
                   It needs root, or CAP_BPF with CAP_PERFMON (CAP_SYS_ADMIN on kernels \
                   before 5.8) and CAP_SYS_ADMIN to mount. It does not need \
                   CAP_SYS_RESOURCE on kernels since 5.11.",
     after_help = concat!(
         "Files:\n  ",
         "/etc/moat/moatd.toml  configuration (optional; every option has a default; see ",
-        "moatd.example.toml)\n\n",
+        "moatd.example.toml)\n  ",
+        "/etc/moat/policy.toml  the node policy of the authorization plugin ([authz] policy)\n\n",
         "Environment:\n  ",
         "RUST_LOG  log filter when --log is not given (default: info), ",
         "e.g. RUST_LOG=moat_agent=debug\n  ",
@@ -55,12 +66,14 @@ const EXIT_FAILURE: u8 = 1;
         "starting, READY=1 once the programs are attached and /metrics answers, and ",
         "STOPPING=1 on shutdown (a path or an abstract @name)\n  ",
         "WATCHDOG_USEC  set by systemd's WatchdogSec=: the collector sends WATCHDOG=1 ",
-        "after each reading of the kernel maps, at most every half of it\n\n",
+        "after each reading of the kernel maps, at most every half of it\n  ",
+        "LISTEN_PID, LISTEN_FDS, LISTEN_FDNAMES  sockets passed by systemd ",
+        "(moatd-authz.socket passes the plugin's, named moat-authz)\n\n",
         "Exit status:\n  ",
         "0  stopped by SIGTERM or SIGINT, or --check-config found the configuration valid\n  ",
-        "1  the eBPF programs could not be loaded or attached, the listen address or the ",
-        "audit log could not be used, or another error at run time\n  ",
-        "2  invalid command line or configuration"
+        "1  the eBPF programs could not be loaded or attached, the listen address, the ",
+        "plugin socket or the audit log could not be used, or another error at run time\n  ",
+        "2  invalid command line, configuration or authorization policy"
     )
 )]
 struct Args {
@@ -79,7 +92,8 @@ struct Args {
     #[arg(long, value_name = "FILE")]
     audit_log: Option<String>,
 
-    /// Check the configuration, print it, and exit.
+    /// Check the configuration (and with [authz] enabled, the policy file), print
+    /// it, and exit.
     #[arg(long)]
     check_config: bool,
 
@@ -92,6 +106,8 @@ struct Args {
 fn main() -> ExitCode {
     let args = Args::parse();
     init_logging(args.log.as_deref());
+    // Read (and cleared) while moatd has a single thread.
+    let listen_env = ListenEnv::take();
 
     let mut config = match Config::load(args.config.as_deref()) {
         Ok(config) => config,
@@ -110,8 +126,28 @@ fn main() -> ExitCode {
         }
         config.override_audit_log(AuditTarget::parse(audit_log));
     }
+    let policy = if config.authz.enabled {
+        match authz::load_policy(&config.authz.policy) {
+            Ok(loaded) => Some(loaded),
+            Err(err) => {
+                eprintln!("moatd: authorization policy (authz.policy): {err}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+        }
+    } else {
+        None
+    };
     if args.check_config {
         println!("{config:#?}");
+        if let Some(loaded) = &policy {
+            println!(
+                "authorization policy: {} (sha256 {}): {} rules, {} exceptions",
+                loaded.source,
+                loaded.sha256,
+                loaded.policy.rules.len(),
+                loaded.policy.exceptions.len()
+            );
+        }
         eprintln!("moatd: configuration OK");
         return ExitCode::SUCCESS;
     }
@@ -141,7 +177,7 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_FAILURE);
         }
     };
-    let result = runtime.block_on(run(config, &notifier, watchdog));
+    let result = runtime.block_on(run(config, listen_env, policy, &notifier, watchdog));
     // Whatever is left on the blocking pool (nothing, normally) is not waited
     // for: the process is leaving.
     runtime.shutdown_background();
@@ -157,6 +193,8 @@ fn main() -> ExitCode {
 
 async fn run(
     config: Config,
+    listen_env: ListenEnv,
+    policy: Option<LoadedPolicy>,
     notifier: &Notifier,
     watchdog: Option<Watchdog>,
 ) -> anyhow::Result<()> {
@@ -168,6 +206,20 @@ async fn run(
 
     // Bound before the programs load: scrapes arriving meanwhile wait in the backlog.
     let listener = daemon::bind(&config)?;
+    // The plugin's socket too: dockerd's requests wait in its backlog.
+    let plugin_socket = match &policy {
+        Some(_) => Some(PluginSocket::open(&config.authz, &listen_env)?),
+        None => {
+            anyhow::ensure!(
+                authz::systemd::plugin_fd(&listen_env, std::process::id())?.is_none(),
+                "systemd passed the authorization plugin's socket ({}), but [authz] enabled is \
+                 false: dockerd's requests would wait on it forever; enable [authz] or stop \
+                 and disable moatd-authz.socket",
+                authz::systemd::FD_NAME
+            );
+            None
+        }
+    };
     mounts::ensure_kernel_filesystems();
     let layout = CgroupLayout::detect(&config.workloads.cgroup_root);
     log::debug!("cgroup layout: {layout:?}");
@@ -190,6 +242,12 @@ async fn run(
         records,
         watchdog.clone(),
     )?;
+    let authz = match (plugin_socket, policy) {
+        (Some(socket), Some(policy)) => {
+            Some(daemon::start_authz(&config, &running, socket, policy)?)
+        }
+        _ => None,
+    };
     notifier.status("programs attached; waiting for /metrics to answer");
     daemon::wait_until_served(running.local_addr())
         .await
@@ -201,7 +259,8 @@ async fn run(
     ));
     log::info!(
         "moatd {} running (pid {}): serving http://{}/metrics, audit log {}; \
-         stop with SIGTERM or SIGINT, reopen the audit log with SIGHUP",
+         stop with SIGTERM or SIGINT, reopen the audit log (and reload the authorization \
+         policy) with SIGHUP",
         env!("CARGO_PKG_VERSION"),
         std::process::id(),
         running.local_addr(),
@@ -215,6 +274,9 @@ async fn run(
             _ = sighup.recv() => {
                 log::info!("received SIGHUP; reopening the audit log");
                 running.reopen_audit_log();
+                if let Some(authz) = &authz {
+                    authz.reload_policy();
+                }
             }
         }
     };
@@ -223,6 +285,9 @@ async fn run(
         watchdog.stop();
     }
     notifier.stopping(&format!("stopping on {signal_name}"));
+    if let Some(authz) = authz {
+        authz.shutdown().await;
+    }
     let last = running.shutdown().await;
     let summary = match &last.kernel_error {
         None => format!(

@@ -60,7 +60,7 @@ fn unknown_keys_are_refused_with_a_suggestion() {
     );
     assert_eq!(
         refused("section", "[metrics]\nlisten = \"127.0.0.1:1\"\n"),
-        "moatd: FILE: metrics: unknown key (known keys here: http, audit, workloads, kernel)"
+        "moatd: FILE: metrics: unknown key (known keys here: http, audit, workloads, kernel, authz)"
     );
     assert!(
         refused("misplaced", "listen = \"127.0.0.1:1\"\n").starts_with(

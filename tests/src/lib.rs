@@ -3,7 +3,9 @@
 
 use std::path::PathBuf;
 
+pub mod authz;
 pub mod bench;
+pub mod dockerd;
 pub mod fork;
 pub mod fuzz;
 pub mod fuzz_api;

@@ -17,7 +17,7 @@ use crate::bench::Stats;
 /// Everything one harness run measured.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Results {
-    /// `launch`, `seccomp` or `agent`.
+    /// `launch`, `seccomp`, `agent` or `authz`.
     pub harness: String,
     /// Whether this was a `--quick` smoke run (figures mean little).
     pub quick: bool,
@@ -125,12 +125,13 @@ pub struct Goal {
 }
 
 /// The report sections, in order; [`Comparison::section`] is one of these.
-pub const SECTIONS: [&str; 6] = [
+pub const SECTIONS: [&str; 7] = [
     "Launch",
     "Filter cost",
     "Tracing overhead",
     "Agent under load",
     "Scale of the exposition",
+    "Docker authorization",
     "Profile compile time",
 ];
 

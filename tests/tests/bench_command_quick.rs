@@ -23,7 +23,7 @@ fn quick_run_writes_the_report_and_restores_the_machine() {
         eprintln!("SKIP: scripts/bench.sh needs root (eBPF, cgroups, crun and runc)");
         return;
     }
-    for tool in ["crun", "runc", "bwrap", "bpftrace", "gnuplot"] {
+    for tool in ["crun", "runc", "bwrap", "bpftrace", "gnuplot", "dockerd"] {
         if Command::new("sh")
             .args(["-c", &format!("command -v {tool}")])
             .output()
@@ -41,6 +41,7 @@ fn quick_run_writes_the_report_and_restores_the_machine() {
         "seccomp_bench",
         "launch_bench",
         "agent_bench",
+        "authz_bench",
         "bench_report",
     ] {
         binary(b);
@@ -70,7 +71,7 @@ fn quick_run_writes_the_report_and_restores_the_machine() {
         before,
         "cgroup v2 controllers not restored"
     );
-    assert!(stderr.contains("[5/5,"), "no progress shown:\n{stderr}");
+    assert!(stderr.contains("[6/6,"), "no progress shown:\n{stderr}");
 
     let md = std::fs::read_to_string(out_dir.join("BENCHMARKS.md")).expect("BENCHMARKS.md");
     assert!(md.contains("**Quick run**"), "{md}");
@@ -98,7 +99,7 @@ fn quick_run_writes_the_report_and_restores_the_machine() {
     for l in &links {
         assert!(is_png(&out_dir.join(l)), "{l} is not a PNG");
     }
-    for h in ["seccomp", "launch", "agent"] {
+    for h in ["seccomp", "launch", "agent", "authz"] {
         let r = Results::read(&out_dir.join(format!("docs/bench/{h}.json"))).unwrap();
         assert_eq!(r.harness, h);
         assert!(r.quick);

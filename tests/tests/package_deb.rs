@@ -212,14 +212,23 @@ fn package_installs_removes_and_purges_in_a_scratch_root() {
         .collect();
     let missing: Vec<_> = expected.difference(&files).collect();
     assert!(missing.is_empty(), "not in the package: {missing:?}");
-    // Every unit of agent/systemd/ is packaged.
-    for unit in std::fs::read_dir(moat_tests::workspace_root().join("agent/systemd")).unwrap() {
+    // Every unit of agent/systemd/ is packaged; a drop-in for another
+    // package's unit (docker.service.d) as an example only: installed, it
+    // would change that unit at once.
+    let systemd_dir = moat_tests::workspace_root().join("agent/systemd");
+    for unit in std::fs::read_dir(&systemd_dir).unwrap() {
         let name = unit.unwrap().file_name().into_string().unwrap();
+        let own = name
+            .strip_suffix(".d")
+            .is_none_or(|unit| systemd_dir.join(unit).exists());
+        let place = if own {
+            format!("/lib/systemd/system/{name}")
+        } else {
+            format!("/usr/share/doc/moat/examples/systemd/{name}")
+        };
         assert!(
-            files
-                .iter()
-                .any(|f| f.starts_with(&format!("/lib/systemd/system/{name}"))),
-            "agent/systemd/{name} is not in the package"
+            files.iter().any(|f| f.starts_with(&place)),
+            "agent/systemd/{name} is not in the package at {place}"
         );
     }
 
@@ -275,6 +284,24 @@ fn package_installs_removes_and_purges_in_a_scratch_root() {
         std::fs::read_link(&wants).expect("moatd.service enabled"),
         Path::new("/lib/systemd/system/moatd.service")
     );
+    // Units other than services wait for the administrator: the plugin's
+    // socket needs `[authz] enabled` first.
+    let enabled: Vec<String> = std::fs::read_dir(etc.join("systemd/system"))
+        .unwrap()
+        .filter_map(|d| {
+            let d = d.ok()?;
+            let name = d.file_name().into_string().ok()?;
+            name.ends_with(".wants").then(|| {
+                std::fs::read_dir(d.path())
+                    .unwrap()
+                    .map(|e| format!("{name}/{}", e.unwrap().file_name().to_string_lossy()))
+                    .collect::<Vec<_>>()
+            })
+        })
+        .flatten()
+        .collect();
+    assert_eq!(enabled, ["multi-user.target.wants/moatd.service"]);
+    assert!(!etc.join("systemd/system/docker.service.d").exists());
     let unit = read(&root.join("lib/systemd/system/moatd.service"));
     assert!(unit.contains("\nExecStart=/usr/bin/moatd\n"), "{unit}");
     assert!(!unit.contains("/usr/local/"), "{unit}");

@@ -34,16 +34,23 @@ pub enum AuditAction {
     ForkBurst,
     /// A user namespace was created.
     UsernsCreated,
+    /// The Docker authorization plugin denied a request (mode `enforce`).
+    AuthzDenied,
+    /// The Docker authorization plugin would have denied a request, and
+    /// allowed it (mode `audit`).
+    AuthzWouldDeny,
 }
 
 impl AuditAction {
     /// Every action, in label order.
-    pub const ALL: [AuditAction; 5] = [
+    pub const ALL: [AuditAction; 7] = [
         AuditAction::SeccompDenied,
         AuditAction::ForkFailed,
         AuditAction::PidsLimitReached,
         AuditAction::ForkBurst,
         AuditAction::UsernsCreated,
+        AuditAction::AuthzDenied,
+        AuditAction::AuthzWouldDeny,
     ];
 
     /// The `event.action` value.
@@ -54,6 +61,8 @@ impl AuditAction {
             AuditAction::PidsLimitReached => "pids_limit_reached",
             AuditAction::ForkBurst => "fork_burst",
             AuditAction::UsernsCreated => "userns_created",
+            AuditAction::AuthzDenied => "authz_denied",
+            AuditAction::AuthzWouldDeny => "authz_would_deny",
         }
     }
 
@@ -75,6 +84,8 @@ impl AuditAction {
             AuditAction::PidsLimitReached => (&["process"], &["denied"]),
             AuditAction::ForkBurst => (&["process"], &["info"]),
             AuditAction::UsernsCreated => (&["process"], &["change"]),
+            AuditAction::AuthzDenied => (&["intrusion_detection"], &["denied"]),
+            AuditAction::AuthzWouldDeny => (&["intrusion_detection"], &["allowed"]),
         }
     }
 
@@ -83,8 +94,9 @@ impl AuditAction {
         match self {
             AuditAction::SeccompDenied
             | AuditAction::ForkFailed
-            | AuditAction::PidsLimitReached => Some("failure"),
-            AuditAction::UsernsCreated => Some("success"),
+            | AuditAction::PidsLimitReached
+            | AuditAction::AuthzDenied => Some("failure"),
+            AuditAction::UsernsCreated | AuditAction::AuthzWouldDeny => Some("success"),
             AuditAction::ForkBurst => None,
         }
     }
@@ -120,6 +132,9 @@ pub struct AuditEvent {
     /// `fork_burst.*`, for `fork_burst`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fork_burst: Option<ForkBurstFields>,
+    /// `authz.*`, for `authz_denied` and `authz_would_deny`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub authz: Option<AuthzFields>,
 }
 
 /// `event.*`.
@@ -235,6 +250,44 @@ pub struct ForkBurstFields {
     pub threshold: u64,
 }
 
+/// `authz.*`: one Docker API request the authorization plugin judged.
+///
+/// Every string comes from the request (the URI as the client sent it, the
+/// user's certificate name) or from the policy file: readers print them
+/// escaped.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AuthzFields {
+    /// `enforce` or `audit`.
+    pub mode: String,
+    /// The client certificate's common name; empty on the unix socket.
+    pub user: String,
+    /// The HTTP method.
+    pub method: String,
+    /// The request URI as the client sent it (version prefix and query
+    /// included), at most [`AuthzFields::MAX_URI`] bytes.
+    pub uri: String,
+    /// The endpoint's bounded label (`containers/create`, `other`, ...), as in
+    /// `moat_authz_requests_total`.
+    pub endpoint: String,
+    /// The policy rule that denies it, or a rule of the plugin itself
+    /// (`request`, `request-uri`, `request-body`, `container-inspect`,
+    /// `start-gate`).
+    pub rule: String,
+    /// The message the client is shown (for `authz_would_deny`, would be).
+    pub message: String,
+    /// The container the decision is about, when the plugin inspected one
+    /// (at `containers/{id}/start` and `/restart`): its full id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
+}
+
+impl AuthzFields {
+    /// The longest `uri` written; a longer one is cut (at a character
+    /// boundary) and ends in `...`.
+    pub const MAX_URI: usize = 2048;
+}
+
 /// Why a line of an audit log is not an audit event.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LineError {
@@ -290,6 +343,7 @@ impl AuditEvent {
             error: None,
             pids: None,
             fork_burst: None,
+            authz: None,
         }
     }
 
@@ -364,9 +418,12 @@ mod tests {
 
     #[test]
     fn reads_leniently_and_names_what_is_wrong() {
-        let minimal = AuditEvent::parse_line(br#"{"event":{"action":"authz_denied"}}"#).unwrap();
-        assert_eq!(minimal.event.action, "authz_denied");
+        let minimal =
+            AuditEvent::parse_line(br#"{"event":{"action":"some_newer_action"}}"#).unwrap();
+        assert_eq!(minimal.event.action, "some_newer_action");
         assert_eq!(minimal.action(), None);
+        let authz = AuditEvent::parse_line(br#"{"event":{"action":"authz_denied"}}"#).unwrap();
+        assert_eq!(authz.action(), Some(AuditAction::AuthzDenied));
         assert!(matches!(
             AuditEvent::parse_line(b"{"),
             Err(LineError::Json { .. })
@@ -380,6 +437,33 @@ mod tests {
             AuditEvent::parse_line(br#"{"event":{"action":"x"},"pids":{"limit":"many"}}"#),
             Err(LineError::Shape { .. })
         ));
+    }
+
+    #[test]
+    fn writes_an_authz_denial() {
+        let mut event = AuditEvent::new(
+            AuditAction::AuthzDenied,
+            "2026-05-20T10:11:12.123456789Z".to_owned(),
+            "node1",
+            "docker",
+            None,
+        );
+        event.authz = Some(AuthzFields {
+            mode: "enforce".to_owned(),
+            user: String::new(),
+            method: "POST".to_owned(),
+            uri: "/v1.41/containers/create".to_owned(),
+            endpoint: "containers/create".to_owned(),
+            rule: "privileged".to_owned(),
+            message: "no (HostConfig.Privileged: true)".to_owned(),
+            container: None,
+        });
+        let line = serde_json::to_string(&event).unwrap();
+        assert_eq!(
+            line,
+            r#"{"@timestamp":"2026-05-20T10:11:12.123456789Z","event":{"kind":"event","category":["intrusion_detection"],"type":["denied"],"action":"authz_denied","outcome":"failure"},"host":{"name":"node1"},"workload":{"name":"docker"},"cgroup":{"path":null},"authz":{"mode":"enforce","user":"","method":"POST","uri":"/v1.41/containers/create","endpoint":"containers/create","rule":"privileged","message":"no (HostConfig.Privileged: true)"}}"#
+        );
+        assert_eq!(AuditEvent::parse_line(line.as_bytes()).unwrap(), event);
     }
 
     #[test]

@@ -3,13 +3,16 @@
 //! standard `process_*` metrics); `moat stats`, the dashboards' tests and the
 //! agent's tests name series through these constants rather than copies.
 
-/// Whether a family is a counter or a gauge.
+/// Whether a family is a counter, a gauge or a histogram.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MetricKind {
     /// Only goes up (reset on restart); named `..._total`.
     Counter,
     /// Goes up and down.
     Gauge,
+    /// Observations in cumulative buckets: served as `<name>_bucket{le}`,
+    /// `<name>_sum` and `<name>_count`.
+    Histogram,
 }
 
 /// One metric family.
@@ -139,8 +142,39 @@ pub const HTTP_CONNECTIONS_REJECTED: MetricSpec = MetricSpec {
     labels: &["reason"],
 };
 
-/// Every `moat_*` family, in the order moatd serves them.
-pub const FAMILIES: [&MetricSpec; 16] = [
+/// `moat_authz_requests_total`.
+pub const AUTHZ_REQUESTS: MetricSpec = MetricSpec {
+    name: "moat_authz_requests_total",
+    help: "Docker API requests the authorization plugin decided (AuthZReq), by decision (allow, deny, would_deny in audit mode, error: denied, or allowed in audit mode, because the plugin could not judge) and endpoint (a bounded set, other for the rest).",
+    kind: MetricKind::Counter,
+    labels: &["decision", "endpoint"],
+};
+/// `moat_authz_request_duration_seconds`.
+pub const AUTHZ_REQUEST_DURATION: MetricSpec = MetricSpec {
+    name: "moat_authz_request_duration_seconds",
+    help: "Time the authorization plugin took to decide an AuthZReq, from its body read to its answer (the container inspect at start included).",
+    kind: MetricKind::Histogram,
+    labels: &[],
+};
+/// `moat_authz_policy_reloads_total`.
+pub const AUTHZ_POLICY_RELOADS: MetricSpec = MetricSpec {
+    name: "moat_authz_policy_reloads_total",
+    help:
+        "Policy reloads on SIGHUP, by result (success, or failure: the policy in force was kept).",
+    kind: MetricKind::Counter,
+    labels: &["result"],
+};
+/// `moat_authz_policy_info`.
+pub const AUTHZ_POLICY_INFO: MetricSpec = MetricSpec {
+    name: "moat_authz_policy_info",
+    help: "Always 1; the authorization plugin's mode (enforce or audit), the policy in force (its file, or baseline) and the SHA-256 of its text as labels.",
+    kind: MetricKind::Gauge,
+    labels: &["mode", "source", "sha256"],
+};
+
+/// Every `moat_*` family, in the order moatd serves them. The `moat_authz_*`
+/// families are served when the authorization plugin is enabled.
+pub const FAMILIES: [&MetricSpec; 20] = [
     &SECCOMP_DENIALS,
     &FORKS,
     &EXECS,
@@ -157,6 +191,10 @@ pub const FAMILIES: [&MetricSpec; 16] = [
     &HTTP_CONNECTIONS_OPEN,
     &HTTP_CONNECTIONS_REJECTED,
     &BUILD_INFO,
+    &AUTHZ_REQUESTS,
+    &AUTHZ_REQUEST_DURATION,
+    &AUTHZ_POLICY_RELOADS,
+    &AUTHZ_POLICY_INFO,
 ];
 
 /// Values of the `workload` label that are not a workload's name.
@@ -194,7 +232,8 @@ pub mod drop_reason {
     /// The kernel's ring buffer was full.
     pub const BUFFER_FULL: &str = "buffer_full";
     /// moatd's derived events (pids_limit_reached, fork_burst) waited for the
-    /// audit writer longer than its queue holds.
+    /// audit writer longer than its queue holds, or the authorization plugin's
+    /// events came faster than the writer took them.
     pub const QUEUE_FULL: &str = "queue_full";
     /// Writing the line failed (a full disk, an I/O error); the log holds no
     /// part of it.
@@ -247,6 +286,52 @@ pub const HTTP_REJECT_REASONS: [&str; 6] = [
     http_reject_reason::CONNECTION_TIMEOUT,
     http_reject_reason::ACCEPT_FAILED,
 ];
+
+/// Values of the `decision` label of `moat_authz_requests_total`.
+pub mod authz_decision {
+    /// Allowed by the policy.
+    pub const ALLOW: &str = "allow";
+    /// Denied by the policy (mode `enforce`).
+    pub const DENY: &str = "deny";
+    /// Allowed although the policy denies it (mode `audit`).
+    pub const WOULD_DENY: &str = "would_deny";
+    /// The plugin could not judge the request (an unreadable plugin request,
+    /// a container inspect that failed, a timeout): denied in mode
+    /// `enforce`, allowed in mode `audit`.
+    pub const ERROR: &str = "error";
+    /// Every value, all present (at 0) for every endpoint.
+    pub const ALL: [&str; 4] = [ALLOW, DENY, WOULD_DENY, ERROR];
+}
+
+/// Values of the `result` label of `moat_authz_policy_reloads_total`.
+pub mod authz_reload {
+    /// The new policy is in force.
+    pub const SUCCESS: &str = "success";
+    /// The file did not load; the policy in force was kept.
+    pub const FAILURE: &str = "failure";
+    /// Both values, present (at 0) from the start.
+    pub const ALL: [&str; 2] = [SUCCESS, FAILURE];
+}
+
+/// The upper bounds (seconds) of `moat_authz_request_duration_seconds`'
+/// buckets (and `+Inf`): decisions take microseconds, a start with its
+/// container inspect milliseconds.
+pub const AUTHZ_DURATION_BUCKETS: [f64; 14] = [
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+    5.0,
+];
+
+/// The series names a family's samples have: the name itself, or for a
+/// histogram its `_bucket`, `_sum` and `_count` series.
+pub fn sample_names(spec: &MetricSpec) -> Vec<String> {
+    match spec.kind {
+        MetricKind::Histogram => ["_bucket", "_sum", "_count"]
+            .iter()
+            .map(|suffix| format!("{}{suffix}", spec.name))
+            .collect(),
+        MetricKind::Counter | MetricKind::Gauge => vec![spec.name.to_owned()],
+    }
+}
 
 /// The family named `name`, if moatd serves it.
 pub fn family(name: &str) -> Option<&'static MetricSpec> {

@@ -91,6 +91,7 @@ pub(super) const SECTION_KEYS: &[(&str, &[&str])] = &[
             "audit_channel_capacity",
         ],
     ),
+    ("authz", super::authz::KEYS),
 ];
 
 /// Reads serde's `unknown field `x`, expected one of `a`, `b`` (or `expected `a``,

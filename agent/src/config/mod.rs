@@ -17,6 +17,7 @@ use std::{
 
 use serde::Deserialize;
 
+mod authz;
 mod keys;
 
 #[cfg(test)]
@@ -24,6 +25,7 @@ use keys::SECTION_KEYS;
 use keys::{key_error, line_column};
 
 use crate::kernel::{config::KernelField, KernelConfig};
+pub use authz::{AuthzConfig, AuthzMode};
 
 /// Where moatd looks for its configuration when `--config` is not given. A missing
 /// file there means built-in defaults.
@@ -55,6 +57,8 @@ pub struct Config {
     pub workloads: WorkloadsConfig,
     /// Sizes of the kernel side's maps and buffers.
     pub kernel: KernelSection,
+    /// The Docker authorization plugin.
+    pub authz: AuthzConfig,
 }
 
 /// `[http]`.
@@ -380,6 +384,7 @@ impl Config {
             1_000,
             86_400_000,
         )?;
+        self.authz.validate()?;
         check_cgroup_relative(&self.workloads.moat_parent)
             .map_err(|reason| ("workloads.moat_parent", reason))?;
         check_cgroup_relative(&self.workloads.docker_parent)

@@ -69,6 +69,9 @@ impl DropReason {
 pub struct AuditStats {
     written: [AtomicU64; AuditAction::ALL.len()],
     dropped: [AtomicU64; DropReason::ALL.len()],
+    /// The authorization plugin's events dropped before the writer, its queue
+    /// full (`reason="queue_full"`; the collector counts its own).
+    queue_full: AtomicU64,
 }
 
 impl AuditStats {
@@ -80,6 +83,18 @@ impl AuditStats {
     /// Events not written for `reason`.
     pub fn dropped(&self, reason: DropReason) -> u64 {
         self.dropped[reason as usize].load(Ordering::Relaxed)
+    }
+
+    /// Counts an event dropped before the writer because its queue was full
+    /// (the authorization plugin never waits for the writer).
+    pub fn count_queue_full(&self) {
+        self.queue_full.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The authorization plugin's events dropped because the writer's queue
+    /// was full.
+    pub fn queue_full(&self) -> u64 {
+        self.queue_full.load(Ordering::Relaxed)
     }
 
     fn add_written(&self, action: AuditAction) {

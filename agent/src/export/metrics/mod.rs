@@ -9,6 +9,7 @@
 //! everything in the Prometheus text format 0.0.4 or in OpenMetrics 1.0.0
 //! ([`Format`]). Rendering reads; it changes no attribution state.
 
+pub mod authz;
 mod format;
 mod openmetrics;
 
@@ -57,6 +58,7 @@ fn metric_type(kind: MetricKind) -> MetricType {
     match kind {
         MetricKind::Counter => MetricType::COUNTER,
         MetricKind::Gauge => MetricType::GAUGE,
+        MetricKind::Histogram => MetricType::HISTOGRAM,
     }
 }
 
@@ -131,8 +133,10 @@ impl MoatCollector {
         http: Arc<HttpStats>,
         kernel_release: &str,
     ) -> prometheus::Result<Self> {
+        // The authorization plugin's families have their own collector.
         let descs = spec::FAMILIES
             .iter()
+            .filter(|spec| !spec.name.starts_with("moat_authz_"))
             .map(|spec| {
                 Desc::new(
                     spec.name.to_owned(),
@@ -169,6 +173,11 @@ impl MoatCollector {
         dropped.add(
             vec![Arc::from(drop_reason::QUEUE_FULL)],
             snapshot.audit_queue_dropped as f64,
+        );
+        // The authorization plugin's events, dropped before the writer.
+        dropped.add(
+            vec![Arc::from(drop_reason::QUEUE_FULL)],
+            self.audit.queue_full() as f64,
         );
         for (labels, value) in &snapshot.kernel_dropped.0 {
             dropped.add(labels.clone(), *value);
@@ -268,6 +277,12 @@ impl Metrics {
             collector,
             scrape: Mutex::new(()),
         })
+    }
+
+    /// Serves the authorization plugin's counts `stats` from now on.
+    pub fn register_authz(&self, stats: Arc<authz::AuthzStats>) -> prometheus::Result<()> {
+        self.registry
+            .register(Box::new(authz::AuthzCollector::new(stats)?))
     }
 
     /// Renders `snapshot` (and the audit counts and process metrics as they are

@@ -35,13 +35,17 @@ const POLL_INTERVAL: Duration = Duration::from_millis(200);
                   /var/log/moat/audit.jsonl, its audit.log setting or --audit-log flag) for \
                   every seccomp denial (seccomp_denied: syscall, action, errno, pid, comm), \
                   failed fork (fork_failed: errno), pids limit refusal (pids_limit_reached: \
-                  current, limit, hits), fork burst (fork_burst: forks per second) and user \
-                  namespace creation (userns_created). Events seen in the kernel are \
+                  current, limit, hits), fork burst (fork_burst: forks per second), user \
+                  namespace creation (userns_created), and Docker API requests the \
+                  authorization plugin denied (authz_denied) or, in audit mode, would have \
+                  denied (authz_would_deny: rule, method, URI, endpoint, user, container, \
+                  message). Events seen in the kernel are \
                   rate-limited per cgroup (moatd's audit.rate_limit), so under load the log is \
                   a sample of what happened; moatd's metrics (`moat stats`) count exactly.\n\n\
                   A line that is not a moat audit event is skipped with a warning on standard \
                   error naming its line number.\n\n\
-                  Workload and process names are chosen by whoever runs the workload: every \
+                  Workload and process names are chosen by whoever runs the workload, and \
+                  the requests of authz events by Docker's clients: every \
                   field is printed with control and bidirectional-formatting characters \
                   escaped (\\x1b, \\u{202e}; a backslash as \\\\), and --json lines have \
                   them as JSON \\u escapes (the same strings once decoded), so nothing in an \
@@ -474,6 +478,19 @@ pub fn format_event(event: &AuditEvent, zone: &jiff::tz::TimeZone) -> String {
                 add("threshold", Some(format!("{}/s", burst.threshold)));
             }
         }
+        "authz_denied" | "authz_would_deny" => {
+            if let Some(authz) = &event.authz {
+                add("rule", Some(authz.rule.clone()));
+                add("method", Some(authz.method.clone()));
+                add("uri", Some(authz.uri.clone()));
+                add("endpoint", Some(authz.endpoint.clone()));
+                if !authz.user.is_empty() {
+                    add("user", Some(authz.user.clone()));
+                }
+                add("container", authz.container.clone());
+                add("message", Some(authz.message.clone()));
+            }
+        }
         _ => {}
     }
     if let Some(process) = &event.process {
@@ -502,6 +519,10 @@ mod tests {
         assert_eq!(token(""), "\"\"");
         assert_eq!(token("a\u{1b}]0;x\u{7}"), "a\\x1b]0;x\\x07");
         assert_eq!(token("say \"hi\""), "\"say \\\"hi\\\"\"");
+        assert_eq!(
+            token("/v1.41/containers/create"),
+            "/v1.41/containers/create"
+        );
     }
 
     #[test]
@@ -523,6 +544,29 @@ mod tests {
         });
         let line = format_event(&event, &jiff::tz::TimeZone::UTC);
         assert!(!line.chars().any(moat_api::text::is_unsafe), "{line:?}");
+    }
+
+    #[test]
+    fn authz_events_read_escaped() {
+        let line = r#"{"@timestamp":"","event":{"action":"authz_denied"},"workload":{"name":"docker\u001b[31m"},"authz":{"mode":"enforce","user":"ci\u202e","method":"POST","uri":"/v1.41/containers/create?name=\u001b]0;x\u0007","endpoint":"containers/create","rule":"privileged","message":"no (HostConfig.Privileged: true)","container":"0123456789ab"}}"#;
+        let event = AuditEvent::parse_line(line.as_bytes()).unwrap();
+        let text = format_event(&event, &jiff::tz::TimeZone::UTC);
+        assert!(!text.chars().any(moat_api::text::is_unsafe), "{text:?}");
+        assert!(text.contains(r"docker\x1b[31m"), "{text}");
+        assert!(text.contains("authz_denied"), "{text}");
+        assert!(text.contains("rule=privileged method=POST"), "{text}");
+        assert!(
+            text.contains(r#"uri="/v1.41/containers/create?name=\x1b]0;x\x07""#),
+            "{text}"
+        );
+        assert!(
+            text.contains("endpoint=containers/create user=ci\\u{202e} container=0123456789ab"),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"message="no (HostConfig.Privileged: true)""#),
+            "{text}"
+        );
     }
 
     #[test]
