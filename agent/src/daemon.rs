@@ -35,6 +35,7 @@ use crate::{
         metrics::{authz::AuthzStats, Metrics},
     },
     kernel::{AuditRecord, KernelSource},
+    notify::Watchdog,
 };
 
 /// How long [`Running::shutdown`] waits for the tasks before abandoning them.
@@ -183,6 +184,19 @@ pub fn start(
     kernel: Arc<dyn KernelSource>,
     records: mpsc::Receiver<AuditRecord>,
 ) -> anyhow::Result<Running> {
+    start_supervised(config, layout, listener, kernel, records, None)
+}
+
+/// [`start`], with the service manager's `watchdog` pinged by the collector
+/// after each reading of the kernel maps.
+pub fn start_supervised(
+    config: &Config,
+    layout: &CgroupLayout,
+    listener: std::net::TcpListener,
+    kernel: Arc<dyn KernelSource>,
+    records: mpsc::Receiver<AuditRecord>,
+    watchdog: Option<Watchdog>,
+) -> anyhow::Result<Running> {
     let listener = TcpListener::from_std(listener).context("registering the listener")?;
     let local_addr = listener
         .local_addr()
@@ -215,6 +229,7 @@ pub fn start(
             interval: Duration::from_millis(config.workloads.poll_interval_ms),
             fork_burst_threshold: config.audit.fork_burst_threshold,
             host_name: host_name(),
+            watchdog,
         },
         Attributor::new(layout, &config.workloads),
         CollectorInputs {
@@ -252,6 +267,40 @@ pub fn start(
         events: events_tx,
         metrics,
     })
+}
+
+/// How long [`wait_until_served`] tries before it gives up.
+const SERVED_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Waits until `GET /metrics` on `addr` (the loopback address of its family
+/// when `addr` is unspecified) answers 200, which it does once the collector
+/// has read the kernel maps: moatd reports itself ready only then.
+pub async fn wait_until_served(addr: SocketAddr) -> anyhow::Result<()> {
+    use moat_api::client::{get, HttpUrl};
+    let mut addr = addr;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(match addr {
+            SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    let url = HttpUrl::at(addr, "/metrics");
+    let shown = format!("http://{addr}/metrics");
+    let deadline = tokio::time::Instant::now() + SERVED_TIMEOUT;
+    loop {
+        let attempt = url.clone();
+        let answer = tokio::task::spawn_blocking(move || get(&attempt))
+            .await
+            .context("the /metrics check panicked")?;
+        match answer {
+            Ok(_) => return Ok(()),
+            Err(err) if tokio::time::Instant::now() >= deadline => {
+                return Err(err).with_context(|| format!("GET {shown} for {SERVED_TIMEOUT:?}"));
+            }
+            Err(err) => log::debug!("GET {shown}: {err}; trying again"),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// Starts the authorization plugin on `socket` with the policy `loaded`, its

@@ -11,7 +11,8 @@
 //! - [`export`]: what leaves moatd: `/metrics` (a metric), the HTTP server and the
 //!   audit log (an audit event). Exporters only read what the collector published.
 //! - [`authz`]: the Docker authorization plugin (an authorization decision).
-//! - [`config`]: moatd's configuration file; [`daemon`]: the wiring of all of it.
+//! - [`config`]: moatd's configuration file; [`daemon`]: the wiring of all of it;
+//!   [`notify`]: readiness, status and watchdog pings for the service manager.
 
 pub mod authz;
 pub mod collect;
@@ -19,3 +20,4 @@ pub mod config;
 pub mod daemon;
 pub mod export;
 pub mod kernel;
+pub mod notify;

@@ -15,6 +15,7 @@ use moat_agent::{
     config::{AuditTarget, Config},
     daemon,
     kernel::{cgroups::CgroupLayout, mounts, Kernel},
+    notify::{Notifier, Watchdog},
 };
 use tokio::signal::unix::{signal, SignalKind};
 
@@ -61,6 +62,11 @@ const EXIT_FAILURE: u8 = 1;
         "Environment:\n  ",
         "RUST_LOG  log filter when --log is not given (default: info), ",
         "e.g. RUST_LOG=moat_agent=debug\n  ",
+        "NOTIFY_SOCKET  set by systemd for Type=notify: moatd sends STATUS= lines while ",
+        "starting, READY=1 once the programs are attached and /metrics answers, and ",
+        "STOPPING=1 on shutdown (a path or an abstract @name)\n  ",
+        "WATCHDOG_USEC  set by systemd's WatchdogSec=: the collector sends WATCHDOG=1 ",
+        "after each reading of the kernel maps, at most every half of it\n  ",
         "LISTEN_PID, LISTEN_FDS, LISTEN_FDNAMES  sockets passed by systemd ",
         "(moatd-authz.socket passes the plugin's, named moat-authz)\n\n",
         "Exit status:\n  ",
@@ -145,6 +151,15 @@ fn main() -> ExitCode {
         eprintln!("moatd: configuration OK");
         return ExitCode::SUCCESS;
     }
+    let (notifier, watchdog) = match Notifier::from_env()
+        .and_then(|notifier| Ok((notifier.clone(), Watchdog::from_env(&notifier)?)))
+    {
+        Ok(pair) => pair,
+        Err(err) => {
+            eprintln!("moatd: {err}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
 
     raise_nofile_limit();
     // Renders run on blocking threads one at a time (they share one registry):
@@ -162,7 +177,7 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_FAILURE);
         }
     };
-    let result = runtime.block_on(run(config, listen_env, policy));
+    let result = runtime.block_on(run(config, listen_env, policy, &notifier, watchdog));
     // Whatever is left on the blocking pool (nothing, normally) is not waited
     // for: the process is leaving.
     runtime.shutdown_background();
@@ -170,6 +185,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             log::error!("{err:#}");
+            notifier.status(&format!("failed: {err:#}"));
             ExitCode::from(EXIT_FAILURE)
         }
     }
@@ -179,6 +195,8 @@ async fn run(
     config: Config,
     listen_env: ListenEnv,
     policy: Option<LoadedPolicy>,
+    notifier: &Notifier,
+    watchdog: Option<Watchdog>,
 ) -> anyhow::Result<()> {
     // Registered first, so a signal that arrives while the programs load still ends
     // in a clean exit rather than the default, fatal, disposition.
@@ -208,6 +226,7 @@ async fn run(
 
     // The kernel side: programs loaded and attached, counters read at every
     // scrape and poll through `KernelSource`, audit records from its ring buffer.
+    notifier.status("loading and attaching the eBPF programs");
     let mut kernel = Kernel::load(config.kernel_config())
         .context("loading and attaching moat's eBPF programs")?;
     log::info!("{}", kernel.tracing_mode());
@@ -216,13 +235,29 @@ async fn run(
         .context("starting the audit ring buffer reader")?;
     let kernel = Arc::new(kernel);
 
-    let running = daemon::start(&config, &layout, listener, kernel.clone(), records)?;
+    let running = daemon::start_supervised(
+        &config,
+        &layout,
+        listener,
+        kernel.clone(),
+        records,
+        watchdog.clone(),
+    )?;
     let authz = match (plugin_socket, policy) {
         (Some(socket), Some(policy)) => {
             Some(daemon::start_authz(&config, &running, socket, policy)?)
         }
         _ => None,
     };
+    notifier.status("programs attached; waiting for /metrics to answer");
+    daemon::wait_until_served(running.local_addr())
+        .await
+        .context("/metrics does not answer")?;
+    notifier.ready(&format!(
+        "serving http://{}/metrics; audit log {}",
+        running.local_addr(),
+        config.audit.log
+    ));
     log::info!(
         "moatd {} running (pid {}): serving http://{}/metrics, audit log {}; \
          stop with SIGTERM or SIGINT, reopen the audit log (and reload the authorization \
@@ -247,6 +282,10 @@ async fn run(
         }
     };
     log::info!("received {signal_name}; shutting down");
+    if let Some(watchdog) = &watchdog {
+        watchdog.stop();
+    }
+    notifier.stopping(&format!("stopping on {signal_name}"));
     if let Some(authz) = authz {
         authz.shutdown().await;
     }

@@ -167,6 +167,8 @@ pub struct Options {
     pub stdout_unread: bool,
     /// `workloads.poll_interval_ms` [default: 100].
     pub poll_interval_ms: Option<u64>,
+    /// Environment variables set for moatd (e.g. `NOTIFY_SOCKET`).
+    pub env: Vec<(String, String)>,
 }
 
 impl Moatd {
@@ -256,6 +258,7 @@ impl Moatd {
                 Stdio::null()
             })
             .stderr(std::fs::File::create(&log).unwrap())
+            .envs(options.env.iter().map(|(k, v)| (k, v)))
             .spawn()
             .unwrap();
         Moatd {
@@ -278,6 +281,11 @@ impl Moatd {
     pub fn signal(&self, signal: i32) {
         // SAFETY: kill(2) on our own child's pid.
         unsafe { libc::kill(self.child.id() as libc::pid_t, signal) };
+    }
+
+    /// The port moatd serves on.
+    pub fn port(&self) -> u16 {
+        self.port
     }
 
     /// moatd's pid.

@@ -107,6 +107,8 @@ fn substitute(expr: &str) -> String {
         .replace("${workload:regex}", ".*")
         .replace("${workload}", ".*")
         .replace("$workload", ".*")
+        .replace("$job", ".+")
+        .replace("$instance", ".+")
         .replace("$__rate_interval", "5m")
         .replace("$__range", "1h")
         .replace("$__interval", "1m");
@@ -127,17 +129,16 @@ fn dashboard_is_well_formed() {
             .find(|v| v["name"] == name)
             .unwrap_or_else(|| panic!("no template variable {name}"))
     };
-    let ds = var("DS_PROMETHEUS");
+    let ds = var("datasource");
     assert_eq!(ds["type"], "datasource");
     assert_eq!(ds["query"], "prometheus");
     let wl = var("workload");
     assert_eq!(wl["type"], "query");
-    assert_eq!(wl["datasource"]["uid"], "${DS_PROMETHEUS}");
-    assert_eq!(wl["definition"], "label_values(moat_forks_total, workload)");
-    assert_eq!(
-        wl["query"]["query"],
-        "label_values(moat_forks_total, workload)"
-    );
+    assert_eq!(wl["datasource"]["uid"], "${datasource}");
+    let wl_query =
+        "label_values(moat_forks_total{job=~\"$job\",instance=~\"$instance\"}, workload)";
+    assert_eq!(wl["definition"], wl_query);
+    assert_eq!(wl["query"]["query"], wl_query);
     assert_eq!(wl["query"]["qryType"], 1, "label values");
     assert_eq!(wl["query"]["label"], "workload");
     assert_eq!(wl["query"]["metric"], "moat_forks_total");
@@ -157,11 +158,11 @@ fn dashboard_is_well_formed() {
         if p["type"] == "row" {
             continue;
         }
-        assert_eq!(p["datasource"]["uid"], "${DS_PROMETHEUS}", "{title}");
+        assert_eq!(p["datasource"]["uid"], "${datasource}", "{title}");
         let ts = p["targets"].as_array().expect("targets");
         assert!(!ts.is_empty(), "{title}: no targets");
         for t in ts {
-            assert_eq!(t["datasource"]["uid"], "${DS_PROMETHEUS}", "{title}");
+            assert_eq!(t["datasource"]["uid"], "${datasource}", "{title}");
             assert!(t["expr"].as_str().is_some_and(|e| !e.is_empty()), "{title}");
         }
     }
@@ -176,7 +177,8 @@ fn dashboard_is_well_formed() {
     // The panel the dashboard is built around, verbatim.
     assert!(exprs.iter().any(|e| e
         == "sum by (workload, syscall, action, errno) \
-            (rate(moat_seccomp_denials_total{workload=~\"$workload\"}[$__rate_interval]))"));
+            (rate(moat_seccomp_denials_total{job=~\"$job\",instance=~\"$instance\",\
+            workload=~\"$workload\"}[$__rate_interval]))"));
 }
 
 #[test]
@@ -781,5 +783,117 @@ fn every_panel_query_returns_data_on_a_real_prometheus() {
         "{checked} panel queries and {} rules checked in {:.1?}",
         rules.len(),
         started.elapsed()
+    );
+}
+
+/// The scrape configs next to the rules: promtool checks the static one as
+/// it is. Debian's Prometheus is built without Kubernetes service discovery,
+/// so `kubernetes_sd_configs` itself cannot be checked here; the Kubernetes
+/// config is checked with that block replaced by file discovery of targets
+/// carrying the `__meta_kubernetes_*` labels Kubernetes discovery would give,
+/// and a real Prometheus applies its relabeling to them: only the running
+/// moatd pod's `metrics` port is scraped, as job moatd, with the node's name
+/// as `instance` and the cluster's.
+#[test]
+fn scrape_configs_check_and_kubernetes_targets_are_named_by_node() {
+    let Some((prometheus, promtool)) = tools() else {
+        return;
+    };
+    run(Command::new(&promtool)
+        .args(["check", "config"])
+        .arg(dashboards().join("prometheus-static.yml")));
+
+    let dir = TempDir::new("k8s-scrape");
+    let original = std::fs::read_to_string(dashboards().join("prometheus-kubernetes.yml")).unwrap();
+    let sd_start = original
+        .find("    kubernetes_sd_configs:\n")
+        .expect("kubernetes_sd_configs");
+    let sd_end = original
+        .find("    relabel_configs:\n")
+        .expect("relabel_configs");
+    let targets = dir.join("targets.json");
+    let mut config = format!(
+        "{}    file_sd_configs:\n      - files: [{}]\n        refresh_interval: 1s\n{}",
+        &original[..sd_start],
+        targets.display(),
+        &original[sd_end..]
+    );
+    for rules in ["moat-alerts.yml", "moat-recording.yml"] {
+        config = config.replace(
+            &format!("  - {rules}\n"),
+            &format!("  - {}\n", dashboards().join(rules).display()),
+        );
+    }
+    let config_path = dir.join("prometheus.yml");
+    write_file(&config_path, &config);
+    run(Command::new(&promtool)
+        .args(["check", "config"])
+        .arg(&config_path));
+
+    let pod = |name: &str, app: &str, port: &str, phase: &str, node: &str| {
+        serde_json::json!({
+            "targets": ["127.0.0.1:1"],
+            "labels": {
+                "__meta_kubernetes_namespace": "moat-system",
+                "__meta_kubernetes_pod_name": name,
+                "__meta_kubernetes_pod_label_app_kubernetes_io_name": app,
+                "__meta_kubernetes_pod_container_port_name": port,
+                "__meta_kubernetes_pod_phase": phase,
+                "__meta_kubernetes_pod_node_name": node,
+            }
+        })
+    };
+    let groups = serde_json::json!([
+        pod("moatd-x1", "moatd", "metrics", "Running", "node-a"),
+        pod("moatd-x1", "moatd", "other", "Running", "node-a"),
+        pod("moatd-x2", "moatd", "metrics", "Pending", "node-b"),
+        pod("web-1", "web", "metrics", "Running", "node-a"),
+    ]);
+    write_file(&targets, &groups.to_string());
+
+    let log = dir.join("prometheus.log");
+    let logfile = std::fs::File::create(&log).unwrap();
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let child = Command::new(&prometheus)
+        .arg(format!("--config.file={}", config_path.display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.join("data").display()
+        ))
+        .arg(format!("--web.listen-address={addr}"))
+        .stdin(Stdio::null())
+        .stdout(logfile.try_clone().unwrap())
+        .stderr(logfile)
+        .spawn()
+        .expect("start prometheus");
+    let mut prom = Prometheus { child, addr, log };
+    wait_for("/-/ready", Duration::from_secs(15), &mut prom, |p| {
+        http_get(p.addr, "/-/ready").is_ok_and(|(code, _)| code == 200)
+    });
+    let mut found = Value::Null;
+    wait_for(
+        "targets discovered",
+        Duration::from_secs(20),
+        &mut prom,
+        |p| {
+            found = p.api("/api/v1/targets");
+            found["activeTargets"]
+                .as_array()
+                .is_some_and(|a| !a.is_empty())
+                && found["droppedTargets"]
+                    .as_array()
+                    .is_some_and(|d| d.len() == 3)
+        },
+    );
+    let active = found["activeTargets"].as_array().unwrap();
+    assert_eq!(active.len(), 1, "{found:#}");
+    assert_eq!(
+        active[0]["labels"],
+        serde_json::json!({
+            "instance": "node-a",
+            "job": "moatd",
+            "cluster": "example",
+            "pod": "moatd-x1",
+        })
     );
 }

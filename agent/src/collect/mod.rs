@@ -44,7 +44,10 @@ use self::{
     pids::{HitTracker, PidsCgroup},
     snapshot::RefreshRequest,
 };
-use crate::kernel::{AuditKind, AuditRecord, KernelSnapshot, KernelSource};
+use crate::{
+    kernel::{AuditKind, AuditRecord, KernelSnapshot, KernelSource},
+    notify::Watchdog,
+};
 
 /// Most kernel records attributed in one go before the collector looks at its
 /// other inputs (a scrape waiting for a snapshot, above all).
@@ -81,6 +84,10 @@ pub struct CollectorConfig {
     pub fork_burst_threshold: u64,
     /// `host.name` of audit events.
     pub host_name: String,
+    /// The service manager's watchdog, pinged after each successful reading
+    /// of the kernel maps: a collector that stops reading them stops the pings,
+    /// and the manager restarts moatd.
+    pub watchdog: Option<Watchdog>,
 }
 
 /// The collector's inputs.
@@ -230,6 +237,17 @@ impl Collector {
         let mut ticker = tokio::time::interval(self.config.interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         ticker.reset();
+        // A poll interval longer than the watchdog's period would let the
+        // pings lapse: then the maps are also read at the watchdog's pace.
+        let watchdog_period = self
+            .config
+            .watchdog
+            .as_ref()
+            .map(Watchdog::period)
+            .filter(|period| *period < self.config.interval);
+        let mut watchdog_ticker = tokio::time::interval(watchdog_period.unwrap_or(Duration::MAX));
+        watchdog_ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        watchdog_ticker.reset();
         let mut records_open = true;
         let mut watcher_open = true;
         loop {
@@ -270,6 +288,9 @@ impl Collector {
                     }
                 }
                 _ = ticker.tick() => self.poll(Instant::now()),
+                _ = watchdog_ticker.tick(), if watchdog_period.is_some() => {
+                    let _ = self.read_kernel();
+                }
                 record = records.recv(), if records_open && writer_has_room => match record {
                     Some(record) => self.handle_records(record, &mut records),
                     None => records_open = false,
@@ -359,12 +380,17 @@ impl Collector {
         }
     }
 
+    /// Reads the kernel maps; a successful reading pings the watchdog.
     fn read_kernel(&self) -> Result<KernelSnapshot, String> {
-        self.kernel.snapshot().map_err(|err| {
+        let reading = self.kernel.snapshot().map_err(|err| {
             let message = error_chain(&err);
             log::warn!("reading the kernel maps failed: {message}");
             message
-        })
+        });
+        if let (Ok(_), Some(watchdog)) = (&reading, &self.config.watchdog) {
+            watchdog.ping();
+        }
+        reading
     }
 
     fn publish_snapshot(&mut self, reading: Result<&KernelSnapshot, &String>) -> Arc<Snapshot> {

@@ -77,6 +77,7 @@ pub(super) const SECTION_KEYS: &[(&str, &[&str])] = &[
             "docker_parent",
             "docker_scope_parents",
             "cgroup_root",
+            "kubernetes_pod_logs",
             "poll_interval_ms",
         ],
     ),

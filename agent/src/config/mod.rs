@@ -187,6 +187,9 @@ pub struct WorkloadsConfig {
     pub docker_scope_parents: Vec<String>,
     /// Where the cgroup file systems are mounted.
     pub cgroup_root: PathBuf,
+    /// The kubelet's pod log folders (`<namespace>_<pod>_<uid>`), which name
+    /// the pods whose cgroups it made.
+    pub kubernetes_pod_logs: PathBuf,
     /// How often pids cgroups and fork rates are read, in milliseconds.
     pub poll_interval_ms: u64,
 }
@@ -199,6 +202,7 @@ impl Default for WorkloadsConfig {
             docker_parent: moat_api::defaults::DOCKER_PARENT.to_owned(),
             docker_scope_parents: vec![moat_api::defaults::DOCKER_SCOPE_PARENT.to_owned()],
             cgroup_root: PathBuf::from("/sys/fs/cgroup"),
+            kubernetes_pod_logs: PathBuf::from("/var/log/pods"),
             poll_interval_ms: 1000,
         }
     }
@@ -409,6 +413,15 @@ impl Config {
                 format!(
                     "{:?} must be an absolute path",
                     self.workloads.cgroup_root.display().to_string()
+                ),
+            ));
+        }
+        if !self.workloads.kubernetes_pod_logs.is_absolute() {
+            return Err((
+                "workloads.kubernetes_pod_logs",
+                format!(
+                    "{:?} must be an absolute path",
+                    self.workloads.kubernetes_pod_logs.display().to_string()
                 ),
             ));
         }

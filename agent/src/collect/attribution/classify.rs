@@ -5,9 +5,11 @@
 //! container with its own cgroup namespace) can name one `docker-<64 hex>.scope`
 //! or `docker/<64 hex>`, and must not be taken for that container by it.
 
+use std::path::PathBuf;
+
 use procfs::ProcessCGroups;
 
-use super::HOST;
+use super::{kubernetes, HOST};
 use crate::config::WorkloadsConfig;
 
 /// Where workloads' cgroups are, relative to each hierarchy's root: the rules
@@ -22,6 +24,8 @@ pub struct CgroupParents {
     /// The slices of Docker's systemd driver:
     /// `/<slice>/docker-<64 hex>.scope[/...]` is a container.
     pub docker_scopes: Vec<String>,
+    /// The kubelet's pod log folders, which name the pods of kubelet cgroups.
+    pub pod_logs: PathBuf,
 }
 
 impl CgroupParents {
@@ -31,6 +35,7 @@ impl CgroupParents {
             moat: config.moat_parent.clone(),
             docker: config.docker_parent.clone(),
             docker_scopes: config.docker_scope_parents.clone(),
+            pod_logs: config.kubernetes_pod_logs.clone(),
         }
     }
 
@@ -58,6 +63,7 @@ fn under<'a, 'b>(parts: &'a [&'b str], prefix: &str) -> Option<&'a [&'b str]> {
 ///
 /// | path, first match wins | label |
 /// | --- | --- |
+/// | `/kubepods/...pod<uid>[/...]`, `/kubepods.slice/...-pod<uid>.slice[/...]` | `k8s:<namespace>/<pod>` (see [`kubernetes`]) |
 /// | `/<docker>/<64 hex>[/...]` | `docker:<first 12 hex>` |
 /// | `/<scope parent>/docker-<64 hex>.scope[/...]` | `docker:<first 12 hex>` |
 /// | `/moat.slice[/moat-<x>.slice...]/moat-<name>.scope[/...]` | `<name>` |
@@ -66,6 +72,9 @@ fn under<'a, 'b>(parts: &'a [&'b str], prefix: &str) -> Option<&'a [&'b str]> {
 /// | anything else | `host` |
 pub fn classify(path: &str, parents: &CgroupParents) -> String {
     let parts = components(path);
+    if let Some(uid) = kubernetes::pod_uid(&parts) {
+        return kubernetes::pod_label(&uid, &parents.pod_logs);
+    }
     if let Some(rest) = under(&parts, &parents.docker) {
         if is_container_id(rest[0]) {
             return docker_label(rest[0]);

@@ -8,6 +8,8 @@
 //!
 //! | path (relative to the hierarchy root), first match wins       | label                  |
 //! | --- | --- |
+//! | `/kubepods[/<qos>]/pod<uid>[/...]` (kubelet, cgroupfs driver)  | `k8s:<namespace>/<pod>`|
+//! | `/kubepods.slice/...-pod<uid>.slice[/...]` (systemd driver)    | `k8s:<namespace>/<pod>`|
 //! | `/<docker parent>/<64 hex>[/...]` (cgroupfs driver)            | `docker:<first 12 hex>`|
 //! | `/<scope parent>/docker-<64 hex>.scope[/...]` (systemd driver) | `docker:<first 12 hex>`|
 //! | `/moat.slice[/moat-<x>.slice...]/moat-<name>.scope[/...]`     | `<name>`               |
@@ -42,6 +44,7 @@
 
 mod classify;
 mod hierarchy;
+mod kubernetes;
 mod labels;
 mod watcher;
 

@@ -13,6 +13,7 @@ fn parents(moat: &str, docker: &str, scopes: &[&str]) -> CgroupParents {
         moat: moat.to_owned(),
         docker: docker.to_owned(),
         docker_scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
+        pod_logs: PathBuf::from("/nonexistent"),
     }
 }
 
@@ -308,4 +309,50 @@ fn a_task_in_a_cgroup_deeper_than_path_max_is_attributed_from_proc() {
     let got = attributor.attribute_task(42, id);
     assert_eq!(&*got.workload, "deepwl");
     assert_eq!(got.cgroup_path.as_deref(), Some(rel.as_str()));
+}
+
+#[test]
+fn kubelet_pods_are_named_from_synthetic_cgroup_trees_of_either_driver() {
+    const POD_A: &str = "6b9d3c1e-8f2a-4d5b-9c7e-0a1b2c3d4e5f";
+    const POD_B: &str = "0f1e2d3c-4b5a-4978-8695-a4b3c2d1e0f9";
+    let b_ = POD_B.replace('-', "_");
+    let (root, v2, layout) = fake_v2("k8s", "kubepods");
+    let logs = root.path().join("pods");
+    fs::create_dir_all(logs.join(format!("kube-system_coredns-7db6d8ff4d-abcde_{POD_A}"))).unwrap();
+    fs::create_dir_all(logs.join(format!("shop_web-0_{POD_B}"))).unwrap();
+    let config = WorkloadsConfig {
+        kubernetes_pod_logs: logs,
+        ..WorkloadsConfig::default()
+    };
+    let cgroupfs = format!("kubepods/burstable/pod{POD_A}/{ID}");
+    let systemd = format!(
+        "kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{b_}.slice/cri-containerd-{ID}.scope"
+    );
+    let unknown = "kubepods/pod11111111-2222-3333-4444-555555555555";
+    let impostor = format!("moat/kubepods/pod{POD_A}");
+    for dir in [&cgroupfs, &systemd, unknown, &impostor] {
+        fs::create_dir_all(v2.join(dir)).unwrap();
+    }
+    let mut attributor = Attributor::new(&layout, &config).with_min_rewalk(Duration::ZERO);
+    let workload = |attributor: &mut Attributor, dir: &str| {
+        let id = fs::metadata(v2.join(dir)).unwrap().ino();
+        attributor.attribute_id(id).workload.to_string()
+    };
+    assert_eq!(
+        workload(&mut attributor, &cgroupfs),
+        "k8s:kube-system/coredns-7db6d8ff4d-abcde"
+    );
+    assert_eq!(workload(&mut attributor, &systemd), "k8s:shop/web-0");
+    // The pod's own cgroup, above its containers', is the pod too.
+    assert_eq!(
+        workload(&mut attributor, &format!("kubepods/burstable/pod{POD_A}")),
+        "k8s:kube-system/coredns-7db6d8ff4d-abcde"
+    );
+    assert_eq!(
+        workload(&mut attributor, unknown),
+        "k8s:11111111-2222-3333-4444-555555555555"
+    );
+    // Not at the root: moat workload "kubepods", not the pod.
+    assert_eq!(workload(&mut attributor, &impostor), "kubepods");
+    assert_eq!(workload(&mut attributor, "kubepods"), HOST);
 }
