@@ -3,7 +3,7 @@
 //! uses.
 
 use aya::{
-    programs::{FEntry, FExit, ProgramError},
+    programs::{FEntry, FExit, ProgramError, RawTracePoint},
     Ebpf,
 };
 use moat_common::{
@@ -13,7 +13,6 @@ use moat_common::{
 use super::{
     config::KernelConfig,
     error::{Error, Result},
-    loader::attach,
     tracing::{DenialTier, Mechanism, MechanismChoice, TracingMode},
 };
 
@@ -162,4 +161,28 @@ fn error_chain(err: &dyn std::error::Error) -> String {
         source = inner.source();
     }
     text
+}
+
+/// Loads the raw tracepoint program `name` and attaches it to `tracepoint`.
+pub(super) fn attach(ebpf: &mut Ebpf, name: &'static str, tracepoint: &'static str) -> Result<()> {
+    let program: &mut RawTracePoint = ebpf
+        .program_mut(name)
+        .ok_or(Error::MissingProgram { name })?
+        .try_into()
+        .map_err(|source| Error::ProgramType {
+            name,
+            expected: "raw tracepoint",
+            source,
+        })?;
+    program
+        .load()
+        .map_err(|source| Error::LoadProgram { name, source })?;
+    // The link is owned by the program, so it lives as long as the `Ebpf`.
+    program.attach(tracepoint).map_err(|source| Error::Attach {
+        name,
+        tracepoint,
+        source,
+    })?;
+    log::debug!("attached eBPF program {name} to raw tracepoint {tracepoint}");
+    Ok(())
 }

@@ -5,7 +5,6 @@ use std::sync::atomic::Ordering;
 
 use aya::{
     maps::{HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
-    programs::RawTracePoint,
     Ebpf, EbpfLoader,
 };
 use moat_common::{
@@ -194,30 +193,6 @@ fn take_map<M>(
 ) -> Result<M> {
     let map = ebpf.take_map(name).ok_or(Error::MissingMap { name })?;
     convert(map).map_err(|source| Error::MapType { name, source })
-}
-
-/// Loads the raw tracepoint program `name` and attaches it to `tracepoint`.
-pub(super) fn attach(ebpf: &mut Ebpf, name: &'static str, tracepoint: &'static str) -> Result<()> {
-    let program: &mut RawTracePoint = ebpf
-        .program_mut(name)
-        .ok_or(Error::MissingProgram { name })?
-        .try_into()
-        .map_err(|source| Error::ProgramType {
-            name,
-            expected: "raw tracepoint",
-            source,
-        })?;
-    program
-        .load()
-        .map_err(|source| Error::LoadProgram { name, source })?;
-    // The link is owned by the program, so it lives as long as the `Ebpf`.
-    program.attach(tracepoint).map_err(|source| Error::Attach {
-        name,
-        tracepoint,
-        source,
-    })?;
-    log::debug!("attached eBPF program {name} to raw tracepoint {tracepoint}");
-    Ok(())
 }
 
 /// The eBPF object built from `ebpf/moat-ebpf` by `build.rs`.
