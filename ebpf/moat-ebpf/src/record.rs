@@ -34,7 +34,7 @@ use moat_common::{
     RECORD_SYSCALLS_ENTRIES,
 };
 
-use super::{current_task, is_compat, read_kernel, v1_pids_cgroup, EEXIST};
+use crate::kernel::{current_task, is_compat, read_kernel, v1_pids_cgroup, EEXIST};
 
 /// `SECCOMP_MODE_FILTER`.
 const SECCOMP_MODE_FILTER: u32 = 2;
