@@ -722,14 +722,21 @@ fn a_running_moat_workload_is_recorded_from_now_and_says_it_misses_its_start() {
         .run_cmd(
             "rec-running",
             &[],
-            &["sh", "-c", "sleep 1; ls / >/dev/null; sleep 1"],
+            &["sh", "-c", "sleep 2; ls / >/dev/null; sleep 1"],
         )
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(500));
+    // Until `moat ps` lists it (not a fixed delay: under CPU emulation, in
+    // the kernel lab, the launch takes far longer than here).
+    moat_tests::moatd::wait_for(Duration::from_secs(10), "the workload in moat ps", || {
+        let o = run(agent.moat().arg("ps"));
+        String::from_utf8_lossy(&o.stdout)
+            .contains("rec-running")
+            .then_some(())
+    });
     let profile = scratch.join("running.json");
     let o = run(agent
         .moat()
@@ -739,7 +746,7 @@ fn a_running_moat_workload_is_recorded_from_now_and_says_it_misses_its_start() {
             "--workload",
             "rec-running",
             "--duration",
-            "1200ms",
+            "2500ms",
             "--output",
         ])
         .arg(&profile));

@@ -44,6 +44,15 @@ pub enum RecordError {
         #[source]
         source: std::io::Error,
     },
+    /// moatd's record-only program cannot be opened or attached.
+    #[error("{}: attaching moatd's record-only program to sys_enter failed", path.display())]
+    Attach {
+        /// The program's pin.
+        path: PathBuf,
+        /// What the kernel said.
+        #[source]
+        source: std::io::Error,
+    },
     /// The cgroup is being recorded already.
     #[error("cgroup {cgroup:#x} is being recorded already")]
     Busy {

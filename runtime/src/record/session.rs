@@ -12,8 +12,9 @@
 //! The syscalls are recorded by moatd's pairing `sys_enter` program when
 //! moatd attaches it; otherwise (the `fexit` mechanism, the `fatal` tier)
 //! `moat` attaches the record-only program moatd pinned beside the maps,
-//! for as long as the recording lasts: the link is `moat`'s descriptor, so
-//! it goes when `moat` does, however it ends.
+//! for as long as the recording lasts: the link is `moat`'s descriptor
+//! (inherited by its forked init, which the kernel kills when `moat` dies),
+//! so it goes when `moat` does, however it ends.
 
 use std::collections::BTreeSet;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -111,12 +112,6 @@ impl RecordMaps {
         Ok(maps)
     }
 
-    /// Whether `moat` attached the record-only program itself (moatd does
-    /// not attach its pairing `sys_enter`).
-    pub fn attached_own_program(&self) -> bool {
-        self.own_link.is_some()
-    }
-
     /// Detaches the record-only program, if `moat` attached it: once the
     /// recording is taken, nothing has to run on `sys_enter` any more.
     pub fn release(&mut self) {
@@ -136,7 +131,7 @@ impl RecordMaps {
                     ),
                 }
             } else {
-                RecordError::Map {
+                RecordError::Attach {
                     path: path.clone(),
                     source,
                 }
@@ -144,7 +139,7 @@ impl RecordMaps {
         })?;
         let (link, _id) = program
             .attach("sys_enter")
-            .map_err(|source| RecordError::Map { path, source })?;
+            .map_err(|source| RecordError::Attach { path, source })?;
         Ok(link)
     }
 
