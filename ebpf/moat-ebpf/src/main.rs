@@ -38,6 +38,14 @@
 //! moatd.toml, see `docs/kernel-side.md`); the others are in [`refusals`]
 //! (fexit on `__secure_computing`, and `signal_generate` for the `fatal` tier)
 //! and [`fexit_events`] (the pairing's process events under fexit).
+//!
+//! # Layout
+//!
+//! This file holds the pairing's and the scheduler's entry points; their
+//! `try_` functions are in [`syscalls`] and [`sched`], the slot encoding in
+//! [`thread_state`], the maps in [`maps`], counters and audit records in
+//! [`audit`], kernel constants and task reads in [`kernel`]. [`record`] is
+//! profile recording (with its record-only `sys_enter` entry point).
 #![no_std]
 #![no_main]
 
