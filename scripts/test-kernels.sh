@@ -194,7 +194,8 @@ lab_skeleton "$root"
 # The tools the tests run, from this host's own Debian packages, so that they
 # behave as on the host (dash as /bin/sh forks where the tests count forks;
 # perl with threads); busybox fills in the rest.
-guest_packages=(dash bash coreutils util-linux bsdutils mount tar libc-bin perl-base kmod
+# strace gives the recording suite its reference list of syscalls.
+guest_packages=(dash bash coreutils util-linux bsdutils mount tar libc-bin perl-base kmod strace
     "$(dpkg-query -W -f='${db:Status-Abbrev} ${Package}\n' 'libperl5.*' 2>/dev/null | awk '$1 == "ii" {print $2; exit}')")
 for p in "${guest_packages[@]}"; do
     dpkg -L "$p" >/dev/null 2>&1 || lab_die "the guest's tools come from this host's Debian packages; '$p' is not installed"
@@ -252,6 +253,17 @@ for k in "${kernels[@]}"; do
         depmod -b "$root" "${m##*/}"
     done
 done
+# The recording suite's C workloads, compiled here (the guest has no
+# compiler), as its Programs::build would compile them.
+if grep -q '^record_profile' "$LAB_OUT/suites.run"; then
+    command -v gcc >/dev/null || lab_die "the record_profile suite needs gcc on this host (scripts/setup.sh installs it)"
+    workloads=$root/lab/record-workloads
+    mkdir -p "$workloads"
+    gcc -O1 -pthread -o "$workloads/workload" tests/tests/record/workload.c
+    gcc -O1 -pthread -static -o "$workloads/workload-static" tests/tests/record/workload.c
+    gcc -O1 -o "$workloads/helper" tests/tests/record/helper.c
+    guest_env+=("MOAT_TEST_RECORD_WORKLOADS=/lab/record-workloads")
+fi
 lab_add_libraries "$root"
 mkdir -p "$root/lab"
 cp scripts/lab/guest-init.sh "$root/lab/init"

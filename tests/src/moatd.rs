@@ -78,6 +78,18 @@ pub fn cgroup_roots() -> Vec<&'static Path> {
 /// does to run the suites once per mechanism.
 pub const MECHANISM_ENV: &str = "MOAT_TEST_TRACING_MECHANISM";
 
+/// The environment variable that forces moatd's `[tracing] denials` tier in
+/// every [`Moatd`], like [`MECHANISM_ENV`] (e.g. `fatal`, which attaches no
+/// syscall tracepoint, to run the recording suite without moatd's
+/// `sys_enter`).
+pub const DENIALS_ENV: &str = "MOAT_TEST_TRACING_DENIALS";
+
+/// Whether [`DENIALS_ENV`] forces the `fatal` tier, where ERRNO refusals are
+/// not counted (tests that count them say so and leave those checks out).
+pub fn fatal_tier_forced() -> bool {
+    std::env::var(DENIALS_ENV).is_ok_and(|v| v == "fatal")
+}
+
 /// A fresh temporary directory (world-traversable, so workloads in a user
 /// namespace can reach files in it), removed on drop.
 pub struct TempDir(tempfile::TempDir);
@@ -224,12 +236,17 @@ impl Moatd {
         };
         let config = dir.join("moatd.toml");
         // The kernel lab runs the suites once per tracing mechanism.
-        let forced = match std::env::var(MECHANISM_ENV) {
-            Ok(mechanism) if !options.config.contains("[tracing]") => {
-                format!("[tracing]\nmechanism = \"{mechanism}\"\n")
+        let mut forced = String::new();
+        if !options.config.contains("[tracing]") {
+            for (env, key) in [(MECHANISM_ENV, "mechanism"), (DENIALS_ENV, "denials")] {
+                if let Ok(value) = std::env::var(env) {
+                    forced.push_str(&format!("{key} = \"{value}\"\n"));
+                }
             }
-            _ => String::new(),
-        };
+            if !forced.is_empty() {
+                forced.insert_str(0, "[tracing]\n");
+            }
+        }
         std::fs::write(
             &config,
             format!(

@@ -2,12 +2,16 @@
 //! [`super::tracing`]), after the scheduler and cgroup programs every tier
 //! uses.
 
+use std::path::Path;
+use std::sync::atomic::{AtomicU32, Ordering};
+
 use aya::{
     programs::{FEntry, FExit, ProgramError, RawTracePoint},
     Ebpf,
 };
 use moat_common::{
-    FATAL_PROGRAMS, FEXIT_EVENT_PROGRAMS, KERNEL_PROGRAMS, SECCOMP_EXIT_PROGRAM, SECCOMP_FUNCTION,
+    FATAL_PROGRAMS, FEXIT_EVENT_PROGRAMS, KERNEL_PROGRAMS, RECORD_ENTER_PIN, RECORD_ENTER_PROGRAM,
+    SECCOMP_EXIT_PROGRAM, SECCOMP_FUNCTION,
 };
 
 use super::{
@@ -165,6 +169,55 @@ fn error_chain(err: &dyn std::error::Error) -> String {
 
 /// Loads the raw tracepoint program `name` and attaches it to `tracepoint`.
 pub(super) fn attach(ebpf: &mut Ebpf, name: &'static str, tracepoint: &'static str) -> Result<()> {
+    let program = load_raw_tracepoint(ebpf, name)?;
+    // The link is owned by the program, so it lives as long as the `Ebpf`.
+    program.attach(tracepoint).map_err(|source| Error::Attach {
+        name,
+        tracepoint,
+        source,
+    })?;
+    log::debug!("attached eBPF program {name} to raw tracepoint {tracepoint}");
+    Ok(())
+}
+
+/// Loads the record-only `sys_enter` program and pins it in `dir`, next to
+/// the recording maps, without attaching it: `moat` attaches it while it
+/// records on a node where the pairing's `sys_enter` (which records itself)
+/// is not attached, so that in every tier nothing runs on `sys_enter` while
+/// nobody records. Pinned under a unique name and renamed over the pin of
+/// an earlier moatd, so a `moat` starting meanwhile always finds one.
+pub(super) fn pin_record_program(ebpf: &mut Ebpf, dir: &Path) -> Result<()> {
+    /// Makes the temporary names of loads in one process (tests) unique.
+    static SEQUENCE: AtomicU32 = AtomicU32::new(0);
+    let name = RECORD_ENTER_PROGRAM;
+    let program = load_raw_tracepoint(ebpf, name)?;
+    let path = dir.join(RECORD_ENTER_PIN);
+    // bpffs refuses dots in names.
+    let temporary = dir.join(format!(
+        "{RECORD_ENTER_PIN}_new_{}_{}",
+        std::process::id(),
+        SEQUENCE.fetch_add(1, Ordering::Relaxed)
+    ));
+    let pin_error = |source| Error::PinProgram {
+        path: path.clone(),
+        source,
+    };
+    program
+        .pin(&temporary)
+        .map_err(|e| pin_error(std::io::Error::other(e)))?;
+    if let Err(e) = std::fs::rename(&temporary, &path) {
+        let _ = std::fs::remove_file(&temporary);
+        return Err(pin_error(e));
+    }
+    log::debug!("pinned eBPF program {name} at {}", path.display());
+    Ok(())
+}
+
+/// Loads the raw tracepoint program `name` into the kernel.
+fn load_raw_tracepoint<'a>(
+    ebpf: &'a mut Ebpf,
+    name: &'static str,
+) -> Result<&'a mut RawTracePoint> {
     let program: &mut RawTracePoint = ebpf
         .program_mut(name)
         .ok_or(Error::MissingProgram { name })?
@@ -177,12 +230,5 @@ pub(super) fn attach(ebpf: &mut Ebpf, name: &'static str, tracepoint: &'static s
     program
         .load()
         .map_err(|source| Error::LoadProgram { name, source })?;
-    // The link is owned by the program, so it lives as long as the `Ebpf`.
-    program.attach(tracepoint).map_err(|source| Error::Attach {
-        name,
-        tracepoint,
-        source,
-    })?;
-    log::debug!("attached eBPF program {name} to raw tracepoint {tracepoint}");
-    Ok(())
+    Ok(program)
 }

@@ -37,6 +37,16 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    /// The record-only `sys_enter` program cannot be pinned for `moat`.
+    #[error("pinning the recording program at {} failed", path.display())]
+    PinProgram {
+        /// Where it was to be pinned.
+        path: std::path::PathBuf,
+        /// What aya or the file system said.
+        #[source]
+        source: std::io::Error,
+    },
+
     /// The object lacks a program the agent expects: the agent and eBPF crate disagree.
     #[error("the eBPF object has no program named `{name}`")]
     MissingProgram {

@@ -17,7 +17,7 @@ use moat_common::{
 const RECORD_MAPS: [&str; 3] = [RECORD_GATE_MAP, RECORD_CGROUPS_MAP, RECORD_SYSCALLS_MAP];
 
 use super::{
-    attach::attach_programs,
+    attach::{attach_programs, pin_record_program},
     btf::Btf,
     config::KernelConfig,
     error::{Error, Result},
@@ -110,6 +110,9 @@ impl Kernel {
         let ring = take_map(&mut ebpf, AUDIT_EVENTS_MAP, RingBuf::try_from)?;
 
         let (tracing, attached) = attach_programs(&mut ebpf, &config)?;
+        // After the programs that use the maps are attached: a `moat` that
+        // finds the pinned program also finds moatd's links.
+        pin_record_program(&mut ebpf, &config.record_pin_dir)?;
         Ok(Kernel {
             reader: None,
             denials,

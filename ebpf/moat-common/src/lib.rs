@@ -460,8 +460,18 @@ pub const RECORD_SYSCALLS_MAP: &str = "RECORD_SYSCALLS";
 /// workload uses 40 to 150). A full map is counted in [`RecordState::lost`]
 /// and the recording is refused, never written incomplete.
 pub const RECORD_SYSCALLS_ENTRIES: u32 = 65_536;
-/// Where moatd pins the three recording maps (by their names).
+/// Where moatd pins the three recording maps (by their names) and
+/// [`RECORD_ENTER_PROGRAM`] (as [`RECORD_ENTER_PIN`]).
 pub const RECORD_PIN_DIR: &str = "/sys/fs/bpf/moat";
+/// Raw tracepoint program on `sys_enter` that only records (no pairing).
+/// moatd loads and pins it but never attaches it; `moat` attaches it for the
+/// length of a recording when moatd's [`SYS_ENTER_PROGRAM`] is not attached
+/// (the `fexit` mechanism, the `fatal` tier). At most 15 characters: the
+/// kernel keeps that much of a program's name, and `moat` tells programs
+/// apart by it.
+pub const RECORD_ENTER_PROGRAM: &str = "moat_rec_enter";
+/// The file name of [`RECORD_ENTER_PROGRAM`]'s pin in the pin directory.
+pub const RECORD_ENTER_PIN: &str = "record_enter";
 /// Deepest cgroup level (v2) the hook walks up from a task to find a recorded
 /// ancestor.
 pub const RECORD_MAX_LEVEL: i32 = 16;
@@ -544,11 +554,20 @@ mod tests {
     }
 
     #[test]
+    fn the_names_moat_compares_fit_the_kernels_program_name() {
+        // BPF_OBJ_NAME_LEN is 16, with the NUL.
+        for name in [RECORD_ENTER_PROGRAM, SYS_ENTER_PROGRAM, SCHED_EXEC_PROGRAM] {
+            assert!(name.len() <= 15, "{name}");
+        }
+    }
+
+    #[test]
     fn program_names_are_unique() {
         let mut names: Vec<&str> = KERNEL_PROGRAMS.iter().map(|(name, _)| *name).collect();
         names.extend(FATAL_PROGRAMS.iter().map(|(name, _)| *name));
         names.push(SECCOMP_EXIT_PROGRAM);
         names.extend(FEXIT_EVENT_PROGRAMS.iter().map(|(name, _, _)| *name));
+        names.push(RECORD_ENTER_PROGRAM);
         for (i, a) in names.iter().enumerate() {
             for b in &names[i + 1..] {
                 assert_ne!(a, b);

@@ -22,9 +22,11 @@ use aya_ebpf::{
 use moat_common::{audit_kind, process_kind};
 
 use crate::{
-    audit, count_process_event, current_task, read_kernel, workload_cgroup, Error, CLONE_NEWUSER,
-    ENTERED, ERESTARTSYS, FLAGS_SHIFT, F_FORK, F_NEWUSER, IDLE, STATE_SHIFT, ST_NEW_TASK,
-    THREAD_STATE,
+    audit::{audit, count_process_event},
+    kernel::{current_task, read_kernel, workload_cgroup, CLONE_NEWUSER, ERESTARTSYS},
+    maps::THREAD_STATE,
+    thread_state::{ENTERED, FLAGS_SHIFT, F_FORK, F_NEWUSER, IDLE, STATE_SHIFT, ST_NEW_TASK},
+    Error,
 };
 
 /// `PF_KTHREAD` in `task_struct.flags`.

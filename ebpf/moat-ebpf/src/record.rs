@@ -21,12 +21,19 @@
 //! filter, and the exec of the command), not the launcher's set-up before
 //! it, and the first `sched_process_exec` in the cgroup switches it to
 //! [`record_state::RECORDING`] (everything).
+//!
+//! The hook runs from the pairing's `sys_enter` program when moatd attaches
+//! that one; otherwise (the `fexit` mechanism, the `fatal` tier) from
+//! [`moat_rec_enter`], which moatd loads and pins but never attaches: `moat`
+//! attaches it for the length of a recording, so that nothing runs on
+//! `sys_enter` while nobody records.
 
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
     helpers::{bpf_get_current_ancestor_cgroup_id, bpf_get_current_cgroup_id},
-    macros::map,
+    macros::{map, raw_tracepoint},
     maps::{Array, HashMap},
+    programs::RawTracePointContext,
 };
 use moat_common::{
     record_state, RecordKey, RecordState, AUDIT_ARCH_I386, AUDIT_ARCH_X86_64,
@@ -34,7 +41,10 @@ use moat_common::{
     RECORD_SYSCALLS_ENTRIES,
 };
 
-use super::{current_task, is_compat, read_kernel, v1_pids_cgroup, EEXIST};
+use crate::{
+    kernel::{current_task, is_compat, read_kernel, v1_pids_cgroup, EEXIST},
+    Error,
+};
 
 /// `SECCOMP_MODE_FILTER`.
 const SECCOMP_MODE_FILTER: u32 = 2;
@@ -61,6 +71,24 @@ mod exec_nr {
     pub const I386_EXECVEAT: u32 = 358;
     pub const X32_EXECVE: u32 = 0x4000_0000 | 520;
     pub const X32_EXECVEAT: u32 = 0x4000_0000 | 545;
+}
+
+/// `sys_enter(struct pt_regs *regs, long id)` for recording only: the hook,
+/// without the pairing's bookkeeping. Attached by `moat` while it records on
+/// a node whose moatd does not attach the pairing's `sys_enter` (a second
+/// pairing would corrupt the thread states, so this program has none).
+#[raw_tracepoint(tracepoint = "sys_enter")]
+pub fn moat_rec_enter(ctx: RawTracePointContext) -> u32 {
+    match try_rec_enter(&ctx) {
+        Ok(()) => 0,
+        Err(_) => 1,
+    }
+}
+
+#[inline(always)]
+fn try_rec_enter(ctx: &RawTracePointContext) -> Result<(), Error> {
+    on_sys_enter(ctx.arg(1));
+    Ok(())
 }
 
 /// Whether any recording exists: the only cost for the tasks of a node where

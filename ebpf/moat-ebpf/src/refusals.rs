@@ -21,8 +21,13 @@ use aya_ebpf::{
 use moat_common::{action, ignored_exit, AUDIT_ARCH_I386, AUDIT_ARCH_X86_64};
 
 use crate::{
-    count_denial, current_task, increment, is_compat, read_kernel, sigsys_pending, workload_cgroup,
-    Error, IGNORED_EXITS, MAX_ERRNO, SECCOMP_MODE_DEAD,
+    audit::{count_denial, increment},
+    kernel::{
+        current_task, is_compat, read_kernel, sigsys_pending, workload_cgroup, MAX_ERRNO,
+        SECCOMP_MODE_DEAD,
+    },
+    maps::IGNORED_EXITS,
+    Error,
 };
 
 /// `SIGSYS`.

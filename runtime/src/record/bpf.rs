@@ -1,6 +1,6 @@
-//! The few `bpf(2)` commands `moat` needs to use maps that moatd pinned:
-//! open by pin, look up, update, delete, walk the keys, and tell whether a
-//! loaded program uses a map. Raw syscalls (libc only), so that the `moat`
+//! The few `bpf(2)` commands `moat` needs to use what moatd pinned: open a
+//! map by pin, look up, update, delete, walk the keys, tell which attached
+//! programs use a map, and attach the pinned recording program. Raw syscalls (libc only), so that the `moat`
 //! binary does not link aya (see docs/ARCHITECTURE.md).
 
 use std::ffi::CString;
@@ -13,12 +13,15 @@ const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
 const BPF_MAP_DELETE_ELEM: libc::c_long = 3;
 const BPF_MAP_GET_NEXT_KEY: libc::c_long = 4;
 const BPF_OBJ_GET: libc::c_long = 7;
+const BPF_RAW_TRACEPOINT_OPEN: libc::c_long = 17;
 const BPF_PROG_GET_FD_BY_ID: libc::c_long = 13;
 const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
 const BPF_LINK_GET_FD_BY_ID: libc::c_long = 30;
 const BPF_LINK_GET_NEXT_ID: libc::c_long = 31;
 /// `BPF_LINK_TYPE_RAW_TRACEPOINT`.
 const LINK_RAW_TRACEPOINT: u32 = 1;
+/// `BPF_PROG_TYPE_RAW_TRACEPOINT`.
+const PROG_RAW_TRACEPOINT: u32 = 17;
 
 /// `BPF_ANY`: create or replace.
 pub const BPF_ANY: u64 = 0;
@@ -64,8 +67,18 @@ struct InfoAttr {
     info: u64,
 }
 
-/// The head of `struct bpf_prog_info`, up to `map_ids` (the kernel accepts
-/// a shorter struct and fills what fits).
+/// `union bpf_attr` for `BPF_RAW_TRACEPOINT_OPEN` (without the cookie,
+/// which older kernels do not know).
+#[repr(C)]
+#[derive(Default)]
+struct RawTracepointAttr {
+    name: u64,
+    prog_fd: u32,
+    _pad: u32,
+}
+
+/// The head of `struct bpf_prog_info`, up to `name` (the kernel accepts a
+/// shorter struct and fills what fits).
 #[repr(C)]
 #[derive(Default)]
 struct ProgInfoHead {
@@ -80,6 +93,7 @@ struct ProgInfoHead {
     created_by_uid: u32,
     nr_map_ids: u32,
     map_ids: u64,
+    name: [u8; 16],
 }
 
 /// The head of `struct bpf_map_info`.
@@ -226,11 +240,20 @@ struct LinkInfoHead {
     _pad2: u32,
 }
 
-/// The ids of the raw tracepoint links whose program uses the map `map_id`:
-/// moatd's attached `sys_enter` program. A link goes away (synchronously)
-/// when moatd's descriptors close, unlike a program, whose release the
-/// kernel may defer; so a link is the proof that a moatd is recording.
-pub fn recording_links(map_id: u32) -> io::Result<Vec<u32>> {
+/// An attached raw tracepoint program that uses a given map.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MapUser {
+    /// The link's id.
+    pub link: u32,
+    /// The program's name as the kernel keeps it (15 bytes at most).
+    pub program: String,
+}
+
+/// The raw tracepoint links whose program uses the map `map_id`. A link
+/// goes away (synchronously) when the descriptors of its owner close,
+/// unlike a program, whose release the kernel may defer; so a link is the
+/// proof that its owner (moatd, or a `moat` recording) is still there.
+pub fn map_users(map_id: u32) -> io::Result<Vec<MapUser>> {
     let mut out = Vec::new();
     let mut start = 0u32;
     loop {
@@ -250,9 +273,64 @@ pub fn recording_links(map_id: u32) -> io::Result<Vec<u32>> {
         if obj_info(&link, &mut info).is_err() || info.link_type != LINK_RAW_TRACEPOINT {
             continue;
         }
-        if prog_uses_map(info.prog_id, map_id)? {
-            out.push(info.id);
+        let Some(prog) = fd_by_id(BPF_PROG_GET_FD_BY_ID, info.prog_id)? else {
+            continue;
+        };
+        if let Some(program) = prog_using_map(&prog, map_id)? {
+            out.push(MapUser {
+                link: info.id,
+                program: program.name,
+            });
         }
+    }
+}
+
+/// A program opened by its pin.
+#[derive(Debug)]
+pub struct PinnedProgram {
+    fd: OwnedFd,
+}
+
+impl PinnedProgram {
+    /// Opens the raw tracepoint program pinned at `path`, which must use the
+    /// map `map_id` (else the pin belongs to some other set of maps).
+    pub fn open(path: &Path, map_id: u32) -> io::Result<PinnedProgram> {
+        let c = CString::new(path.as_os_str().as_encoded_bytes())
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in path"))?;
+        let mut attr = ObjAttr {
+            pathname: c.as_ptr() as u64,
+            ..Default::default()
+        };
+        let raw = sys_bpf(BPF_OBJ_GET, &mut attr)?;
+        // SAFETY: BPF_OBJ_GET returned a new descriptor that we own.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw as i32) };
+        match prog_using_map(&fd, map_id)? {
+            Some(info) if info.prog_type == PROG_RAW_TRACEPOINT => Ok(PinnedProgram { fd }),
+            _ => Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "not a raw tracepoint program using the pinned recording maps: moatd and moat are from different builds",
+            )),
+        }
+    }
+
+    /// Attaches the program to the raw tracepoint `tracepoint`; the link
+    /// lasts as long as the descriptor returned (and its id, the second
+    /// value, names it in [`map_users`]).
+    pub fn attach(&self, tracepoint: &str) -> io::Result<(OwnedFd, u32)> {
+        let name = CString::new(tracepoint)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in name"))?;
+        let mut attr = RawTracepointAttr {
+            name: name.as_ptr() as u64,
+            prog_fd: self.fd.as_raw_fd() as u32,
+            ..Default::default()
+        };
+        let raw = sys_bpf(BPF_RAW_TRACEPOINT_OPEN, &mut attr)?;
+        // SAFETY: BPF_RAW_TRACEPOINT_OPEN returned a new descriptor (close
+        // on exec, as every bpf descriptor) that we own.
+        let link = unsafe { OwnedFd::from_raw_fd(raw as i32) };
+        let mut info = LinkInfoHead::default();
+        obj_info(&link, &mut info)?;
+        Ok((link, info.id))
     }
 }
 
@@ -264,8 +342,9 @@ fn fd_by_id(cmd: libc::c_long, id: u32) -> io::Result<Option<OwnedFd>> {
     match sys_bpf(cmd, &mut attr) {
         // SAFETY: a new descriptor that we own.
         Ok(raw) => Ok(Some(unsafe { OwnedFd::from_raw_fd(raw as i32) })),
-        // Gone since it was listed.
-        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(None),
+        // Gone since it was listed, or a link still being set up (its
+        // attach not finished): not there, for what `moat` asks.
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::EAGAIN)) => Ok(None),
         Err(e) => Err(e),
     }
 }
@@ -279,19 +358,34 @@ fn obj_info<T>(fd: &OwnedFd, info: &mut T) -> io::Result<()> {
     sys_bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr).map(|_| ())
 }
 
-fn prog_uses_map(prog_id: u32, map_id: u32) -> io::Result<bool> {
-    let Some(prog) = fd_by_id(BPF_PROG_GET_FD_BY_ID, prog_id)? else {
-        return Ok(false);
-    };
+/// What [`prog_using_map`] reports of a program.
+struct ProgSummary {
+    prog_type: u32,
+    name: String,
+}
+
+/// The type and name of the program `prog` if it uses the map `map_id`.
+fn prog_using_map(prog: &OwnedFd, map_id: u32) -> io::Result<Option<ProgSummary>> {
     let mut ids = [0u32; 64];
     let mut info = ProgInfoHead {
         nr_map_ids: ids.len() as u32,
         map_ids: ids.as_mut_ptr() as u64,
         ..Default::default()
     };
-    if obj_info(&prog, &mut info).is_err() {
-        return Ok(false);
+    if obj_info(prog, &mut info).is_err() {
+        return Ok(None);
     }
     let n = (info.nr_map_ids as usize).min(ids.len());
-    Ok(ids[..n].contains(&map_id))
+    if !ids[..n].contains(&map_id) {
+        return Ok(None);
+    }
+    let len = info
+        .name
+        .iter()
+        .position(|b| *b == 0)
+        .unwrap_or(info.name.len());
+    Ok(Some(ProgSummary {
+        prog_type: info.prog_type,
+        name: String::from_utf8_lossy(&info.name[..len]).into_owned(),
+    }))
 }

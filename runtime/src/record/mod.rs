@@ -1,10 +1,12 @@
 //! Recording a least-privilege seccomp profile from what a workload really
 //! does (`moat run --record-profile`, `moat profile record`).
 //!
-//! moatd's `sys_enter` program records every (arch, syscall number) that the
+//! A `sys_enter` program records every (arch, syscall number) that the
 //! tasks of a flagged cgroup, and of the cgroups below it, make (see
-//! `ebpf/moat-ebpf/src/record.rs`); it pins the maps under `MOAT_BPF_DIR`
-//! (default `/sys/fs/bpf/moat`). `moat` flags the workload's cgroup through
+//! `ebpf/moat-ebpf/src/record.rs`): moatd's pairing program where moatd
+//! attaches it, else the record-only program moatd pins, which `moat`
+//! attaches for the length of the recording. moatd pins the maps and that
+//! program under `MOAT_BPF_DIR` (default `/sys/fs/bpf/moat`). `moat` flags the workload's cgroup through
 //! them ([`session`], raw `bpf(2)` in [`bpf`]) before the workload's first
 //! process runs, reads the set once the last one has exited, and writes the
 //! profile ([`write`]). [`merge`] and [`diff`] work on the written files.
@@ -37,6 +39,15 @@ pub enum RecordError {
     #[error("{}: bpf map operation failed", path.display())]
     Map {
         /// The map's pin.
+        path: PathBuf,
+        /// What the kernel said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// moatd's record-only program cannot be opened or attached.
+    #[error("{}: attaching moatd's record-only program to sys_enter failed", path.display())]
+    Attach {
+        /// The program's pin.
         path: PathBuf,
         /// What the kernel said.
         #[source]
@@ -97,6 +108,7 @@ impl Recorder {
         if let Some(key) = self.key.take() {
             self.result = Some(self.maps.finish(key)?);
         }
+        self.maps.release();
         Ok(())
     }
 
@@ -105,6 +117,7 @@ impl Recorder {
         if let Some(key) = self.key.take() {
             self.maps.abandon(key);
         }
+        self.maps.release();
     }
 
     /// The set [`Recorder::finish`] took.

@@ -8,19 +8,26 @@
 //! killed `moat` is corrected by the next one (a recording whose cgroup is
 //! gone is not counted; its entries stay until a recording of the same key
 //! starts, which clears them).
+//!
+//! The syscalls are recorded by moatd's pairing `sys_enter` program when
+//! moatd attaches it; otherwise (the `fexit` mechanism, the `fatal` tier)
+//! `moat` attaches the record-only program moatd pinned beside the maps,
+//! for as long as the recording lasts: the link is `moat`'s descriptor
+//! (inherited by its forked init, which the kernel kills when `moat` dies),
+//! so it goes when `moat` does, however it ends.
 
 use std::collections::BTreeSet;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use moat_common::{
     record_state, RecordKey, RecordState, RECORD_CGROUPS_ENTRIES, RECORD_CGROUPS_MAP,
-    RECORD_GATE_MAP, RECORD_GATE_V1, RECORD_GATE_V2, RECORD_SYSCALLS_ENTRIES, RECORD_SYSCALLS_MAP,
-    V1_PIDS_ID_FLAG,
+    RECORD_ENTER_PIN, RECORD_GATE_MAP, RECORD_GATE_V1, RECORD_GATE_V2, RECORD_SYSCALLS_ENTRIES,
+    RECORD_SYSCALLS_MAP, SCHED_EXEC_PROGRAM, SYS_ENTER_PROGRAM, V1_PIDS_ID_FLAG,
 };
 
 use super::alive::cgroup_exists;
-use super::bpf::{recording_links, PinnedMap, BPF_ANY};
+use super::bpf::{map_users, PinnedMap, PinnedProgram, BPF_ANY};
 use super::RecordError;
 
 /// `MOAT_BPF_DIR`, else where moatd pins by default.
@@ -37,8 +44,15 @@ pub struct RecordMaps {
     gate: PinnedMap,
     cgroups: PinnedMap,
     syscalls: PinnedMap,
-    /// The links of moatd's recording program when the maps were opened.
-    links: Vec<u32>,
+    /// The links of moatd's `sched_process_exec` program (attached in every
+    /// tier; it starts armed recordings) when the maps were opened.
+    agent_links: Vec<u32>,
+    /// The links of moatd's pairing `sys_enter` program (which records)
+    /// when the maps were opened; empty when `moat` attached its own.
+    enter_links: Vec<u32>,
+    /// The record-only program's link `moat` attached (none while moatd's
+    /// pairing records).
+    own_link: Option<OwnedFd>,
 }
 
 /// What a recording saw.
@@ -73,15 +87,17 @@ impl RecordMaps {
                 }
             })
         };
-        let maps = RecordMaps {
+        let mut maps = RecordMaps {
             dir: dir.to_path_buf(),
             gate: open(RECORD_GATE_MAP, 4, 4)?,
             cgroups: open(RECORD_CGROUPS_MAP, 8, std::mem::size_of::<RecordState>())?,
             syscalls: open(RECORD_SYSCALLS_MAP, std::mem::size_of::<RecordKey>(), 1)?,
-            links: Vec::new(),
+            agent_links: Vec::new(),
+            enter_links: Vec::new(),
+            own_link: None,
         };
-        let links = maps.live_links()?;
-        if links.is_empty() {
+        maps.agent_links = maps.agent_links_now()?;
+        if maps.agent_links.is_empty() {
             return Err(RecordError::NoAgent {
                 dir: dir.to_path_buf(),
                 reason:
@@ -89,19 +105,80 @@ impl RecordMaps {
                         .into(),
             });
         }
-        Ok(RecordMaps { links, ..maps })
+        maps.enter_links = maps.enter_links_now()?;
+        if maps.enter_links.is_empty() {
+            maps.own_link = Some(maps.attach_record_program()?);
+        }
+        Ok(maps)
     }
 
-    fn live_links(&self) -> Result<Vec<u32>, RecordError> {
-        recording_links(self.syscalls.id).map_err(|e| self.err(RECORD_SYSCALLS_MAP, e))
+    /// Detaches the record-only program, if `moat` attached it: once the
+    /// recording is taken, nothing has to run on `sys_enter` any more.
+    pub fn release(&mut self) {
+        self.own_link = None;
     }
 
-    /// Whether a program that was recording when the maps were opened still
-    /// is: if every one of them went (moatd stopped, even if another has
-    /// started since), syscalls may have gone unrecorded.
+    /// Attaches moatd's pinned record-only program to `sys_enter`.
+    fn attach_record_program(&self) -> Result<OwnedFd, RecordError> {
+        let path = self.dir.join(RECORD_ENTER_PIN);
+        let program = PinnedProgram::open(&path, self.syscalls.id).map_err(|source| {
+            if source.kind() == std::io::ErrorKind::NotFound {
+                RecordError::NoAgent {
+                    dir: self.dir.clone(),
+                    reason: format!(
+                        "moatd does not attach its sys_enter program (its [tracing] mode) and {} does not exist (a moatd older than this moat)",
+                        path.display()
+                    ),
+                }
+            } else {
+                RecordError::Attach {
+                    path: path.clone(),
+                    source,
+                }
+            }
+        })?;
+        let (link, _id) = program
+            .attach("sys_enter")
+            .map_err(|source| RecordError::Attach { path, source })?;
+        Ok(link)
+    }
+
+    /// The links of moatd's `sched_process_exec` program now.
+    fn agent_links_now(&self) -> Result<Vec<u32>, RecordError> {
+        let users = map_users(self.cgroups.id).map_err(|e| self.err(RECORD_CGROUPS_MAP, e))?;
+        Ok(users
+            .into_iter()
+            .filter(|u| u.program == SCHED_EXEC_PROGRAM)
+            .map(|u| u.link)
+            .collect())
+    }
+
+    /// The links of moatd's pairing `sys_enter` program now (not those of
+    /// the record-only program, which other `moat` processes may hold).
+    fn enter_links_now(&self) -> Result<Vec<u32>, RecordError> {
+        let users = map_users(self.syscalls.id).map_err(|e| self.err(RECORD_SYSCALLS_MAP, e))?;
+        Ok(users
+            .into_iter()
+            .filter(|u| u.program == SYS_ENTER_PROGRAM)
+            .map(|u| u.link)
+            .collect())
+    }
+
+    /// Whether what was recording when the maps were opened still is: the
+    /// same moatd (its `sched_process_exec` link, which starts an armed
+    /// recording), and the same `sys_enter` link (moatd's, or `moat`'s
+    /// own, which lives as long as this). If moatd stopped meanwhile, even
+    /// if another has started since, syscalls may have gone unrecorded.
     pub fn still_recording(&self) -> Result<bool, RecordError> {
-        let now = self.live_links()?;
-        Ok(self.links.iter().any(|l| now.contains(l)))
+        let agent = self.agent_links_now()?;
+        if !self.agent_links.iter().any(|l| agent.contains(l)) {
+            return Ok(false);
+        }
+        if self.own_link.is_some() {
+            return Ok(true);
+        }
+        let enter = self.enter_links_now()?;
+        Ok(self.enter_links.iter().any(|l| enter.contains(l)))
     }
 
     /// Starts recording the cgroup `key` (a v2 cgroup id, or

@@ -1,0 +1,177 @@
+//! The `sys_enter` / `sys_exit` pairing (see the crate docs): the `try_`
+//! functions of the two syscall tracepoints.
+
+use aya_ebpf::{
+    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user},
+    programs::RawTracePointContext,
+};
+use moat_common::{audit_kind, ignored_exit, map_full, process_kind};
+
+use crate::{
+    audit::{audit, count_process_event, increment},
+    kernel::{
+        current_task, is_compat, nr32, nr64, read_kernel, workload_cgroup, CLONE_NEWUSER,
+        ERESTARTSYS, SECCOMP_MODE_DEAD, SECCOMP_MODE_DISABLED,
+    },
+    maps::{IGNORED_EXITS, MAP_FULL, THREAD_STATE},
+    refusals,
+    thread_state::{
+        ENTERED, ENTERED_PLAIN_TOP, FLAGS_SHIFT, F_FORK, F_NEWUSER, F_UNSHARE, IDLE, STATE_SHIFT,
+        ST_ENTERED, ST_NEW_TASK, ST_UNKNOWN,
+    },
+    Error,
+};
+
+#[inline(always)]
+pub(crate) fn try_sys_enter(ctx: &RawTracePointContext) -> Result<(), Error> {
+    let tid = bpf_get_current_pid_tgid() as u32;
+    let nr: i64 = ctx.arg(1);
+    // A tid beyond the array (pid_max raised after load) is counted at sys_exit.
+    let slot = THREAD_STATE.get_ptr_mut(tid).ok_or(Error::Lookup)?;
+    let value = if is_watched(nr) {
+        ENTERED | (watched_flags(ctx, nr) << FLAGS_SHIFT) | u64::from(nr as u32)
+    } else {
+        ENTERED | u64::from(nr as u32)
+    };
+    // SAFETY: a pointer to this thread's slot, valid for the program's run.
+    unsafe { *slot = value };
+    Ok(())
+}
+
+/// Syscall numbers that may be fork-family or unshare in either ABI. A superset:
+/// [`watched_flags`] decides with the task's ABI.
+#[inline(always)]
+pub(crate) fn is_watched(nr: i64) -> bool {
+    matches!(
+        nr,
+        nr32::FORK
+            | nr64::CLONE
+            | nr64::FORK
+            | nr64::VFORK
+            | nr32::CLONE
+            | nr32::VFORK
+            | nr64::UNSHARE
+            | nr32::UNSHARE
+            | nr64::CLONE3
+    )
+}
+
+/// `F_*` flags for a watched syscall: which kind it is in the calling ABI, and
+/// whether its flags ask for a new user namespace.
+#[inline(always)]
+pub(crate) fn watched_flags(ctx: &RawTracePointContext, nr: i64) -> u64 {
+    let regs: *const u8 = ctx.arg(0);
+    let task = current_task();
+    let compat = is_compat(task);
+    // (kind, register holding the flags or the clone_args pointer, is clone3)
+    let (kind, arg_reg, clone3) = if compat {
+        match nr {
+            nr32::FORK | nr32::VFORK => (F_FORK, None, false),
+            nr32::CLONE => (F_FORK, Some(param!(regs_bx)), false),
+            nr32::CLONE3 => (F_FORK, Some(param!(regs_bx)), true),
+            nr32::UNSHARE => (F_UNSHARE, Some(param!(regs_bx)), false),
+            _ => (0, None, false),
+        }
+    } else {
+        match nr {
+            nr64::FORK | nr64::VFORK => (F_FORK, None, false),
+            nr64::CLONE => (F_FORK, Some(param!(regs_di)), false),
+            nr64::CLONE3 => (F_FORK, Some(param!(regs_di)), true),
+            nr64::UNSHARE => (F_UNSHARE, Some(param!(regs_di)), false),
+            _ => (0, None, false),
+        }
+    };
+    let Some(offset) = arg_reg else {
+        return kind;
+    };
+    let arg = read_kernel::<u64>(regs, offset).unwrap_or(0);
+    let clone_flags = if clone3 {
+        // `struct clone_args` starts with `__aligned_u64 flags`. The caller just
+        // wrote it, so the page is present; a failed read only loses the flag.
+        // SAFETY: bpf_probe_read_user checks the address.
+        unsafe { bpf_probe_read_user(arg as *const u64) }.unwrap_or(0)
+    } else if compat {
+        arg & 0xffff_ffff
+    } else {
+        arg
+    };
+    if clone_flags & CLONE_NEWUSER != 0 {
+        kind | F_NEWUSER
+    } else {
+        kind
+    }
+}
+
+#[inline(always)]
+pub(crate) fn try_sys_exit(ctx: &RawTracePointContext) -> Result<(), Error> {
+    let tid = bpf_get_current_pid_tgid() as u32;
+    let Some(slot) = THREAD_STATE.get_ptr_mut(tid) else {
+        // pid_max was raised after load: this thread cannot be paired.
+        return increment(&MAP_FULL, map_full::THREAD_STATE);
+    };
+    // SAFETY: a pointer to this thread's slot, valid for the program's run; only
+    // this thread writes it while it runs.
+    let value = unsafe { *slot };
+    unsafe { *slot = IDLE };
+    if value >> FLAGS_SHIFT == ENTERED_PLAIN_TOP {
+        return Ok(());
+    }
+    match value >> STATE_SHIFT {
+        ST_ENTERED => exit_watched(ctx, (value >> FLAGS_SHIFT) & 0xff),
+        ST_UNKNOWN => increment(&IGNORED_EXITS, ignored_exit::UNKNOWN_THREAD),
+        ST_NEW_TASK => {
+            if (value >> FLAGS_SHIFT) & F_NEWUSER != 0 {
+                // The first return of a child cloned into a new user namespace:
+                // the namespace is counted here, in the child's own cgroup.
+                let cgroup = workload_cgroup();
+                count_process_event(cgroup, process_kind::USERNS_CREATED, 0)?;
+                audit(cgroup, audit_kind::USERNS_CREATED, 0, 0, 0, 0);
+            }
+            increment(&IGNORED_EXITS, ignored_exit::NEW_TASK)
+        }
+        _ => unpaired_exit(ctx),
+    }
+}
+
+/// The exit of a fork-family or unshare syscall that was entered normally.
+#[inline(always)]
+pub(crate) fn exit_watched(ctx: &RawTracePointContext, flags: u64) -> Result<(), Error> {
+    let ret: i64 = ctx.arg(1);
+    if flags & F_FORK != 0 {
+        if ret < 0 && ret > -ERESTARTSYS {
+            let errno = (-ret) as u32;
+            let cgroup = workload_cgroup();
+            count_process_event(cgroup, process_kind::FORK_FAILED, errno)?;
+            audit(cgroup, audit_kind::FORK_FAILED, 0, 0, 0, errno);
+        }
+        // A user namespace made by a clone belongs to the child, whose cgroup
+        // may not be the parent's (CLONE_INTO_CGROUP): it is counted at the
+        // child's first return (see try_sched_fork and try_sys_exit).
+    } else if flags & F_UNSHARE != 0 && ret == 0 && flags & F_NEWUSER != 0 {
+        let cgroup = workload_cgroup();
+        count_process_event(cgroup, process_kind::USERNS_CREATED, 0)?;
+        audit(cgroup, audit_kind::USERNS_CREATED, 0, 0, 0, 0);
+    }
+    Ok(())
+}
+
+/// A syscall exit without a `sys_enter` by a thread known to be outside a syscall.
+#[inline(always)]
+pub(crate) fn unpaired_exit(ctx: &RawTracePointContext) -> Result<(), Error> {
+    let regs: *const u8 = ctx.arg(0);
+    let ret: i64 = ctx.arg(1);
+    let nr = read_kernel::<i64>(regs, param!(regs_orig_ax))?;
+    if nr < 0 {
+        return increment(&IGNORED_EXITS, ignored_exit::NO_SYSCALL);
+    }
+    let task = current_task();
+    match read_kernel::<u32>(task, param!(task_seccomp_mode))? {
+        // KILL: counted once, when the thread exits (see try_sched_exit).
+        SECCOMP_MODE_DEAD => return Ok(()),
+        // No filter, so no seccomp denial: whatever skipped this syscall (a tracer
+        // that has detached since, ...), it was not seccomp.
+        SECCOMP_MODE_DISABLED => return increment(&IGNORED_EXITS, ignored_exit::NO_FILTER),
+        _ => {}
+    }
+    refusals::count_refusal(task, nr, ret)
+}
