@@ -19,6 +19,19 @@ step "module layout"
 # The agent's modules import each other one way (kernel -> collect -> export).
 scripts/check-module-cycles.py
 
+step "file sizes"
+# One concept per module: a source file over 600 lines is split (test files,
+# named tests.rs or in a crate's tests/ folder, are exempt; the tests crate's
+# own src/, its harnesses and benchmarks, is not).
+too_long=$(git ls-files '*.rs' | grep -Ev '(^|/)tests\.rs$|^([^/]+/)*[^/]+/tests/' | xargs wc -l |
+    awk '$2 != "total" && $1 > 600 { print "  " $2 ": " $1 " lines" }')
+if [[ -n $too_long ]]; then
+    echo "source files over 600 lines (split them by concept):"
+    echo "$too_long"
+    exit 1
+fi
+echo "every source file is under 600 lines"
+
 step "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
