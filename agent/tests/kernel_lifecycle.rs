@@ -104,3 +104,37 @@ fn records_flow_and_drop_unloads_everything() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// Loads at once into one new pin directory (as two moatd starting together,
+/// or tests in one process) all succeed: without the pin directory's lock
+/// each found the recording maps unpinned, and all but one failed to pin
+/// them with EEXIST.
+#[test]
+fn concurrent_loads_share_one_new_pin_directory() {
+    skip_unless_privileged!();
+    const LOADS: usize = 4;
+    for round in 0..3 {
+        let dir = std::path::PathBuf::from(format!(
+            "/sys/fs/bpf/moat-test-concurrent-{}-{round}",
+            std::process::id()
+        ));
+        let barrier = std::sync::Barrier::new(LOADS);
+        let results: Vec<_> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..LOADS)
+                .map(|_| {
+                    s.spawn(|| {
+                        let mut config = kernel_common::config();
+                        config.record_pin_dir = dir.clone();
+                        barrier.wait();
+                        Kernel::load(config).map(drop).map_err(|e| format!("{e:?}"))
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let _ = std::fs::remove_dir_all(&dir);
+        for result in results {
+            result.unwrap_or_else(|e| panic!("round {round}: a concurrent load failed: {e}"));
+        }
+    }
+}

@@ -81,6 +81,10 @@ impl Kernel {
         log::debug!("kernel-side parameters: {params:?}");
         memlock::raise_memlock_rlimit();
         let pins = record_pins(&config.record_pin_dir)?;
+        // Held until the maps and the record program are pinned: two loads at
+        // once (two moatd, or tests in one process) would otherwise both find
+        // a pin missing, and the second one's pin would fail with EEXIST.
+        let _pin_lock = lock_pin_dir(&config.record_pin_dir)?;
 
         let mut loader = EbpfLoader::new();
         for (name, path) in &pins {
@@ -187,6 +191,18 @@ fn record_pins(dir: &std::path::Path) -> Result<Vec<(&'static str, std::path::Pa
         .iter()
         .map(|name| (*name, dir.join(name)))
         .collect())
+}
+
+/// An exclusive `flock` of the pin directory (the one `moat` takes to change
+/// recordings), released when dropped.
+fn lock_pin_dir(dir: &std::path::Path) -> Result<nix::fcntl::Flock<std::fs::File>> {
+    let error = |source| Error::PinDir {
+        path: dir.to_path_buf(),
+        source,
+    };
+    let file = std::fs::File::open(dir).map_err(error)?;
+    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, errno)| error(std::io::Error::from(errno)))
 }
 
 fn take_map<M>(
