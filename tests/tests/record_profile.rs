@@ -13,7 +13,7 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use moat_tests::moatd::{moat, pids_on_v1, pids_on_v2, Moatd, TempDir};
+use moat_tests::moatd::{moat, pids_on_v1, pids_on_v2, Moatd, Options, TempDir};
 
 /// Why these tests cannot run here, if they cannot.
 fn skip_reason() -> Option<&'static str> {
@@ -399,8 +399,16 @@ fn without_a_running_moatd_the_command_does_not_run() {
     assert!(err(&o).contains("start moatd"), "{}", err(&o));
     assert!(!marker.exists() && !profile.exists());
 
-    // Pins left by a moatd that has stopped.
-    let mut agent = Moatd::start("rec-stale");
+    // Pins left by a moatd that has stopped and detached its programs (a
+    // moatd that keeps them pinned, the default, leaves them recording: see
+    // moatd_restart.rs).
+    let mut agent = Moatd::start_with(
+        "rec-stale",
+        &Options {
+            config: "[kernel]\nkeep_pinned = false\n".to_owned(),
+            ..Options::default()
+        },
+    );
     agent.signal(libc::SIGTERM);
     let start = Instant::now();
     while agent.try_wait().is_none() {
