@@ -152,7 +152,11 @@ fn layout_dir(agent: &Moatd) -> PathBuf {
         .unwrap()
         .flatten()
         .map(|e| e.path())
-        .filter(|p| p.is_dir())
+        .filter(|p| {
+            p.is_dir()
+                && p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("agent-"))
+        })
         .collect();
     assert_eq!(dirs.len(), 1, "layout directories: {dirs:?}");
     dirs[0].clone()

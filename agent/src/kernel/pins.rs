@@ -14,8 +14,10 @@
 //!
 //! A directory is created as `agent-<fingerprint>-partial` and renamed once
 //! every pin is in place, so a moatd killed half-way leaves nothing adoptable.
-//! The directory itself is `flock`ed for as long as a moatd uses it: two
-//! agents never adopt the same programs.
+//! The subdirectory `moatd` is `flock`ed for as long as a moatd uses the
+//! pins: two agents never adopt the same programs. (Not the pin directory
+//! itself: `moat` locks that one, briefly, while it changes the recording
+//! maps.)
 
 use std::{
     fs::File,
@@ -35,6 +37,8 @@ const LAYOUT_PREFIX: &str = "agent-";
 /// The suffix of a layout directory not yet complete.
 // bpffs refuses names with a dot.
 const PARTIAL_SUFFIX: &str = "-partial";
+/// The subdirectory moatd locks.
+const LOCK_DIR: &str = "moatd";
 /// The prefix of a link pin's name, before the program's name.
 pub(super) const LINK_PREFIX: &str = "link-";
 
@@ -65,22 +69,24 @@ impl PinState {
     }
 }
 
-/// An exclusive `flock` on the pin directory, held while a moatd uses it.
+/// An exclusive `flock` on the pin directory's `moatd` subdirectory, held
+/// while a moatd uses the pins.
 #[derive(Debug)]
 pub struct PinLock {
     _dir: File,
 }
 
 impl PinLock {
-    /// Creates `dir` if needed and locks it; [`Error::PinsInUse`] if another
-    /// process holds it.
+    /// Creates `dir/moatd` if needed and locks it; [`Error::PinsInUse`] if
+    /// another process holds it.
     pub fn acquire(dir: &Path) -> Result<PinLock> {
+        let lock = dir.join(LOCK_DIR);
         let pin_dir = |source| Error::PinDir {
-            path: dir.to_path_buf(),
+            path: lock.clone(),
             source,
         };
-        std::fs::create_dir_all(dir).map_err(pin_dir)?;
-        let file = File::open(dir).map_err(pin_dir)?;
+        std::fs::create_dir_all(&lock).map_err(pin_dir)?;
+        let file = File::open(&lock).map_err(pin_dir)?;
         // SAFETY: flock(2) on a descriptor this function owns.
         let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
         if rc != 0 {
@@ -225,6 +231,7 @@ pub fn unload(dir: &Path) -> Result<Unloaded> {
     }
     unloaded.pins.sort();
     drop(lock);
+    std::fs::remove_dir(dir.join(LOCK_DIR)).map_err(unpin)?;
     std::fs::remove_dir(dir).map_err(unpin)?;
     Ok(unloaded)
 }
