@@ -450,3 +450,43 @@ fn a_recording_works_while_moatd_is_stopped() {
         .collect();
     assert!(names.contains(&"getpriority"), "{recorded}");
 }
+
+#[test]
+fn keep_pinned_off_removes_the_pins_an_earlier_moatd_left() {
+    skip_unless_able!();
+    let _layout = moat_tests::cgroup_layout_lock(false);
+    let mut agent = Moatd::start("unpinned");
+    let old_ids = pinned_program_ids(&agent);
+    assert!(agent.stop().success());
+
+    let mut config = std::fs::read_to_string(agent.config_path()).unwrap();
+    config.push_str("\n[kernel]\nkeep_pinned = false\n");
+    std::fs::write(agent.config_path(), config).unwrap();
+    agent.start_again();
+    assert_eq!(pins_state(&agent), ["unpinned"]);
+    assert!(
+        agent
+            .log_text()
+            .contains("keep_pinned is off: detached and unpinned the eBPF programs"),
+        "{}",
+        agent.log_text()
+    );
+    let layouts = std::fs::read_dir(&agent.bpf_dir)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("agent-"))
+        .count();
+    assert_eq!(layouts, 0);
+    wait_for(
+        Duration::from_secs(5),
+        "the old programs to be freed",
+        || loaded(&old_ids).is_empty().then_some(()),
+    );
+    let status = agent.stop();
+    assert!(status.success());
+    assert!(
+        agent.log_text().contains("programs detached; exiting"),
+        "{}",
+        agent.log_text()
+    );
+}

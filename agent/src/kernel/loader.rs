@@ -179,6 +179,18 @@ impl Kernel {
         let record = record_pins(&config.record_pin_dir)?;
 
         if !config.keep_pinned {
+            // Programs an earlier moatd left pinned would keep running beside
+            // these: removed, unless a moatd is using them now.
+            if let Ok(_lock) = PinLock::acquire(&config.record_pin_dir) {
+                let (_, removed) = pins::sweep(&config.record_pin_dir, "")?;
+                for name in &removed {
+                    log::warn!(
+                        "keep_pinned is off: detached and unpinned the eBPF programs and maps \
+                         in {}",
+                        config.record_pin_dir.join(name).display()
+                    );
+                }
+            }
             let loaded = load_fresh(object, &config, &params, pid_max, &record, None)?;
             return Ok(Self::assemble(
                 loaded,
@@ -488,9 +500,11 @@ pub(super) fn attach(
         source,
     })?;
     if let Some(dir) = pin_dir {
-        let link = program
-            .take_link(id)
-            .map_err(|source| Error::LoadProgram { name, source })?;
+        let link = program.take_link(id).map_err(|source| Error::PinLink {
+            name,
+            path: dir.to_path_buf(),
+            source: Box::new(source),
+        })?;
         pin_link(FdLink::from(link), name, dir)?;
     }
     log::debug!("attached eBPF program {name} to raw tracepoint {tracepoint}");

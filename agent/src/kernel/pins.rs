@@ -136,7 +136,8 @@ pub(super) fn partial_dir(dir: &Path, fingerprint: &str) -> PathBuf {
 }
 
 /// Removes every layout directory under `dir` but the complete one of
-/// `fingerprint`; returns whether that one exists and which were removed.
+/// `fingerprint` (all of them for an empty `fingerprint`); returns whether
+/// that one exists and which were removed.
 pub(super) fn sweep(dir: &Path, fingerprint: &str) -> Result<(bool, Vec<String>)> {
     let ours = format!("{LAYOUT_PREFIX}{fingerprint}");
     let mut found = false;
