@@ -5,7 +5,10 @@ use std::{path::Path, sync::atomic::Ordering};
 
 use aya::{
     maps::{HashMap, Map, MapData, PerCpuArray, PerCpuHashMap, RingBuf},
-    programs::{links::FdLink, RawTracePoint},
+    programs::{
+        links::{FdLink, PinnedLink},
+        RawTracePoint,
+    },
     Ebpf, EbpfLoader,
 };
 use moat_common::{
@@ -64,6 +67,9 @@ pub struct Kernel {
     pub(super) attached: Vec<&'static str>,
     /// The kernel's ids of the attached programs, in the same order.
     program_ids: Vec<u32>,
+    /// The pinned links, held open while loaded (closing them detaches
+    /// nothing: the pins do that).
+    _links: Vec<FdLink>,
     pins: PinState,
     /// Held while loaded, so that no other moatd adopts the same pins.
     _lock: Option<PinLock>,
@@ -151,6 +157,8 @@ struct Loaded {
     tracing: TracingMode,
     attached: Vec<&'static str>,
     program_ids: Vec<u32>,
+    /// The pinned links, held open while moatd runs.
+    links: Vec<FdLink>,
     ebpf: Option<Ebpf>,
 }
 
@@ -256,6 +264,13 @@ impl Kernel {
             }
         };
         let layout = pins::publish(&dir, &fingerprint)?;
+        // Held open while moatd runs (as an unpinned link would be), so that
+        // its descriptors show what it has attached.
+        let mut loaded = loaded;
+        loaded.links = open_links(&layout)?
+            .into_iter()
+            .map(|(_, _, link)| link)
+            .collect();
         log::info!(
             "loaded the eBPF programs and pinned them in {}: they stay attached and counting \
              when moatd stops (moatd --unload detaches them)",
@@ -291,6 +306,7 @@ impl Kernel {
             tracing: loaded.tracing,
             attached: loaded.attached,
             program_ids: loaded.program_ids,
+            _links: loaded.links,
             pins,
             _lock: lock,
             _ebpf: loaded.ebpf,
@@ -394,6 +410,7 @@ fn load_fresh(
         tracing,
         attached,
         program_ids,
+        links: Vec::new(),
         ebpf: Some(ebpf),
     })
 }
@@ -403,25 +420,9 @@ fn load_fresh(
 /// keep the programs running.
 fn adopt(layout: &Path, config: &KernelConfig) -> Result<Loaded> {
     let maps = ReadMaps::open(layout)?;
-    let mut attached = Vec::new();
-    let mut program_ids = Vec::new();
-    for name in super::attach::all_programs() {
-        let path = layout.join(format!("{}{name}", pins::LINK_PREFIX));
-        if !path.exists() {
-            continue;
-        }
-        let link =
-            aya::programs::links::PinnedLink::from_pin(&path).map_err(|source| Error::OpenPin {
-                path: path.clone(),
-                source: Box::new(source),
-            })?;
-        let info = FdLink::from(link).info().map_err(|source| Error::OpenPin {
-            path: path.clone(),
-            source: Box::new(source),
-        })?;
-        attached.push(name);
-        program_ids.push(info.program_id());
-    }
+    let links = open_links(layout)?;
+    let attached: Vec<&'static str> = links.iter().map(|(name, _, _)| *name).collect();
+    let program_ids = links.iter().map(|(_, id, _)| *id).collect();
     let tracing = adopted_mode(&attached, config).ok_or_else(|| Error::OpenPin {
         path: layout.to_path_buf(),
         source: format!("an incomplete program set: {attached:?}").into(),
@@ -431,8 +432,29 @@ fn adopt(layout: &Path, config: &KernelConfig) -> Result<Loaded> {
         tracing,
         attached,
         program_ids,
+        links: links.into_iter().map(|(_, _, link)| link).collect(),
         ebpf: None,
     })
+}
+
+/// Opens the link pins in `layout`, in attach order: each program's name,
+/// its id and the link.
+fn open_links(layout: &Path) -> Result<Vec<(&'static str, u32, FdLink)>> {
+    let mut links = Vec::new();
+    for name in super::attach::all_programs() {
+        let path = layout.join(format!("{}{name}", pins::LINK_PREFIX));
+        if !path.exists() {
+            continue;
+        }
+        let open = |source: Box<dyn std::error::Error + Send + Sync>| Error::OpenPin {
+            path: path.clone(),
+            source,
+        };
+        let link = FdLink::from(PinnedLink::from_pin(&path).map_err(|e| open(Box::new(e)))?);
+        let info = link.info().map_err(|e| open(Box::new(e)))?;
+        links.push((name, info.program_id(), link));
+    }
+    Ok(links)
 }
 
 /// Creates `dir` (on bpffs) and returns where each recording map is pinned.
