@@ -490,3 +490,52 @@ fn keep_pinned_off_removes_the_pins_an_earlier_moatd_left() {
         agent.log_text()
     );
 }
+
+#[test]
+fn the_packages_prerm_unloads_on_removal_and_not_on_upgrade() {
+    skip_unless_able!();
+    let _layout = moat_tests::cgroup_layout_lock(false);
+    let mut agent = Moatd::start("prerm");
+    let ids = pinned_program_ids(&agent);
+    assert!(agent.stop().success());
+    // The maintainer script as packaged, without units to stop (this test
+    // does not run under systemd's control of moatd).
+    let script = std::fs::read_to_string(moat_tests::workspace_root().join("packaging/deb/prerm"))
+        .unwrap()
+        .replace("@STOP_UNITS@", "");
+    let scratch = TempDir::new("prerm");
+    let prerm = scratch.join("prerm");
+    std::fs::write(&prerm, script).unwrap();
+    let bins = moat_tests::binary("moatd").parent().unwrap().to_path_buf();
+    let path = format!(
+        "{}:{}",
+        bins.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let run = |arg: &str| {
+        let o = Command::new("sh")
+            .arg(&prerm)
+            .arg(arg)
+            .env("PATH", &path)
+            .env("MOAT_BPF_DIR", &agent.bpf_dir)
+            .env_remove("DPKG_ROOT")
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "prerm {arg}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    };
+    run("upgrade");
+    assert_eq!(pinned_program_ids(&agent), ids, "an upgrade keeps the pins");
+    run("remove");
+    assert!(
+        !agent.bpf_dir.exists(),
+        "{} is left",
+        agent.bpf_dir.display()
+    );
+    wait_for(Duration::from_secs(5), "the programs to be freed", || {
+        loaded(&ids).is_empty().then_some(())
+    });
+}
