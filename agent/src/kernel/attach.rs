@@ -253,3 +253,80 @@ pub(super) fn error_chain(err: &dyn std::error::Error) -> String {
     }
     text
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(extra: &[&'static str]) -> Vec<&'static str> {
+        let mut names: Vec<&'static str> = KERNEL_PROGRAMS[..COMMON_PROGRAMS]
+            .iter()
+            .map(|(name, _)| *name)
+            .collect();
+        names.extend_from_slice(extra);
+        names
+    }
+
+    fn config(denials: DenialTier, mechanism: MechanismChoice) -> KernelConfig {
+        KernelConfig {
+            denials,
+            mechanism,
+            ..KernelConfig::default()
+        }
+    }
+
+    #[test]
+    fn a_pinned_set_is_adopted_only_as_the_configuration_would_attach_it() {
+        let pairing = set(&[SYS_ENTER_PROGRAM, SYS_EXIT_PROGRAM]);
+        let auto = adopted_mode(&pairing, &config(DenialTier::All, MechanismChoice::Auto)).unwrap();
+        assert_eq!(auto.mechanism, Mechanism::Pairing);
+        assert!(auto.fallback.is_some());
+        let forced =
+            adopted_mode(&pairing, &config(DenialTier::All, MechanismChoice::Pairing)).unwrap();
+        assert_eq!(
+            (forced.mechanism, forced.fallback),
+            (Mechanism::Pairing, None)
+        );
+        // A forced fexit is not a pairing, whatever is pinned.
+        assert!(adopted_mode(&pairing, &config(DenialTier::All, MechanismChoice::Fexit)).is_none());
+
+        let mut fexit_names = vec![SECCOMP_EXIT_PROGRAM];
+        fexit_names.extend(FEXIT_EVENT_PROGRAMS.iter().map(|(name, _, _)| *name));
+        let fexit = set(&fexit_names);
+        let mode = adopted_mode(&fexit, &config(DenialTier::All, MechanismChoice::Auto)).unwrap();
+        assert_eq!(mode.mechanism, Mechanism::Fexit);
+        // Half of the fexit programs: not adopted.
+        assert!(
+            adopted_mode(&fexit[..6], &config(DenialTier::All, MechanismChoice::Auto)).is_none()
+        );
+
+        let fatal = set(&[SIGNAL_GENERATE_PROGRAM]);
+        let mode = adopted_mode(&fatal, &config(DenialTier::Fatal, MechanismChoice::Auto)).unwrap();
+        assert_eq!(mode.mechanism, Mechanism::Signal);
+        assert!(adopted_mode(&fatal, &config(DenialTier::All, MechanismChoice::Auto)).is_none());
+
+        // A scheduler program missing: not adopted.
+        assert!(adopted_mode(
+            &pairing[1..],
+            &config(DenialTier::All, MechanismChoice::Auto)
+        )
+        .is_none());
+        // Two mechanisms at once: not adopted.
+        let both = set(&[SYS_ENTER_PROGRAM, SYS_EXIT_PROGRAM, SIGNAL_GENERATE_PROGRAM]);
+        assert!(adopted_mode(&both, &config(DenialTier::Fatal, MechanismChoice::Auto)).is_none());
+    }
+
+    #[test]
+    fn every_program_is_known_once_in_attach_order() {
+        let names = all_programs();
+        let mut unique = names.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!(unique.len(), names.len());
+        assert_eq!(
+            names.len(),
+            KERNEL_PROGRAMS.len() + FATAL_PROGRAMS.len() + 1 + FEXIT_EVENT_PROGRAMS.len()
+        );
+        assert_eq!(names.last(), Some(&SYS_EXIT_PROGRAM));
+    }
+}
