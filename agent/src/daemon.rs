@@ -212,6 +212,7 @@ pub fn start_supervised(
             http_stats.clone(),
             &kernel_release(),
             kernel.tracing_mode().as_ref(),
+            kernel.pin_state().map(|state| state.as_str()),
         )
         .context("registering the metrics")?,
     );

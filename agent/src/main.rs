@@ -48,9 +48,20 @@ const EXIT_FAILURE: u8 = 1;
                   the node policy's decision (/etc/moat/policy.toml, the built-in baseline \
                   when that file does not exist), re-checking each container's stored \
                   configuration at start.\n\n\
-                  Signals: SIGTERM or SIGINT detach the programs and exit 0; SIGHUP reopens \
-                  the audit log (for log rotation) and reloads the authorization policy (a \
-                  policy that does not load is logged, and the one in force stays).\n\n\
+                  Restarts and upgrades lose nothing: the programs' links and the maps \
+                  moatd reads are pinned under the bpffs directory /sys/fs/bpf/moat \
+                  (MOAT_BPF_DIR), so the programs keep counting while moatd is stopped, \
+                  and the next moatd adopts them when their layout (the eBPF object, map \
+                  and ring sizes, [tracing] settings) is its own; otherwise it detaches \
+                  and replaces them, and says so in its log and in \
+                  moat_ebpf_pins_info{state}. moatd --unload detaches them and removes \
+                  the pins (the Debian package's removal runs it). Only one moatd uses a \
+                  pin directory at a time: a second one refuses to start.\n\n\
+                  Signals: SIGTERM or SIGINT stop moatd and exit 0, leaving the programs \
+                  attached and pinned (with [kernel] keep_pinned = false, they are \
+                  detached); SIGHUP reopens the audit log (for log rotation) and reloads \
+                  the authorization policy (a policy that does not load is logged, and \
+                  the one in force stays).\n\n\
                   It needs root, or CAP_BPF with CAP_PERFMON (CAP_SYS_ADMIN on kernels \
                   before 5.8) and CAP_SYS_ADMIN to mount. It does not need \
                   CAP_SYS_RESOURCE on kernels since 5.11.",
@@ -60,6 +71,7 @@ const EXIT_FAILURE: u8 = 1;
         "moatd.example.toml)\n  ",
         "/etc/moat/policy.toml  the node policy of the authorization plugin ([authz] policy)\n\n",
         "Environment:\n  ",
+        "MOAT_BPF_DIR  the bpffs directory of the pins (default /sys/fs/bpf/moat)\n  ",
         "RUST_LOG  log filter when --log is not given (default: info), ",
         "e.g. RUST_LOG=moat_agent=debug\n  ",
         "NOTIFY_SOCKET  set by systemd for Type=notify: moatd sends STATUS= lines while ",
@@ -70,9 +82,11 @@ const EXIT_FAILURE: u8 = 1;
         "LISTEN_PID, LISTEN_FDS, LISTEN_FDNAMES  sockets passed by systemd ",
         "(moatd-authz.socket passes the plugin's, named moat-authz)\n\n",
         "Exit status:\n  ",
-        "0  stopped by SIGTERM or SIGINT, or --check-config found the configuration valid\n  ",
-        "1  the eBPF programs could not be loaded or attached, the listen address, the ",
-        "plugin socket or the audit log could not be used, or another error at run time\n  ",
+        "0  stopped by SIGTERM or SIGINT, --check-config found the configuration valid, or ",
+        "--unload detached and unpinned the programs (or found none)\n  ",
+        "1  the eBPF programs could not be loaded or attached, another moatd uses the pin ",
+        "directory, the listen address, the plugin socket or the audit log could not be ",
+        "used, --unload could not remove the pins, or another error at run time\n  ",
         "2  invalid command line, configuration or authorization policy"
     )
 )]
@@ -97,6 +111,12 @@ struct Args {
     #[arg(long)]
     check_config: bool,
 
+    /// Detach the programs a stopped moatd left attached, remove their pins
+    /// and the recording maps' (everything under MOAT_BPF_DIR, default
+    /// /sys/fs/bpf/moat), and exit. Refused while a moatd runs on them.
+    #[arg(long, conflicts_with = "check_config")]
+    unload: bool,
+
     /// Log filter in env_logger syntax (`error`, `warn`, `info`, `debug`, `trace`,
     /// or per module, e.g. `info,moat_agent=debug`); overrides RUST_LOG.
     #[arg(long, value_name = "FILTER")]
@@ -106,6 +126,9 @@ struct Args {
 fn main() -> ExitCode {
     let args = Args::parse();
     init_logging(args.log.as_deref());
+    if args.unload {
+        return unload();
+    }
     // Read (and cleared) while moatd has a single thread.
     let listen_env = ListenEnv::take();
 
@@ -297,14 +320,46 @@ async fn run(
         ),
         Some(err) => format!("could not read the counters ({err})"),
     };
+    let programs = if kernel.config().keep_pinned {
+        format!(
+            "programs left attached, pinned in {} (moatd --unload removes them)",
+            kernel.config().record_pin_dir.display()
+        )
+    } else {
+        "programs detached".to_owned()
+    };
     // The tasks are done, so this is the last reference: dropping it stops the
-    // ring buffer reader and detaches the programs.
+    // ring buffer reader and closes the programs (detached unless pinned).
     match Arc::try_unwrap(kernel) {
         Ok(kernel) => drop(kernel),
-        Err(_) => log::warn!("the eBPF programs are still referenced; they detach at exit"),
+        Err(_) => log::warn!("the eBPF programs are still referenced; they are closed at exit"),
     }
-    log::info!("received {signal_name}; {summary}; programs detached; exiting");
+    log::info!("received {signal_name}; {summary}; {programs}; exiting");
     Ok(())
+}
+
+/// `moatd --unload`: detaches and unpins what earlier moatds left attached.
+fn unload() -> ExitCode {
+    let dir = moat_agent::kernel::config::record_pin_dir_from_env();
+    match moat_agent::kernel::pins::unload(&dir) {
+        Ok(done) if done.layouts.is_empty() && done.pins.is_empty() => {
+            log::info!("nothing pinned in {}; nothing to unload", dir.display());
+            ExitCode::SUCCESS
+        }
+        Ok(done) => {
+            log::info!(
+                "detached and unpinned the eBPF programs in {} (layouts {:?}, pins {:?})",
+                dir.display(),
+                done.layouts,
+                done.pins
+            );
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            log::error!("--unload: {:#}", anyhow::Error::from(err));
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
 }
 
 /// Raises the soft `RLIMIT_NOFILE` to the hard limit, so that the HTTP

@@ -140,8 +140,8 @@ fn stops_cleanly_on(signal: Signal) {
         moatd
             .seen
             .iter()
-            .any(|l| l.contains(&format!("received {name}")) && l.contains("detached")),
-        "moatd did not log its detach on {name}; stderr: {:#?}",
+            .any(|l| l.contains(&format!("received {name}")) && l.contains("left attached")),
+        "moatd did not log that it left its programs attached on {name}; stderr: {:#?}",
         moatd.seen
     );
     // The port is free again.

@@ -70,10 +70,14 @@ impl PluginSetup {
 
     fn write_config(&self) -> PathBuf {
         let config = self.dir.join(format!("moatd-{}.toml", self.name));
+        // The plugin's tests start moatds one after another and beside other
+        // tests' in the default pin directory: they detach their programs at
+        // exit instead of keeping them pinned (and locked) there.
         std::fs::write(
             &config,
             format!(
-                "[audit]\nlog = \"{}\"\n\n[authz]\nenabled = true\nsocket = \"{}\"\n\
+                "[audit]\nlog = \"{}\"\n\n[kernel]\nkeep_pinned = false\n\n\
+                 [authz]\nenabled = true\nsocket = \"{}\"\n\
                  policy = \"{}\"\nmode = \"{}\"\ndocker_socket = \"{}\"\n",
                 self.audit_log().display(),
                 self.socket.display(),

@@ -151,8 +151,12 @@ pub fn moat() -> Command {
 /// moatd running with a private config, port and audit log, watching a
 /// private cgroup parent; stopped on drop (before the parent is removed).
 pub struct Moatd {
-    child: Child,
+    /// None while stopped (between [`Moatd::stop`] and [`Moatd::start_again`]).
+    child: Option<Child>,
     port: u16,
+    config: PathBuf,
+    stdout_unread: bool,
+    env: Vec<(String, String)>,
     /// The audit log moatd writes.
     pub audit_log: PathBuf,
     log: PathBuf,
@@ -194,7 +198,7 @@ impl Moatd {
         let mut agent = Self::spawn(tag, options);
         let start = Instant::now();
         loop {
-            if let Some(status) = agent.child.try_wait().unwrap() {
+            if let Some(status) = agent.child().try_wait().unwrap() {
                 panic!("moatd exited with {status}:\n{}", agent.log_text());
             }
             if agent.get_metrics().is_some() {
@@ -263,41 +267,106 @@ impl Moatd {
             .unwrap_or_else(|| dir.join("audit.jsonl"));
         let log = dir.join("moatd.log");
         let bpf_dir = PathBuf::from(format!("/sys/fs/bpf/moat-t-{tag}-{}", std::process::id()));
-        let child = Command::new(binary("moatd"))
-            .env("MOAT_BPF_DIR", &bpf_dir)
+        let mut agent = Moatd {
+            child: None,
+            port,
+            audit_log,
+            log,
+            config,
+            stdout_unread: options.stdout_unread,
+            env: options.env.clone(),
+            dir,
+            parent,
+            bpf_dir,
+        };
+        agent.child = Some(agent.launch(false));
+        agent
+    }
+
+    /// Starts the moatd process with this agent's files; its log is appended
+    /// to with `append` (a restart).
+    fn launch(&self, append: bool) -> Child {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(append)
+            .write(true)
+            .truncate(!append)
+            .open(&self.log)
+            .unwrap();
+        Command::new(binary("moatd"))
+            .env("MOAT_BPF_DIR", &self.bpf_dir)
             .arg("--config")
-            .arg(&config)
-            .args(["--listen", &format!("127.0.0.1:{port}"), "--audit-log"])
-            .arg(&audit_log)
-            .stdout(if options.stdout_unread {
+            .arg(&self.config)
+            .args([
+                "--listen",
+                &format!("127.0.0.1:{}", self.port),
+                "--audit-log",
+            ])
+            .arg(&self.audit_log)
+            .stdout(if self.stdout_unread {
                 Stdio::piped()
             } else {
                 Stdio::null()
             })
-            .stderr(std::fs::File::create(&log).unwrap())
-            .envs(options.env.iter().map(|(k, v)| (k, v)))
+            .stderr(log)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .spawn()
-            .unwrap();
-        Moatd {
-            child,
-            port,
-            audit_log,
-            log,
-            dir,
-            parent,
-            bpf_dir,
+            .unwrap()
+    }
+
+    fn child(&mut self) -> &mut Child {
+        self.child.as_mut().expect("moatd is running")
+    }
+
+    /// Stops moatd with SIGTERM and returns its exit status; its pins stay
+    /// (the programs keep counting) until [`Moatd::start_again`] adopts them
+    /// or the `Moatd` is dropped.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("moatd is running");
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+        wait_for(Duration::from_secs(10), "moatd to exit on SIGTERM", || {
+            child.try_wait().unwrap()
+        })
+    }
+
+    /// Starts moatd again after [`Moatd::stop`], with the same files, port
+    /// and pin directory, and waits until it serves `/metrics`.
+    pub fn start_again(&mut self) {
+        assert!(self.child.is_none(), "moatd is still running");
+        self.child = Some(self.launch(true));
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child().try_wait().unwrap() {
+                panic!("moatd exited with {status}:\n{}", self.log_text());
+            }
+            if self.get_metrics().is_some() {
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "moatd not serving after 20 s:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// moatd's configuration file (rewrite it between [`Moatd::stop`] and
+    /// [`Moatd::start_again`] to restart with another configuration).
+    pub fn config_path(&self) -> &Path {
+        &self.config
     }
 
     /// Whether moatd is still running; its exit status otherwise.
     pub fn try_wait(&mut self) -> Option<std::process::ExitStatus> {
-        self.child.try_wait().unwrap()
+        self.child().try_wait().unwrap()
     }
 
     /// Sends `signal` to moatd.
     pub fn signal(&self, signal: i32) {
         // SAFETY: kill(2) on our own child's pid.
-        unsafe { libc::kill(self.child.id() as libc::pid_t, signal) };
+        unsafe { libc::kill(self.pid() as libc::pid_t, signal) };
     }
 
     /// The port moatd serves on.
@@ -307,7 +376,7 @@ impl Moatd {
 
     /// moatd's pid.
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.child.as_ref().expect("moatd is running").id()
     }
 
     /// The `/metrics` URL.
@@ -361,26 +430,42 @@ impl Moatd {
 
 impl Drop for Moatd {
     fn drop(&mut self) {
-        // SAFETY: kill(2) on our own child's pid.
-        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
-        let start = Instant::now();
-        while self.child.try_wait().ok().flatten().is_none() {
-            if start.elapsed() > Duration::from_secs(10) {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-                break;
+        if let Some(child) = &mut self.child {
+            // SAFETY: kill(2) on our own child's pid.
+            unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+            let start = Instant::now();
+            while child.try_wait().ok().flatten().is_none() {
+                if start.elapsed() > Duration::from_secs(10) {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
             }
-            std::thread::sleep(Duration::from_millis(20));
         }
         // The pins outlive moatd (a restarted agent reuses them); a test's
         // private ones go with it.
-        if let Ok(entries) = std::fs::read_dir(&self.bpf_dir) {
-            for e in entries.flatten() {
+        remove_pins(&self.bpf_dir);
+    }
+}
+
+/// Removes a private pin directory and what moatd pinned in it (as
+/// `moatd --unload` does): once moatd has exited, removing the link pins
+/// detaches its programs.
+pub fn remove_pins(dir: &Path) {
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            if e.path().is_dir() {
+                for inner in std::fs::read_dir(e.path()).into_iter().flatten().flatten() {
+                    let _ = std::fs::remove_file(inner.path());
+                }
+                let _ = std::fs::remove_dir(e.path());
+            } else {
                 let _ = std::fs::remove_file(e.path());
             }
         }
-        let _ = std::fs::remove_dir(&self.bpf_dir);
     }
+    let _ = std::fs::remove_dir(dir);
 }
 
 /// Starts the moatd binary `moatd` with `args` (standard input and output to /dev/null)
@@ -392,7 +477,16 @@ pub fn spawn_following<S: AsRef<OsStr>>(
     moatd: &Path,
     args: impl IntoIterator<Item = S>,
 ) -> (Child, mpsc::Receiver<String>) {
+    // A private pin directory, removed once moatd has gone (its standard
+    // error closed): the programs it left attached detach then.
+    static SPAWNED: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let pins = PathBuf::from(format!(
+        "/sys/fs/bpf/moat-t-follow-{}-{}",
+        std::process::id(),
+        SPAWNED.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    ));
     let mut child = Command::new(moatd)
+        .env("MOAT_BPF_DIR", &pins)
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -406,6 +500,7 @@ pub fn spawn_following<S: AsRef<OsStr>>(
             eprintln!("moatd: {line}");
             let _ = tx.send(line);
         }
+        remove_pins(&pins);
     });
     (child, lines)
 }

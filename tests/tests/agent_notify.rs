@@ -80,12 +80,18 @@ fn next_state(socket: &UnixDatagram, pings: &mut usize, agent: &Moatd) -> String
     }
 }
 
-/// moatd's open BPF links (`anon_inode:bpf_link`): one per attached program.
+/// moatd's open BPF links: one per attached program. A link made by
+/// attaching shows as `anon_inode:bpf_link`; one opened from its pin (moatd
+/// keeps its links pinned, and holds them open from there) as
+/// `anon_inode:bpf-link`.
 fn bpf_links(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd"))
         .unwrap()
         .filter_map(|entry| std::fs::read_link(entry.ok()?.path()).ok())
-        .filter(|target| target.to_string_lossy() == "anon_inode:bpf_link")
+        .filter(|target| {
+            let target = target.to_string_lossy();
+            target == "anon_inode:bpf_link" || target == "anon_inode:bpf-link"
+        })
         .count()
 }
 

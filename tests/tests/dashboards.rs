@@ -459,6 +459,12 @@ fn families() -> Vec<Family> {
             "moat_tracing_mode",
             vec![(r#"denials="fatal",mechanism="signal""#, Level(1.0))],
         ),
+        (
+            "moat_ebpf_pins_info",
+            "gauge",
+            "moat_ebpf_pins_info",
+            vec![(r#"state="reused""#, Level(1.0))],
+        ),
     ]
 }
 

@@ -422,8 +422,16 @@ fn without_a_running_moatd_the_command_does_not_run() {
     assert!(err(&o).contains("start moatd"), "{}", err(&o));
     assert!(!marker.exists() && !profile.exists());
 
-    // Pins left by a moatd that has stopped.
-    let mut agent = Moatd::start("rec-stale");
+    // Pins left by a moatd that has stopped and detached its programs (a
+    // moatd that keeps them pinned, the default, leaves them recording: see
+    // moatd_restart.rs).
+    let mut agent = Moatd::start_with(
+        "rec-stale",
+        &Options {
+            config: "[kernel]\nkeep_pinned = false\n".to_owned(),
+            ..Options::default()
+        },
+    );
     agent.signal(libc::SIGTERM);
     let start = Instant::now();
     while agent.try_wait().is_none() {
@@ -1007,11 +1015,20 @@ fn the_record_only_program_is_attached_by_moat_only_while_it_records() {
 }
 
 #[test]
-fn a_moatd_that_stops_while_moat_records_fails_the_recording_in_every_tier() {
+fn a_moatd_that_detaches_while_moat_records_fails_the_recording_in_every_tier() {
     skip_unless_able!();
     let _layout = moat_tests::cgroup_layout_lock(false);
     let scratch = TempDir::new("rec-broke");
-    for (tier, options) in [("default", Options::default()), ("fatal", fatal_tier())] {
+    // keep_pinned = false: this moatd detaches its programs when it stops (by
+    // default they stay attached and the recording goes on: moatd_restart).
+    let detaching = |options: Options| Options {
+        config: format!("{}[kernel]\nkeep_pinned = false\n", options.config),
+        ..options
+    };
+    for (tier, options) in [
+        ("default", detaching(Options::default())),
+        ("fatal", detaching(fatal_tier())),
+    ] {
         let mut agent = Moatd::start_with(&format!("rec-broke-{tier}"), &options);
         let profile = scratch.join(&format!("{tier}.json"));
         let moat_run = agent

@@ -133,6 +133,13 @@ pub const TRACING_MODE: MetricSpec = MetricSpec {
     kind: MetricKind::Gauge,
     labels: &["denials", "mechanism"],
 };
+/// `moat_ebpf_pins_info`.
+pub const EBPF_PINS_INFO: MetricSpec = MetricSpec {
+    name: "moat_ebpf_pins_info",
+    help: "Always 1; what moatd found at start in its bpffs pin directory: reused = the programs and maps pinned by an earlier moatd of the same layout were adopted (counters continue), created = none were pinned, replaced = pins of another layout (build, map or ring sizes, tracing settings) were detached and removed first, unpinned = [kernel] keep_pinned is off.",
+    kind: MetricKind::Gauge,
+    labels: &["state"],
+};
 
 /// `moat_http_connections_open`.
 pub const HTTP_CONNECTIONS_OPEN: MetricSpec = MetricSpec {
@@ -181,7 +188,7 @@ pub const AUTHZ_POLICY_INFO: MetricSpec = MetricSpec {
 
 /// Every `moat_*` family, in the order moatd serves them. The `moat_authz_*`
 /// families are served when the authorization plugin is enabled.
-pub const FAMILIES: [&MetricSpec; 21] = [
+pub const FAMILIES: [&MetricSpec; 22] = [
     &SECCOMP_DENIALS,
     &FORKS,
     &EXECS,
@@ -199,6 +206,7 @@ pub const FAMILIES: [&MetricSpec; 21] = [
     &HTTP_CONNECTIONS_REJECTED,
     &BUILD_INFO,
     &TRACING_MODE,
+    &EBPF_PINS_INFO,
     &AUTHZ_REQUESTS,
     &AUTHZ_REQUEST_DURATION,
     &AUTHZ_POLICY_RELOADS,

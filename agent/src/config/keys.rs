@@ -89,6 +89,7 @@ pub(super) const SECTION_KEYS: &[(&str, &[&str])] = &[
             "process_map_entries",
             "rate_map_entries",
             "audit_channel_capacity",
+            "keep_pinned",
         ],
     ),
     ("authz", super::authz::KEYS),

@@ -223,6 +223,9 @@ pub struct KernelSection {
     pub rate_map_entries: u32,
     /// Audit records queued between the ring buffer reader and the writer.
     pub audit_channel_capacity: usize,
+    /// Leave the programs attached and pinned when moatd stops, and adopt them
+    /// at the next start (default true); false detaches them at exit.
+    pub keep_pinned: bool,
 }
 
 impl Default for KernelSection {
@@ -234,6 +237,7 @@ impl Default for KernelSection {
             process_map_entries: kernel.process_map_entries,
             rate_map_entries: kernel.rate_map_entries,
             audit_channel_capacity: kernel.audit_channel_capacity,
+            keep_pinned: true,
         }
     }
 }
@@ -476,6 +480,7 @@ impl Config {
             denials: self.tracing.denials,
             mechanism: self.tracing.mechanism,
             record_pin_dir: crate::kernel::config::record_pin_dir_from_env(),
+            keep_pinned: self.kernel.keep_pinned,
         }
     }
 

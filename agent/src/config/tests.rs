@@ -80,7 +80,15 @@ fn kernel_settings_are_checked_by_the_kernel_side() {
         err.starts_with("/etc/moat/moatd.toml: audit.rate_burst: 0: "),
         "{err}"
     );
-    assert_eq!(Config::default().kernel_config(), KernelConfig::default());
+    // moatd keeps its programs pinned across restarts; the library default
+    // (for in-process users) does not.
+    assert_eq!(
+        Config::default().kernel_config(),
+        KernelConfig {
+            keep_pinned: true,
+            ..KernelConfig::default()
+        }
+    );
     let off = parse("[audit]\nrate_limit = 0\n").unwrap();
     assert_eq!(off.kernel_config().audit_rate_per_sec, 0);
 }

@@ -2,21 +2,25 @@
 //! [`super::tracing`]), after the scheduler and cgroup programs every tier
 //! uses.
 
-use std::path::Path;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::{
+    path::Path,
+    sync::atomic::{AtomicU32, Ordering},
+};
 
 use aya::{
-    programs::{FEntry, FExit, ProgramError, RawTracePoint},
+    programs::{links::FdLink, FEntry, FExit, ProgramError, RawTracePoint},
     Ebpf,
 };
 use moat_common::{
     FATAL_PROGRAMS, FEXIT_EVENT_PROGRAMS, KERNEL_PROGRAMS, RECORD_ENTER_PIN, RECORD_ENTER_PROGRAM,
-    SECCOMP_EXIT_PROGRAM, SECCOMP_FUNCTION,
+    SECCOMP_EXIT_PROGRAM, SECCOMP_FUNCTION, SIGNAL_GENERATE_PROGRAM, SYS_ENTER_PROGRAM,
+    SYS_EXIT_PROGRAM,
 };
 
 use super::{
     config::KernelConfig,
     error::{Error, Result},
+    pins::LINK_PREFIX,
     tracing::{DenialTier, Mechanism, MechanismChoice, TracingMode},
 };
 
@@ -24,44 +28,102 @@ use super::{
 /// (the rest are the `sys_enter`/`sys_exit` pair).
 const COMMON_PROGRAMS: usize = 4;
 
-/// Attaches every program `config` asks for, in order; returns the mode chosen
-/// and the names of the programs attached.
+/// Every program moatd may attach, in attach order (only one tier's and
+/// mechanism's are attached at a time).
+pub(super) fn all_programs() -> Vec<&'static str> {
+    let mut names: Vec<&'static str> = KERNEL_PROGRAMS[..COMMON_PROGRAMS]
+        .iter()
+        .map(|(name, _)| *name)
+        .collect();
+    names.extend(FATAL_PROGRAMS.iter().map(|(name, _)| *name));
+    names.push(SECCOMP_EXIT_PROGRAM);
+    names.extend(FEXIT_EVENT_PROGRAMS.iter().map(|(name, _, _)| *name));
+    names.extend(
+        KERNEL_PROGRAMS[COMMON_PROGRAMS..]
+            .iter()
+            .map(|(name, _)| *name),
+    );
+    names
+}
+
+/// The mode of a pinned program set found attached, or None when it is not
+/// one `attach_programs` makes for `config` (then it is replaced).
+pub(super) fn adopted_mode(
+    attached: &[&'static str],
+    config: &KernelConfig,
+) -> Option<TracingMode> {
+    let has = |name: &str| attached.contains(&name);
+    if !KERNEL_PROGRAMS[..COMMON_PROGRAMS]
+        .iter()
+        .all(|(name, _)| has(name))
+    {
+        return None;
+    }
+    let fexit =
+        has(SECCOMP_EXIT_PROGRAM) && FEXIT_EVENT_PROGRAMS.iter().all(|(name, _, _)| has(name));
+    let pairing = has(SYS_ENTER_PROGRAM) && has(SYS_EXIT_PROGRAM);
+    let signal = has(SIGNAL_GENERATE_PROGRAM);
+    match (config.denials, config.mechanism, fexit, pairing, signal) {
+        (DenialTier::Fatal, _, false, false, true) => {
+            Some(mode(DenialTier::Fatal, Mechanism::Signal, None))
+        }
+        (DenialTier::All, MechanismChoice::Fexit | MechanismChoice::Auto, true, false, false) => {
+            Some(mode(DenialTier::All, Mechanism::Fexit, None))
+        }
+        (DenialTier::All, MechanismChoice::Pairing, false, true, false) => {
+            Some(mode(DenialTier::All, Mechanism::Pairing, None))
+        }
+        (DenialTier::All, MechanismChoice::Auto, false, true, false) => Some(mode(
+            DenialTier::All,
+            Mechanism::Pairing,
+            Some("chosen when the pinned programs were loaded; that moatd logged why".to_owned()),
+        )),
+        _ => None,
+    }
+}
+
+/// Attaches every program `config` asks for, in order, pinning their links in
+/// `pin_dir` when given; returns the mode chosen and the names of the programs
+/// attached.
 pub(super) fn attach_programs(
     ebpf: &mut Ebpf,
     config: &KernelConfig,
+    pin_dir: Option<&Path>,
 ) -> Result<(TracingMode, Vec<&'static str>)> {
     let mut attached = Vec::new();
     // The scheduler programs (which mark new tasks and follow exec) come first,
     // so that sys_exit (when attached) never meets a slot they could not have
     // written yet.
     for (name, tracepoint) in &KERNEL_PROGRAMS[..COMMON_PROGRAMS] {
-        attach(ebpf, name, tracepoint)?;
+        attach(ebpf, name, tracepoint, pin_dir)?;
         attached.push(*name);
     }
     let mode = match (config.denials, config.mechanism) {
         (DenialTier::Fatal, _) => {
             for (name, tracepoint) in FATAL_PROGRAMS {
-                attach(ebpf, name, tracepoint)?;
+                attach(ebpf, name, tracepoint, pin_dir)?;
                 attached.push(name);
             }
             mode(DenialTier::Fatal, Mechanism::Signal, None)
         }
         (DenialTier::All, MechanismChoice::Pairing) => {
-            attach_pairing(ebpf, &mut attached)?;
+            attach_pairing(ebpf, &mut attached, pin_dir)?;
             mode(DenialTier::All, Mechanism::Pairing, None)
         }
         (DenialTier::All, MechanismChoice::Fexit) => {
-            attach_fexit(ebpf, &mut attached)
+            attach_fexit(ebpf, &mut attached, pin_dir)
                 .map_err(|source| Error::FexitUnavailable { source })?;
             mode(DenialTier::All, Mechanism::Fexit, None)
         }
-        (DenialTier::All, MechanismChoice::Auto) => match attach_fexit(ebpf, &mut attached) {
-            Ok(()) => mode(DenialTier::All, Mechanism::Fexit, None),
-            Err(err) => {
-                attach_pairing(ebpf, &mut attached)?;
-                mode(DenialTier::All, Mechanism::Pairing, Some(error_chain(&err)))
+        (DenialTier::All, MechanismChoice::Auto) => {
+            match attach_fexit(ebpf, &mut attached, pin_dir) {
+                Ok(()) => mode(DenialTier::All, Mechanism::Fexit, None),
+                Err(err) => {
+                    attach_pairing(ebpf, &mut attached, pin_dir)?;
+                    mode(DenialTier::All, Mechanism::Pairing, Some(error_chain(&err)))
+                }
             }
-        },
+        }
     };
     Ok((mode, attached))
 }
@@ -75,9 +137,13 @@ fn mode(tier: DenialTier, mechanism: Mechanism, fallback: Option<String>) -> Tra
 }
 
 /// `sys_enter` before `sys_exit`.
-fn attach_pairing(ebpf: &mut Ebpf, attached: &mut Vec<&'static str>) -> Result<()> {
+fn attach_pairing(
+    ebpf: &mut Ebpf,
+    attached: &mut Vec<&'static str>,
+    pin_dir: Option<&Path>,
+) -> Result<()> {
     for (name, tracepoint) in &KERNEL_PROGRAMS[COMMON_PROGRAMS..] {
-        attach(ebpf, name, tracepoint)?;
+        attach(ebpf, name, tracepoint, pin_dir)?;
         attached.push(*name);
     }
     Ok(())
@@ -87,18 +153,27 @@ fn attach_pairing(ebpf: &mut Ebpf, attached: &mut Vec<&'static str>) -> Result<(
 /// process events the pairing would otherwise count. The kernel refuses the
 /// first where tracing programs are not allowed (EPERM here), which is the
 /// probe `auto` relies on; on any failure the ones already attached are
-/// detached again, so a fallback never leaves half of them running.
+/// detached again (and unpinned), so a fallback never leaves half of them
+/// running.
 fn attach_fexit(
     ebpf: &mut Ebpf,
     attached: &mut Vec<&'static str>,
+    pin_dir: Option<&Path>,
 ) -> std::result::Result<(), ProgramError> {
     let btf = aya::Btf::from_sys_fs().map_err(ProgramError::Btf)?;
     let mut done: Vec<(&'static str, bool)> = Vec::new();
     let result = (|| {
-        attach_tracing(ebpf, &btf, SECCOMP_EXIT_PROGRAM, SECCOMP_FUNCTION, false)?;
+        attach_tracing(
+            ebpf,
+            &btf,
+            SECCOMP_EXIT_PROGRAM,
+            SECCOMP_FUNCTION,
+            false,
+            pin_dir,
+        )?;
         done.push((SECCOMP_EXIT_PROGRAM, false));
         for (name, function, entry) in FEXIT_EVENT_PROGRAMS {
-            attach_tracing(ebpf, &btf, name, function, entry)?;
+            attach_tracing(ebpf, &btf, name, function, entry, pin_dir)?;
             done.push((name, entry));
         }
         Ok(())
@@ -111,6 +186,10 @@ fn attach_fexit(
         Err(err) => {
             for (name, entry) in done {
                 unload(ebpf, name, entry);
+                if let Some(dir) = pin_dir {
+                    // The pin is the link's last reference: removing it detaches.
+                    let _ = std::fs::remove_file(dir.join(format!("{LINK_PREFIX}{name}")));
+                }
             }
             Err(err)
         }
@@ -123,16 +202,27 @@ fn attach_tracing(
     name: &'static str,
     function: &'static str,
     entry: bool,
+    pin_dir: Option<&Path>,
 ) -> std::result::Result<(), ProgramError> {
     let program = ebpf.program_mut(name).ok_or(ProgramError::NotLoaded)?;
-    if entry {
+    let link: Option<FdLink> = if entry {
         let program: &mut FEntry = program.try_into()?;
         program.load(function, btf)?;
-        program.attach()?;
+        let id = program.attach()?;
+        pin_dir
+            .map(|_| program.take_link(id).map(FdLink::from))
+            .transpose()?
     } else {
         let program: &mut FExit = program.try_into()?;
         program.load(function, btf)?;
-        program.attach()?;
+        let id = program.attach()?;
+        pin_dir
+            .map(|_| program.take_link(id).map(FdLink::from))
+            .transpose()?
+    };
+    if let (Some(link), Some(dir)) = (link, pin_dir) {
+        pin_link(link, name, dir)
+            .map_err(|err| ProgramError::IOError(std::io::Error::other(error_chain(&err))))?;
     }
     log::debug!(
         "attached eBPF program {name} as {} on {function}",
@@ -156,7 +246,7 @@ fn unload(ebpf: &mut Ebpf, name: &'static str, entry: bool) {
 }
 
 /// An error and its sources on one line.
-fn error_chain(err: &dyn std::error::Error) -> String {
+pub(super) fn error_chain(err: &dyn std::error::Error) -> String {
     let mut text = err.to_string();
     let mut source = err.source();
     while let Some(inner) = source {
@@ -167,16 +257,43 @@ fn error_chain(err: &dyn std::error::Error) -> String {
     text
 }
 
-/// Loads the raw tracepoint program `name` and attaches it to `tracepoint`.
-pub(super) fn attach(ebpf: &mut Ebpf, name: &'static str, tracepoint: &'static str) -> Result<()> {
+/// Loads the raw tracepoint program `name` and attaches it to `tracepoint`;
+/// with `pin_dir`, pins its link there.
+pub(super) fn attach(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+    tracepoint: &'static str,
+    pin_dir: Option<&Path>,
+) -> Result<()> {
     let program = load_raw_tracepoint(ebpf, name)?;
-    // The link is owned by the program, so it lives as long as the `Ebpf`.
-    program.attach(tracepoint).map_err(|source| Error::Attach {
+    // The link is owned by the program, so it lives as long as the `Ebpf`,
+    // unless it is pinned.
+    let id = program.attach(tracepoint).map_err(|source| Error::Attach {
         name,
         tracepoint,
         source,
     })?;
+    if let Some(dir) = pin_dir {
+        let link = program.take_link(id).map_err(|source| Error::PinLink {
+            name,
+            path: dir.to_path_buf(),
+            source: Box::new(source),
+        })?;
+        pin_link(FdLink::from(link), name, dir)?;
+    }
     log::debug!("attached eBPF program {name} to raw tracepoint {tracepoint}");
+    Ok(())
+}
+
+/// Pins `link` as `link-<name>` in `dir`; the pin keeps the program
+/// attached once the descriptor is closed.
+pub(super) fn pin_link(link: FdLink, name: &'static str, dir: &Path) -> Result<()> {
+    let path = dir.join(format!("{}{name}", LINK_PREFIX));
+    link.pin(&path).map_err(|source| Error::PinLink {
+        name,
+        path,
+        source: Box::new(source),
+    })?;
     Ok(())
 }
 
@@ -231,4 +348,81 @@ fn load_raw_tracepoint<'a>(
         .load()
         .map_err(|source| Error::LoadProgram { name, source })?;
     Ok(program)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(extra: &[&'static str]) -> Vec<&'static str> {
+        let mut names: Vec<&'static str> = KERNEL_PROGRAMS[..COMMON_PROGRAMS]
+            .iter()
+            .map(|(name, _)| *name)
+            .collect();
+        names.extend_from_slice(extra);
+        names
+    }
+
+    fn config(denials: DenialTier, mechanism: MechanismChoice) -> KernelConfig {
+        KernelConfig {
+            denials,
+            mechanism,
+            ..KernelConfig::default()
+        }
+    }
+
+    #[test]
+    fn a_pinned_set_is_adopted_only_as_the_configuration_would_attach_it() {
+        let pairing = set(&[SYS_ENTER_PROGRAM, SYS_EXIT_PROGRAM]);
+        let auto = adopted_mode(&pairing, &config(DenialTier::All, MechanismChoice::Auto)).unwrap();
+        assert_eq!(auto.mechanism, Mechanism::Pairing);
+        assert!(auto.fallback.is_some());
+        let forced =
+            adopted_mode(&pairing, &config(DenialTier::All, MechanismChoice::Pairing)).unwrap();
+        assert_eq!(
+            (forced.mechanism, forced.fallback),
+            (Mechanism::Pairing, None)
+        );
+        // A forced fexit is not a pairing, whatever is pinned.
+        assert!(adopted_mode(&pairing, &config(DenialTier::All, MechanismChoice::Fexit)).is_none());
+
+        let mut fexit_names = vec![SECCOMP_EXIT_PROGRAM];
+        fexit_names.extend(FEXIT_EVENT_PROGRAMS.iter().map(|(name, _, _)| *name));
+        let fexit = set(&fexit_names);
+        let mode = adopted_mode(&fexit, &config(DenialTier::All, MechanismChoice::Auto)).unwrap();
+        assert_eq!(mode.mechanism, Mechanism::Fexit);
+        // Half of the fexit programs: not adopted.
+        assert!(
+            adopted_mode(&fexit[..6], &config(DenialTier::All, MechanismChoice::Auto)).is_none()
+        );
+
+        let fatal = set(&[SIGNAL_GENERATE_PROGRAM]);
+        let mode = adopted_mode(&fatal, &config(DenialTier::Fatal, MechanismChoice::Auto)).unwrap();
+        assert_eq!(mode.mechanism, Mechanism::Signal);
+        assert!(adopted_mode(&fatal, &config(DenialTier::All, MechanismChoice::Auto)).is_none());
+
+        // A scheduler program missing: not adopted.
+        assert!(adopted_mode(
+            &pairing[1..],
+            &config(DenialTier::All, MechanismChoice::Auto)
+        )
+        .is_none());
+        // Two mechanisms at once: not adopted.
+        let both = set(&[SYS_ENTER_PROGRAM, SYS_EXIT_PROGRAM, SIGNAL_GENERATE_PROGRAM]);
+        assert!(adopted_mode(&both, &config(DenialTier::Fatal, MechanismChoice::Auto)).is_none());
+    }
+
+    #[test]
+    fn every_program_is_known_once_in_attach_order() {
+        let names = all_programs();
+        let mut unique = names.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!(unique.len(), names.len());
+        assert_eq!(
+            names.len(),
+            KERNEL_PROGRAMS.len() + FATAL_PROGRAMS.len() + 1 + FEXIT_EVENT_PROGRAMS.len()
+        );
+        assert_eq!(names.last(), Some(&SYS_EXIT_PROGRAM));
+    }
 }

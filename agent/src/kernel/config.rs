@@ -40,6 +40,13 @@ pub struct KernelConfig {
     /// `moat run --record-profile` and `moat profile record` to open
     /// (`MOAT_BPF_DIR`, default `/sys/fs/bpf/moat`).
     pub record_pin_dir: PathBuf,
+    /// Pin the programs' links and the maps moatd reads under
+    /// `record_pin_dir`, so that they stay attached and counting after the
+    /// [`super::Kernel`] is dropped, and adopt those of the same layout at load
+    /// (see [`super::pins`]). moatd's `[kernel] keep_pinned` defaults to true;
+    /// here the default is false, so that a library user (and the in-process
+    /// tests) detach everything on drop.
+    pub keep_pinned: bool,
 }
 
 impl Default for KernelConfig {
@@ -56,6 +63,7 @@ impl Default for KernelConfig {
             denials: DenialTier::All,
             mechanism: MechanismChoice::Auto,
             record_pin_dir: record_pin_dir_from_env(),
+            keep_pinned: false,
         }
     }
 }

@@ -27,8 +27,8 @@ pub enum Error {
         source: EbpfError,
     },
 
-    /// The bpffs directory for the recording maps' pins cannot be made.
-    #[error("creating the pin directory {} for the recording maps failed", path.display())]
+    /// The bpffs directory for the pins cannot be made or read.
+    #[error("creating or reading the eBPF pin directory {} failed", path.display())]
     PinDir {
         /// The directory (`MOAT_BPF_DIR`).
         path: std::path::PathBuf,
@@ -45,6 +45,49 @@ pub enum Error {
         /// What aya or the file system said.
         #[source]
         source: std::io::Error,
+    },
+
+    /// Another process (a running moatd) holds the pin directory's lock.
+    #[error(
+        "another moatd is using the pinned eBPF programs in {} (its lock is held); stop it \
+         first, or give this one its own directory with MOAT_BPF_DIR",
+        path.display()
+    )]
+    PinsInUse {
+        /// The pin directory.
+        path: std::path::PathBuf,
+    },
+
+    /// Removing or renaming a pin failed.
+    #[error("removing or renaming the eBPF pins in {} failed", path.display())]
+    Unpin {
+        /// The pin or directory.
+        path: std::path::PathBuf,
+        /// What the file system said.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// Pinning the link of an attached program failed.
+    #[error("pinning the link of eBPF program `{name}` at {} failed", path.display())]
+    PinLink {
+        /// Name of the program.
+        name: &'static str,
+        /// The pin's path.
+        path: std::path::PathBuf,
+        /// What aya reported.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+
+    /// A pinned map or link of this layout could not be opened.
+    #[error("opening the pinned eBPF object {} failed", path.display())]
+    OpenPin {
+        /// The pin's path.
+        path: std::path::PathBuf,
+        /// What aya reported.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
 
     /// The object lacks a program the agent expects: the agent and eBPF crate disagree.

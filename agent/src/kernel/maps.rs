@@ -22,6 +22,10 @@ impl KernelSource for Kernel {
         Some(self.tracing_mode().clone())
     }
 
+    fn pin_state(&self) -> Option<crate::kernel::PinState> {
+        Some(Kernel::pin_state(self))
+    }
+
     fn snapshot(&self) -> Result<KernelSnapshot> {
         let mut denials = Vec::new();
         for item in self.denials.iter() {

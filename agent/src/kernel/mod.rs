@@ -11,6 +11,7 @@
 //!   the [`KernelSource`] trait tests fake.
 //! - [`tracing`]: which refusals are counted (the tier) and how (the
 //!   mechanism), as configured and as chosen at load time.
+//! - [`pins`]: the programs and maps kept attached across restarts of moatd.
 //! - [`mounts`], [`memlock`]: tracefs and bpffs, and the `RLIMIT_MEMLOCK` bump.
 //!
 //! What the programs count, how, and what they cannot see is described once, in
@@ -29,6 +30,7 @@ pub mod maps;
 pub mod memlock;
 pub mod mounts;
 pub mod params;
+pub mod pins;
 pub mod records;
 pub mod ring;
 pub mod tracing;
@@ -36,6 +38,7 @@ pub mod tracing;
 pub use config::KernelConfig;
 pub use error::{Error, Result};
 pub use loader::{ebpf_object, Kernel};
+pub use pins::PinState;
 pub use records::{
     AuditKind, AuditRecord, DenialAction, DenialCount, KernelSnapshot, KernelSource,
     ProcessEventCount, ProcessEventKind, RetiredPids,

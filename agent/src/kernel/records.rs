@@ -165,4 +165,10 @@ pub trait KernelSource: Send + Sync {
     fn tracing_mode(&self) -> Option<crate::kernel::TracingMode> {
         None
     }
+
+    /// Whether the programs were adopted from pins, loaded and pinned, or not
+    /// pinned (`None`: not a loaded kernel side).
+    fn pin_state(&self) -> Option<crate::kernel::PinState> {
+        None
+    }
 }

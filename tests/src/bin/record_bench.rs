@@ -155,12 +155,8 @@ impl Drop for Agent {
         // SAFETY: kill(2) on our own child.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
         let _ = self.child.wait();
-        if let Ok(entries) = std::fs::read_dir(&self.bpf_dir) {
-            for e in entries.flatten() {
-                let _ = std::fs::remove_file(e.path());
-            }
-        }
-        let _ = std::fs::remove_dir(&self.bpf_dir);
+        // Its programs stay attached while pinned: removing the pins detaches them.
+        moat_tests::moatd::remove_pins(&self.bpf_dir);
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

@@ -113,6 +113,8 @@ pub struct MoatCollector {
     build_labels: Labels,
     /// `moat_tracing_mode`'s labels, when a kernel side is loaded.
     tracing_labels: Option<Labels>,
+    /// `moat_ebpf_pins_info`'s label, when a kernel side is loaded.
+    pins_labels: Option<Labels>,
     /// The snapshot the scrape in progress renders.
     snapshot: Mutex<Arc<Snapshot>>,
 }
@@ -132,12 +134,14 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 impl MoatCollector {
     /// A collector of the audit writer's counts `audit`, the HTTP server's
     /// `http` and the snapshots it is given; `kernel_release` labels
-    /// `moat_build_info`; `tracing` labels `moat_tracing_mode`.
+    /// `moat_build_info`; `tracing` labels `moat_tracing_mode`, `pins`
+    /// (a [`crate::kernel::PinState`]'s name) `moat_ebpf_pins_info`.
     pub fn new(
         audit: Arc<AuditStats>,
         http: Arc<HttpStats>,
         kernel_release: &str,
         tracing: Option<&TracingMode>,
+        pins: Option<&str>,
     ) -> prometheus::Result<Self> {
         // The authorization plugin's families have their own collector.
         let descs = spec::FAMILIES
@@ -166,6 +170,7 @@ impl MoatCollector {
                     Arc::from(mode.mechanism.as_str()),
                 ]
             }),
+            pins_labels: pins.map(|state| vec![Arc::from(state)]),
             snapshot: Mutex::new(Arc::new(Snapshot::default())),
         })
     }
@@ -209,6 +214,10 @@ impl MoatCollector {
         if let Some(labels) = &self.tracing_labels {
             tracing.add(labels.clone(), 1.0);
         }
+        let mut pins = Series::default();
+        if let Some(labels) = &self.pins_labels {
+            pins.add(labels.clone(), 1.0);
+        }
         let mut http_open = Series::default();
         http_open.add(Vec::new(), self.http.open() as f64);
         let mut http_rejected = Series::default();
@@ -234,6 +243,7 @@ impl MoatCollector {
             into_family(&http_rejected, &spec::HTTP_CONNECTIONS_REJECTED),
             into_family(&build, &spec::BUILD_INFO),
             into_family(&tracing, &spec::TRACING_MODE),
+            into_family(&pins, &spec::EBPF_PINS_INFO),
         ]
     }
 }
@@ -277,16 +287,23 @@ impl Collector for Shared {
 
 impl Metrics {
     /// The `moat_*` collector over the audit counts `audit` and the HTTP
-    /// server's `http` (with the kernel side's `tracing` mode), and the process
-    /// collector.
+    /// server's `http` (with the kernel side's `tracing` mode and `pins`
+    /// state), and the process collector.
     pub fn new(
         audit: Arc<AuditStats>,
         http: Arc<HttpStats>,
         kernel_release: &str,
         tracing: Option<&TracingMode>,
+        pins: Option<&str>,
     ) -> prometheus::Result<Self> {
         let registry = Registry::new();
-        let collector = Arc::new(MoatCollector::new(audit, http, kernel_release, tracing)?);
+        let collector = Arc::new(MoatCollector::new(
+            audit,
+            http,
+            kernel_release,
+            tracing,
+            pins,
+        )?);
         registry.register(Box::new(Shared(collector.clone())))?;
         registry.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),

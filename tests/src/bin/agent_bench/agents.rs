@@ -5,6 +5,9 @@ use super::*;
 /// A running moatd.
 pub(super) struct Moatd {
     pub(super) child: Child,
+    /// Its private pin directory (`MOAT_BPF_DIR`), removed on drop: each
+    /// start loads fresh programs, and none stays attached after the bench.
+    pins: PathBuf,
     pub(super) addr: SocketAddr,
     pub(super) audit: PathBuf,
     pub(super) log: PathBuf,
@@ -27,8 +30,15 @@ impl Moatd {
         let log = env.tmp.join(format!("moatd-{tag}.log"));
         let log_file =
             std::fs::File::create(&log).map_err(|e| format!("creating {}: {e}", log.display()))?;
+        static STARTED: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let pins = PathBuf::from(format!(
+            "/sys/fs/bpf/moat-bench-{}-{}",
+            std::process::id(),
+            STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
         let t = Instant::now();
         let child = Command::new(&env.moatd)
+            .env("MOAT_BPF_DIR", &pins)
             .arg("--config")
             .arg(config)
             .arg("--listen")
@@ -42,6 +52,7 @@ impl Moatd {
             .map_err(|e| format!("starting {}: {e}", env.moatd.display()))?;
         let mut m = Moatd {
             child,
+            pins,
             addr,
             audit,
             log,
@@ -98,7 +109,10 @@ impl Moatd {
 
 impl Drop for Moatd {
     fn drop(&mut self) {
-        let _ = stop_child(&mut self.child, libc::SIGTERM);
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = stop_child(&mut self.child, libc::SIGTERM);
+        }
+        moat_tests::moatd::remove_pins(&self.pins);
     }
 }
 
