@@ -82,7 +82,8 @@ else
     done
     # package-systemd: the Debian package (of those debug binaries) installed
     # on the node: postinst starts moatd, Type=notify and the watchdog under
-    # the real systemd, remove and purge.
+    # the real systemd, stop/start/restart without losing counts, remove
+    # (the prerm unloads the pinned programs) and purge.
     step "kernel lab node image: scripts/lab-node.sh package-systemd --kernel 6.12 --debug"
     node_status=0
     deb=$(scripts/package-deb.sh --bin-dir "${CARGO_TARGET_DIR:-target}/debug" --out "${CARGO_TARGET_DIR:-target}/deb" | tail -n 1) &&
