@@ -21,7 +21,9 @@
 #
 # A scenario is a bash script run in the node as root once systemd has
 # brought it up, with the helpers of scripts/lab/scenario-lib.sh (lab_check,
-# lab_expect, lab_wait, lab_value, lab_http_get, lab_metric). A
+# lab_expect, lab_wait, lab_value, lab_http_get, lab_metric). One that calls
+# lab_reboot reboots the node there (changes to its disk are kept) and is run
+# again after the boot with LAB_PHASE=2 (3 after a second lab_reboot...). A
 # `# lab-packages: PKG...` line asks for Debian packages in the image: each
 # set is a cached layer (a second image), so one scenario's packages cost
 # nothing to the others. The base image (debootstrap --variant=minbase) and
@@ -131,6 +133,9 @@ lab_mkfs_data "$disk" "$out/lab.img" moat-lab
 lab_results_disk "$out/results.img" 256
 
 LAB_TAG="$kernel $scenario"
+# Guest reboots restart the guest only for scenarios that ask for them: for
+# the others a reboot (a kernel panic) ends QEMU at once.
+grep -q '^[^#]*\blab_reboot\b' "$script" && export LAB_ALLOW_REBOOT=1
 LAB_CONSOLE=$out/console.log
 lab_say "booting $(basename "$kdir") with $(basename "$LAB_NODE_IMAGE") (images ready after $((image_ready - started)) s)"
 t0=$SECONDS
@@ -153,10 +158,11 @@ failed=$(grep -c '^FAIL: ' "$res/output.log" 2>/dev/null || true)
 verdict=passed
 ((rc == 0)) || verdict="FAILED (exit $rc)"
 node_up=$(sed -n 's/^uptime_at_start //p' "$res/env")
-scenario_s=$(awk '{printf "%.0f", $2 - $1}' "$res/time" 2>/dev/null || echo "?")
+scenario_s=$(cat "$res/seconds" 2>/dev/null || echo "?")
+reboots=$(cat "$res/reboots" 2>/dev/null || echo 0)
 echo
 echo "node scenario $scenario on $(sed -n 's/^kernel //p' "$res/env") ($(sed -n 's/^systemd //p' "$res/env" | cut -d' ' -f1-2), $(sed -n 's/^cgroup_fs //p' "$res/env")): $verdict, ${checks:-0} checks, ${failed:-0} failed"
-echo "    node up after ${node_up%.*} s, scenario ${scenario_s} s, boot to result ${secs} s, ${SECONDS}s in all (images and build included)"
+echo "    node up after ${node_up%.*} s, scenario ${scenario_s} s$( ((reboots == 0)) || echo " in $((reboots + 1)) boots"), boot to result ${secs} s, ${SECONDS}s in all (images and build included)"
 grep '^FAIL: ' "$res/output.log" 2>/dev/null | sed 's/^/    /' || true
 [[ -f $res/values ]] && echo "    values: $(tr '\n' ' ' <"$res/values")"
 ((rc == 125)) && sed 's/^/    install: /' "$res/install.log" | tail -n 20

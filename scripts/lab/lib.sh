@@ -231,8 +231,12 @@ lab_mkfs_data() {
 # `lab:` (every line with LAB_VERBOSE=1) are also shown as they come, with
 # $LAB_TAG in front. Returns QEMU's exit status (124: the time limit).
 lab_boot() {
-    local kdir=$1 limit=$2 rc=0 accel=() pattern='^lab:'
+    local kdir=$1 limit=$2 rc=0 accel=() pattern='^lab:' reboot=(-no-reboot)
     shift 2
+    # LAB_ALLOW_REBOOT=1: a guest reboot restarts the guest in the same QEMU
+    # process (disks with snapshot=on keep their writes), for node scenarios
+    # that call lab_reboot; otherwise a reboot (a panic, with panic=-1) ends QEMU.
+    [[ ${LAB_ALLOW_REBOOT:-0} == 1 ]] && reboot=()
     case ${MOAT_LAB_ACCEL:-tcg} in
     kvm) accel=(-accel kvm -cpu host) ;;
     # One TCG thread for both vCPUs: with multi-threaded TCG, the guest's
@@ -243,7 +247,7 @@ lab_boot() {
     esac
     [[ ${LAB_VERBOSE:-0} == 1 ]] && pattern=''
     timeout -k 10 "$limit" qemu-system-x86_64 "${accel[@]}" -nodefaults -no-user-config \
-        -display none -monitor none -no-reboot -serial stdio \
+        -display none -monitor none "${reboot[@]}" -serial stdio \
         -kernel "$kdir/vmlinuz" "$@" </dev/null |
         tee "$LAB_CONSOLE" | sed -u 's/\r$//' | grep --line-buffered -e "$pattern" |
         sed -u "s/^/[$LAB_TAG] /" >&2 || rc=${PIPESTATUS[0]}

@@ -5,10 +5,17 @@
 #   FAIL: WHAT          a check that did not: the scenario fails
 #   value: KEY=VALUE    a figure, also written to $LAB_RESULTS/values
 # Everything else a scenario prints is kept in its output log.
+# A scenario that calls lab_reboot is run again after the reboot, with
+# LAB_PHASE one higher (1 at first), and branches on it.
 # shellcheck shell=bash
 
+LAB_PHASE=${LAB_PHASE:-1}
 LAB_CHECKS=0
 LAB_FAILED=0
+# The checks of the phases before a lab_reboot count with this one's.
+if [[ -f ${LAB_RESULTS:-}/counts ]]; then
+    read -r LAB_CHECKS LAB_FAILED <"$LAB_RESULTS/counts"
+fi
 
 lab_ok() {
     LAB_CHECKS=$((LAB_CHECKS + 1))
@@ -88,6 +95,16 @@ lab_metric() {
             sum += $NF
         }
         END { printf "%d\n", sum }'
+}
+
+# lab_reboot: ends this phase of the scenario and reboots the node (what it
+# changed on its disk is kept); after the boot the runner runs the scenario
+# again with LAB_PHASE one higher. Call it at the scenario's top level.
+lab_reboot() {
+    echo "$LAB_CHECKS $LAB_FAILED" >"$LAB_RESULTS/counts"
+    echo "$((LAB_PHASE + 1))" >"$LAB_RESULTS/reboot"
+    echo "lab_reboot: phase $LAB_PHASE done ($LAB_CHECKS checks, $LAB_FAILED failed), rebooting for phase $((LAB_PHASE + 1))"
+    exit 0
 }
 
 # Called by the runner after the scenario: the scenario's status.
