@@ -61,8 +61,19 @@ fn run_cases(ok_dir: &str) -> Vec<RunCase> {
             "seccomp-unconfined",
             Some(v(&["--security-opt", "no-new-privileges"])),
         ),
+        // The colon forms dockerd still accepts (deprecated spellings).
+        (
+            v(&["--security-opt", "seccomp:unconfined"]),
+            "seccomp-unconfined",
+            None,
+        ),
         (
             v(&["--security-opt", "apparmor=unconfined"]),
+            "apparmor-unconfined",
+            None,
+        ),
+        (
+            v(&["--security-opt", "apparmor:unconfined"]),
             "apparmor-unconfined",
             None,
         ),
