@@ -589,6 +589,24 @@ fn exact_counts(d: &Dockerd, moatd: &PluginMoatd, legacy_priv: &str) {
     assert_eq!(status("DELETE", "/v1.41/containers/m1?force=1", None), 204);
     assert_eq!(status("GET", "/v1.41/info", None), 200);
     assert_eq!(status("POST", "/v1.41/plugins/other/disable", None), 403);
+    // Install and upgrade: the CLI asks the registry for the privileges
+    // first (no registry here), so they are sent raw, as a client would.
+    assert_eq!(
+        status(
+            "POST",
+            "/v1.41/plugins/pull?remote=evil/plugin",
+            Some(b"[]")
+        ),
+        403
+    );
+    assert_eq!(
+        status(
+            "POST",
+            "/v1.41/plugins/other/upgrade?remote=evil/plugin",
+            Some(b"[]")
+        ),
+        403
+    );
     let after_text = moatd.metrics();
     let after = authz_requests(&after_text);
     let expected: &[((&str, &str), f64)] = &[
@@ -601,6 +619,8 @@ fn exact_counts(d: &Dockerd, moatd: &PluginMoatd, legacy_priv: &str) {
         (("deny", "containers/{id}/update"), 1.0),
         (("allow", "other"), 2.0),
         (("deny", "plugins/{name}/disable"), 1.0),
+        (("deny", "plugins/pull"), 1.0),
+        (("deny", "plugins/{name}/upgrade"), 1.0),
     ];
     assert_eq!(after.len(), before.len());
     for (key, value) in &after {
@@ -614,19 +634,19 @@ fn exact_counts(d: &Dockerd, moatd: &PluginMoatd, legacy_priv: &str) {
     let count = "moat_authz_request_duration_seconds_count";
     assert_eq!(
         sample(&after_text, count) - sample(&before_text, count),
-        12.0
+        14.0
     );
     let denials = "moat_audit_events_total{action=\"authz_denied\"}";
     // The writer counts what it wrote: give it a moment.
     let mut written = 0.0;
     for _ in 0..50 {
         written = sample(&moatd.metrics(), denials) - sample(&before_text, denials);
-        if written >= 5.0 {
+        if written >= 7.0 {
             break;
         }
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
-    assert_eq!(written, 5.0, "authz_denied events of the sequence");
+    assert_eq!(written, 7.0, "authz_denied events of the sequence");
     let _ = legacy_priv;
 }
 
