@@ -58,7 +58,9 @@ const WRITER_BEHIND_RETRY: Duration = Duration::from_millis(20);
 /// Scrapes waiting for a snapshot at once; more get the last one published.
 const REFRESH_QUEUE: usize = 64;
 /// Longest an audit record waits for its cgroup to be known (see
-/// [`Attributor::walk_wait`]); past it the record is attributed as it stands.
+/// [`Attributor::walk_wait`]). When walks are spaced out further than this (a
+/// big or slow hierarchy), the due records get one walk of their own, at most
+/// one per `MAX_DEFER`, so the cost of walking stays bounded.
 const MAX_DEFER: Duration = Duration::from_secs(1);
 /// Most records held back at once; beyond, they are attributed at once, so a
 /// flood of records from unknown cgroups cannot grow the collector.
@@ -144,6 +146,8 @@ pub struct Collector {
     /// Audit records of cgroups too new for the last walk, with when their
     /// hierarchy may be walked again, oldest first.
     deferred: VecDeque<(Instant, AuditRecord)>,
+    /// When the held-back records last had a walk of their own.
+    deferred_walk: Option<Instant>,
 }
 
 impl Collector {
@@ -193,6 +197,7 @@ impl Collector {
             pending: VecDeque::new(),
             pending_dropped: 0,
             deferred: VecDeque::new(),
+            deferred_walk: None,
         };
         let (records, shutdown) = (inputs.records, inputs.shutdown);
         let handle = std::thread::Builder::new()
@@ -329,8 +334,9 @@ impl Collector {
             match self.attributor.walk_wait(record.cgroup_id) {
                 // A cgroup too new for the last walk: wait for the next one
                 // (records of the same cgroup queue behind, in order).
-                Some(wait) if wait <= MAX_DEFER && self.deferred.len() < MAX_DEFERRED => {
-                    self.deferred.push_back((Instant::now() + wait, record));
+                Some(wait) if self.deferred.len() < MAX_DEFERRED => {
+                    let due = Instant::now() + wait.min(MAX_DEFER);
+                    self.deferred.push_back((due, record));
                 }
                 _ => self.emit_record(&record, offset),
             }
@@ -354,10 +360,22 @@ impl Collector {
     }
 
     /// Attributes the held-back records that are due (all of them with
-    /// `all`), as far as the writer has room; the first lookup walks.
+    /// `all`), as far as the writer has room; the first lookup walks, or, if
+    /// walks are still spaced out, one walk is made for them (see
+    /// [`MAX_DEFER`]).
     fn attribute_deferred(&mut self, all: bool) {
         let offset = events::realtime_minus_boottime();
         let now = Instant::now();
+        let still_unknown = self.deferred.front().is_some_and(|(due, record)| {
+            (all || *due <= now) && self.attributor.walk_wait(record.cgroup_id).is_some()
+        });
+        let may_walk = self
+            .deferred_walk
+            .is_none_or(|last| now.duration_since(last) >= MAX_DEFER);
+        if still_unknown && may_walk {
+            self.attributor.refresh();
+            self.deferred_walk = Some(now);
+        }
         while self.events.capacity() > 0 {
             match self.deferred.front() {
                 Some((due, _)) if all || *due <= now => {}
