@@ -202,7 +202,7 @@ fn no_program_is_attached_to_the_syscall_tracepoints() {
     assert!(
         !links
             .iter()
-            .any(|name| name == "sys_enter" || name == "sys_exit"),
+            .any(|name| name == "sys_enter" || name == "sys_exit" || name == "sched_switch"),
         "raw tracepoint links of this process: {links:?}"
     );
     // Nothing but raw tracepoints either (no fexit or other tracing link).

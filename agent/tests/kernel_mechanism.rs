@@ -58,10 +58,13 @@ fn forced_pairing_attaches_the_syscall_tracepoints_and_nothing_else() {
     assert_eq!(kernel.tracing_mode().mechanism, Mechanism::Pairing);
     assert_eq!(kernel.tracing_mode().fallback, None);
     let links = kernel_common::raw_tracepoint_links();
-    assert!(
-        links.iter().any(|n| n == "sys_enter") && links.iter().any(|n| n == "sys_exit"),
-        "{links:?}"
-    );
+    // sched_switch writes the per-CPU cache of the running thread's state back.
+    for tracepoint in ["sched_switch", "sys_enter", "sys_exit"] {
+        assert!(
+            links.iter().any(|n| n == tracepoint),
+            "{tracepoint}: {links:?}"
+        );
+    }
     let types = kernel_common::link_types();
     assert!(types.iter().all(|t| t == "raw_tracepoint"), "{types:?}");
 }
@@ -79,8 +82,10 @@ fn auto_takes_fexit_exactly_where_it_loads() {
         assert_eq!(mode.mechanism, Mechanism::Fexit, "{mode}");
         assert_eq!(mode.fallback, None);
         assert!(
-            !links.iter().any(|n| n == "sys_enter" || n == "sys_exit"),
-            "fexit with syscall tracepoints attached: {links:?}"
+            !links
+                .iter()
+                .any(|n| n == "sys_enter" || n == "sys_exit" || n == "sched_switch"),
+            "fexit with the pairing's tracepoints attached: {links:?}"
         );
         assert_eq!(
             types.iter().filter(|t| *t == "tracing").count(),

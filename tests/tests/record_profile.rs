@@ -20,8 +20,6 @@ use moat_tests::moatd::{moat, pids_on_v1, pids_on_v2, Moatd, Options, TempDir};
 
 /// The record-only program's name (`moat_common::RECORD_ENTER_PROGRAM`).
 const RECORD_ENTER_PROGRAM: &str = "moat_rec_enter";
-/// moatd's pairing `sys_enter` program (`moat_common::SYS_ENTER_PROGRAM`).
-const SYS_ENTER_PROGRAM: &str = "moat_sys_enter";
 
 /// Why these tests cannot run here, if they cannot.
 fn skip_reason() -> Option<&'static str> {
@@ -974,8 +972,9 @@ fn the_record_only_program_is_attached_by_moat_only_while_it_records() {
     // Let the workload end before its cgroup is removed.
     std::thread::sleep(Duration::from_millis(2_500));
 
-    // Under moatd's pairing, moat attaches nothing: moatd's program
-    // records, once per syscall.
+    // Under moatd's pairing too, moat attaches the record-only program: the
+    // pairing's sys_enter, which runs on every syscall of the node, does not
+    // record (nor check whether anything is recorded).
     drop(agent);
     if std::env::var(moat_tests::moatd::MECHANISM_ENV).is_ok_and(|m| m != "pairing") {
         eprintln!("the pairing half is skipped: the mechanism is forced to something else");
@@ -1002,16 +1001,24 @@ fn the_record_only_program_is_attached_by_moat_only_while_it_records() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // The workload's cgroup is flagged once moat runs it.
-    std::thread::sleep(Duration::from_millis(500));
+    let link = moat_tests::moatd::wait_for(Duration::from_secs(5), "moat's link", || {
+        record_only_links(&agent.bpf_dir).first().copied()
+    });
     let programs: Vec<String> = recording_programs(&agent.bpf_dir)
         .into_iter()
         .map(|(name, _)| name)
         .collect();
-    assert_eq!(programs, vec![SYS_ENTER_PROGRAM.to_string()]);
-    assert_eq!(links_held_by(moat_run.id()), Vec::<u32>::new());
+    assert_eq!(programs, vec![RECORD_ENTER_PROGRAM.to_string()]);
+    assert!(links_held_by(moat_run.id()).contains(&link));
     let o = moat_run.wait_with_output().unwrap();
     assert!(o.status.success(), "{}", err(&o));
+    assert_eq!(record_only_links(&agent.bpf_dir), Vec::<u32>::new());
+    let written = read_profile(&scratch.join("3.json"));
+    let set = &written.per_arch["SCMP_ARCH_X86_64"];
+    assert!(
+        set.contains("clock_nanosleep") || set.contains("nanosleep"),
+        "{set:?}"
+    );
 }
 
 #[test]

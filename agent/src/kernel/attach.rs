@@ -13,8 +13,7 @@ use aya::{
 };
 use moat_common::{
     FATAL_PROGRAMS, FEXIT_EVENT_PROGRAMS, KERNEL_PROGRAMS, RECORD_ENTER_PIN, RECORD_ENTER_PROGRAM,
-    SECCOMP_EXIT_PROGRAM, SECCOMP_FUNCTION, SIGNAL_GENERATE_PROGRAM, SYS_ENTER_PROGRAM,
-    SYS_EXIT_PROGRAM,
+    SECCOMP_EXIT_PROGRAM, SECCOMP_FUNCTION, SIGNAL_GENERATE_PROGRAM,
 };
 
 use super::{
@@ -61,7 +60,9 @@ pub(super) fn adopted_mode(
     }
     let fexit =
         has(SECCOMP_EXIT_PROGRAM) && FEXIT_EVENT_PROGRAMS.iter().all(|(name, _, _)| has(name));
-    let pairing = has(SYS_ENTER_PROGRAM) && has(SYS_EXIT_PROGRAM);
+    let pairing = KERNEL_PROGRAMS[COMMON_PROGRAMS..]
+        .iter()
+        .all(|(name, _)| has(name));
     let signal = has(SIGNAL_GENERATE_PROGRAM);
     match (config.denials, config.mechanism, fexit, pairing, signal) {
         (DenialTier::Fatal, _, false, false, true) => {
@@ -136,7 +137,8 @@ fn mode(tier: DenialTier, mechanism: Mechanism, fallback: Option<String>) -> Tra
     }
 }
 
-/// `sys_enter` before `sys_exit`.
+/// `sched_switch` (which writes the per-CPU cache back) before `sys_enter`
+/// (its first writer), and `sys_enter` before `sys_exit`.
 fn attach_pairing(
     ebpf: &mut Ebpf,
     attached: &mut Vec<&'static str>,
@@ -353,6 +355,7 @@ fn load_raw_tracepoint<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use moat_common::{SCHED_SWITCH_PROGRAM, SYS_ENTER_PROGRAM, SYS_EXIT_PROGRAM};
 
     fn set(extra: &[&'static str]) -> Vec<&'static str> {
         let mut names: Vec<&'static str> = KERNEL_PROGRAMS[..COMMON_PROGRAMS]
@@ -373,7 +376,7 @@ mod tests {
 
     #[test]
     fn a_pinned_set_is_adopted_only_as_the_configuration_would_attach_it() {
-        let pairing = set(&[SYS_ENTER_PROGRAM, SYS_EXIT_PROGRAM]);
+        let pairing = set(&[SCHED_SWITCH_PROGRAM, SYS_ENTER_PROGRAM, SYS_EXIT_PROGRAM]);
         let auto = adopted_mode(&pairing, &config(DenialTier::All, MechanismChoice::Auto)).unwrap();
         assert_eq!(auto.mechanism, Mechanism::Pairing);
         assert!(auto.fallback.is_some());
@@ -407,8 +410,18 @@ mod tests {
             &config(DenialTier::All, MechanismChoice::Auto)
         )
         .is_none());
+        // The pairing without its write-back (an older set): not adopted.
+        let no_switch = set(&[SYS_ENTER_PROGRAM, SYS_EXIT_PROGRAM]);
+        assert!(
+            adopted_mode(&no_switch, &config(DenialTier::All, MechanismChoice::Auto)).is_none()
+        );
         // Two mechanisms at once: not adopted.
-        let both = set(&[SYS_ENTER_PROGRAM, SYS_EXIT_PROGRAM, SIGNAL_GENERATE_PROGRAM]);
+        let both = set(&[
+            SCHED_SWITCH_PROGRAM,
+            SYS_ENTER_PROGRAM,
+            SYS_EXIT_PROGRAM,
+            SIGNAL_GENERATE_PROGRAM,
+        ]);
         assert!(adopted_mode(&both, &config(DenialTier::Fatal, MechanismChoice::Auto)).is_none());
     }
 

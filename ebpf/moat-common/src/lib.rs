@@ -25,12 +25,16 @@ pub type Counter = u64;
 /// The order matters (see `Kernel::load` in the agent): the scheduler programs, which
 /// mark new tasks and follow a tid across `execve`, are attached before `sys_enter`,
 /// and `sys_enter` before `sys_exit`, so that `sys_exit` never sees a thread whose
-/// state the other programs could not yet have recorded.
-pub const KERNEL_PROGRAMS: [(&str, &str); 6] = [
+/// state the other programs could not yet have recorded. `sched_switch`, which
+/// writes the running thread's cached state back when it leaves its CPU, comes
+/// before `sys_enter`, the first writer of that cache: a cached state must never
+/// outlive its thread's time on the CPU.
+pub const KERNEL_PROGRAMS: [(&str, &str); 7] = [
     (SCHED_FORK_PROGRAM, "sched_process_fork"),
     (SCHED_EXEC_PROGRAM, "sched_process_exec"),
     (SCHED_EXIT_PROGRAM, "sched_process_exit"),
     (CGROUP_RMDIR_PROGRAM, "cgroup_rmdir"),
+    (SCHED_SWITCH_PROGRAM, "sched_switch"),
     (SYS_ENTER_PROGRAM, "sys_enter"),
     (SYS_EXIT_PROGRAM, "sys_exit"),
 ];
@@ -66,6 +70,9 @@ pub const FEXIT_EVENT_PROGRAMS: [(&str, &str, bool); 4] = [
 pub const SYS_ENTER_PROGRAM: &str = "moat_sys_enter";
 /// Raw tracepoint program on `sys_exit`: pairs the exit, classifies unpaired ones.
 pub const SYS_EXIT_PROGRAM: &str = "moat_sys_exit";
+/// Raw tracepoint program on `sched_switch`: writes the state of the thread
+/// leaving the CPU from the pairing's per-CPU cache back to [`THREAD_STATE_MAP`].
+pub const SCHED_SWITCH_PROGRAM: &str = "moat_sched_switch";
 /// Raw tracepoint program on `sched_process_fork`.
 pub const SCHED_FORK_PROGRAM: &str = "moat_sched_fork";
 /// Raw tracepoint program on `sched_process_exec`.
@@ -79,6 +86,9 @@ pub const CGROUP_RMDIR_PROGRAM: &str = "moat_cgroup_rmdir";
 /// Array indexed by thread id: each thread's syscall state (see the eBPF crate).
 /// Sized to `pid_max` at load time.
 pub const THREAD_STATE_MAP: &str = "THREAD_STATE";
+/// Per-CPU array of one `u64`: the state of the thread running on the CPU, while
+/// it is newer than its [`THREAD_STATE_MAP`] entry (0 when not).
+pub const RUNNING_STATE_MAP: &str = "RUNNING_STATE";
 /// Per-CPU hash: [`DenialKey`] → [`Counter`].
 pub const DENIALS_MAP: &str = "DENIALS";
 /// Per-CPU hash: [`ProcessKey`] → [`Counter`].
@@ -465,8 +475,8 @@ pub const RECORD_SYSCALLS_ENTRIES: u32 = 65_536;
 pub const RECORD_PIN_DIR: &str = "/sys/fs/bpf/moat";
 /// Raw tracepoint program on `sys_enter` that only records (no pairing).
 /// moatd loads and pins it but never attaches it; `moat` attaches it for the
-/// length of a recording when moatd's [`SYS_ENTER_PROGRAM`] is not attached
-/// (the `fexit` mechanism, the `fatal` tier). At most 15 characters: the
+/// length of a recording (unless an older moatd's [`SYS_ENTER_PROGRAM`] still
+/// records itself). At most 15 characters: the
 /// kernel keeps that much of a program's name, and `moat` tells programs
 /// apart by it.
 pub const RECORD_ENTER_PROGRAM: &str = "moat_rec_enter";

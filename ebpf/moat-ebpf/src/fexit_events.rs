@@ -25,7 +25,7 @@ use crate::{
     audit::{audit, count_process_event},
     kernel::{current_task, read_kernel, workload_cgroup, CLONE_NEWUSER, ERESTARTSYS},
     maps::THREAD_STATE,
-    thread_state::{ENTERED, FLAGS_SHIFT, F_FORK, F_NEWUSER, IDLE, STATE_SHIFT, ST_NEW_TASK},
+    thread_state::{flags, state, ENTERED, FLAGS_SHIFT, F_FORK, F_NEWUSER, IDLE, ST_NEW_TASK},
     Error,
 };
 
@@ -115,11 +115,11 @@ fn try_child_start(_ctx: &FExitContext) -> Result<(), Error> {
     // SAFETY: the new task's own slot; sched_process_fork wrote it before the
     // task could run.
     let value = unsafe { *slot };
-    if value >> STATE_SHIFT != ST_NEW_TASK {
+    if state(value) != ST_NEW_TASK {
         return Ok(());
     }
     unsafe { *slot = IDLE };
-    if (value >> FLAGS_SHIFT) & F_NEWUSER != 0 {
+    if flags(value) & F_NEWUSER != 0 {
         let cgroup = workload_cgroup();
         count_process_event(cgroup, process_kind::USERNS_CREATED, 0)?;
         audit(cgroup, audit_kind::USERNS_CREATED, 0, 0, 0, 0);

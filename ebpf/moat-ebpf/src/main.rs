@@ -18,11 +18,15 @@
 //! | --- | --- | --- |
 //! | `UNKNOWN` (0) | map creation, `exec` tid hand-over | thread not seen entering since load: ignore |
 //! | `IDLE` | every `sys_exit` | no syscall entered: **refused by seccomp**, classify |
-//! | `ENTERED` | `sys_enter` (with the syscall number, and flags for fork/unshare) | paired: normal |
+//! | `ENTERED` | `sys_enter` (with flags for fork/unshare) | paired: normal |
 //! | `NEW_TASK` | `sched_process_fork` on the child | a new task's first return: ignore (and count the user namespace it was cloned into, if its parent asked for one) |
 //!
-//! The paired fast path is one helper call (`bpf_get_current_pid_tgid`), an inlined
-//! array lookup, a load, a compare and a store, in each program.
+//! The running thread's slot is cached per CPU ([`maps::RUNNING_STATE`]) and
+//! written back to `THREAD_STATE` by `sched_switch` when the thread leaves the CPU,
+//! so the paired fast path knows no thread id: an inlined per-CPU lookup, a load, a
+//! compare and a store in each program, and no helper call. Only an exit whose
+//! thread came back to the CPU since its last syscall event reads `THREAD_STATE`
+//! (see [`thread_state`]).
 //!
 //! An unpaired exit is classified from the registers and the task (offsets from BTF,
 //! see [`Params`]): `orig_ax == -1` (skipped by a tracer), tasks without a seccomp
@@ -89,9 +93,6 @@ enum Error {
 /// `sys_enter(struct pt_regs *regs, long id)`: marks the thread as inside syscall `id`.
 #[raw_tracepoint(tracepoint = "sys_enter")]
 pub fn moat_sys_enter(ctx: RawTracePointContext) -> u32 {
-    // First, so that a thread the denial tracking cannot follow (a tid beyond
-    // `THREAD_STATE`) is still recorded.
-    record::on_sys_enter(ctx.arg(1));
     match syscalls::try_sys_enter(&ctx) {
         Ok(()) => 0,
         Err(_) => 1,
@@ -103,6 +104,16 @@ pub fn moat_sys_enter(ctx: RawTracePointContext) -> u32 {
 #[raw_tracepoint(tracepoint = "sys_exit")]
 pub fn moat_sys_exit(ctx: RawTracePointContext) -> u32 {
     match syscalls::try_sys_exit(&ctx) {
+        Ok(()) => 0,
+        Err(_) => 1,
+    }
+}
+
+/// `sched_switch(bool preempt, struct task_struct *prev, struct task_struct *next, ...)`:
+/// the thread leaving the CPU (the current one) takes its cached state along.
+#[raw_tracepoint(tracepoint = "sched_switch")]
+pub fn moat_sched_switch(_ctx: RawTracePointContext) -> u32 {
+    match sched::try_sched_switch() {
         Ok(()) => 0,
         Err(_) => 1,
     }

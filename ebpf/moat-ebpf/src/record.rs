@@ -22,11 +22,11 @@
 //! it, and the first `sched_process_exec` in the cgroup switches it to
 //! [`record_state::RECORDING`] (everything).
 //!
-//! The hook runs from the pairing's `sys_enter` program when moatd attaches
-//! that one; otherwise (the `fexit` mechanism, the `fatal` tier) from
-//! [`moat_rec_enter`], which moatd loads and pins but never attaches: `moat`
-//! attaches it for the length of a recording, so that nothing runs on
-//! `sys_enter` while nobody records.
+//! The hook runs from [`moat_rec_enter`], in every tier and mechanism, which
+//! moatd loads and pins but never attaches: `moat` attaches it for the length
+//! of a recording, so that nothing runs on `sys_enter` for recording while
+//! nobody records (the pairing's `sys_enter`, which runs on every syscall of
+//! the node, does not even check the gate).
 
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
@@ -74,9 +74,8 @@ mod exec_nr {
 }
 
 /// `sys_enter(struct pt_regs *regs, long id)` for recording only: the hook,
-/// without the pairing's bookkeeping. Attached by `moat` while it records on
-/// a node whose moatd does not attach the pairing's `sys_enter` (a second
-/// pairing would corrupt the thread states, so this program has none).
+/// without the pairing's bookkeeping. Attached by `moat` while it records (a
+/// second pairing would corrupt the thread states, so this program has none).
 #[raw_tracepoint(tracepoint = "sys_enter")]
 pub fn moat_rec_enter(ctx: RawTracePointContext) -> u32 {
     match try_rec_enter(&ctx) {
@@ -103,7 +102,7 @@ fn gate(index: u32) -> bool {
 
 /// The `sys_enter` hook: records syscall `nr` if the current task is recorded.
 #[inline(always)]
-pub fn on_sys_enter(nr: i64) {
+fn on_sys_enter(nr: i64) {
     let v2 = gate(RECORD_GATE_V2);
     let v1 = gate(RECORD_GATE_V1);
     if !v2 && !v1 {

@@ -20,7 +20,10 @@ use crate::{
     kernel::{is_compat, read_kernel, workload_cgroup, SECCOMP_MODE_DEAD},
     maps::{EXITED_GROUPS, MAP_FULL, PIDS_RETIRED, THREAD_STATE},
     record,
-    thread_state::{FLAGS_SHIFT, F_FORK, F_NEWUSER, NEW_TASK, STATE_SHIFT, ST_ENTERED, ST_UNKNOWN},
+    thread_state::{
+        current_state, flags, running_slot, state, write_back, FLAGS_SHIFT, F_FORK, F_NEWUSER,
+        NEW_TASK, ST_ENTERED, ST_UNKNOWN,
+    },
     Error,
 };
 
@@ -33,13 +36,9 @@ pub(crate) fn try_sched_fork(ctx: &RawTracePointContext) -> Result<(), Error> {
     // without an entry, which must not count. If the parent (current) is in a
     // clone that asked for a new user namespace, the child carries the flag to
     // that first return, where the namespace is counted in the child's cgroup.
-    let parent = bpf_get_current_pid_tgid() as u32;
-    let newuser = match THREAD_STATE.get_ptr(parent) {
-        // SAFETY: the parent's own slot, which only it writes, and it is here.
-        Some(slot) => {
-            let value = unsafe { *slot };
-            value >> STATE_SHIFT == ST_ENTERED
-                && (value >> FLAGS_SHIFT) & (F_FORK | F_NEWUSER) == F_FORK | F_NEWUSER
+    let newuser = match current_state(running_slot()?) {
+        Some(value) => {
+            state(value) == ST_ENTERED && flags(value) & (F_FORK | F_NEWUSER) == F_FORK | F_NEWUSER
         }
         None => false,
     };
@@ -66,6 +65,12 @@ pub(crate) fn try_sched_fork(ctx: &RawTracePointContext) -> Result<(), Error> {
     count_process_event(workload_cgroup(), kind, 0)
 }
 
+/// `sched_switch`, in the context of the thread leaving the CPU.
+#[inline(always)]
+pub(crate) fn try_sched_switch() -> Result<(), Error> {
+    write_back()
+}
+
 #[inline(always)]
 pub(crate) fn try_sched_exec(ctx: &RawTracePointContext) -> Result<(), Error> {
     // A non-leader thread that execs takes over the leader's pid (de_thread), so
@@ -74,6 +79,8 @@ pub(crate) fn try_sched_exec(ctx: &RawTracePointContext) -> Result<(), Error> {
     let old_pid: u64 = ctx.arg(1);
     let old_tid = old_pid as u32;
     let tid = bpf_get_current_pid_tgid() as u32;
+    // (While the thread runs, its state may be in this CPU's cache instead,
+    // which follows it whatever its tid; the slot is handed over all the same.)
     if old_tid != tid {
         if let (Some(old), Some(new)) = (
             THREAD_STATE.get_ptr_mut(old_tid),

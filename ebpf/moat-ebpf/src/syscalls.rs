@@ -1,10 +1,9 @@
 //! The `sys_enter` / `sys_exit` pairing (see the crate docs): the `try_`
-//! functions of the two syscall tracepoints.
+//! functions of the two syscall tracepoints. Both work on the running
+//! thread's cached state ([`crate::thread_state`]), so the paired fast path
+//! calls no helper.
 
-use aya_ebpf::{
-    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user},
-    programs::RawTracePointContext,
-};
+use aya_ebpf::{helpers::bpf_probe_read_user, programs::RawTracePointContext};
 use moat_common::{audit_kind, ignored_exit, map_full, process_kind};
 
 use crate::{
@@ -13,28 +12,36 @@ use crate::{
         current_task, is_compat, nr32, nr64, read_kernel, workload_cgroup, CLONE_NEWUSER,
         ERESTARTSYS, SECCOMP_MODE_DEAD, SECCOMP_MODE_DISABLED,
     },
-    maps::{IGNORED_EXITS, MAP_FULL, THREAD_STATE},
+    maps::{IGNORED_EXITS, MAP_FULL},
     refusals,
     thread_state::{
-        ENTERED, ENTERED_PLAIN_TOP, FLAGS_SHIFT, F_FORK, F_NEWUSER, F_UNSHARE, IDLE, STATE_SHIFT,
-        ST_ENTERED, ST_NEW_TASK, ST_UNKNOWN,
+        current_state, flags, running_slot, state, ENTERED, FLAGS_SHIFT, F_FORK, F_NEWUSER,
+        F_UNSHARE, IDLE, ST_ENTERED, ST_NEW_TASK, ST_UNKNOWN,
     },
     Error,
 };
 
 #[inline(always)]
 pub(crate) fn try_sys_enter(ctx: &RawTracePointContext) -> Result<(), Error> {
-    let tid = bpf_get_current_pid_tgid() as u32;
+    // The running thread's state goes to this CPU's cache, whatever it held:
+    // only this thread's own earlier state can be there (see thread_state).
+    let cache = running_slot()?;
     let nr: i64 = ctx.arg(1);
-    // A tid beyond the array (pid_max raised after load) is counted at sys_exit.
-    let slot = THREAD_STATE.get_ptr_mut(tid).ok_or(Error::Lookup)?;
-    let value = if is_watched(nr) {
-        ENTERED | (watched_flags(ctx, nr) << FLAGS_SHIFT) | u64::from(nr as u32)
-    } else {
-        ENTERED | u64::from(nr as u32)
-    };
-    // SAFETY: a pointer to this thread's slot, valid for the program's run.
-    unsafe { *slot = value };
+    if is_watched(nr) {
+        return enter_watched(ctx, cache, nr);
+    }
+    // SAFETY: this CPU's cache, valid for the program's run.
+    unsafe { *cache = ENTERED };
+    Ok(())
+}
+
+/// The entry of a syscall that may fork or unshare: its flags go along.
+/// Not inlined, so that the fast path's program keeps few registers (each
+/// one the JIT saves and restores on every run).
+#[inline(never)]
+fn enter_watched(ctx: &RawTracePointContext, cache: *mut u64, nr: i64) -> Result<(), Error> {
+    // SAFETY: this CPU's cache, valid for the program's run.
+    unsafe { *cache = ENTERED | (watched_flags(ctx, nr) << FLAGS_SHIFT) };
     Ok(())
 }
 
@@ -104,23 +111,34 @@ pub(crate) fn watched_flags(ctx: &RawTracePointContext, nr: i64) -> u64 {
 
 #[inline(always)]
 pub(crate) fn try_sys_exit(ctx: &RawTracePointContext) -> Result<(), Error> {
-    let tid = bpf_get_current_pid_tgid() as u32;
-    let Some(slot) = THREAD_STATE.get_ptr_mut(tid) else {
-        // pid_max was raised after load: this thread cannot be paired.
-        return increment(&MAP_FULL, map_full::THREAD_STATE);
-    };
-    // SAFETY: a pointer to this thread's slot, valid for the program's run; only
-    // this thread writes it while it runs.
-    let value = unsafe { *slot };
-    unsafe { *slot = IDLE };
-    if value >> FLAGS_SHIFT == ENTERED_PLAIN_TOP {
+    let cache = running_slot()?;
+    // SAFETY: this CPU's cache, valid for the program's run.
+    if unsafe { *cache } == ENTERED {
+        // Paired, and the thread is outside a syscall again.
+        unsafe { *cache = IDLE };
         return Ok(());
     }
-    match value >> STATE_SHIFT {
-        ST_ENTERED => exit_watched(ctx, (value >> FLAGS_SHIFT) & 0xff),
+    exit_slow(ctx, cache)
+}
+
+/// Every exit but a plain paired one from the cache: a thread back on this
+/// CPU since its last syscall event, a fork or unshare, an unpaired exit.
+/// Not inlined, for the reason given at [`enter_watched`].
+#[inline(never)]
+fn exit_slow(ctx: &RawTracePointContext, cache: *mut u64) -> Result<(), Error> {
+    let Some(value) = current_state(cache) else {
+        // pid_max was raised after load and the thread came back to this CPU
+        // since its last syscall: its state was lost with its slot.
+        return increment(&MAP_FULL, map_full::THREAD_STATE);
+    };
+    // Written back to THREAD_STATE when the thread leaves the CPU.
+    // SAFETY: this CPU's cache, valid for the program's run.
+    unsafe { *cache = IDLE };
+    match state(value) {
+        ST_ENTERED => exit_watched(ctx, flags(value)),
         ST_UNKNOWN => increment(&IGNORED_EXITS, ignored_exit::UNKNOWN_THREAD),
         ST_NEW_TASK => {
-            if (value >> FLAGS_SHIFT) & F_NEWUSER != 0 {
+            if flags(value) & F_NEWUSER != 0 {
                 // The first return of a child cloned into a new user namespace:
                 // the namespace is counted here, in the child's own cgroup.
                 let cgroup = workload_cgroup();

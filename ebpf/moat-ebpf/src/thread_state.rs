@@ -1,8 +1,26 @@
-//! The encoding of a [`crate::maps::THREAD_STATE`] slot: state in bits 56..64,
-//! flags in 48..56, syscall nr in 0..32 (see the crate docs for the states).
+//! The encoding of a [`crate::maps::THREAD_STATE`] slot: the state in bits
+//! 0..8, flags in 8..16 (see the crate docs for the states), and where the
+//! current thread's state lives. Small values, so the fast paths store and
+//! compare immediates.
+//!
+//! A thread's state is in its `THREAD_STATE` slot while it is off CPU. While it
+//! runs, [`crate::maps::RUNNING_STATE`] (per CPU) may hold a newer value, which
+//! `sched_switch` writes back and clears when the thread leaves the CPU. So a
+//! non-zero cache always belongs to the thread running on that CPU: every other
+//! thread that ran there since has left through `sched_switch`, and syscall
+//! tracepoints do not run in interrupts. Tracepoint programs run with
+//! preemption disabled, so no switch falls inside one.
 
-pub(crate) const STATE_SHIFT: u32 = 56;
-pub(crate) const FLAGS_SHIFT: u32 = 48;
+use aya_ebpf::helpers::bpf_get_current_pid_tgid;
+
+use crate::{
+    audit::increment,
+    maps::{MAP_FULL, RUNNING_STATE, THREAD_STATE},
+    Error,
+};
+use moat_common::map_full;
+
+pub(crate) const FLAGS_SHIFT: u32 = 8;
 pub(crate) const ST_UNKNOWN: u64 = 0;
 pub(crate) const ST_IDLE: u64 = 1;
 pub(crate) const ST_ENTERED: u64 = 2;
@@ -14,8 +32,59 @@ pub(crate) const F_UNSHARE: u64 = 2;
 /// Its flags include `CLONE_NEWUSER`.
 pub(crate) const F_NEWUSER: u64 = 4;
 
-pub(crate) const IDLE: u64 = ST_IDLE << STATE_SHIFT;
-pub(crate) const NEW_TASK: u64 = ST_NEW_TASK << STATE_SHIFT;
-pub(crate) const ENTERED: u64 = ST_ENTERED << STATE_SHIFT;
-/// `slot >> FLAGS_SHIFT` of a plain entered syscall (no flags): the fast path.
-pub(crate) const ENTERED_PLAIN_TOP: u64 = ENTERED >> FLAGS_SHIFT;
+pub(crate) const IDLE: u64 = ST_IDLE;
+pub(crate) const NEW_TASK: u64 = ST_NEW_TASK;
+/// Entered, no flags: the fast path's value.
+pub(crate) const ENTERED: u64 = ST_ENTERED;
+
+/// The state of slot value `value`.
+#[inline(always)]
+pub(crate) fn state(value: u64) -> u64 {
+    value & 0xff
+}
+
+/// The `F_*` flags of slot value `value`.
+#[inline(always)]
+pub(crate) fn flags(value: u64) -> u64 {
+    (value >> FLAGS_SHIFT) & 0xff
+}
+
+/// This CPU's cache of the running thread's state (0: not cached).
+#[inline(always)]
+pub(crate) fn running_slot() -> Result<*mut u64, Error> {
+    RUNNING_STATE.get_ptr_mut(0).ok_or(Error::Lookup)
+}
+
+/// The current thread's state: the cache if it holds it, else its slot. None
+/// for a thread beyond `THREAD_STATE` (pid_max raised after load).
+#[inline(always)]
+pub(crate) fn current_state(cache: *const u64) -> Option<u64> {
+    // SAFETY: this CPU's cache, valid for the program's run.
+    let cached = unsafe { *cache };
+    if cached != 0 {
+        return Some(cached);
+    }
+    let tid = bpf_get_current_pid_tgid() as u32;
+    // SAFETY: the current thread's slot, which nobody else writes while it runs.
+    THREAD_STATE.get_ptr(tid).map(|slot| unsafe { *slot })
+}
+
+/// `sched_switch`: the thread leaving the CPU (the current one) takes its
+/// cached state with it.
+#[inline(always)]
+pub(crate) fn write_back() -> Result<(), Error> {
+    let cache = running_slot()?;
+    // SAFETY: this CPU's cache, valid for the program's run.
+    let value = unsafe { *cache };
+    if value == 0 {
+        return Ok(());
+    }
+    unsafe { *cache = 0 };
+    let tid = bpf_get_current_pid_tgid() as u32;
+    match THREAD_STATE.get_ptr_mut(tid) {
+        // SAFETY: the slot of the thread leaving the CPU: it writes it itself.
+        Some(slot) => unsafe { *slot = value },
+        None => increment(&MAP_FULL, map_full::THREAD_STATE)?,
+    }
+    Ok(())
+}

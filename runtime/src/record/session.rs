@@ -153,8 +153,9 @@ impl RecordMaps {
             .collect())
     }
 
-    /// The links of moatd's pairing `sys_enter` program now (not those of
-    /// the record-only program, which other `moat` processes may hold).
+    /// The links of moatd's pairing `sys_enter` program that record now:
+    /// only an older moatd's does (not those of the record-only program,
+    /// which other `moat` processes may hold).
     fn enter_links_now(&self) -> Result<Vec<u32>, RecordError> {
         let users = map_users(self.syscalls.id).map_err(|e| self.err(RECORD_SYSCALLS_MAP, e))?;
         Ok(users

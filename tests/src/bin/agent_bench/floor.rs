@@ -57,7 +57,8 @@ struct RawTracepointAttr {
 pub enum Floor {
     /// `sys_exit` only: moatd's minimum (an unpaired exit is a denial).
     Exit,
-    /// `sys_enter` and `sys_exit`: the pair moatd attaches.
+    /// `sys_enter` and `sys_exit`, and `sched_switch`: the tracepoints of
+    /// moatd's pairing (it writes its per-CPU cache back on `sched_switch`).
     Pair,
 }
 
@@ -65,7 +66,7 @@ impl Floor {
     fn tracepoints(self) -> &'static [&'static CStr] {
         match self {
             Floor::Exit => &[c"sys_exit"],
-            Floor::Pair => &[c"sys_enter", c"sys_exit"],
+            Floor::Pair => &[c"sched_switch", c"sys_enter", c"sys_exit"],
         }
     }
 }
@@ -182,5 +183,6 @@ mod tests {
     fn program_names_fit() {
         assert_eq!(prog_name(c"sys_enter"), "floor_enter");
         assert_eq!(prog_name(c"sys_exit"), "floor_exit");
+        assert_eq!(prog_name(c"sched_switch"), "floor_sched_swi");
     }
 }

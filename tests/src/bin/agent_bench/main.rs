@@ -37,7 +37,8 @@
 //! paired, and fork/exec/exit counts per cgroup); and two floors, `empty
 //! sys_exit` and `empty sys_enter+sys_exit`: raw-tracepoint programs of two
 //! instructions (`r0 = 0; exit`) that the harness loads with bpf(2) and
-//! attaches to those tracepoints (see `floor.rs`). The floors are what the
+//! attaches to those tracepoints (the pair also to `sched_switch`, as
+//! moatd's pairing; see `floor.rs`). The floors are what the
 //! machine charges for running any program there: no agent on those
 //! tracepoints can cost less, and moatd over the pair is the cost of its own
 //! logic. Each round starts a variant's agent, waits for it to be ready

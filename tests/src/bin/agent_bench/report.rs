@@ -39,8 +39,10 @@ pub(super) fn conditions(cfg: &Config, m: &Measured, notes: Vec<String>) -> Vec<
         "Floor variants: `empty sys_exit` and `empty sys_enter+sys_exit` attach raw-tracepoint \
          programs of two instructions (`r0 = 0; exit`), loaded with bpf(2) by the harness \
          itself, to those tracepoints: the fixed price this machine charges for running any \
-         program there, which no agent goes below. `moatd / empty sys_enter+sys_exit` is the \
-         cost of moatd's own logic over that floor."
+         program there, which no agent goes below. `empty sys_enter+sys_exit` also attaches \
+         one to `sched_switch`, as moatd's pairing does (it writes its per-CPU cache back \
+         there). `moatd / empty sys_enter+sys_exit` is the cost of moatd's own logic over that \
+         floor."
             .to_string(),
         "Overhead plot: each bar is a variant's median over the no-agent median of the same \
          workload; its error bar spans the variant's fastest and slowest round over that same \
