@@ -169,7 +169,7 @@ fn threads_moving_between_cpus_count_exactly() {
     skip_unless_privileged!();
     let cpus = allowed_cpus();
     if cpus.len() < 2 {
-        eprintln!("skipped: needs two CPUs to move between, this process may use {cpus:?}");
+        eprintln!("SKIP: needs two CPUs to move between, this process may use {cpus:?}");
         return;
     }
     let mut kernel = kernel();
