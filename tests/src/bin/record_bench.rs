@@ -371,7 +371,7 @@ fn bench(o: &Opts) -> Result<(), String> {
     for r in &rows {
         println!("{r}");
     }
-    println!("\nWith no recording anywhere the `sys_enter` hook costs one array load; while any recording exists every task pays a lookup of its cgroup (and a walk of its ancestors if it is not the root); a recorded task also pays a lookup of (arch, syscall) in the recorded set.\n");
+    println!("\nWith no recording anywhere nothing runs for recording (the record-only `sys_enter` program is attached only while `moat` records); while any recording exists every syscall on the node runs that program (a second program on `sys_enter` besides the pairing's) and every task pays a lookup of its cgroup (and a walk of its ancestors if it is not the root); a recorded task also pays a lookup of (arch, syscall) in the recorded set.\n");
     println!("## Recorded profile sizes\n");
     println!(
         "Syscall names a recorded profile allows (x86_64), against Docker's default profile on this host: {} allowed whatever the arguments and {} by argument ({} in all).\n",
