@@ -74,7 +74,7 @@ fn overhead(o: &Overhead, out: &mut Vec<Comparison>) {
                 .map(|&v| peer(o, v, w))
                 .collect(),
             baseline: Some(VARIANTS[V_NONE].into()),
-            goal: Some(o.goal(w)),
+            goal: o.goal(w),
             ..alone(OVERHEAD, wl.label, wl.unit, o.value(V_MOATD, w))
         });
         if w == 0 {
@@ -136,7 +136,7 @@ fn noise_note(o: &Overhead, w: usize) -> Option<String> {
     else {
         return None;
     };
-    let margin = WORKLOADS[w].goal - 1.0;
+    let margin = WORKLOADS[w].goal? - 1.0;
     let (low, high) = (min / median, max / median);
     (high - low > margin).then(|| {
         format!(

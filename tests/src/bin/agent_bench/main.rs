@@ -29,7 +29,10 @@
 //! (raw `syscall`, ns/call), a fork/`_exit`/`waitpid` loop (µs/iteration),
 //! and hashing a fixed file list (the regular files under `/usr/share/doc`,
 //! sorted, not following symlinks) with `sha256sum` run as child processes
-//! 64 files at a time, output discarded (wall time of the whole list). Five
+//! 64 files at a time, output discarded (wall time of the whole list), and
+//! a one-byte ping-pong through two pipes with a child, both pinned to one
+//! CPU (µs/round trip: two context switches and four syscalls; no goal, it
+//! shows what moatd's program on `sched_switch` costs). Five
 //! variants: no agent; `moatd` running; `bpftrace` running the script shown
 //! in the report (the closest bpftrace equivalent of moatd's counting:
 //! per-tid enter/exit pairing with an unpaired exit counted as a denial per
@@ -89,8 +92,9 @@ use moat_tests::bench::{self, Args, Row, Stats};
 use moat_tests::results::Goal;
 use moat_tests::which;
 
-use overhead::{hash_file_list, overhead, Overhead, Worker, VARIANTS, WORKLOADS};
+use overhead::{overhead, Overhead, VARIANTS, WORKLOADS};
 use piped::PipedChild;
+use worker::{hash_file_list, Worker};
 
 mod agents;
 mod floor;
@@ -101,6 +105,7 @@ mod piped;
 mod report;
 mod storm;
 mod system;
+mod worker;
 
 use agents::{Bpftrace, Moatd};
 use many::{many_workloads, Many};
@@ -169,6 +174,7 @@ struct Config {
     rounds: usize,
     calls: u64,
     forks: u64,
+    round_trips: u64,
     hash_files: usize,
     storm: i64,
     levels: Vec<usize>,
@@ -188,6 +194,7 @@ impl Config {
             rounds: 9,
             calls: 3_000_000,
             forks: 4_000,
+            round_trips: 20_000,
             hash_files: usize::MAX,
             storm: 1_000_000,
             levels: vec![10, 100, 1000],
@@ -205,6 +212,7 @@ impl Config {
             rounds: 1,
             calls: 200_000,
             forks: 100,
+            round_trips: 500,
             hash_files: 128,
             storm: 20_000,
             levels: vec![3, 10],
@@ -218,7 +226,7 @@ impl Config {
 }
 
 const USAGE: &str = "\
-usage: agent_bench [--quick] [--rounds N] [--calls N] [--forks N] [--storm N]
+usage: agent_bench [--quick] [--rounds N] [--calls N] [--forks N] [--round-trips N] [--storm N]
                    [--levels N,N,...] [--moatd PATH] [--no-bpftrace] [--no-floor]
                    [--json PATH]
 
@@ -226,6 +234,7 @@ usage: agent_bench [--quick] [--rounds N] [--calls N] [--forks N] [--storm N]
   --rounds N      interleaved overhead rounds (default 9)
   --calls N       getppid calls per loop (default 3000000)
   --forks N       fork/exit/wait iterations per loop (default 4000)
+  --round-trips N pipe ping-pong round trips on one CPU per loop (default 20000)
   --storm N       denied syscalls in the storm (default 1000000)
   --levels LIST   workload counts for the /metrics scaling figure (default 10,100,1000)
   --moatd PATH    the moatd binary (default: next to this program)
@@ -246,6 +255,7 @@ fn parse_args(args: &mut Args) -> Result<Config, String> {
             "--rounds" => cfg.rounds = args.positive(&a)?,
             "--calls" => cfg.calls = args.positive(&a)?,
             "--forks" => cfg.forks = args.positive(&a)?,
+            "--round-trips" => cfg.round_trips = args.positive(&a)?,
             "--storm" => cfg.storm = args.positive(&a)?,
             "--levels" => {
                 let v = args.value(&a)?;
@@ -315,7 +325,7 @@ fn run(cfg: Config) -> Result<String, String> {
     // The worker is forked first, while this process has no thread, no agent
     // and no descriptor worth inheriting.
     let files = hash_file_list(cfg.hash_files)?;
-    let worker = Worker::start(cfg.calls, cfg.forks, files.clone())?;
+    let worker = Worker::start(cfg.calls, cfg.forks, cfg.round_trips, files.clone())?;
 
     let moatd = match &cfg.moatd {
         Some(p) => p.clone(),

@@ -1,140 +1,16 @@
-//! Part 1, the overhead: the worker process that runs the workloads, the
-//! variants (no agent, moatd, bpftrace and the empty-program floors) and the
-//! interleaved rounds that time them.
-
-use std::io::{Read as _, Write as _};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::Instant;
+//! Part 1, the overhead: the workloads, the variants (no agent, moatd,
+//! bpftrace and the empty-program floors) and the interleaved rounds that
+//! time them (in the worker process, `worker.rs`).
 
 use moat_tests::bench::{self, Row};
 use moat_tests::results::{Goal, Value};
 
 use super::floor::{self, Floor};
-use super::piped::PipedChild;
+use super::worker::Worker;
 use super::{
     Bpftrace, Config, Env, Moatd, GOAL_FATAL_GETPPID, GOAL_FORK, GOAL_GETPPID, GOAL_HASH,
-    GOAL_OVER_FLOOR, HASH_BATCH, SETTLE,
+    GOAL_OVER_FLOOR, SETTLE,
 };
-
-// ---------------------------------------------------------------------------
-// The worker process of the overhead workloads.
-
-/// A process forked before anything else that runs a workload on request:
-/// `g` the getppid loop, `f` the fork loop, `h` the hashing; it answers with
-/// the duration in ns (`u64::MAX` on failure).
-pub(super) struct Worker(PipedChild);
-
-impl Worker {
-    /// Forked while this process has no other thread yet.
-    pub(super) fn start(calls: u64, forks: u64, files: Vec<PathBuf>) -> Result<Worker, String> {
-        PipedChild::fork(|mut rd, mut wr| loop {
-            let mut cmd = [0u8];
-            if rd.read_exact(&mut cmd).is_err() {
-                return 0;
-            }
-            let ns = match cmd[0] {
-                b'g' => getppid_loop(calls),
-                b'f' => fork_loop(forks),
-                b'h' => hash_files(&files),
-                _ => return 0,
-            };
-            if wr.write_all(&ns.to_ne_bytes()).is_err() {
-                return 1;
-            }
-        })
-        .map(Worker)
-    }
-
-    /// Runs workload `cmd`; its duration in ns.
-    fn run(&self, cmd: u8) -> Result<f64, String> {
-        let mut ns = [0u8; 8];
-        let mut to = self.0.to.as_ref().ok_or("the worker has stopped")?;
-        to.write_all(&[cmd])
-            .and_then(|()| (&self.0.from).read_exact(&mut ns))
-            .map_err(|e| format!("talking to the worker: {e}"))?;
-        let ns = u64::from_ne_bytes(ns);
-        if ns == u64::MAX {
-            return Err(format!("workload {:?} failed in the worker", cmd as char));
-        }
-        Ok(ns as f64)
-    }
-}
-
-impl Drop for Worker {
-    /// Closing its pipe ends the worker's loop; it is reaped, not killed.
-    fn drop(&mut self) {
-        self.0.reap();
-    }
-}
-
-fn getppid_loop(calls: u64) -> u64 {
-    let t = Instant::now();
-    for _ in 0..calls {
-        // SAFETY: no arguments.
-        std::hint::black_box(unsafe { libc::syscall(libc::SYS_getppid) });
-    }
-    t.elapsed().as_nanos() as u64
-}
-
-fn fork_loop(forks: u64) -> u64 {
-    let t = Instant::now();
-    for _ in 0..forks {
-        // SAFETY: the child exits at once.
-        let pid = unsafe { libc::fork() };
-        if pid == 0 {
-            // SAFETY: leaving the child.
-            unsafe { libc::_exit(0) };
-        }
-        if pid < 0 {
-            return u64::MAX;
-        }
-        // SAFETY: reaping our own child.
-        unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) };
-    }
-    t.elapsed().as_nanos() as u64
-}
-
-fn hash_files(files: &[PathBuf]) -> u64 {
-    let t = Instant::now();
-    for chunk in files.chunks(HASH_BATCH) {
-        let ok = Command::new("sha256sum")
-            .args(chunk)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if !ok {
-            return u64::MAX;
-        }
-    }
-    t.elapsed().as_nanos() as u64
-}
-
-/// The regular files under /usr/share/doc, sorted, at most `max`.
-pub(super) fn hash_file_list(max: usize) -> Result<Vec<PathBuf>, String> {
-    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
-        let Ok(entries) = std::fs::read_dir(dir) else {
-            return;
-        };
-        for e in entries.filter_map(Result::ok) {
-            let Ok(t) = e.file_type() else { continue };
-            if t.is_dir() {
-                walk(&e.path(), out);
-            } else if t.is_file() {
-                out.push(e.path());
-            }
-        }
-    }
-    let mut files = Vec::new();
-    walk(Path::new("/usr/share/doc"), &mut files);
-    files.sort();
-    files.truncate(max);
-    if files.is_empty() {
-        return Err("no files under /usr/share/doc to hash".into());
-    }
-    Ok(files)
-}
 
 // ---------------------------------------------------------------------------
 // Part 1: overhead.
@@ -165,31 +41,57 @@ pub(super) struct Workload {
     /// The worker's command for it.
     cmd: u8,
     pub(super) unit: &'static str,
-    /// The most moatd may cost, as a ratio to no agent (issue 4).
-    pub(super) goal: f64,
+    /// What one measurement is divided into to give the unit.
+    per: Per,
+    /// The most moatd may cost, as a ratio to no agent (issue 4); none for
+    /// a workload measured to show a cost rather than to meet a goal.
+    pub(super) goal: Option<f64>,
 }
 
-pub(super) const WORKLOADS: [Workload; 3] = [
+/// The divisor of a workload's duration.
+enum Per {
+    /// ns per getppid call.
+    Call,
+    /// µs per fork iteration.
+    Fork,
+    /// µs per ping-pong round trip.
+    RoundTrip,
+    /// ms for the whole workload.
+    Whole,
+}
+
+pub(super) const WORKLOADS: [Workload; 4] = [
     Workload {
         label: "getppid loop",
         short: "getppid",
         cmd: b'g',
         unit: "ns/call",
-        goal: GOAL_GETPPID,
+        per: Per::Call,
+        goal: Some(GOAL_GETPPID),
     },
     Workload {
         label: "fork/exit/wait loop",
         short: "fork/exit",
         cmd: b'f',
         unit: "µs/iter",
-        goal: GOAL_FORK,
+        per: Per::Fork,
+        goal: Some(GOAL_FORK),
     },
     Workload {
         label: "hash /usr/share/doc",
         short: "hash",
         cmd: b'h',
         unit: "ms",
-        goal: GOAL_HASH,
+        per: Per::Whole,
+        goal: Some(GOAL_HASH),
+    },
+    Workload {
+        label: "pipe ping-pong on one CPU",
+        short: "ping-pong",
+        cmd: b'p',
+        unit: "µs/round trip",
+        per: Per::RoundTrip,
+        goal: None,
     },
 ];
 
@@ -200,6 +102,7 @@ pub(super) struct Overhead {
     pub(super) skipped: Vec<Option<String>>,
     pub(super) calls: u64,
     pub(super) forks: u64,
+    pub(super) round_trips: u64,
 }
 
 impl Overhead {
@@ -223,9 +126,11 @@ impl Overhead {
     /// The goal of moatd on workload `w`: within the ratio to no agent, and
     /// cheaper than bpftrace (not judged when bpftrace was skipped, unless
     /// the ratio already misses).
-    pub(super) fn goal(&self, w: usize) -> Goal {
+    /// None for a workload without a goal.
+    pub(super) fn goal(&self, w: usize) -> Option<Goal> {
         let wl = &WORKLOADS[w];
-        let within = self.ratio(V_MOATD, V_NONE, w).map(|r| r <= wl.goal);
+        let limit = wl.goal?;
+        let within = self.ratio(V_MOATD, V_NONE, w).map(|r| r <= limit);
         let beats = match (self.median(V_MOATD, w), self.median(V_BPFTRACE, w)) {
             (Some(m), Some(b)) => Some(m < b),
             _ => None,
@@ -235,10 +140,10 @@ impl Overhead {
             (Some(true), Some(true)) => Some(true),
             _ => None,
         };
-        Goal {
-            text: format!("≤ {}× no agent and < bpftrace", wl.goal),
+        Some(Goal {
+            text: format!("≤ {limit}× no agent and < bpftrace"),
             met,
-        }
+        })
     }
 
     /// moatd (the pairing here) over the empty-program floor on workload `w`.
@@ -263,19 +168,24 @@ impl Overhead {
         for (w, wl) in WORKLOADS.iter().enumerate() {
             for (v, var) in VARIANTS.iter().enumerate() {
                 let value = match self.median(v, w) {
+                    // Three significant digits at least (ping-pong: ~2 µs).
+                    Some(m) if m < 10.0 => format!("{m:.3} {}", wl.unit),
                     Some(m) => format!("{m:.1} {}", wl.unit),
                     None => self.skipped_cell(v),
                 };
                 rows.push(Row::info(format!("{}, {var}", wl.label), value));
             }
-            let goal = self.goal(w);
-            rows.push(Row {
-                goal: goal.text,
-                met: goal.met.map_or("—", bench::yes_no).into(),
-                ..Row::info(
-                    format!("{}: moatd / no agent", wl.label),
-                    self.ratio_cell(V_MOATD, V_NONE, w),
-                )
+            let ratio = Row::info(
+                format!("{}: moatd / no agent", wl.label),
+                self.ratio_cell(V_MOATD, V_NONE, w),
+            );
+            rows.push(match self.goal(w) {
+                Some(goal) => Row {
+                    goal: goal.text,
+                    met: goal.met.map_or("—", bench::yes_no).into(),
+                    ..ratio
+                },
+                None => ratio,
             });
             for v in [V_BPFTRACE, V_EXIT, V_PAIR] {
                 rows.push(Row::info(
@@ -424,10 +334,11 @@ pub(super) fn overhead(
             std::thread::sleep(SETTLE);
             for (w, wl) in WORKLOADS.iter().enumerate() {
                 let ns = worker.run(wl.cmd)?;
-                let value = match w {
-                    0 => ns / cfg.calls as f64,
-                    1 => ns / 1e3 / cfg.forks as f64,
-                    _ => ns / 1e6,
+                let value = match wl.per {
+                    Per::Call => ns / cfg.calls as f64,
+                    Per::Fork => ns / 1e3 / cfg.forks as f64,
+                    Per::RoundTrip => ns / 1e3 / cfg.round_trips as f64,
+                    Per::Whole => ns / 1e6,
                 };
                 samples[v][w].push(value);
             }
@@ -439,5 +350,6 @@ pub(super) fn overhead(
         skipped,
         calls: cfg.calls,
         forks: cfg.forks,
+        round_trips: cfg.round_trips,
     })
 }

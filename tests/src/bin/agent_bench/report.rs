@@ -30,11 +30,14 @@ pub(super) fn conditions(cfg: &Config, m: &Measured, notes: Vec<String>) -> Vec<
         format!(
             "Overhead: {} interleaved rounds (variant order rotated per round) after one \
              discarded pass without an agent; each round starts the variant's agent, runs {} \
-             `getppid` calls, {} fork/`_exit`/`waitpid` iterations and `sha256sum` over {} \
-             files of `/usr/share/doc` ({} per process), then stops the agent. Figures are \
-             medians over the rounds. The workloads run in a process forked before any agent, \
-             in the harness's own cgroup (attributed to `host`).",
-            cfg.rounds, o.calls, o.forks, m.hash_files, HASH_BATCH
+             `getppid` calls, {} fork/`_exit`/`waitpid` iterations, `sha256sum` over {} \
+             files of `/usr/share/doc` ({} per process) and {} one-byte round trips through \
+             two pipes with a child, both pinned to one CPU (two context switches and four \
+             syscalls each; the workload that pays for moatd's program on `sched_switch`), \
+             then stops the agent. Figures are medians over the rounds. The workloads run in \
+             a process forked before any agent, in the harness's own cgroup (attributed to \
+             `host`).",
+            cfg.rounds, o.calls, o.forks, m.hash_files, HASH_BATCH, o.round_trips
         ),
         "Floor variants: `empty sys_exit` and `empty sys_enter+sys_exit` attach raw-tracepoint \
          programs of two instructions (`r0 = 0; exit`), loaded with bpf(2) by the harness \
