@@ -1,12 +1,12 @@
 //! Capability names as the Docker daemon reads them.
 //!
-//! These tables repeat `moat_runtime::caps` (which cannot be a dependency:
-//! the runtime crate links this one); a test in the runtime crate checks
-//! that the two agree.
+//! The tables are the node's one copy: `moat_runtime::caps` re-exports
+//! them (the runtime crate links this one).
 
 use crate::gojson::go_upper_ascii;
 
-/// Every capability the kernel knows, in kernel numbering order.
+/// Every capability the kernel knows, in kernel numbering order
+/// (`include/uapi/linux/capability.h`).
 pub const ALL_CAPS: [&str; 41] = [
     "CAP_CHOWN",
     "CAP_DAC_OVERRIDE",

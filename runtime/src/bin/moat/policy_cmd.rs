@@ -289,15 +289,3 @@ fn invoking_user() -> String {
         .flatten()
         .map_or_else(|| uid.to_string(), |u| u.name)
 }
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn the_policy_crates_capability_tables_match_the_runtimes() {
-        assert_eq!(moat_policy::caps::ALL_CAPS, moat_runtime::caps::ALL_CAPS);
-        assert_eq!(
-            moat_policy::caps::DOCKER_DEFAULT_CAPS,
-            moat_runtime::caps::DOCKER_DEFAULT_CAPS
-        );
-    }
-}
