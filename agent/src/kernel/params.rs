@@ -163,30 +163,7 @@ fn check_sizes(btf: &Btf, members: &[(&str, u32)]) -> Result<()> {
 /// `cgroup_subsys_state`), `cgroup_subsys_state.cgroup`, `cgroup.kn` and
 /// `kernfs_node.id`, every one of them a pointer but the last (a u64).
 fn resolve_pids_chain(btf: &Btf) -> Result<[u32; 5]> {
-    let unusable = |path: &str, reason: String| -> Error {
-        BtfError::Unusable {
-            path: path.to_owned(),
-            reason,
-        }
-        .into()
-    };
-    let pids = btf.enum_value("pids_cgrp_id")?;
-    let (elem, count) = btf.member_array("css_set.subsys")?;
-    if elem != 8 {
-        return Err(unusable(
-            "css_set.subsys",
-            format!("elements are {elem} bytes, not pointers"),
-        ));
-    }
-    let pids = u32::try_from(pids)
-        .ok()
-        .filter(|&p| p < count)
-        .ok_or_else(|| {
-            unusable(
-                "css_set.subsys",
-                format!("pids_cgrp_id {pids} is outside its {count} entries"),
-            )
-        })?;
+    let pids = pids_subsys_index(btf, "css_set.subsys")?;
     check_sizes(
         btf,
         &[
@@ -203,6 +180,31 @@ fn resolve_pids_chain(btf: &Btf) -> Result<[u32; 5]> {
         btf.member_offset("cgroup.kn")?,
         btf.member_offset("kernfs_node.id")?,
     ])
+}
+
+/// `pids_cgrp_id`, checked as an index of `array` (`css_set.subsys` or
+/// `cgroup.subsys`, arrays of pointers indexed by subsystem id).
+fn pids_subsys_index(btf: &Btf, array: &str) -> Result<u32> {
+    let unusable = |reason: String| -> Error {
+        BtfError::Unusable {
+            path: array.to_owned(),
+            reason,
+        }
+        .into()
+    };
+    let pids = btf.enum_value("pids_cgrp_id")?;
+    let (elem, count) = btf.member_array(array)?;
+    if elem != 8 {
+        return Err(unusable(format!("elements are {elem} bytes, not pointers")));
+    }
+    u32::try_from(pids)
+        .ok()
+        .filter(|&p| p < count)
+        .ok_or_else(|| {
+            unusable(format!(
+                "pids_cgrp_id {pids} is outside its {count} entries"
+            ))
+        })
 }
 
 /// What the `cgroup_rmdir` program reads of a removed cgroup.
@@ -231,6 +233,7 @@ fn resolve_pids_retired(
     pids_on_v1: bool,
     v2_local_events: bool,
 ) -> Result<RetiredOffsets> {
+    let pids = pids_subsys_index(btf, "cgroup.subsys")?;
     let unusable = |path: &str, reason: String| -> Error {
         BtfError::Unusable {
             path: path.to_owned(),
@@ -238,23 +241,6 @@ fn resolve_pids_retired(
         }
         .into()
     };
-    let pids = btf.enum_value("pids_cgrp_id")?;
-    let (elem, count) = btf.member_array("cgroup.subsys")?;
-    if elem != 8 {
-        return Err(unusable(
-            "cgroup.subsys",
-            format!("elements are {elem} bytes, not pointers"),
-        ));
-    }
-    let pids = u32::try_from(pids)
-        .ok()
-        .filter(|&p| p < count)
-        .ok_or_else(|| {
-            unusable(
-                "cgroup.subsys",
-                format!("pids_cgrp_id {pids} is outside its {count} entries"),
-            )
-        })?;
     let pids_hits = match btf.member_offset("pids_cgroup.events_limit") {
         Ok(offset) => {
             check_sizes(btf, &[("pids_cgroup.events_limit", 8)])?;
