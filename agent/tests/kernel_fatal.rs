@@ -8,43 +8,15 @@
 
 mod kernel_common;
 
-use std::{
-    sync::atomic::{AtomicI64, Ordering},
-    time::Duration,
-};
+use std::time::Duration;
 
 use kernel_common::{denials_of, named, spawn_in, Filter, TestCgroup, ARCH_X86_64};
 use moat_agent::kernel::{
     DenialAction, DenialTier, Kernel, KernelConfig, KernelSource, Mechanism, MechanismChoice,
 };
 
-/// `si_code` of a SIGSYS raised by seccomp.
-const SYS_SECCOMP: i32 = 1;
 const TRAPS: i64 = 300;
 const ERRNOS: i64 = 200;
-
-static SIGSYS_SEEN: AtomicI64 = AtomicI64::new(0);
-
-extern "C" fn on_sigsys(_sig: libc::c_int, info: *mut libc::siginfo_t, _ctx: *mut libc::c_void) {
-    // SAFETY: the kernel passes a valid siginfo to an SA_SIGINFO handler.
-    if unsafe { (*info).si_code } == SYS_SECCOMP {
-        SIGSYS_SEEN.fetch_add(1, Ordering::SeqCst);
-    }
-}
-
-fn install_sigsys_handler() {
-    // SAFETY: a zeroed sigaction with a valid handler and flags.
-    unsafe {
-        let mut action: libc::sigaction = std::mem::zeroed();
-        action.sa_sigaction = on_sigsys as *const () as usize;
-        action.sa_flags = libc::SA_SIGINFO;
-        libc::sigemptyset(&mut action.sa_mask);
-        assert_eq!(
-            libc::sigaction(libc::SIGSYS, &action, std::ptr::null_mut()),
-            0
-        );
-    }
-}
 
 fn fatal() -> Kernel {
     let kernel = Kernel::load(KernelConfig {
@@ -74,7 +46,7 @@ fn trap_and_kill_are_counted_exactly_and_errno_not_at_all() {
     let filter = mixed_filter();
     let cgroup = TestCgroup::v2("fatal-mixed");
     let mut child = spawn_in(&[&cgroup], |shared| {
-        install_sigsys_handler();
+        kernel_common::sigsys::install_handler();
         filter.install(false);
         let mut refused = 0;
         for _ in 0..ERRNOS {
@@ -85,7 +57,7 @@ fn trap_and_kill_are_counted_exactly_and_errno_not_at_all() {
         for _ in 0..TRAPS {
             sys!(libc::SYS_getppid);
         }
-        kernel_common::report(shared, 0, SIGSYS_SEEN.load(Ordering::SeqCst));
+        kernel_common::report(shared, 0, kernel_common::sigsys::seen());
         kernel_common::report(shared, 1, refused);
         // The process dies here: one KILL.
         sys!(libc::SYS_gettid);
@@ -131,12 +103,12 @@ fn a_sigsys_the_process_queues_itself_is_not_counted() {
     let cgroup = TestCgroup::v2("fatal-forged");
     const EACH: i64 = 50;
     let mut child = spawn_in(&[&cgroup], |shared| {
-        install_sigsys_handler();
+        kernel_common::sigsys::install_handler();
         filter.install(false);
         // SAFETY: a zeroed siginfo with the sigsys fields set, as seccomp does.
         let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
         info.si_signo = libc::SIGSYS;
-        info.si_code = SYS_SECCOMP;
+        info.si_code = kernel_common::sigsys::SYS_SECCOMP;
         // _sigsys: call_addr at 16, syscall at 24, arch at 28 (x86-64).
         let raw = (&raw mut info).cast::<u8>();
         // SAFETY: within the 128-byte siginfo.
@@ -171,7 +143,7 @@ fn a_sigsys_the_process_queues_itself_is_not_counted() {
             }
         }
         kernel_common::report(shared, 0, sent);
-        kernel_common::report(shared, 1, SIGSYS_SEEN.load(Ordering::SeqCst));
+        kernel_common::report(shared, 1, kernel_common::sigsys::seen());
         0
     });
     child.wait_success();

@@ -21,31 +21,6 @@ use moat_agent::{
 };
 
 const N: i64 = 1000;
-/// `si_code` of a SIGSYS raised by seccomp.
-const SYS_SECCOMP: i32 = 1;
-
-static SIGSYS_SEEN: AtomicI64 = AtomicI64::new(0);
-
-extern "C" fn on_sigsys(_sig: libc::c_int, info: *mut libc::siginfo_t, _ctx: *mut libc::c_void) {
-    // SAFETY: the kernel passes a valid siginfo to an SA_SIGINFO handler.
-    if unsafe { (*info).si_code } == SYS_SECCOMP {
-        SIGSYS_SEEN.fetch_add(1, Ordering::SeqCst);
-    }
-}
-
-fn install_sigsys_handler() {
-    // SAFETY: a zeroed sigaction with a valid handler and flags.
-    unsafe {
-        let mut action: libc::sigaction = std::mem::zeroed();
-        action.sa_sigaction = on_sigsys as *const () as usize;
-        action.sa_flags = libc::SA_SIGINFO;
-        libc::sigemptyset(&mut action.sa_mask);
-        assert_eq!(
-            libc::sigaction(libc::SIGSYS, &action, std::ptr::null_mut()),
-            0
-        );
-    }
-}
 
 fn getppid_filter(action: &str) -> Filter {
     Filter::allow_except(&format!(
@@ -64,12 +39,12 @@ fn trap_count_equals_the_handlers_count() {
     let filter = getppid_filter("SCMP_ACT_TRAP");
     let cgroup = TestCgroup::v2("trap");
     let mut child = spawn_in(&[&cgroup], |shared| {
-        install_sigsys_handler();
+        kernel_common::sigsys::install_handler();
         filter.install(false);
         for _ in 0..N {
             sys!(libc::SYS_getppid);
         }
-        kernel_common::report(shared, 0, SIGSYS_SEEN.load(Ordering::SeqCst));
+        kernel_common::report(shared, 0, kernel_common::sigsys::seen());
         0
     });
     child.wait_success();

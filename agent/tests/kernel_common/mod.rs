@@ -11,6 +11,7 @@
 
 #[path = "../common/mod.rs"]
 mod common;
+pub mod sigsys;
 
 use std::{
     fs,
