@@ -301,9 +301,8 @@ pub(super) fn pin_link(link: FdLink, name: &'static str, dir: &Path) -> Result<(
 
 /// Loads the record-only `sys_enter` program and pins it in `dir`, next to
 /// the recording maps, without attaching it: `moat` attaches it while it
-/// records on a node where the pairing's `sys_enter` (which records itself)
-/// is not attached, so that in every tier nothing runs on `sys_enter` while
-/// nobody records. Pinned under a unique name and renamed over the pin of
+/// records, in every tier and mechanism, so that nothing runs for recording
+/// on `sys_enter` while nobody records. Pinned under a unique name and renamed over the pin of
 /// an earlier moatd, so a `moat` starting meanwhile always finds one.
 pub(super) fn pin_record_program(ebpf: &mut Ebpf, dir: &Path) -> Result<()> {
     /// Makes the temporary names of loads in one process (tests) unique.
