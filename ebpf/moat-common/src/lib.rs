@@ -86,9 +86,6 @@ pub const CGROUP_RMDIR_PROGRAM: &str = "moat_cgroup_rmdir";
 /// Array indexed by thread id: each thread's syscall state (see the eBPF crate).
 /// Sized to `pid_max` at load time.
 pub const THREAD_STATE_MAP: &str = "THREAD_STATE";
-/// Per-CPU array of one `u64`: the state of the thread running on the CPU, while
-/// it is newer than its [`THREAD_STATE_MAP`] entry (0 when not).
-pub const RUNNING_STATE_MAP: &str = "RUNNING_STATE";
 /// Per-CPU hash: [`DenialKey`] → [`Counter`].
 pub const DENIALS_MAP: &str = "DENIALS";
 /// Per-CPU hash: [`ProcessKey`] → [`Counter`].
