@@ -36,7 +36,9 @@ pub(crate) fn try_sched_fork(ctx: &RawTracePointContext) -> Result<(), Error> {
     // without an entry, which must not count. If the parent (current) is in a
     // clone that asked for a new user namespace, the child carries the flag to
     // that first return, where the namespace is counted in the child's cgroup.
-    let newuser = match current_state(running_slot()?) {
+    // SAFETY: this CPU's cache, valid for the program's run.
+    let cached = unsafe { *running_slot()? };
+    let newuser = match current_state(cached) {
         Some(value) => {
             state(value) == ST_ENTERED && flags(value) & (F_FORK | F_NEWUSER) == F_FORK | F_NEWUSER
         }

@@ -113,20 +113,21 @@ pub(crate) fn watched_flags(ctx: &RawTracePointContext, nr: i64) -> u64 {
 pub(crate) fn try_sys_exit(ctx: &RawTracePointContext) -> Result<(), Error> {
     let cache = running_slot()?;
     // SAFETY: this CPU's cache, valid for the program's run.
-    if unsafe { *cache } == ENTERED {
+    let cached = unsafe { *cache };
+    if cached == ENTERED {
         // Paired, and the thread is outside a syscall again.
         unsafe { *cache = IDLE };
         return Ok(());
     }
-    exit_slow(ctx, cache)
+    exit_slow(ctx, cache, cached)
 }
 
 /// Every exit but a plain paired one from the cache: a thread back on this
 /// CPU since its last syscall event, a fork or unshare, an unpaired exit.
 /// Not inlined, for the reason given at [`enter_watched`].
 #[inline(never)]
-fn exit_slow(ctx: &RawTracePointContext, cache: *mut u64) -> Result<(), Error> {
-    let Some(value) = current_state(cache) else {
+fn exit_slow(ctx: &RawTracePointContext, cache: *mut u64, cached: u64) -> Result<(), Error> {
+    let Some(value) = current_state(cached) else {
         // pid_max was raised after load and the thread came back to this CPU
         // since its last syscall: its state was lost with its slot.
         return increment(&MAP_FULL, map_full::THREAD_STATE);

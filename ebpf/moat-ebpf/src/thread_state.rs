@@ -55,12 +55,11 @@ pub(crate) fn running_slot() -> Result<*mut u64, Error> {
     RUNNING_STATE.get_ptr_mut(0).ok_or(Error::Lookup)
 }
 
-/// The current thread's state: the cache if it holds it, else its slot. None
-/// for a thread beyond `THREAD_STATE` (pid_max raised after load).
+/// The current thread's state, given this CPU's cache value `cached`: that
+/// value if it holds the state, else the thread's slot. None for a thread
+/// beyond `THREAD_STATE` (pid_max raised after load).
 #[inline(always)]
-pub(crate) fn current_state(cache: *const u64) -> Option<u64> {
-    // SAFETY: this CPU's cache, valid for the program's run.
-    let cached = unsafe { *cache };
+pub(crate) fn current_state(cached: u64) -> Option<u64> {
     if cached != 0 {
         return Some(cached);
     }
