@@ -16,7 +16,7 @@ use std::sync::{
     Arc,
 };
 
-use kernel_common::{denials_of, spawn_in, Filter, TestCgroup, ARCH_X86_64};
+use kernel_common::{denials_of, spawn_in, Filter, TestCgroup};
 use moat_agent::kernel::{DenialAction, Kernel, KernelSource};
 
 /// Denied calls in the one-CPU test: enough for many timer preemptions.
@@ -71,13 +71,7 @@ fn assert_exactly(kernel: &mut Kernel, cgroup: &TestCgroup, count: i64) {
     let snapshot = kernel.snapshot().expect("snapshot");
     assert_eq!(
         denials_of(&snapshot, cgroup.id()),
-        vec![(
-            libc::SYS_getppid as i32,
-            DenialAction::Errno,
-            13,
-            ARCH_X86_64,
-            count as u64
-        )],
+        kernel_common::only_getppid(DenialAction::Errno, 13, count as u64),
         "every denial counted once, and nothing else taken for one"
     );
 }

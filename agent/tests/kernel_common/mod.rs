@@ -246,6 +246,17 @@ pub fn denials_of(
     v
 }
 
+/// What [`denials_of`] gives for a cgroup whose only denials are `count` of
+/// native (x86_64) `getppid` with `action` and `errno`: the shape of most
+/// exact-count assertions.
+pub fn only_getppid(
+    action: DenialAction,
+    errno: u16,
+    count: u64,
+) -> Vec<(i32, DenialAction, u16, u32, u64)> {
+    vec![(libc::SYS_getppid as i32, action, errno, ARCH_X86_64, count)]
+}
+
 /// The count of one process event kind (and errno) in one cgroup.
 pub fn events_of(
     snapshot: &KernelSnapshot,
