@@ -59,13 +59,10 @@ pub fn resolve_params(
     let exit_params = btf.typedef_fn_params("btf_trace_sched_process_exit")?;
     // The prototype's first parameter is the tracepoint's `void *__data`.
     let exit_has_group_dead = u32::from(exit_params >= 3);
-    let (signal, signal_live) = if exit_has_group_dead == 1 {
-        (0, 0)
+    let signal_live = if exit_has_group_dead == 1 {
+        0
     } else {
-        (
-            btf.member_offset("task_struct.signal")?,
-            btf.member_offset("signal_struct.live")?,
-        )
+        btf.member_offset("signal_struct.live")?
     };
     let (audit_interval_ns, audit_tolerance_ns) = config.rate_params();
     let mut params = Params {
@@ -75,13 +72,14 @@ pub fn resolve_params(
         task_seccomp_mode: btf.member_offset("task_struct.seccomp.mode")?,
         task_ti_status: btf.member_offset("task_struct.thread_info.status")?,
         task_pending_signal: btf.member_offset("task_struct.pending.signal")?,
-        task_signal: signal,
+        task_signal: btf.member_offset("task_struct.signal")?,
         signal_live,
         regs_orig_ax: btf.member_offset("pt_regs.orig_ax")?,
         regs_di: btf.member_offset("pt_regs.di")?,
         regs_bx: btf.member_offset("pt_regs.bx")?,
         regs_ax: btf.member_offset("pt_regs.ax")?,
         task_flags: btf.member_offset("task_struct.flags")?,
+        signal_nr_threads: btf.member_offset("signal_struct.nr_threads")?,
         exit_has_group_dead,
         audit_interval_ns,
         audit_tolerance_ns,

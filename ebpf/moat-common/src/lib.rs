@@ -208,8 +208,8 @@ pub struct Params {
     pub regs_ax: u32,
     /// `task_struct.flags` (`PF_KTHREAD`).
     pub task_flags: u32,
-    /// Explicit padding; zero.
-    pub _pad2: u32,
+    /// `signal_struct.nr_threads` (threads in the group, not yet released).
+    pub signal_nr_threads: u32,
 }
 
 /// Value of [`PIDS_RETIRED_MAP`].
@@ -265,7 +265,7 @@ impl Params {
         pids_on_v1: 0,
         regs_ax: 0,
         task_flags: 0,
-        _pad2: 0,
+        signal_nr_threads: 0,
     };
 }
 

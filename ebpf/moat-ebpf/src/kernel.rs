@@ -1,7 +1,8 @@
 //! Kernel constants (uapi or stable ABI) and reads of the current task.
 
 use aya_ebpf::helpers::{
-    bpf_get_current_cgroup_id, bpf_probe_read_kernel, generated::bpf_get_current_task,
+    bpf_get_current_cgroup_id, bpf_probe_read_kernel,
+    generated::{bpf_get_current_task, bpf_get_current_task_btf, bpf_task_pt_regs},
 };
 use moat_common::V1_PIDS_ID_FLAG;
 
@@ -24,13 +25,18 @@ pub(crate) const MAX_ERRNO: i64 = 4095;
 pub(crate) const ERESTARTSYS: i64 = 512;
 pub(crate) const EEXIST: i32 = 17;
 
-/// x86-64 native syscall numbers the programs watch.
+/// `__X32_SYSCALL_BIT`: set in the number of an x32 syscall.
+pub(crate) const X32_SYSCALL_BIT: i64 = 0x4000_0000;
+
+/// x86-64 native syscall numbers the programs watch (x32 uses them too).
 pub(crate) mod nr64 {
     pub const CLONE: i64 = 56;
     pub const FORK: i64 = 57;
     pub const VFORK: i64 = 58;
     pub const UNSHARE: i64 = 272;
     pub const CLONE3: i64 = 435;
+    pub const PRCTL: i64 = 157;
+    pub const SECCOMP: i64 = 317;
 }
 
 /// i386 (compat) syscall numbers the programs watch.
@@ -40,12 +46,48 @@ pub(crate) mod nr32 {
     pub const VFORK: i64 = 190;
     pub const UNSHARE: i64 = 310;
     pub const CLONE3: i64 = 435;
+    pub const PRCTL: i64 = 172;
+    pub const SECCOMP: i64 = 354;
 }
 
 #[inline(always)]
 pub(crate) fn current_task() -> *const u8 {
     // SAFETY: helper without arguments.
     unsafe { bpf_get_current_task() as *const u8 }
+}
+
+/// Whether no seccomp filter can refuse the current thread's syscalls until
+/// the thread itself makes one that may change that (seccomp, prctl, a
+/// fork-family call; see `syscalls::is_watched`): it has no filter nor strict
+/// mode, and it is its group's only thread. A filter reaches a thread only
+/// from the thread itself or from another thread of its group
+/// (`SECCOMP_FILTER_FLAG_TSYNC`), a group gains threads only through a clone
+/// by one of its threads, and a child takes its state at its first return.
+/// Any read failing answers no.
+#[inline(always)]
+pub(crate) fn unrefusable() -> bool {
+    let task = current_task();
+    if !matches!(
+        read_kernel::<u32>(task, param!(task_seccomp_mode)),
+        Ok(SECCOMP_MODE_DISABLED)
+    ) {
+        return false;
+    }
+    let Ok(signal) = read_kernel::<u64>(task, param!(task_signal)) else {
+        return false;
+    };
+    matches!(
+        read_kernel::<i32>(signal as *const u8, param!(signal_nr_threads)),
+        Ok(1)
+    )
+}
+
+/// The current thread's user registers: in a syscall, the `pt_regs` both
+/// syscall tracepoints receive.
+#[inline(always)]
+pub(crate) fn current_regs() -> *const u8 {
+    // SAFETY: helpers with no preconditions beyond a valid task (current).
+    unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) as *const u8 }
 }
 
 /// The cgroup the current task's counts and audit records are keyed by: its v2

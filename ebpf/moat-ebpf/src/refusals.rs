@@ -14,7 +14,6 @@
 //! (`try_sched_exit`), in every tier and mechanism.
 
 use aya_ebpf::{
-    helpers::generated::{bpf_get_current_task_btf, bpf_task_pt_regs},
     macros::{fexit, raw_tracepoint},
     programs::{FExitContext, RawTracePointContext},
 };
@@ -23,7 +22,7 @@ use moat_common::{action, ignored_exit, AUDIT_ARCH_I386, AUDIT_ARCH_X86_64};
 use crate::{
     audit::{count_denial, increment},
     kernel::{
-        current_task, is_compat, read_kernel, sigsys_pending, workload_cgroup, MAX_ERRNO,
+        current_regs, current_task, is_compat, read_kernel, sigsys_pending, workload_cgroup, MAX_ERRNO,
         SECCOMP_MODE_DEAD,
     },
     maps::IGNORED_EXITS,
@@ -151,13 +150,6 @@ fn try_signal_generate(ctx: &RawTracePointContext) -> Result<(), Error> {
         return increment(&IGNORED_EXITS, ignored_exit::FORGED_SIGSYS);
     }
     count_denial(workload_cgroup(), arch_of(task), nr as i32, action::TRAP, 0)
-}
-
-/// The current thread's user registers.
-#[inline(always)]
-fn current_regs() -> *const u8 {
-    // SAFETY: helpers with no preconditions beyond a valid task (current).
-    unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) as *const u8 }
 }
 
 /// The `AUDIT_ARCH_*` of the syscall `task` (current) is in.

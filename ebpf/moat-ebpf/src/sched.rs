@@ -4,10 +4,7 @@
 
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
-    helpers::{
-        bpf_get_current_pid_tgid, bpf_probe_read_kernel_str_bytes,
-        generated::{bpf_get_current_task_btf, bpf_task_pt_regs},
-    },
+    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_kernel_str_bytes},
     programs::RawTracePointContext,
 };
 use moat_common::{
@@ -17,7 +14,7 @@ use moat_common::{
 
 use crate::{
     audit::{count_denial, count_process_event, increment},
-    kernel::{is_compat, read_kernel, workload_cgroup, SECCOMP_MODE_DEAD},
+    kernel::{current_regs, is_compat, read_kernel, workload_cgroup, SECCOMP_MODE_DEAD},
     maps::{EXITED_GROUPS, MAP_FULL, PIDS_RETIRED, THREAD_STATE},
     record,
     thread_state::{
@@ -117,6 +114,14 @@ pub(crate) fn try_sched_exit(ctx: &RawTracePointContext) -> Result<(), Error> {
                 .insert(&signal, &1, u64::from(BPF_NOEXIST))
                 .is_ok()
     };
+    // The thread makes no syscall from here on: empty this CPU's cache, so
+    // that the thread's last switch writes nothing back. Its id may be free
+    // by then (a thread reaps itself before it stops running), and a new
+    // task with that id must keep the state `sched_process_fork` gave it.
+    if let Ok(cache) = running_slot() {
+        // SAFETY: this CPU's cache, valid for the program's run.
+        unsafe { *cache = 0 };
+    }
     if group_dead {
         count_process_event(cgroup, process_kind::EXIT, 0)?;
     }
@@ -124,8 +129,7 @@ pub(crate) fn try_sched_exit(ctx: &RawTracePointContext) -> Result<(), Error> {
         // A seccomp KILL: KILL_PROCESS and a last thread's KILL_THREAD went through
         // sys_exit first (and were skipped there), KILL_THREAD in a multi-threaded
         // process exited from the entry path. The registers still hold the number.
-        // SAFETY: helpers with no preconditions beyond a valid task (current).
-        let regs = unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) } as *const u8;
+        let regs = current_regs();
         let nr = read_kernel::<i64>(regs, param!(regs_orig_ax))?;
         let arch = if is_compat(task) {
             AUDIT_ARCH_I386

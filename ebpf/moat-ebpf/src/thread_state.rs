@@ -11,7 +11,9 @@
 //! tracepoints do not run in interrupts. Tracepoint programs run with
 //! preemption disabled, so no switch falls inside one.
 
-use aya_ebpf::helpers::bpf_get_current_pid_tgid;
+use core::{ffi::c_void, ptr::addr_of};
+
+use aya_ebpf::helpers::{bpf_get_current_pid_tgid, bpf_map_lookup_elem};
 
 use crate::{
     audit::increment,
@@ -25,15 +27,24 @@ pub(crate) const ST_UNKNOWN: u64 = 0;
 pub(crate) const ST_IDLE: u64 = 1;
 pub(crate) const ST_ENTERED: u64 = 2;
 pub(crate) const ST_NEW_TASK: u64 = 3;
+/// No seccomp filter can refuse the thread's syscalls until it makes a
+/// watched one (see [`crate::kernel::unrefusable`]): neither program does
+/// anything for it, and its exits are never examined.
+pub(crate) const ST_NO_FILTER: u64 = 4;
 /// The syscall is fork, vfork, clone or clone3 (for the arch it was made in).
 pub(crate) const F_FORK: u64 = 1;
 /// The syscall is unshare.
 pub(crate) const F_UNSHARE: u64 = 2;
 /// Its flags include `CLONE_NEWUSER`.
 pub(crate) const F_NEWUSER: u64 = 4;
+/// The syscall may install a seccomp filter on the thread (seccomp, prctl):
+/// whether the thread can be refused is decided again at its exit.
+pub(crate) const F_RECHECK: u64 = 8;
 
 pub(crate) const IDLE: u64 = ST_IDLE;
 pub(crate) const NEW_TASK: u64 = ST_NEW_TASK;
+/// The no-filter state, without flags: the value both fast paths look for.
+pub(crate) const NO_FILTER: u64 = ST_NO_FILTER;
 /// Entered, no flags: the fast path's value.
 pub(crate) const ENTERED: u64 = ST_ENTERED;
 
@@ -49,10 +60,27 @@ pub(crate) fn flags(value: u64) -> u64 {
     (value >> FLAGS_SHIFT) & 0xff
 }
 
+/// The key of [`RUNNING_STATE`]'s one entry, in read-only data: a key on the
+/// stack would cost the fast paths a stack frame and a store and reload on
+/// every run.
+static RUNNING_KEY: u32 = 0;
+
 /// This CPU's cache of the running thread's state (0: not cached).
 #[inline(always)]
 pub(crate) fn running_slot() -> Result<*mut u64, Error> {
-    RUNNING_STATE.get_ptr_mut(0).ok_or(Error::Lookup)
+    // SAFETY: a map definition (`PerCpuArray` is `repr(transparent)` over it)
+    // and a pointer to a valid key; the verifier inlines the lookup.
+    let value = unsafe {
+        bpf_map_lookup_elem(
+            addr_of!(RUNNING_STATE) as *mut c_void,
+            addr_of!(RUNNING_KEY) as *const c_void,
+        )
+    };
+    if value.is_null() {
+        Err(Error::Lookup)
+    } else {
+        Ok(value.cast())
+    }
 }
 
 /// The current thread's state, given this CPU's cache value `cached`: that
