@@ -18,15 +18,22 @@
 //! | --- | --- | --- |
 //! | `UNKNOWN` (0) | map creation, `exec` tid hand-over | thread not seen entering since load: ignore |
 //! | `IDLE` | every `sys_exit` | no syscall entered: **refused by seccomp**, classify |
-//! | `ENTERED` | `sys_enter` (with flags for fork/unshare) | paired: normal |
+//! | `ENTERED` | `sys_enter` (with flags for fork/unshare/seccomp/prctl) | paired: normal |
 //! | `NEW_TASK` | `sched_process_fork` on the child | a new task's first return: ignore (and count the user namespace it was cloned into, if its parent asked for one) |
+//! | `NO_FILTER` | a re-checking `sys_exit` | the thread cannot be refused: neither program does anything but read the state |
 //!
-//! The running thread's slot is cached per CPU ([`maps::RUNNING_STATE`]) and
+//! The running thread's slot is cached in a line per CPU ([`maps::RUNNING_STATE`]) and
 //! written back to `THREAD_STATE` by `sched_switch` when the thread leaves the CPU,
-//! so the paired fast path knows no thread id: an inlined per-CPU lookup, a load, a
-//! compare and a store in each program, and no helper call. Only an exit whose
-//! thread came back to the CPU since its last syscall event reads `THREAD_STATE`
-//! (see [`thread_state`]).
+//! so the paired fast path knows no thread id: the inlined CPU number, a load, a
+//! compare and a store in each program, and no helper call. Only an entry or exit
+//! whose thread came back to the CPU since its last syscall event reads
+//! `THREAD_STATE` (see [`thread_state`]).
+//!
+//! A thread without a seccomp filter that is its process's only thread is in
+//! `NO_FILTER` (see [`kernel::unrefusable`]) until it enters a syscall that may
+//! change that (seccomp, prctl, fork-family; [`syscalls::is_watched`]); the
+//! exit of such a syscall, a new task's first return and a thread's first exit
+//! seen since load decide the state again.
 //!
 //! An unpaired exit is classified from the registers and the task (offsets from BTF,
 //! see [`Params`]): `orig_ax == -1` (skipped by a tracer), tasks without a seccomp

@@ -27,9 +27,24 @@ pub(crate) static THREAD_STATE: Array<u64> = Array::with_max_entries(DEFAULT_THR
 /// A cache that makes the paired fast path free of helper calls: the running
 /// thread's syscall entries and exits update it without knowing the thread's id,
 /// and `sched_switch` writes it back to [`THREAD_STATE`] when the thread leaves
-/// the CPU. Its lookup is inlined by the verifier (6.10 and later).
-#[map]
-pub(crate) static RUNNING_STATE: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+/// the CPU. Global data (`.bss`) indexed by CPU rather than a per-CPU map: the
+/// CPU number (inlined by the verifier, 6.10 and later) and an offset are
+/// fewer instructions than a per-CPU map lookup. One line per CPU, so that no
+/// two CPUs write the same line, the same pair of lines (which adjacent-line
+/// prefetchers fetch together) included; CPUs from [`RUNNING_CPUS`] on use
+/// the thread's slot directly.
+#[unsafe(no_mangle)]
+pub(crate) static mut RUNNING_STATE: [RunningLine; RUNNING_CPUS] =
+    [const { RunningLine { state: 0 } }; RUNNING_CPUS];
+
+/// CPUs with a line in [`RUNNING_STATE`]: more than any machine moat knows of.
+pub(crate) const RUNNING_CPUS: usize = 1024;
+
+/// One CPU's line of [`RUNNING_STATE`].
+#[repr(C, align(128))]
+pub(crate) struct RunningLine {
+    pub(crate) state: u64,
+}
 
 /// Seccomp denials per (cgroup, arch, syscall, action, errno).
 #[map]

@@ -18,7 +18,7 @@ use crate::{
     maps::{EXITED_GROUPS, MAP_FULL, PIDS_RETIRED, THREAD_STATE},
     record,
     thread_state::{
-        current_state, flags, running_slot, state, write_back, FLAGS_SHIFT, F_FORK, F_NEWUSER,
+        cpu_line, current_state, flags, running_slot, state, write_back, FLAGS_SHIFT, F_FORK, F_NEWUSER,
         NEW_TASK, ST_ENTERED, ST_UNKNOWN,
     },
     Error,
@@ -118,8 +118,8 @@ pub(crate) fn try_sched_exit(ctx: &RawTracePointContext) -> Result<(), Error> {
     // that the thread's last switch writes nothing back. Its id may be free
     // by then (a thread reaps itself before it stops running), and a new
     // task with that id must keep the state `sched_process_fork` gave it.
-    if let Ok(cache) = running_slot() {
-        // SAFETY: this CPU's cache, valid for the program's run.
+    if let Some(cache) = cpu_line() {
+        // SAFETY: this CPU's line, which only programs on this CPU use.
         unsafe { *cache = 0 };
     }
     if group_dead {

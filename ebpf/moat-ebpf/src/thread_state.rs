@@ -4,20 +4,20 @@
 //! compare immediates.
 //!
 //! A thread's state is in its `THREAD_STATE` slot while it is off CPU. While it
-//! runs, [`crate::maps::RUNNING_STATE`] (per CPU) may hold a newer value, which
+//! runs, its CPU's line of [`crate::maps::RUNNING_STATE`] may hold a newer value, which
 //! `sched_switch` writes back and clears when the thread leaves the CPU. So a
 //! non-zero cache always belongs to the thread running on that CPU: every other
 //! thread that ran there since has left through `sched_switch`, and syscall
 //! tracepoints do not run in interrupts. Tracepoint programs run with
 //! preemption disabled, so no switch falls inside one.
 
-use core::{ffi::c_void, ptr::addr_of};
+use core::ptr::addr_of_mut;
 
-use aya_ebpf::helpers::{bpf_get_current_pid_tgid, bpf_map_lookup_elem};
+use aya_ebpf::helpers::{bpf_get_current_pid_tgid, bpf_get_smp_processor_id};
 
 use crate::{
     audit::increment,
-    maps::{MAP_FULL, RUNNING_STATE, THREAD_STATE},
+    maps::{MAP_FULL, RUNNING_CPUS, RUNNING_STATE, THREAD_STATE},
     Error,
 };
 use moat_common::map_full;
@@ -60,26 +60,30 @@ pub(crate) fn flags(value: u64) -> u64 {
     (value >> FLAGS_SHIFT) & 0xff
 }
 
-/// The key of [`RUNNING_STATE`]'s one entry, in read-only data: a key on the
-/// stack would cost the fast paths a stack frame and a store and reload on
-/// every run.
-static RUNNING_KEY: u32 = 0;
+/// This CPU's line of [`RUNNING_STATE`]; None on a CPU beyond
+/// [`RUNNING_CPUS`].
+#[inline(always)]
+pub(crate) fn cpu_line() -> Option<*mut u64> {
+    // SAFETY: helper without arguments.
+    let cpu = unsafe { bpf_get_smp_processor_id() } as usize;
+    if cpu >= RUNNING_CPUS {
+        return None;
+    }
+    // SAFETY: an address inside the array (no reference is made).
+    Some(unsafe { addr_of_mut!(RUNNING_STATE[cpu].state) })
+}
 
-/// This CPU's cache of the running thread's state (0: not cached).
+/// Where the running thread's state is read and written: this CPU's line
+/// (0: not cached), or on a CPU beyond [`RUNNING_CPUS`] the thread's slot
+/// itself, which the same logic reads and writes as if it were the cache.
 #[inline(always)]
 pub(crate) fn running_slot() -> Result<*mut u64, Error> {
-    // SAFETY: a map definition (`PerCpuArray` is `repr(transparent)` over it)
-    // and a pointer to a valid key; the verifier inlines the lookup.
-    let value = unsafe {
-        bpf_map_lookup_elem(
-            addr_of!(RUNNING_STATE) as *mut c_void,
-            addr_of!(RUNNING_KEY) as *const c_void,
-        )
-    };
-    if value.is_null() {
-        Err(Error::Lookup)
-    } else {
-        Ok(value.cast())
+    match cpu_line() {
+        Some(line) => Ok(line),
+        None => {
+            let tid = bpf_get_current_pid_tgid() as u32;
+            THREAD_STATE.get_ptr_mut(tid).ok_or(Error::Lookup)
+        }
     }
 }
 
@@ -100,7 +104,10 @@ pub(crate) fn current_state(cached: u64) -> Option<u64> {
 /// cached state with it.
 #[inline(always)]
 pub(crate) fn write_back() -> Result<(), Error> {
-    let cache = running_slot()?;
+    let Some(cache) = cpu_line() else {
+        // No cache on this CPU: the state is in the slot already.
+        return Ok(());
+    };
     // SAFETY: this CPU's cache, valid for the program's run.
     let value = unsafe { *cache };
     if value == 0 {
