@@ -63,7 +63,8 @@ fn enter_uncached(cache: *mut u64) -> Result<(), Error> {
     Ok(())
 }
 
-/// The entry of a syscall that may fork or unshare: its flags go along.
+/// The entry of a syscall that may fork, unshare or install a filter: its
+/// flags go along (and end the no-filter state).
 /// Not inlined, so that the fast path's program keeps few registers (each
 /// one the JIT saves and restores on every run).
 #[inline(never)]
