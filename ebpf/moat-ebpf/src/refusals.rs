@@ -22,8 +22,8 @@ use moat_common::{action, ignored_exit, AUDIT_ARCH_I386, AUDIT_ARCH_X86_64};
 use crate::{
     audit::{count_denial, increment},
     kernel::{
-        current_regs, current_task, is_compat, read_kernel, sigsys_pending, workload_cgroup, MAX_ERRNO,
-        SECCOMP_MODE_DEAD,
+        current_regs, current_task, is_compat, read_kernel, sigsys_pending, workload_cgroup,
+        MAX_ERRNO, SECCOMP_MODE_DEAD,
     },
     maps::IGNORED_EXITS,
     Error,

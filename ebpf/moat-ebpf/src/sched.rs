@@ -18,8 +18,8 @@ use crate::{
     maps::{EXITED_GROUPS, MAP_FULL, PIDS_RETIRED, THREAD_STATE},
     record,
     thread_state::{
-        cpu_line, current_state, flags, running_slot, state, write_back, FLAGS_SHIFT, F_FORK, F_NEWUSER,
-        NEW_TASK, ST_ENTERED, ST_UNKNOWN,
+        cpu_line, current_state, flags, running_slot, state, write_back, FLAGS_SHIFT, F_FORK,
+        F_NEWUSER, NEW_TASK, ST_ENTERED, ST_UNKNOWN,
     },
     Error,
 };

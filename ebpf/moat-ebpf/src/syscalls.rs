@@ -10,8 +10,8 @@ use crate::{
     audit::{audit, count_process_event, increment},
     kernel::{
         current_regs, current_task, is_compat, nr32, nr64, read_kernel, unrefusable,
-        X32_SYSCALL_BIT, workload_cgroup, CLONE_NEWUSER,
-        ERESTARTSYS, SECCOMP_MODE_DEAD, SECCOMP_MODE_DISABLED,
+        workload_cgroup, CLONE_NEWUSER, ERESTARTSYS, SECCOMP_MODE_DEAD, SECCOMP_MODE_DISABLED,
+        X32_SYSCALL_BIT,
     },
     maps::{IGNORED_EXITS, MAP_FULL},
     refusals,
