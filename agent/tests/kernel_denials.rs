@@ -140,22 +140,11 @@ fn errno_denials_are_counted_exactly() {
 /// The i386 `getppid`, through `int 0x80` from this 64-bit process.
 #[cfg(target_arch = "x86_64")]
 fn i386_getppid() -> i32 {
-    let ret: i64;
-    // SAFETY: the i386 getppid takes no arguments; int 0x80 clobbers nothing but
-    // rax (r8-r11 listed for kernels before 4.16, which zeroed them).
-    unsafe {
-        std::arch::asm!(
-            "int 0x80",
-            inlateout("rax") I386_GETPPID => ret,
-            out("r8") _, out("r9") _, out("r10") _, out("r11") _,
-            options(nostack)
-        );
-    }
-    ret as i32
+    kernel_common::i386::syscall3(I386_GETPPID, 0, 0, 0) as i32
 }
 
 #[cfg(target_arch = "x86_64")]
-const I386_GETPPID: i64 = 64;
+const I386_GETPPID: i64 = kernel_common::i386::GETPPID;
 
 /// A 32-bit syscall refused by the same profile is counted under `AUDIT_ARCH_I386`
 /// with the i386 number; under a native-only filter it is killed (libseccomp's

@@ -162,15 +162,12 @@ fn a_new_task_reusing_a_pid_is_not_a_denial() {
 /// stop, without `sys_enter`, and returns -ENOSYS, just like a seccomp ERRNO. At
 /// its `exit_group` (skipped too) the tracer either kills the tracee or detaches
 /// (then glibc's `_exit` falls back to `exit`, which runs).
+///
+/// With `threaded`, the tracee first starts a thread and joins it: a thread
+/// that was not alone at its last check is never in the pairing's no-filter
+/// state, so its exits are examined.
 #[cfg(target_arch = "x86_64")]
-fn sysemu_tracee(filter: Option<Filter>, detach: bool, tag: &str) -> (TestCgroup, Kernel) {
-    sysemu_tracee_with(filter, detach, false, tag)
-}
-
-/// [`sysemu_tracee`], whose tracee first starts a thread and joins it when
-/// `threaded`: a thread that was not alone at its last check is never in the
-/// pairing's no-filter state, so its exits are examined.
-fn sysemu_tracee_with(
+fn sysemu_tracee(
     filter: Option<Filter>,
     detach: bool,
     threaded: bool,
@@ -248,7 +245,7 @@ const EMULATED: i64 = 10;
 fn syscalls_skipped_by_a_tracer_are_not_denials() {
     skip_unless_privileged!();
     let filter = Filter::allow_except(r#"{"names": ["getpgrp"], "action": "SCMP_ACT_ERRNO"}"#);
-    let (cgroup, kernel) = sysemu_tracee(Some(filter), false, "sysemu");
+    let (cgroup, kernel) = sysemu_tracee(Some(filter), false, false, "sysemu");
     assert_ignored_not_counted(&kernel, &cgroup, "ptraced", EMULATED as u64);
 }
 
@@ -260,7 +257,7 @@ fn syscalls_skipped_by_a_tracer_are_not_denials() {
 #[cfg(target_arch = "x86_64")]
 fn a_syscall_skipped_before_the_tracer_detached_is_not_a_denial() {
     skip_unless_privileged!();
-    let (cgroup, kernel) = sysemu_tracee_with(None, true, true, "detach");
+    let (cgroup, kernel) = sysemu_tracee(None, true, true, "detach");
     assert_ignored_not_counted(&kernel, &cgroup, "no_filter", 1);
 }
 
@@ -270,6 +267,6 @@ fn a_syscall_skipped_before_the_tracer_detached_is_not_a_denial() {
 #[cfg(target_arch = "x86_64")]
 fn a_skipped_syscall_of_a_thread_in_the_no_filter_state_is_not_a_denial() {
     skip_unless_privileged!();
-    let (cgroup, kernel) = sysemu_tracee(None, true, "detach-alone");
+    let (cgroup, kernel) = sysemu_tracee(None, true, false, "detach-alone");
     assert_ignored_not_counted(&kernel, &cgroup, "no_filter", 0);
 }

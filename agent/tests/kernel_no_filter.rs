@@ -11,6 +11,8 @@
 
 mod kernel_common;
 
+#[cfg(target_arch = "x86_64")]
+use kernel_common::i386;
 use kernel_common::{denials_of, only_getppid, spawn_in, Filter, TestCgroup};
 use moat_agent::kernel::{DenialAction, Kernel, KernelSource};
 use moat_runtime::seccomp::load;
@@ -116,23 +118,23 @@ fn a_filter_installed_with_prctl_is_counted() {
 #[cfg(target_arch = "x86_64")]
 fn a_filter_installed_through_int_0x80_is_counted() {
     skip_unless_privileged!();
-    if !compat::available() {
+    if !i386::available() {
         eprintln!("SKIP: this kernel runs no i386 syscalls (no IA32 emulation)");
         return;
     }
     let filter = filter();
     let image = compat::Fprog32::new(&filter);
     assert_counted_after("nofilter-i386-prctl", || {
-        compat::syscall3(
-            compat::PRCTL,
+        i386::syscall3(
+            i386::PRCTL,
             22, /* PR_SET_SECCOMP */
             2,
             image.address(),
         )
     });
     assert_counted_after("nofilter-i386-seccomp", || {
-        compat::syscall3(
-            compat::SECCOMP,
+        i386::syscall3(
+            i386::SECCOMP,
             1, /* SET_MODE_FILTER */
             0,
             image.address(),
@@ -179,44 +181,10 @@ fn settle_refused() {
     }
 }
 
-/// `int 0x80` from this 64-bit process, with a filter image below 4 GiB.
+/// A filter image below 4 GiB, for the i386 entry points.
 #[cfg(target_arch = "x86_64")]
 mod compat {
     use super::Filter;
-
-    /// i386 `prctl`.
-    pub const PRCTL: i64 = 172;
-    /// i386 `seccomp`.
-    pub const SECCOMP: i64 = 354;
-    /// i386 `getpid`.
-    const GETPID: i64 = 20;
-
-    /// An i386 syscall with three arguments.
-    pub fn syscall3(nr: i64, a: u64, b: u64, c: u64) -> i64 {
-        let mut ret = nr;
-        let bx = a;
-        // SAFETY: the i386 ABI: number in eax, arguments in ebx, ecx, edx;
-        // r8-r11 clobbered by kernels before 4.16. rbx is reserved by LLVM,
-        // hence the swap.
-        unsafe {
-            std::arch::asm!(
-                "xchg {bx}, rbx",
-                "int 0x80",
-                "xchg {bx}, rbx",
-                bx = inout(reg) bx => _,
-                inout("rax") ret,
-                in("rcx") b,
-                in("rdx") c,
-                out("r8") _, out("r9") _, out("r10") _, out("r11") _,
-            );
-        }
-        ret
-    }
-
-    /// Whether i386 syscalls run here.
-    pub fn available() -> bool {
-        syscall3(GETPID, 0, 0, 0) == i64::from(std::process::id() as i32)
-    }
 
     /// `struct compat_sock_fprog` and the instructions, in one mapping below
     /// 4 GiB (the i386 ABI passes 32-bit pointers).

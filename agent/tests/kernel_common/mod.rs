@@ -11,6 +11,8 @@
 
 #[path = "../common/mod.rs"]
 mod common;
+#[cfg(target_arch = "x86_64")]
+pub mod i386;
 pub mod sigsys;
 
 use std::{
