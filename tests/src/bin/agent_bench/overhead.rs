@@ -103,6 +103,9 @@ pub(super) struct Overhead {
     pub(super) calls: u64,
     pub(super) forks: u64,
     pub(super) round_trips: u64,
+    /// The tracing mechanism the `moatd` variant ran (`moat_tracing_mode`),
+    /// if its `/metrics` said.
+    pub(super) mechanism: Option<String>,
 }
 
 impl Overhead {
@@ -320,6 +323,7 @@ pub(super) fn overhead(
         worker.run(wl.cmd)?;
     }
     let mut samples = vec![vec![Vec::new(); WORKLOADS.len()]; VARIANTS.len()];
+    let mut mechanism = None;
     for round in 0..cfg.rounds {
         for k in 0..active.len() {
             let v = active[(round + k) % active.len()];
@@ -330,6 +334,9 @@ pub(super) fn overhead(
                 VARIANTS[v]
             ));
             let agent = Agent::start(v, env, ready_ms)?;
+            if let (V_MOATD, Agent::Moatd(m), None) = (v, &agent, &mechanism) {
+                mechanism = m.metrics().ok().as_deref().and_then(tracing_mechanism);
+            }
             // Every variant waits alike, so an agent's start-up work is over.
             std::thread::sleep(SETTLE);
             for (w, wl) in WORKLOADS.iter().enumerate() {
@@ -351,5 +358,15 @@ pub(super) fn overhead(
         calls: cfg.calls,
         forks: cfg.forks,
         round_trips: cfg.round_trips,
+        mechanism,
     })
+}
+
+/// The `mechanism` label of `moat_tracing_mode` in a `/metrics` body.
+fn tracing_mechanism(metrics: &str) -> Option<String> {
+    let line = metrics
+        .lines()
+        .find(|l| l.starts_with("moat_tracing_mode{"))?;
+    let rest = &line[line.find("mechanism=\"")? + "mechanism=\"".len()..];
+    Some(rest[..rest.find('"')?].to_string())
 }
